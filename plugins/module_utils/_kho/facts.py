@@ -1,0 +1,83 @@
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What kho_facts reads on the host.  Blobs leave as base64; the controller decodes them."""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+
+from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import kho_params
+from ansible_collections.kexec.kho.plugins.module_utils._kho.host import KhoHost
+
+ENABLE_HINT = "add kho=on to the kernel command line (kexec.kho.kho_cmdline) and reboot"
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _side(host: KhoHost, directory: str, with_fdt: bool = True) -> dict:
+    present = host.exists(directory)
+    return {
+        "present": present,
+        "fdt": _b64(host.read_bytes(os.path.join(directory, "fdt"))) if present and with_fdt else None,
+        "sub_blobs": {k: _b64(v) for k, v in host.blobs(os.path.join(directory, "sub_fdts")).items()},
+    }
+
+
+def support(host: KhoHost, generation: str, mounted: bool, params: dict, config: dict | None) -> dict:
+    """supported / enabled / why, from what exists, then the kernel config or kallsyms."""
+    if generation != "none":
+        return {"supported": True, "enabled": True, "reason": f"{host.kho} exists"}
+    built_in = config.get("CONFIG_KEXEC_HANDOVER") == "y" if config is not None else host.has_kho_symbols()
+    if built_in is None:
+        return {"supported": None, "enabled": None,
+                "reason": f"{host.kho} is absent and neither config.gz nor kallsyms is readable; "
+                          "run with become: true" + ("" if mounted else " and mount_debugfs: true")}
+    if not built_in:
+        return {"supported": False, "enabled": False,
+                "reason": "the running kernel is built without CONFIG_KEXEC_HANDOVER"}
+    default_on = bool(config) and config.get("CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT") == "y"
+    enabled = params["kho_enabled"] if params["kho_enabled"] is not None else default_on
+    if not enabled:
+        return {"supported": True, "enabled": False,
+                "reason": f"KHO is built in but not enabled on this boot: {ENABLE_HINT}"}
+    if not mounted:
+        return {"supported": True, "enabled": True,
+                "reason": f"debugfs is not mounted at {host.debugfs}: set mount_debugfs: true"}
+    return {"supported": True, "enabled": True,
+            "reason": "KHO is enabled but its debugfs files are compiled out (CONFIG_KEXEC_HANDOVER_DEBUGFS)"}
+
+
+def gather(host: KhoHost, mounted: bool, read_log: bool = True) -> dict:
+    generation = host.generation()
+    cmdline = host.cmdline()
+    params = kho_params(cmdline)
+    config = host.kernel_config()
+    state = support(host, generation, mounted, params, config)
+    interface = generation if generation != "none" or not state["enabled"] else "unknown"
+    out = _side(host, host.out_dir)
+    if out["present"]:
+        out["finalized"] = host.finalized()
+        out["scratch"] = host.scratch()
+    return {
+        **state,
+        "interface": interface,
+        "debugfs_mounted": mounted,
+        "debugfs_root": host.debugfs,
+        "release": host.release(),
+        "machine": os.uname().machine,
+        "byteorder": sys.byteorder,
+        "cmdline": cmdline,
+        "params": params,
+        "kernel_config": config,
+        "kexec_loaded": host.kexec_loaded(),
+        "boot_id": host.boot_id(),
+        "liveupdate": host.liveupdate(),
+        "lockdown": host.lockdown(),
+        "log": host.kernel_log() if read_log else None,
+        "out": out,
+        "in": _side(host, host.in_dir),
+    }

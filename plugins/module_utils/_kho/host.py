@@ -1,0 +1,226 @@
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The running kernel's KHO interface, read from debugfs, sysfs and procfs.  Not a public API.
+
+Every path the collection touches on a host is spelled here once.  The roots
+are parameters so that tests can point them at simulated trees.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import os
+import re
+
+MAX_READ = 16 << 20  # no debugfs blob comes near this; a larger read is refused
+KHO_SYMBOLS = (b" kho_populate\n", b" kho_init\n", b" kho_is_enabled\n")
+GENERATIONS = ("none", "finalize", "live", "unknown")
+
+
+class NeedsRoot(Exception):
+    """A read or write the current user may not do."""
+
+    def __init__(self, path: str):
+        super().__init__(f"permission denied on {path}: KHO state is only readable by root, "
+                         "run the task with become: true")
+        self.path = path
+
+
+class KhoHost:
+    def __init__(self, debugfs_root="/sys/kernel/debug", sysfs_root="/sys", procfs_root="/proc", devfs_root="/dev"):
+        self.debugfs = debugfs_root.rstrip("/") or "/"
+        self.sysfs = sysfs_root.rstrip("/") or "/"
+        self.procfs = procfs_root.rstrip("/") or "/"
+        self.devfs = devfs_root.rstrip("/") or "/"
+        self.kho = os.path.join(self.debugfs, "kho")
+        self.out_dir = os.path.join(self.kho, "out")
+        self.in_dir = os.path.join(self.kho, "in")
+        self.finalize_path = os.path.join(self.out_dir, "finalize")
+        self.kexec_loaded_path = os.path.join(self.sysfs, "kernel", "kexec_loaded")
+
+    # ------------------------------------------------------------ reading
+
+    @staticmethod
+    def exists(path: str) -> bool:
+        try:
+            os.stat(path)
+            return True
+        except FileNotFoundError:
+            return False
+        except PermissionError as exc:
+            raise NeedsRoot(path) from exc
+
+    def read_bytes(self, path: str, limit: int = MAX_READ) -> bytes | None:
+        """Read to EOF: debugfs blobs report size 0, so st_size is never trusted."""
+        chunks, total = [], 0
+        try:
+            with open(path, "rb", buffering=0) as fh:
+                while True:
+                    chunk = fh.read(65536)
+                    if not chunk:
+                        break
+                    total += len(chunk)
+                    if total > limit:
+                        raise OSError(errno.EFBIG, f"{path} is larger than {limit} bytes")
+                    chunks.append(chunk)
+        except FileNotFoundError:
+            return None
+        except PermissionError as exc:
+            raise NeedsRoot(path) from exc
+        return b"".join(chunks)
+
+    def read_text(self, path: str) -> str | None:
+        data = self.read_bytes(path)
+        return None if data is None else data.decode("utf-8", "replace")
+
+    def blobs(self, directory: str) -> dict:
+        """{name: bytes} of the files in a sub_fdts directory."""
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            return {}
+        except PermissionError as exc:
+            raise NeedsRoot(directory) from exc
+        found = {}
+        for name in names:
+            data = self.read_bytes(os.path.join(directory, name))
+            if data is not None:
+                found[name] = data
+        return found
+
+    # ------------------------------------------------------------ state
+
+    def debugfs_mounted(self) -> bool:
+        mounts = self.read_text(os.path.join(self.procfs, "mounts")) or ""
+        return any(f.split()[1:3] == [self.debugfs, "debugfs"] for f in mounts.splitlines() if len(f.split()) > 2)
+
+    def generation(self) -> str:
+        """none, finalize or live, by what exists (see the reference's generation table)."""
+        if not self.exists(self.kho):
+            return "none"
+        if self.exists(self.finalize_path):
+            return "finalize"
+        if self.exists(self.out_dir):
+            return "live"
+        return "unknown"
+
+    def finalized(self) -> bool | None:
+        text = self.read_text(self.finalize_path)
+        return None if text is None else text.strip() not in ("", "0")
+
+    def write_finalize(self, value: int) -> None:
+        """Raises OSError with the kernel's errno (EEXIST, ENOENT, EINVAL...)."""
+        try:
+            with open(self.finalize_path, "w") as fh:
+                fh.write(f"{value}\n")
+        except PermissionError as exc:
+            raise NeedsRoot(self.finalize_path) from exc
+
+    def scratch(self) -> list:
+        phys = self.read_text(os.path.join(self.out_dir, "scratch_phys")) or ""
+        lens = self.read_text(os.path.join(self.out_dir, "scratch_len")) or ""
+        return [{"phys": int(p, 16), "len": int(n, 16)}
+                for p, n in zip(phys.split(), lens.split())]
+
+    def kexec_loaded(self) -> bool | None:
+        text = self.read_text(self.kexec_loaded_path)
+        return None if text is None else text.strip() == "1"
+
+    def boot_id(self) -> str | None:
+        text = self.read_text(os.path.join(self.procfs, "sys", "kernel", "random", "boot_id"))
+        return None if text is None else text.strip()
+
+    def release(self) -> str | None:
+        text = self.read_text(os.path.join(self.procfs, "sys", "kernel", "osrelease"))
+        return None if text is None else text.strip()
+
+    def cmdline(self) -> str:
+        return (self.read_text(os.path.join(self.procfs, "cmdline")) or "").strip()
+
+    def lockdown(self) -> str | None:
+        text = self.read_text(os.path.join(self.sysfs, "kernel", "security", "lockdown"))
+        m = re.search(r"\[(\w+)\]", text or "")
+        return m.group(1) if m else None
+
+    def liveupdate(self) -> bool:
+        return self.exists(os.path.join(self.devfs, "liveupdate"))
+
+    def kernel_config(self) -> dict | None:
+        """KHO options from /proc/config.gz, when the kernel exposes its config."""
+        path = os.path.join(self.procfs, "config.gz")
+        raw = self.read_bytes(path)
+        if raw is None:
+            return None
+        text = gzip.decompress(raw).decode("utf-8", "replace")
+        return dict(re.findall(r"^(CONFIG_KEXEC_HANDOVER\w*|CONFIG_LIVEUPDATE)=(\w+)$", text, re.M))
+
+    def has_kho_symbols(self) -> bool | None:
+        """True when kallsyms names KHO's functions: built in, even if not enabled on this boot."""
+        try:
+            with open(os.path.join(self.procfs, "kallsyms"), "rb") as fh:
+                for line in fh:
+                    if line.endswith(KHO_SYMBOLS):
+                        return True
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            return None
+        return False
+
+    def kernel_log(self, pattern: str = r"KHO|kho|reserve_mem|memory reservation") -> list | None:
+        """Matching lines of the kernel log, read from /dev/kmsg without blocking."""
+        rx = re.compile(pattern)
+        path = os.path.join(self.devfs, "kmsg")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            return None
+        lines = []
+        try:
+            while True:
+                try:
+                    record = os.read(fd, 8192)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno == errno.EPIPE:  # overwritten records: carry on
+                        continue
+                    raise
+                if not record:
+                    break
+                for rec in record.decode("utf-8", "replace").splitlines():
+                    if rec.startswith(" ") or ";" not in rec:
+                        continue
+                    head, message = rec.split(";", 1)
+                    if rx.search(message):
+                        fields = head.split(",")
+                        usec = int(fields[2]) if len(fields) > 2 and fields[2].isdigit() else 0
+                        lines.append(f"[{usec // 1000000:5d}.{usec % 1000000:06d}] {message}")
+        finally:
+            os.close(fd)
+        return lines
+
+
+ARGUMENT_SPEC = {
+    "debugfs_root": {"type": "path", "default": "/sys/kernel/debug"},
+    "sysfs_root": {"type": "path", "default": "/sys"},
+    "procfs_root": {"type": "path", "default": "/proc"},
+    "devfs_root": {"type": "path", "default": "/dev"},
+    "mount_debugfs": {"type": "bool", "default": False},
+}
+
+
+def from_params(params: dict) -> KhoHost:
+    return KhoHost(params["debugfs_root"], params["sysfs_root"], params["procfs_root"], params["devfs_root"])
+
+
+def ensure_debugfs(module, host: KhoHost) -> bool:
+    """Mount debugfs if allowed; True when it was (or in check mode would be) mounted."""
+    if host.debugfs_mounted() or not module.params["mount_debugfs"]:
+        return False
+    if not module.check_mode:
+        module.run_command(["mount", "-t", "debugfs", "debugfs", host.debugfs], check_rc=True)
+    return True

@@ -1,0 +1,279 @@
+#!/usr/bin/python
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: kho_facts
+short_description: Gather Kexec HandOver (KHO) facts from the running kernel
+version_added: 0.1.0
+description:
+  - Reads the running kernel's KHO state on the managed host (debugfs, sysfs, procfs, the kernel log) and
+    returns it as the fact C(ansible_facts.kho).
+  - Tells whether the kernel has KHO, whether it is enabled on this boot, which interface generation it
+    offers (V(finalize) for the 6.16 to 7.0 kernels with C(kho/out/finalize), V(live) for later ones), and
+    what the previous kernel handed over.
+  - The module only reads files on the host and returns the raw handover blobs; the action plugin of the
+    same name decodes them on the controller with C(pyfdt), after a strict structural check of each blob.
+    A corrupt, truncated or hostile blob becomes an entry in RV(ansible_facts.kho.errors), never a failure.
+  - Numbers in KHO blobs are in the CPU's byte order; the host's order is used.
+author:
+  - kexec.kho contributors
+extends_documentation_fragment:
+  - kexec.kho._host
+  - kexec.kho._host.attributes
+attributes:
+  check_mode:
+    details: In check mode debugfs is not mounted, and RV(changed) says whether it would have been.
+options:
+  kernel_log:
+    description:
+      - Read the KHO-related lines of the kernel log from C(/dev/kmsg) into RV(ansible_facts.kho.log).
+    type: bool
+    default: true
+  include_raw:
+    description:
+      - Also return every blob as base64 in RV(ansible_facts.kho.raw), for filing bug reports or
+        decoding elsewhere with the P(kexec.kho.fdt_decode#filter) filter.
+    type: bool
+    default: false
+requirements:
+  - On the controller, C(pyfdt) (see the collection's C(requirements.txt)).
+notes:
+  - The kernel's 6.16 usage page names C(kho/out/active); no kernel has that file. Finalization is
+    C(kho/out/finalize).
+  - On a cold boot the kernel exposes C(out/fdt) truncated (it is sized before producers add their nodes);
+    after a handover it is not created at all. RV(ansible_facts.kho.out.fdt.status) reports this and the
+    sub-blob files are decoded instead.
+seealso:
+  - module: kexec.kho.kho_finalize
+  - module: kexec.kho.kho_kexec
+  - plugin: kexec.kho.kho_query
+    plugin_type: filter
+  - plugin: kexec.kho.fdt_decode
+    plugin_type: filter
+"""
+
+EXAMPLES = r"""
+- name: Read the KHO state
+  kexec.kho.kho_facts:
+  become: true
+
+- name: Mount debugfs if needed, then read
+  kexec.kho.kho_facts:
+    mount_debugfs: true
+  become: true
+
+- name: Show where the 'oops' region came back
+  ansible.builtin.debug:
+    msg: "{{ ansible_facts.kho | kexec.kho.kho_query(\"in.reserve_mem[?name=='oops'].start | [0]\") }}"
+
+- name: Stop early on hosts without KHO
+  ansible.builtin.assert:
+    that: ansible_facts.kho.enabled
+    fail_msg: "{{ ansible_facts.kho.reason }}"
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: Facts to add to C(ansible_facts).
+  returned: always
+  type: complex
+  contains:
+    kho:
+      description: The KHO state of the running kernel.
+      returned: always
+      type: complex
+      contains:
+        supported:
+          description: The running kernel has KHO built in (V(null) when that cannot be told without root).
+          type: bool
+          sample: true
+        enabled:
+          description: KHO is active on this boot (C(kho=on), or enabled by default and not turned off).
+          type: bool
+          sample: true
+        reason:
+          description: Why RV(ansible_facts.kho.supported) and RV(ansible_facts.kho.enabled) are what they are,
+            with what to do about it.
+          type: str
+          sample: /sys/kernel/debug/kho exists
+        interface:
+          description:
+            - V(finalize) when C(kho/out/finalize) exists (6.16 to about 7.0), V(live) when C(kho/out) exists
+              without it (about 7.1 on), V(none) without KHO, V(unknown) when KHO is enabled but its debugfs
+              files cannot be seen.
+          type: str
+          sample: live
+        debugfs_mounted:
+          description: debugfs is mounted at O(debugfs_root) (after mounting it, when asked to).
+          type: bool
+        debugfs_root:
+          description: The debugfs root that was read.
+          type: str
+          sample: /sys/kernel/debug
+        release:
+          description: The running kernel's release (C(uname -r)).
+          type: str
+          sample: 7.3.4
+        machine:
+          description: The host's machine name (C(uname -m)).
+          type: str
+          sample: x86_64
+        byteorder:
+          description: The host's byte order, used to read KHO's numbers.
+          type: str
+          sample: little
+        cmdline:
+          description: The running kernel's command line (C(/proc/cmdline)).
+          type: str
+        params:
+          description: The KHO-related parameters of the running command line, parsed with the kernel's grammar.
+          type: dict
+          contains:
+            kho:
+              description: The value of C(kho=), as written; V(null) when absent.
+              type: str
+            kho_enabled:
+              description: C(kho=) read as a kernel boolean; V(null) when absent.
+              type: bool
+            scratch:
+              description: The scratch size, from C(kho_scratch=) or its later spelling C(kho_bootmem=).
+                C(param), C(value), C(kind) (V(percent) or V(sizes)), then C(percent) or C(lowmem), C(global)
+                and C(pernode) in bytes.
+              type: dict
+            reserve_mem:
+              description: Each C(reserve_mem=) as C(value), C(size) and C(align) in bytes, and C(label).
+              type: list
+              elements: dict
+            invalid:
+              description: Parameters whose value the kernel would reject, with the error.
+              type: list
+              elements: dict
+        kernel_config:
+          description: The KHO options from C(/proc/config.gz); V(null) when the kernel does not expose it.
+          type: dict
+        kexec_loaded:
+          description: A kexec image is loaded (C(/sys/kernel/kexec_loaded)).
+          type: bool
+        boot_id:
+          description: This boot's id; it changes on every boot, kexec included.
+          type: str
+        liveupdate:
+          description: C(/dev/liveupdate) exists (the Live Update Orchestrator is built in). Reported, not driven.
+          type: bool
+        lockdown:
+          description: The kernel lockdown mode (V(none), V(integrity), V(confidentiality)); V(null) without LSM lockdown.
+          type: str
+        log:
+          description: KHO-related kernel log lines (V(null) when O(kernel_log=false) or C(/dev/kmsg) is unreadable).
+          type: list
+          elements: str
+          sample: ["[    0.632694] KHO: exec from: 7.3.4 (count 1)"]
+        out:
+          description: What this kernel will hand over.
+          type: dict
+          contains:
+            present:
+              description: C(kho/out) exists.
+              type: bool
+            finalized:
+              description: The finalize state on V(finalize) kernels; V(null) where there is none.
+              type: bool
+            scratch:
+              description: Scratch regions, each C(phys) and C(len) in bytes.
+              type: list
+              elements: dict
+            fdt:
+              description: The outgoing root tree C(out/fdt) with C(status) (V(complete), V(truncated),
+                V(absent), V(invalid)), C(size), C(sha256) and C(error); when complete, its decoded root
+                (see RV(ansible_facts.kho.in)).
+              type: dict
+            sub_blobs:
+              description: Registered sub-blobs by name, decoded as in RV(ansible_facts.kho.in.sub_blobs).
+              type: dict
+            reserve_mem:
+              description: The C(reserve_mem) regions in the outgoing C(memblock) blob, each C(name), C(start), C(size).
+              type: list
+              elements: dict
+            kexec_metadata:
+              description: The outgoing C(kexec-metadata), decoded.
+              type: dict
+        in:
+          description: What the previous kernel handed over to this one.
+          type: dict
+          contains:
+            present:
+              description: This boot received handover data (C(kho/in) exists).
+              type: bool
+            fdt:
+              description: C(status), C(size) and C(sha256) of C(in/fdt) (C(error) when it does not decode).
+              type: dict
+            compatible:
+              description: The root tree's C(compatible) (V(kho-v1) to V(kho-v4) are known; others are reported).
+              type: str
+              sample: kho-v4
+            version:
+              description: The number in a known root C(compatible); V(null) for an unknown one.
+              type: int
+            known_version:
+              description: The root C(compatible) is one this collection knows.
+              type: bool
+            preserved_memory_map:
+              description: Physical address of the preserved-memory map.
+              type: int
+            sub_blobs:
+              description:
+                - Each sub-blob by name with C(phys) (its physical address, from C(preserved-data) or the
+                  V(kho-v1) C(fdt) property), C(blob_size) (from C(blob-size), V(kho-v3) on), and from its
+                  file C(size), C(sha256), C(format) (V(fdt), V(kexec-metadata) or V(binary)).
+                - FDT blobs add C(compatible) and C(tree) (nested C(properties) and C(nodes)); C(memblock)
+                  adds C(reserve_mem); C(kexec-metadata) adds C(metadata). A blob that fails to decode has C(error).
+              type: dict
+            reserve_mem:
+              description: The C(reserve_mem) regions handed over, each C(name), C(start), C(size) (bytes).
+              type: list
+              elements: dict
+              sample: [{"name": "oops", "start": 1051721728, "size": 1048576}]
+            kexec_metadata:
+              description: C(version), C(previous_release) and C(kexec_count) of the incoming C(kexec-metadata).
+              type: dict
+              sample: {"version": 1, "previous_release": "7.3.4", "kexec_count": 1}
+        errors:
+          description: One entry per blob that could not be decoded, with C(blob) (its debugfs path) and C(error).
+          type: list
+          elements: dict
+        raw:
+          description: Every blob read, base64, by debugfs path (only with O(include_raw=true)).
+          type: dict
+          returned: when O(include_raw=true)
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            **host.ARGUMENT_SPEC,
+            "kernel_log": {"type": "bool", "default": True},
+            "include_raw": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    kho = host.from_params(module.params)
+    try:
+        changed = host.ensure_debugfs(module, kho)
+        raw = facts.gather(kho, kho.debugfs_mounted(), module.params["kernel_log"])
+    except host.NeedsRoot as exc:
+        module.fail_json(msg=str(exc), path=exc.path)
+    except OSError as exc:
+        module.fail_json(msg=f"reading KHO state failed: {exc}")
+    module.exit_json(changed=changed, kho_raw=raw)
+
+
+if __name__ == "__main__":
+    main()

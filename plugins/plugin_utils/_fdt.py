@@ -1,0 +1,198 @@
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Flattened device tree decoding on the controller: a strict check, then pyfdt.
+
+Not a public API.  pyfdt silently skips unknown structure tags, trusts every
+offset and returns property values as big-endian 32-bit words, so every blob
+is walked here first; values are re-packed to their raw bytes afterwards and
+read in the byte order the caller names (KHO writes numbers in CPU order).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+try:
+    from pyfdt.pyfdt import FdtBlobParse, FdtNode, FdtNop, FdtPropertyBytes, FdtPropertyStrings, FdtPropertyWords
+    HAS_PYFDT = True
+    PYFDT_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - reported by the callers
+    HAS_PYFDT = False
+    PYFDT_IMPORT_ERROR = exc
+
+FDT_MAGIC = 0xD00DFEED
+HEADER = struct.Struct(">10I")
+BEGIN_NODE, END_NODE, PROP, NOP, END = 1, 2, 3, 4, 9
+MAX_DEPTH = 32
+MAX_TOKENS = 65536
+PRINTABLE = frozenset(range(0x20, 0x7F))
+
+
+class FdtError(ValueError):
+    """A blob that is not a well-formed flattened device tree."""
+
+
+def is_fdt(data: bytes) -> bool:
+    return len(data) >= 4 and struct.unpack_from(">I", data)[0] == FDT_MAGIC
+
+
+def _cstring(data: bytes, start: int, end: int, what: str) -> bytes:
+    stop = data.find(b"\0", start, end)
+    if stop < 0:
+        raise FdtError(f"{what} at offset {start} is not NUL-terminated inside its block")
+    text = data[start:stop]
+    if any(c not in PRINTABLE for c in text):
+        raise FdtError(f"{what} at offset {start} has non-printable bytes")
+    return text
+
+
+def check(data: bytes, max_depth: int = MAX_DEPTH) -> dict:
+    """Validate a blob's whole structure without trusting any number in it.
+
+    Returns the header.  Raises FdtError naming the first thing that is wrong.
+    """
+    if len(data) < HEADER.size:
+        raise FdtError(f"{len(data)} bytes is shorter than an FDT header ({HEADER.size})")
+    names = ("magic", "totalsize", "off_dt_struct", "off_dt_strings", "off_mem_rsvmap",
+             "version", "last_comp_version", "boot_cpuid_phys", "size_dt_strings", "size_dt_struct")
+    hdr = dict(zip(names, HEADER.unpack_from(data)))
+    if hdr["magic"] != FDT_MAGIC:
+        raise FdtError(f"bad magic 0x{hdr['magic']:08x} (want 0x{FDT_MAGIC:08x})")
+    if hdr["totalsize"] > len(data):
+        raise FdtError(f"truncated: header totalsize {hdr['totalsize']}, {len(data)} bytes read")
+    if hdr["version"] < 16 or hdr["version"] > 17 or hdr["last_comp_version"] > 16:
+        raise FdtError(f"unsupported version {hdr['version']} (last compatible {hdr['last_comp_version']})")
+    total = hdr["totalsize"]
+    s_off, s_size = hdr["off_dt_struct"], hdr["size_dt_struct"]
+    t_off, t_size = hdr["off_dt_strings"], hdr["size_dt_strings"]
+    for what, off, size in (("structure block", s_off, s_size), ("strings block", t_off, t_size)):
+        if off < HEADER.size or off + size > total:
+            raise FdtError(f"{what} [{off}, {off + size}) lies outside the blob (totalsize {total})")
+    if s_off % 4 or s_size % 4:
+        raise FdtError("structure block is not 4-byte aligned")
+    rsv = hdr["off_mem_rsvmap"]
+    while True:
+        if rsv < HEADER.size or rsv + 16 > total:
+            raise FdtError("memory reservation map runs past the blob")
+        if struct.unpack_from(">QQ", data, rsv) == (0, 0):
+            break
+        rsv += 16
+    _walk(data, s_off, s_off + s_size, t_off, t_off + t_size, max_depth)
+    return hdr
+
+
+def _walk(data: bytes, pos: int, end: int, t_off: int, t_end: int, max_depth: int) -> None:
+    depth = 0
+    seen_root = False
+    siblings: list[set] = []
+    for _ in range(MAX_TOKENS):
+        if pos + 4 > end:
+            raise FdtError(f"structure block ends at offset {end} without FDT_END")
+        tag = struct.unpack_from(">I", data, pos)[0]
+        pos += 4
+        if tag == BEGIN_NODE:
+            if depth == 0 and seen_root:
+                raise FdtError(f"second root node at offset {pos - 4}")
+            name = _cstring(data, pos, end, "node name")
+            if depth and not name:
+                raise FdtError(f"unnamed child node at offset {pos}")
+            if depth and name in siblings[-1]:
+                raise FdtError(f"duplicate node name {name.decode()!r}")
+            if depth:
+                siblings[-1].add(name)
+            pos += (len(name) + 4) & ~3
+            depth += 1
+            seen_root = True
+            if depth > max_depth:
+                raise FdtError(f"nesting deeper than {max_depth}")
+            siblings.append(set())
+        elif tag == END_NODE:
+            if depth == 0:
+                raise FdtError(f"FDT_END_NODE without an open node at offset {pos - 4}")
+            depth -= 1
+            siblings.pop()
+        elif tag == PROP:
+            if depth == 0:
+                raise FdtError(f"property outside any node at offset {pos - 4}")
+            if pos + 8 > end:
+                raise FdtError(f"property header at offset {pos} runs past the structure block")
+            length, nameoff = struct.unpack_from(">II", data, pos)
+            pos += 8
+            if pos + length > end:
+                raise FdtError(f"property of {length} bytes at offset {pos} runs past the structure block")
+            if t_off + nameoff >= t_end:
+                raise FdtError(f"property name offset {nameoff} lies outside the strings block")
+            name = _cstring(data, t_off + nameoff, t_end, "property name")
+            if not name:
+                raise FdtError(f"empty property name at offset {pos - 8}")
+            if name in siblings[-1]:
+                raise FdtError(f"duplicate property or node name {name.decode()!r}")
+            siblings[-1].add(name)
+            pos += (length + 3) & ~3
+        elif tag == NOP:
+            continue
+        elif tag == END:
+            if depth or not seen_root:
+                raise FdtError("FDT_END before the root node was closed")
+            return
+        else:
+            raise FdtError(f"unknown structure tag 0x{tag:x} at offset {pos - 4}")
+    raise FdtError(f"more than {MAX_TOKENS} structure tokens")
+
+
+def _raw(prop) -> bytes:
+    if isinstance(prop, FdtPropertyWords):
+        return b"".join(struct.pack(">I", w) for w in prop.words)
+    if isinstance(prop, FdtPropertyStrings):
+        return b"".join(s.encode("ascii") + b"\0" for s in prop.strings)
+    if isinstance(prop, FdtPropertyBytes):
+        return bytes(b & 0xFF for b in prop.bytes)
+    return b""
+
+
+def value(raw: bytes, byteorder: str):
+    """A property's most likely meaning: flag, string(s), number(s) or hex."""
+    if not raw:
+        return True
+    if raw.endswith(b"\0") and all(s and all(c in PRINTABLE for c in s) for s in raw[:-1].split(b"\0")):
+        strings = [s.decode("ascii") for s in raw[:-1].split(b"\0")]
+        return strings[0] if len(strings) == 1 else strings
+    if len(raw) in (4, 8):
+        return int.from_bytes(raw, byteorder)
+    if len(raw) % 4 == 0:
+        return [int.from_bytes(raw[i:i + 4], byteorder) for i in range(0, len(raw), 4)]
+    return "0x" + raw.hex()
+
+
+def _tree(node) -> dict:
+    props: dict = {}
+    nodes: dict = {}
+    for item in node:
+        if isinstance(item, FdtNop):
+            continue
+        if isinstance(item, FdtNode):
+            nodes[item.get_name()] = _tree(item)
+        else:
+            props[item.get_name()] = _raw(item)
+    return {"properties": props, "nodes": nodes}
+
+
+def parse(data: bytes) -> dict:
+    """Check then parse a blob into {'properties': {name: raw bytes}, 'nodes': {...}}."""
+    if not HAS_PYFDT:
+        raise FdtError(f"the controller lacks pyfdt: {PYFDT_IMPORT_ERROR}")
+    hdr = check(data)
+    try:
+        root = FdtBlobParse(io.BytesIO(data[:hdr["totalsize"]])).to_fdt().get_rootnode()
+    except Exception as exc:  # pyfdt raises bare Exception
+        raise FdtError(f"pyfdt could not parse it: {exc}") from exc
+    return _tree(root)
+
+
+def readable(tree: dict, byteorder: str = "little") -> dict:
+    """Turn parse()'s raw property bytes into values, recursively."""
+    return {
+        "properties": {k: value(v, byteorder) for k, v in tree["properties"].items()},
+        "nodes": {k: readable(v, byteorder) for k, v in tree["nodes"].items()},
+    }

@@ -1,0 +1,198 @@
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""KHO blob schemas, decoded on the controller.  Not a public API.
+
+Root tree (kho-v1 .. kho-v4), its sub-blob listing, ``memblock`` (reserve_mem
+regions), ``kexec-metadata`` (a packed C struct) and anything else as an FDT
+or an opaque binary.  Every number KHO writes is in the CPU's byte order.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import struct
+
+from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt
+
+ROOT_VERSIONS = {"kho-v1": 1, "kho-v2": 2, "kho-v3": 3, "kho-v4": 4}
+METADATA_NAME = "kexec-metadata"
+METADATA_FIELDS = "I65sI"  # u32 version, char previous_release[65], u32 kexec_count; packed
+
+
+class BlobError(ValueError):
+    """A blob whose content does not match its schema."""
+
+
+def _order(byteorder: str) -> str:
+    if byteorder not in ("little", "big"):
+        raise ValueError(f"byteorder must be 'little' or 'big', not {byteorder!r}")
+    return byteorder
+
+
+def _u64(props: dict, name: str, byteorder: str, where: str) -> int | None:
+    raw = props.get(name)
+    if raw is None:
+        return None
+    if len(raw) != 8:
+        raise BlobError(f"{where}: property {name!r} has {len(raw)} bytes, a u64 needs 8")
+    return int.from_bytes(raw, byteorder)
+
+
+def _string(props: dict, name: str) -> str | None:
+    raw = props.get(name)
+    if not raw:
+        return None
+    return raw.split(b"\0", 1)[0].decode("ascii", "replace")
+
+
+def decode_metadata(data: bytes, byteorder: str = "little") -> dict:
+    fmt = struct.Struct(("<" if _order(byteorder) == "little" else ">") + METADATA_FIELDS)
+    if len(data) < 4:
+        raise BlobError(f"{len(data)} bytes is too short for kexec-metadata")
+    version = int.from_bytes(data[:4], byteorder)
+    if version != 1:
+        raise BlobError(f"unknown kexec-metadata version {version} (known: 1)")
+    if len(data) != fmt.size:
+        raise BlobError(f"kexec-metadata v1 is {fmt.size} bytes, got {len(data)}")
+    version, release, count = fmt.unpack(data)
+    return {
+        "version": version,
+        "previous_release": release.split(b"\0", 1)[0].decode("ascii", "replace"),
+        "kexec_count": count,
+    }
+
+
+def reserve_mem(tree: dict, byteorder: str = "little") -> list:
+    regions = []
+    for label, node in tree["nodes"].items():
+        props = node["properties"]
+        where = f"memblock/{label}"
+        if _string(props, "compatible") != "reserve-mem-v1":
+            raise BlobError(f"{where}: compatible {_string(props, 'compatible')!r}, expected 'reserve-mem-v1'")
+        start = _u64(props, "start", byteorder, where)
+        size = _u64(props, "size", byteorder, where)
+        if start is None or size is None:
+            raise BlobError(f"{where}: missing start or size")
+        regions.append({"name": label, "start": start, "size": size})
+    return regions
+
+
+def decode_blob(data: bytes, name: str | None = None, byteorder: str = "little") -> dict:
+    """One sub-blob (or any blob): its format and decoded content; raises on a bad one."""
+    byteorder = _order(byteorder)
+    rec: dict = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    if _fdt.is_fdt(data):
+        tree = _fdt.parse(data)
+        rec["format"] = "fdt"
+        rec["compatible"] = _string(tree["properties"], "compatible")
+        rec["tree"] = _fdt.readable(tree, byteorder)
+        if rec["compatible"] == "memblock-v1":
+            rec["reserve_mem"] = reserve_mem(tree, byteorder)
+        elif rec["compatible"] in ROOT_VERSIONS or (rec["compatible"] or "").startswith("kho-v"):
+            rec["handover"] = root_listing(tree, byteorder)
+    elif name == METADATA_NAME:
+        rec["format"] = METADATA_NAME
+        rec["metadata"] = decode_metadata(data, byteorder)
+    else:
+        rec["format"] = "binary"
+    return rec
+
+
+def root_listing(tree: dict, byteorder: str = "little") -> dict:
+    """The root tree's own facts: compatible, preserved-memory-map, sub-blob addresses."""
+    props = tree["properties"]
+    compatible = _string(props, "compatible")
+    blobs = {}
+    for child, node in tree["nodes"].items():
+        cp = node["properties"]
+        where = f"root/{child}"
+        phys = _u64(cp, "preserved-data", byteorder, where)
+        if phys is None:
+            phys = _u64(cp, "fdt", byteorder, where)  # kho-v1
+        blobs[child] = {"phys": phys, "blob_size": _u64(cp, "blob-size", byteorder, where)}
+    return {
+        "compatible": compatible,
+        "version": ROOT_VERSIONS.get(compatible or ""),
+        "known_version": compatible in ROOT_VERSIONS,
+        "preserved_memory_map": _u64(props, "preserved-memory-map", byteorder, "root"),
+        "listed": blobs,
+    }
+
+
+def b64decode(value) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, TypeError, ValueError) as exc:
+        raise BlobError(f"not valid base64: {exc}") from exc
+
+
+def decode_side(raw: dict, side: str, byteorder: str = "little") -> tuple[dict, list]:
+    """Build the ``in`` or ``out`` facts from the module's raw reads.
+
+    ``raw`` holds ``fdt`` (base64 or None) and ``sub_blobs`` ({name: base64}).
+    Returns (facts, errors); each error names its blob, nothing raises.
+    """
+    errors = []
+    facts: dict = {"fdt": {"status": "absent"}, "sub_blobs": {}, "reserve_mem": [], "kexec_metadata": None}
+    listed: dict = {}
+    if raw.get("fdt") is not None:
+        where = f"{side}/fdt"
+        try:
+            data = b64decode(raw["fdt"])
+            facts["fdt"] = {"status": "complete", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            root = root_listing(_fdt.parse(data), byteorder)
+            listed = root.pop("listed")
+            facts.update(root)
+        except (_fdt.FdtError, BlobError) as exc:
+            status = "truncated" if str(exc).startswith("truncated") else "invalid"
+            facts["fdt"].update(status=status, error=str(exc))
+            if status == "invalid":  # a truncated out/fdt is what a cold boot exposes
+                errors.append({"blob": where, "error": str(exc)})
+    names = sorted(set(listed) | set(raw.get("sub_blobs") or {}))
+    for name in names:
+        rec = {"name": name, **listed.get(name, {"phys": None, "blob_size": None})}
+        encoded = (raw.get("sub_blobs") or {}).get(name)
+        if encoded is not None:
+            where = f"{side}/sub_fdts/{name}"
+            try:
+                rec.update(decode_blob(b64decode(encoded), name, byteorder))
+            except (_fdt.FdtError, BlobError) as exc:
+                rec["error"] = str(exc)
+                errors.append({"blob": where, "error": str(exc)})
+            if rec.get("blob_size") is not None and rec.get("size") not in (None, rec["blob_size"]):
+                msg = f"root lists blob-size {rec['blob_size']}, the file has {rec['size']} bytes"
+                rec.setdefault("error", msg)
+                errors.append({"blob": where, "error": msg})
+        facts["sub_blobs"][name] = rec
+        if "reserve_mem" in rec:
+            facts["reserve_mem"] = rec["reserve_mem"]
+        if "metadata" in rec:
+            facts["kexec_metadata"] = rec["metadata"]
+    return facts, errors
+
+
+def facts_from_raw(raw: dict, include_raw: bool = False) -> dict:
+    """The kho_facts module's raw reads turned into ``ansible_facts.kho``."""
+    byteorder = raw.get("byteorder") or "little"
+    facts = {k: v for k, v in raw.items() if k not in ("in", "out")}
+    errors: list = []
+    for side in ("out", "in"):
+        side_raw = raw.get(side) or {}
+        decoded, side_errors = decode_side(side_raw, side, byteorder)
+        facts[side] = {k: v for k, v in side_raw.items() if k not in ("fdt", "sub_blobs")}
+        facts[side].update(decoded)
+        errors.extend(side_errors)
+    facts["errors"] = errors
+    if include_raw:
+        facts["raw"] = {}
+        for side in ("out", "in"):
+            side_raw = raw.get(side) or {}
+            if side_raw.get("fdt") is not None:
+                facts["raw"][f"{side}/fdt"] = side_raw["fdt"]
+            for name, blob in (side_raw.get("sub_blobs") or {}).items():
+                facts["raw"][f"{side}/sub_fdts/{name}"] = blob
+    return facts

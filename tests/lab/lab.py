@@ -1,0 +1,468 @@
+#!/usr/bin/env python3
+"""The kexec.kho lab: a real KHO kernel and a Debian guest in QEMU.
+
+    lab.py setup-host        install what the lab needs from Debian (idempotent)
+    lab.py build             build (or reuse) the kernel, the root fs and the disk
+    lab.py up [-n N]         boot N guests, wait for SSH, write an inventory
+    lab.py down              stop exactly the guests this lab name started
+    lab.py status            print the running guests as JSON
+
+Every artefact is cached under $KHO_LAB_CACHE (default ~/.cache/kho-lab),
+keyed by what made it.  Guests of one lab name live under run/<name>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CACHE = Path(os.environ.get("KHO_LAB_CACHE", Path.home() / ".cache" / "kho-lab"))
+FRAGMENT = HERE / "kho-lab.config"
+
+SOURCE_PACKAGE = "linux-source-7.3"
+SOURCE_SUITE = "trixie-backports"
+DEBIAN_SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+GUEST_PACKAGES = [
+    "python3", "openssh-server", "kexec-tools", "iproute2", "systemd-sysv",
+    "dbus", "udev", "sudo", "procps", "kmod",
+]
+HOST_PACKAGES = [
+    "qemu-system-x86", "qemu-utils", "debootstrap", "e2fsprogs", "openssh-client",
+    "build-essential", "bc", "flex", "bison", "libelf-dev", "libssl-dev", "cpio",
+    "xz-utils", "device-tree-compiler", "grub-common", "rsync", "kmod",
+]
+# Bumped when the recipe below changes in a way the inputs do not show.
+RECIPE = "3"
+GUEST_KERNEL = "/boot/vmlinuz-kho"
+RESERVE_MEM = "reserve_mem=1M:4096:oops ramoops.mem_name=oops ramoops.pmsg_size=65536"
+BASE_CMDLINE = (
+    "root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1 kho=on " + RESERVE_MEM
+)
+PANIC = re.compile(rb"Kernel panic - not syncing|Oops: int3")
+
+
+def log(msg: str) -> None:
+    print(f"[lab {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run(argv: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=True, **kw)
+
+
+def digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else p.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- host set-up
+
+def _apt_opts() -> list[str]:
+    d = CACHE / "apt"
+    return [
+        "-o", f"Dir::Etc::SourceList={d / 'sources.list'}",
+        "-o", "Dir::Etc::SourceParts=/dev/null",
+        "-o", f"Dir::State::Lists={d / 'lists'}",
+        "-o", "APT::Sandbox::User=root",
+    ]
+
+
+def setup_host(_args=None) -> None:
+    missing = [p for p in HOST_PACKAGES
+               if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p],
+                                 capture_output=True, text=True).stdout
+               != "install ok installed"]
+    if missing:
+        log(f"installing from Debian: {' '.join(missing)}")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        run(["apt-get", "update", "-qq"], env=env)
+        run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
+    else:
+        log("host packages present")
+
+
+def fetch_source() -> Path:
+    """Download the kernel source package from a separate apt list, untouched system."""
+    d = CACHE / "apt"
+    (d / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    debs = sorted(d.glob(f"{SOURCE_PACKAGE}_*.deb"))
+    if debs:
+        return debs[-1]
+    (d / "sources.list").write_text(
+        f"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {MIRROR} {SOURCE_SUITE} main\n")
+    log(f"fetching {SOURCE_PACKAGE} from {SOURCE_SUITE}")
+    run(["apt-get", *_apt_opts(), "update", "-qq"])
+    run(["apt-get", *_apt_opts(), "download", SOURCE_PACKAGE], cwd=d)
+    return sorted(d.glob(f"{SOURCE_PACKAGE}_*.deb"))[-1]
+
+
+def source_tree(deb: Path) -> Path:
+    tree = CACHE / f"src-{deb.stem}"
+    if (tree / "Makefile").exists():
+        return tree
+    log(f"unpacking {deb.name}")
+    tmp = CACHE / f"src-{deb.stem}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as p:
+        run(["tar", "-x", "-C", str(tmp), "--wildcards", "*.tar.xz"], stdin=p.stdout)
+    tarball = next(tmp.rglob("linux-source-*.tar.xz"))
+    run(["tar", "-xJf", str(tarball), "-C", str(tmp)])
+    inner = next(x for x in tmp.iterdir() if x.name.startswith("linux-source-") and x.is_dir())
+    inner.rename(tree)
+    shutil.rmtree(tmp)
+    return tree
+
+
+# ---------------------------------------------------------------- kernel
+
+def kernel_dir() -> Path:
+    deb = fetch_source()
+    return CACHE / f"kernel-{digest(deb.name, FRAGMENT.read_bytes(), RECIPE)}"
+
+
+def build_kernel() -> Path:
+    out = kernel_dir()
+    if (out / "bzImage").exists():
+        log(f"kernel cached: {out / 'bzImage'}")
+        return out
+    src = source_tree(fetch_source())
+    build = out.with_name(out.name + ".build")
+    build.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    log(f"configuring kernel in {build}")
+    make = ["make", "-C", str(src), f"O={build}", f"-j{os.cpu_count() or 1}", "-s"]
+    run([*make, "tinyconfig"])
+    run([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build),
+         str(build / ".config"), str(src / "kernel/configs/kvm_guest.config"), str(FRAGMENT)],
+        stdout=subprocess.DEVNULL)
+    run([*make, "olddefconfig"])
+    final = (build / ".config").read_text()
+    wanted = re.findall(r"^(CONFIG_\w+)=y$", FRAGMENT.read_text(), re.M)
+    lost = [w for w in wanted if f"{w}=y\n" not in final]
+    if lost:
+        raise SystemExit(f"kernel config dropped: {', '.join(lost)}")
+    log("building bzImage (minutes)")
+    run([*make, "bzImage"])
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    shutil.copy2(build / "arch/x86/boot/bzImage", tmp / "bzImage")
+    shutil.copy2(build / ".config", tmp / "config")
+    release = (build / "include/config/kernel.release").read_text().strip()
+    seconds = round(time.monotonic() - started, 1)
+    (tmp / "build.json").write_text(json.dumps({"release": release, "build_seconds": seconds}))
+    tmp.rename(out)
+    shutil.rmtree(build)
+    log(f"kernel {release} built in {seconds} s")
+    return out
+
+
+# ---------------------------------------------------------------- root fs and disk
+
+def ssh_key() -> Path:
+    key = CACHE / "ssh" / "id_ed25519"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kho-lab", "-f", str(key)])
+    return key
+
+
+def build_rootfs() -> Path:
+    tree = CACHE / f"rootfs-{digest(DEBIAN_SUITE, *GUEST_PACKAGES, RECIPE)}"
+    if (tree / "etc/os-release").exists():
+        log(f"root fs cached: {tree}")
+        return tree
+    tmp = tree.with_name(tree.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    log(f"debootstrap {DEBIAN_SUITE} into {tmp} (about 2 minutes)")
+    started = time.monotonic()
+    run(["debootstrap", "--variant=minbase", f"--include={','.join(GUEST_PACKAGES)}",
+         DEBIAN_SUITE, str(tmp), MIRROR], stdout=subprocess.DEVNULL)
+    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for f in (tmp / junk).glob("*"):
+            if f.is_file():
+                f.unlink()
+    tmp.rename(tree)
+    log(f"root fs ready in {round(time.monotonic() - started, 1)} s")
+    return tree
+
+
+def _guest_files(kernel: Path, pub: str) -> dict[str, tuple[str | bytes, int]]:
+    return {
+        "etc/hostname": ("kho-lab\n", 0o644),
+        "etc/hosts": ("127.0.0.1 localhost kho-lab\n", 0o644),
+        "etc/fstab": ("/dev/vda / ext4 rw,errors=remount-ro 0 1\n"
+                      "debugfs /sys/kernel/debug debugfs defaults 0 0\n", 0o644),
+        "etc/systemd/network/20-eth.network": (
+            "[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n", 0o644),
+        "etc/ssh/sshd_config.d/lab.conf": (
+            "UseDNS no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n", 0o644),
+        "root/.ssh/authorized_keys": (pub, 0o600),
+        "home/lab/.ssh/authorized_keys": (pub, 0o600),
+        "etc/sudoers.d/lab": ("lab ALL=(ALL) NOPASSWD: ALL\n", 0o440),
+        GUEST_KERNEL.lstrip("/"): (kernel.read_bytes(), 0o644),
+    }
+
+
+def build_disk() -> Path:
+    kdir = build_kernel()
+    tree = build_rootfs()
+    key = ssh_key()
+    pub = key.with_suffix(".pub").read_text()
+    disk = CACHE / f"disk-{digest(kdir.name, tree.name, pub, RECIPE)}.img"
+    if disk.exists():
+        log(f"disk cached: {disk}")
+        return disk
+    log("assembling the guest disk image")
+    stage = CACHE / "stage.tmp"
+    shutil.rmtree(stage, ignore_errors=True)
+    run(["cp", "-a", "--reflink=auto", str(tree), str(stage)])
+    if not (stage / "home/lab").exists():
+        run(["chroot", str(stage), "useradd", "-m", "-s", "/bin/bash", "lab"])
+    for rel, (content, mode) in _guest_files(kdir / "bzImage", pub).items():
+        p = stage / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content if isinstance(content, bytes) else content.encode())
+        p.chmod(mode)
+    lab_ids = (stage / "etc/passwd").read_text().split("\nlab:")[1].split(":")[1:3]
+    for p in [stage / "home/lab", *(stage / "home/lab").rglob("*")]:
+        os.chown(p, int(lab_ids[0]), int(lab_ids[1]))
+    (stage / "root/.ssh").chmod(0o700)
+    (stage / "home/lab/.ssh").chmod(0o700)
+    vml = stage / "vmlinuz"
+    if vml.is_symlink() or vml.exists():
+        vml.unlink()
+    vml.symlink_to(GUEST_KERNEL.lstrip("/"))
+    wants = stage / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / "systemd-networkd.service"
+    if not link.exists():
+        link.symlink_to("/lib/systemd/system/systemd-networkd.service")
+    (stage / "etc/machine-id").write_text("")
+    tmp = disk.with_suffix(".tmp")
+    run(["mkfs.ext4", "-q", "-F", "-L", "kho-lab", "-d", str(stage), str(tmp), "2G"])
+    tmp.rename(disk)
+    shutil.rmtree(stage)
+    return disk
+
+
+def build(_args=None) -> dict:
+    disk = build_disk()
+    kdir = kernel_dir()
+    info = json.loads((kdir / "build.json").read_text())
+    return {"disk": str(disk), "kernel": str(kdir / "bzImage"), **info}
+
+
+# ---------------------------------------------------------------- guests
+
+def run_dir(name: str) -> Path:
+    return CACHE / "run" / name
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kvm_works() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK) and os.environ.get("KHO_LAB_ACCEL") == "kvm"
+
+
+def qemu_argv(guest: dict, no_reboot: bool) -> list[str]:
+    accel = ["-accel", "kvm", "-cpu", "host"] if guest["accel"] == "kvm" else ["-accel", "tcg", "-cpu", "max"]
+    argv = [
+        "qemu-system-x86_64", *accel, "-m", str(guest["memory"]), "-smp", "2",
+        "-nodefaults", "-display", "none", "-no-user-config",
+        "-kernel", guest["kernel"], "-append", guest["cmdline"],
+        "-drive", f"file={guest['overlay']},if=virtio,format=qcow2",
+        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{guest['port']}-:22",
+        "-device", "virtio-net-pci,netdev=n0",
+        "-device", "virtio-rng-pci",
+        "-serial", f"file:{guest['serial']}",
+        "-pidfile", guest["pidfile"], "-daemonize",
+    ]
+    if no_reboot:
+        argv.append("-no-reboot")
+    return argv
+
+
+def ssh_banner(port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def wait_ssh(guest: dict, deadline: float) -> str:
+    """'up', 'panic' or 'timeout'; reads the serial log so a panic is not waited out."""
+    serial = Path(guest["serial"])
+    while time.monotonic() < deadline:
+        if ssh_banner(guest["port"]):
+            return "up"
+        if serial.exists() and PANIC.search(serial.read_bytes()):
+            return "panic"
+        time.sleep(0.1)
+    return "timeout"
+
+
+def pid_of(guest: dict) -> int | None:
+    try:
+        pid = int(Path(guest["pidfile"]).read_text().strip())
+        os.kill(pid, 0)
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return pid if guest["overlay"].encode() in cmd else None
+    except (OSError, ValueError):
+        return None
+
+
+def stop_guest(guest: dict) -> None:
+    pid = pid_of(guest)
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            if pid_of(guest) is None:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    Path(guest["pidfile"]).unlink(missing_ok=True)
+
+
+def boot_guest(guest: dict, no_reboot: bool, timeout: float, tries: int = 3) -> float:
+    for attempt in range(1, tries + 1):
+        Path(guest["serial"]).unlink(missing_ok=True)
+        started = time.monotonic()
+        run(qemu_argv(guest, no_reboot))
+        state = wait_ssh(guest, started + timeout)
+        if state == "up":
+            return round(time.monotonic() - started, 2)
+        stop_guest(guest)
+        log(f"{guest['name']}: boot {attempt} ended in {state}; see {guest['serial']}")
+    raise SystemExit(f"{guest['name']} did not boot after {tries} tries")
+
+
+def write_inventory(rd: Path, guests: list[dict]) -> Path:
+    key = ssh_key()
+    lines = ["[kho_lab]"]
+    for g in guests:
+        lines.append(f"{g['name']} ansible_host=127.0.0.1 ansible_port={g['port']}")
+    lines += [
+        "", "[kho_lab:vars]", "ansible_user=root",
+        f"ansible_ssh_private_key_file={key}",
+        "ansible_python_interpreter=/usr/bin/python3",
+        "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+        " -o LogLevel=ERROR -o ControlMaster=no -o ServerAliveInterval=2 -o ServerAliveCountMax=3'",
+        f"kho_lab_kernel={GUEST_KERNEL}",
+        "",
+    ]
+    inv = rd / "inventory.ini"
+    inv.write_text("\n".join(lines))
+    return inv
+
+
+def up(args) -> dict:
+    info = build()
+    rd = run_dir(args.name)
+    accel = args.accel
+    if accel == "auto":
+        accel = "kvm" if kvm_works() else "tcg"
+    with locked(CACHE / "run" / ".lock"):
+        if (rd / "guests.json").exists():
+            down(args)
+        rd.mkdir(parents=True, exist_ok=True)
+        guests = []
+        for i in range(args.count):
+            name = f"{args.name}-{i}"
+            overlay = rd / f"{name}.qcow2"
+            overlay.unlink(missing_ok=True)
+            run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", info["disk"], str(overlay)])
+            guests.append({
+                "name": name, "port": free_port(), "accel": accel, "memory": args.memory,
+                "kernel": info["kernel"], "cmdline": " ".join([BASE_CMDLINE, *args.append]),
+                "overlay": str(overlay), "serial": str(rd / f"{name}.serial.log"),
+                "pidfile": str(rd / f"{name}.pid"), "no_reboot": args.no_reboot,
+            })
+        (rd / "guests.json").write_text(json.dumps(guests, indent=1))
+    for g in guests:
+        g["boot_seconds"] = boot_guest(g, args.no_reboot, args.timeout)
+        log(f"{g['name']}: SSH on 127.0.0.1:{g['port']} after {g['boot_seconds']} s ({accel})")
+    (rd / "guests.json").write_text(json.dumps(guests, indent=1))
+    inv = write_inventory(rd, guests)
+    log(f"inventory: {inv}")
+    result = {"inventory": str(inv), "guests": guests, **info}
+    print(json.dumps(result))
+    return result
+
+
+def down(args) -> None:
+    rd = run_dir(args.name)
+    f = rd / "guests.json"
+    if not f.exists():
+        return
+    for g in json.loads(f.read_text()):
+        stop_guest(g)
+        Path(g["overlay"]).unlink(missing_ok=True)
+    shutil.rmtree(rd, ignore_errors=True)
+    log(f"lab {args.name} stopped")
+
+
+def status(args) -> None:
+    f = run_dir(args.name) / "guests.json"
+    guests = json.loads(f.read_text()) if f.exists() else []
+    for g in guests:
+        g["running"] = pid_of(g) is not None
+    print(json.dumps(guests, indent=1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("setup-host").set_defaults(func=setup_host)
+    sub.add_parser("build").set_defaults(func=lambda a: print(json.dumps(build(a))))
+    for name, func in (("up", up), ("down", down), ("status", status)):
+        p = sub.add_parser(name)
+        p.set_defaults(func=func)
+        p.add_argument("--name", default=os.environ.get("KHO_LAB_NAME", "lab"))
+        if name == "up":
+            p.add_argument("-n", "--count", type=int, default=1)
+            p.add_argument("--accel", choices=("auto", "tcg", "kvm"), default="auto")
+            p.add_argument("--memory", type=int, default=1024)
+            p.add_argument("--timeout", type=float, default=120.0)
+            p.add_argument("--no-reboot", action="store_true",
+                           help="make a guest reset stop QEMU (for guests that must not come back)")
+            p.add_argument("--append", action="append", default=[],
+                           help="extra kernel parameters")
+    args = ap.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
