@@ -8,6 +8,7 @@ COLL := $(BUILD)/ansible_collections/kexec/kho
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
 export KHO_BUILD := $(BUILD)
+export KHO_SHARED ?= $(abspath ../shared)
 
 .PHONY: test demo venv layout host sanity lint pytest lab-up lab-down clean
 

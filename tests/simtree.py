@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Simulated KHO hosts: debugfs, sysfs, procfs and dev trees for one interface generation.
 
     python tests/simtree.py GENERATION DEST     (prints the module options as JSON)

@@ -41,13 +41,3 @@ options:
 requirements:
   - Root on the managed host (C(become=true)); debugfs is readable by root only.
 """
-
-    ATTRIBUTES = r"""
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
-"""

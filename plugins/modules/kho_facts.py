@@ -19,13 +19,21 @@ description:
     A corrupt, truncated or hostile blob becomes an entry in RV(ansible_facts.kho.errors), never a failure.
   - Numbers in KHO blobs are in the CPU's byte order; the host's order is used.
 author:
-  - kexec.kho contributors
+  - kexec.kho contributors (@kexec-kho)
 extends_documentation_fragment:
   - kexec.kho._host
-  - kexec.kho._host.attributes
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.facts
 attributes:
   check_mode:
-    details: In check mode debugfs is not mounted, and RV(changed) says whether it would have been.
+    support: full
+    details: In check mode debugfs is not mounted, and C(changed) says whether it would have been.
+  diff_mode:
+    support: none
+  facts:
+    support: full
+  platform:
+    platforms: posix
 options:
   kernel_log:
     description:
@@ -44,7 +52,7 @@ notes:
   - The kernel's 6.16 usage page names C(kho/out/active); no kernel has that file. Finalization is
     C(kho/out/finalize).
   - On a cold boot the kernel exposes C(out/fdt) truncated (it is sized before producers add their nodes);
-    after a handover it is not created at all. RV(ansible_facts.kho.out.fdt.status) reports this and the
+    after a handover it is not created at all. RV(ansible_facts.kho.out.fdt) reports this in its C(status) and the
     sub-blob files are decoded instead.
 seealso:
   - module: kexec.kho.kho_finalize

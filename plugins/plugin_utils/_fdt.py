@@ -86,7 +86,7 @@ def _walk(data: bytes, pos: int, end: int, t_off: int, t_end: int, max_depth: in
     depth = 0
     seen_root = False
     siblings: list[set] = []
-    for _ in range(MAX_TOKENS):
+    for _token in range(MAX_TOKENS):
         if pos + 4 > end:
             raise FdtError(f"structure block ends at offset {end} without FDT_END")
         tag = struct.unpack_from(">I", data, pos)[0]

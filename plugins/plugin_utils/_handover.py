@@ -156,17 +156,18 @@ def decode_side(raw: dict, side: str, byteorder: str = "little") -> tuple[dict, 
     for name in names:
         rec = {"name": name, **listed.get(name, {"phys": None, "blob_size": None})}
         encoded = (raw.get("sub_blobs") or {}).get(name)
+        problems = []
         if encoded is not None:
-            where = f"{side}/sub_fdts/{name}"
             try:
-                rec.update(decode_blob(b64decode(encoded), name, byteorder))
+                data = b64decode(encoded)
+                if rec["blob_size"] is not None and rec["blob_size"] != len(data):
+                    problems.append(f"the root lists blob-size {rec['blob_size']}, the file has {len(data)} bytes")
+                rec.update(decode_blob(data, name, byteorder))
             except (_fdt.FdtError, BlobError) as exc:
-                rec["error"] = str(exc)
-                errors.append({"blob": where, "error": str(exc)})
-            if rec.get("blob_size") is not None and rec.get("size") not in (None, rec["blob_size"]):
-                msg = f"root lists blob-size {rec['blob_size']}, the file has {rec['size']} bytes"
-                rec.setdefault("error", msg)
-                errors.append({"blob": where, "error": msg})
+                problems.append(str(exc))
+        if problems:
+            rec["error"] = "; ".join(problems)
+            errors.append({"blob": f"{side}/sub_fdts/{name}", "error": rec["error"]})
         facts["sub_blobs"][name] = rec
         if "reserve_mem" in rec:
             facts["reserve_mem"] = rec["reserve_mem"]

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The kexec.kho lab: a real KHO kernel and a Debian guest in QEMU.
 
     lab.py setup-host        install what the lab needs from Debian (idempotent)
@@ -24,7 +23,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -86,7 +84,7 @@ def _apt_opts() -> list[str]:
 def setup_host(_args=None) -> None:
     missing = [p for p in HOST_PACKAGES
                if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p],
-                                 capture_output=True, text=True).stdout
+                                 capture_output=True, text=True, check=False).stdout
                != "install ok installed"]
     if missing:
         log(f"installing from Debian: {' '.join(missing)}")
@@ -347,7 +345,7 @@ def stop_guest(guest: dict) -> None:
     pid = pid_of(guest)
     if pid:
         os.kill(pid, signal.SIGTERM)
-        for _ in range(50):
+        for _tick in range(50):
             if pid_of(guest) is None:
                 break
             time.sleep(0.1)
