@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,3 +25,43 @@ def fixtures() -> Path:
     if not FIXTURES.is_dir():
         pytest.fail(f"the shared fixtures are missing at {FIXTURES}; set KHO_SHARED to the shared/ folder")
     return FIXTURES
+
+
+LAB = ROOT / "tests" / "lab" / "lab.py"
+
+
+def _lab(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, str(LAB), *args], capture_output=True, text=True, check=False)
+    if proc.returncode:
+        pytest.fail(f"lab.py {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    lines = proc.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+
+
+@pytest.fixture(scope="session")
+def lab_reason() -> str | None:
+    proc = subprocess.run([sys.executable, str(LAB), "unavailable"], capture_output=True, text=True, check=True)
+    return proc.stdout.strip() or None
+
+
+@pytest.fixture(scope="session")
+def lab_factory(lab_reason):
+    """Boots lab guests on demand (each call its own lab name); stops them all at the end."""
+    if lab_reason:
+        pytest.skip(f"the KHO lab cannot run here: {lab_reason}")
+    started = []
+
+    def boot(count: int = 1, *extra: str) -> dict:
+        name = f"t{os.getpid()}-{len(started)}"
+        started.append(name)
+        return _lab("up", "--name", name, "-n", str(count), *extra)
+
+    yield boot
+    for name in started:
+        _lab("down", "--name", name)
+
+
+@pytest.fixture(scope="session")
+def lab(lab_factory) -> dict:
+    """One shared lab guest for read-only tests."""
+    return lab_factory()

@@ -81,7 +81,25 @@ def _apt_opts() -> list[str]:
     ]
 
 
+def unavailable() -> str | None:
+    """Why this machine cannot run the lab, or None."""
+    if os.environ.get("KHO_LAB", "1") == "0":
+        return "KHO_LAB=0 is set"
+    if os.geteuid() != 0:
+        return "the lab needs root (debootstrap, apt-get, mkfs of a root-owned tree)"
+    if not shutil.which("apt-get"):
+        return "the lab needs a Debian host (apt-get)"
+    free = shutil.disk_usage(CACHE if CACHE.exists() else Path.home()).free
+    if free < 6 << 30:
+        return f"the lab needs 6 GiB free under {CACHE}, there are {free >> 20} MiB"
+    return None
+
+
 def setup_host(_args=None) -> None:
+    why = unavailable()
+    if why:
+        log(f"lab skipped: {why}")
+        return
     missing = [p for p in HOST_PACKAGES
                if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p],
                                  capture_output=True, text=True, check=False).stdout
@@ -444,7 +462,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("setup-host").set_defaults(func=setup_host)
-    sub.add_parser("build").set_defaults(func=lambda a: print(json.dumps(build(a))))
+    sub.add_parser("build").set_defaults(func=lambda a: print(json.dumps(build(a) if not unavailable() else
+                                                                         {"skipped": unavailable()})))
+    sub.add_parser("unavailable", help="print why the lab cannot run here (nothing when it can)").set_defaults(
+        func=lambda a: print(unavailable() or ""))
     for name, func in (("up", up), ("down", down), ("status", status)):
         p = sub.add_parser(name)
         p.set_defaults(func=func)
