@@ -1,0 +1,240 @@
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""kexec-tools, wrapped once: image checks, the target command line, load, unload, the record.
+
+Not a public API.  Every command is an argument list; nothing goes through a shell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+
+from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdline, GrammarError, parse_bool
+from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError, require_kho, transition
+
+STATE_DIR = "/run/kexec-kho"
+DEBIAN_KEXEC_DEFAULTS = "/etc/default/kexec"
+SYSTEMD_RUNTIME = "/run/systemd/system"
+HEADER_BYTES = 0x240
+
+
+class KexecError(Exception):
+    pass
+
+
+def image_kind(path: str) -> str:
+    """What kexec_file_load() will be asked to take; raises for anything else."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(HEADER_BYTES)
+    except FileNotFoundError as exc:
+        raise KexecError(f"kernel image {path} does not exist") from exc
+    except PermissionError as exc:
+        raise KexecError(f"kernel image {path} is not readable (run with become: true)") from exc
+    except IsADirectoryError as exc:
+        raise KexecError(f"kernel image {path} is a directory, not a file") from exc
+    if head[0x202:0x206] == b"HdrS":
+        return "bzImage"
+    if head[0x38:0x3C] == b"ARM\x64":
+        return "Image"
+    if head[:2] == b"MZ" and head[4:8] == b"zimg":
+        return "zboot"
+    raise KexecError(f"{path} is not a kernel image that kexec -s loads: no x86 bzImage ('HdrS' at 0x202), "
+                     "arm64 Image ('ARM\\x64' at 0x38) or EFI zboot header")
+
+
+def check_readable(path: str, what: str) -> None:
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except FileNotFoundError as exc:
+        raise KexecError(f"{what} {path} does not exist") from exc
+    except (PermissionError, IsADirectoryError) as exc:
+        raise KexecError(f"{what} {path} is not a readable file") from exc
+
+
+def sha256_file(path: str | None) -> str | None:
+    if path is None:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def target_cmdline(running: str, cmdline: str | None = None, append: str | None = None,
+                   ensure_kho: bool = True) -> str:
+    """The next kernel's command line: exact, or the running one (+ append); kho=on ensured."""
+    if cmdline is not None:
+        line = cmdline
+    else:
+        current = Cmdline(running)
+        current.remove("BOOT_IMAGE")  # the boot loader's, as kexec --reuse-cmdline drops it
+        line = " ".join(x for x in (str(current).strip(), (append or "").strip()) if x)
+    if ensure_kho:
+        c = Cmdline(line)
+        try:
+            on = c.has("kho") and parse_bool(c.get("kho") or "")
+        except GrammarError:
+            on = False
+        if not on:
+            c.set("kho", "on")
+        line = str(c)
+    return line.strip()
+
+
+def competing_loaders(defaults: str = DEBIAN_KEXEC_DEFAULTS, systemd: str = SYSTEMD_RUNTIME) -> list:
+    """What on the host loads its own image, without -s, when none is loaded."""
+    found = []
+    try:
+        with open(defaults) as fh:
+            if any(line.strip().replace('"', "") == "LOAD_KEXEC=true" for line in fh):
+                found.append(f"{defaults}: LOAD_KEXEC=true, Debian's kexec-load loads /vmlinuz without -s "
+                             "at shutdown when nothing is loaded")
+    except OSError:
+        pass
+    if os.path.isdir(systemd):
+        found.append("systemd: 'systemctl kexec' loads the default boot entry without -s when nothing is loaded")
+    return found
+
+
+class Kexec:
+    """kexec-tools on the managed host, through AnsibleModule.run_command with argument lists."""
+
+    def __init__(self, module, state_dir: str = STATE_DIR):
+        self.module = module
+        self.state_dir = state_dir
+        self.record_path = os.path.join(state_dir, "loaded.json")
+        self.binary = module.get_bin_path("kexec")
+
+    def require(self) -> str:
+        if not self.binary:
+            raise KexecError("kexec not found on the host: install kexec-tools (2.0.14 or later, for kexec -s)")
+        rc, out, err = self.module.run_command([self.binary, "--help"])
+        if "--kexec-file-syscall" not in out + err and "\n -s" not in out + err:
+            raise KexecError(f"{self.binary} has no -s (kexec_file_load): KHO needs the in-kernel file loader, "
+                             "install kexec-tools 2.0.14 or later")
+        return self.binary
+
+    def load_argv(self, kernel: str, initrd: str | None, cmdline: str) -> list:
+        argv = [self.binary or "kexec", "-s", "-l", kernel, f"--command-line={cmdline}"]
+        if initrd:
+            argv.insert(4, f"--initrd={initrd}")
+        return argv
+
+    def load(self, kernel: str, initrd: str | None, cmdline: str, lockdown: str | None) -> list:
+        argv = self.load_argv(kernel, initrd, cmdline)
+        rc, out, err = self.module.run_command(argv)
+        if rc:
+            text = (err or out).strip()
+            hint = ""
+            if lockdown not in (None, "none") or "rejected" in text or "not permitted" in text:
+                hint = (f" (kernel lockdown is '{lockdown}': with lockdown or KEXEC_SIG_FORCE only a signed "
+                        "image loads)")
+            raise KexecError(f"kexec -s -l {kernel} failed (rc {rc}): {text}{hint}")
+        return argv
+
+    def unload(self) -> list:
+        argv = [self.binary or "kexec", "-u"]
+        rc, out, err = self.module.run_command(argv)
+        if rc:
+            raise KexecError(f"kexec -u failed (rc {rc}): {(err or out).strip()}")
+        return argv
+
+    # ------------------------------------------------------------ the record under /run
+
+    def read_record(self) -> dict | None:
+        try:
+            with open(self.record_path) as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return None
+
+    def write_record(self, record: dict) -> None:
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".loaded.")
+        with os.fdopen(fd, "w") as fh:
+            json.dump({**record, "loaded_at": time.time()}, fh)
+        os.replace(tmp, self.record_path)
+
+    def forget(self) -> None:
+        try:
+            os.unlink(self.record_path)
+        except FileNotFoundError:
+            pass
+
+
+def describe(kernel: str, initrd: str | None, cmdline: str, boot_id: str | None) -> dict:
+    return {"kernel": kernel, "kernel_sha256": sha256_file(kernel), "initrd": initrd,
+            "initrd_sha256": sha256_file(initrd), "cmdline": cmdline, "boot_id": boot_id}
+
+
+def matches(record: dict | None, wanted: dict) -> bool:
+    return bool(record) and all(record.get(k) == v for k, v in wanted.items())
+
+
+def ensure_loaded(module, host, kexec: Kexec, p: dict) -> dict:
+    """state=loaded: validate everything, finalize where needed, load unless our image is already there."""
+    kind = image_kind(p["kernel"])
+    if p["initrd"]:
+        check_readable(p["initrd"], "initrd")
+    kexec.require()
+    generation = require_kho(host)
+    boot_id = host.boot_id()
+    cmdline = target_cmdline(host.cmdline(), p["cmdline"], p["append"], p["ensure_kho"])
+    wanted = describe(p["kernel"], p["initrd"], cmdline, boot_id)
+    record = kexec.read_record()
+    result = {"interface": generation, "image_kind": kind, "cmdline": cmdline, "lockdown": host.lockdown(),
+              "competing_loaders": competing_loaders(), "previous": record, "finalized_here": False,
+              "argv": kexec.load_argv(p["kernel"], p["initrd"], cmdline), **wanted}
+    if host.kexec_loaded() and matches(record, wanted) and not p["force"]:
+        return {**result, "changed": False, "loaded": True, "msg": "this image is loaded already"}
+    if generation == "finalize" and not host.finalized():
+        if not p["finalize"]:
+            raise KexecError("this kernel has a finalize state and is not finalized: on 6.16 to 6.18 kernels the "
+                             "handover data is only taken at load time when finalized. Run kexec.kho.kho_finalize "
+                             "state=finalized first, or set finalize: true")
+        if module.check_mode:
+            return {**result, "changed": True, "loaded": True, "msg": "would finalize, then load"}
+        transition(host, True, False)
+        result["finalized_here"] = True
+    if module.check_mode:
+        return {**result, "changed": True, "loaded": True, "msg": "would load"}
+    try:
+        kexec.load(p["kernel"], p["initrd"], cmdline, result["lockdown"])
+        if host.kexec_loaded() is False:
+            raise KexecError("kexec -s -l returned 0 but /sys/kernel/kexec_loaded is still 0")
+    except KexecError as exc:
+        kexec.forget()
+        if result["finalized_here"]:
+            try:
+                transition(host, False, False)
+                raise KexecError(f"{exc}; the finalize done by this task was aborted") from exc
+            except FinalizeError as abort_exc:
+                raise KexecError(f"{exc}; and the finalize could not be undone: {abort_exc}") from exc
+        raise
+    kexec.write_record(wanted)
+    return {**result, "changed": True, "loaded": True, "msg": "loaded"}
+
+
+def ensure_unloaded(module, host, kexec: Kexec) -> dict:
+    record = kexec.read_record()
+    result = {"previous": record, "loaded": False, "argv": [kexec.binary or "kexec", "-u"]}
+    if not host.kexec_loaded():
+        if not module.check_mode:
+            kexec.forget()
+        return {**result, "changed": False, "msg": "nothing is loaded"}
+    if module.check_mode:
+        return {**result, "changed": True, "msg": "would unload"}
+    if not kexec.binary:
+        raise KexecError("an image is loaded but kexec is not found on the host to unload it: install kexec-tools")
+    kexec.unload()
+    kexec.forget()
+    if host.kexec_loaded():
+        raise KexecError("kexec -u returned 0 but /sys/kernel/kexec_loaded is still 1")
+    return {**result, "changed": True, "msg": "unloaded"}

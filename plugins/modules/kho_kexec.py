@@ -1,0 +1,211 @@
+#!/usr/bin/python
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: kho_kexec
+short_description: Load or unload a kexec image that carries the Kexec HandOver data
+version_added: 0.1.0
+description:
+  - O(state=loaded) loads a kernel with C(kexec -s -l), the in-kernel file loader; the user-space loader
+    cannot carry KHO data and is never used.
+  - The next kernel's command line is O(cmdline) exactly, or the running one with O(append) added; C(kho=on)
+    is ensured on it unless O(ensure_kho=false).
+  - Idempotent. What was loaded (kernel and initrd sha256, the exact command line, the boot id) is recorded
+    under O(state_dir); a load happens only when C(/sys/kernel/kexec_loaded) is C(0) or the record differs
+    from what is asked.
+  - On finalize-era kernels that are not finalized, the load is refused unless O(finalize=true), since the
+    6.16 to 6.18 kernels only take the handover data at load time when finalized. A load that fails after
+    this task finalized aborts the finalize again, where the kernel can.
+  - O(state=unloaded) runs C(kexec -u) when an image is loaded.
+  - Jumping to the loaded kernel is the role P(kexec.kho.handover#role)'s job.
+author:
+  - kexec.kho contributors (@kexec-kho)
+extends_documentation_fragment:
+  - kexec.kho._host
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  state:
+    description: Whether an image should be loaded.
+    type: str
+    required: true
+    choices: [loaded, unloaded]
+  kernel:
+    description: Path of the kernel image on the host (x86 bzImage, arm64 Image or EFI zboot). Required for O(state=loaded).
+    type: path
+  initrd:
+    description: Path of the initrd on the host.
+    type: path
+  cmdline:
+    description: The next kernel's command line, exactly (but see O(ensure_kho)). Mutually exclusive with O(append).
+    type: str
+  append:
+    description: Parameters added to the running kernel's command line (C(BOOT_IMAGE=) is dropped, as
+      C(kexec --reuse-cmdline) does). Without O(cmdline) and O(append), the running command line is reused.
+    type: str
+  ensure_kho:
+    description: Add C(kho=on) to the next kernel's command line unless it already enables KHO.
+    type: bool
+    default: true
+  finalize:
+    description: On finalize-era kernels that are not finalized, finalize before loading instead of failing.
+    type: bool
+    default: false
+  force:
+    description: Load again even when the record says the same image is loaded.
+    type: bool
+    default: false
+  state_dir:
+    description: Where the record of the load is kept; a tmpfs, so that it does not outlive the boot.
+    type: path
+    default: /run/kexec-kho
+notes:
+  - Under kernel lockdown or C(KEXEC_SIG_FORCE) only a signed image loads; the error says so.
+  - RV(competing_loaders) lists what on the host loads its own image without C(-s) when none is loaded
+    (C(systemctl kexec), Debian's C(kexec-load) with C(LOAD_KEXEC=true)). Check right before a jump that the
+    loaded image is still this one.
+seealso:
+  - module: kexec.kho.kho_finalize
+  - module: kexec.kho.kho_facts
+"""
+
+EXAMPLES = r"""
+- name: Load the installed kernel, reusing the running command line with kho=on
+  kexec.kho.kho_kexec:
+    state: loaded
+    kernel: /boot/vmlinuz-7.3.4
+    initrd: /boot/initrd.img-7.3.4
+  become: true
+
+- name: Load with an exact command line, finalizing first where the kernel needs it
+  kexec.kho.kho_kexec:
+    state: loaded
+    kernel: /boot/vmlinuz
+    cmdline: root=/dev/vda rw console=ttyS0 kho=on reserve_mem=1M:4096:oops ramoops.mem_name=oops
+    finalize: true
+  become: true
+
+- name: Back out
+  kexec.kho.kho_kexec:
+    state: unloaded
+  become: true
+"""
+
+RETURN = r"""
+loaded:
+  description: An image is loaded after the task (in check mode, would be).
+  returned: success
+  type: bool
+kernel:
+  description: The kernel image loaded.
+  returned: O(state=loaded)
+  type: str
+kernel_sha256:
+  description: SHA-256 of the kernel image.
+  returned: O(state=loaded)
+  type: str
+initrd:
+  description: The initrd loaded, if any.
+  returned: O(state=loaded)
+  type: str
+initrd_sha256:
+  description: SHA-256 of the initrd, if any.
+  returned: O(state=loaded)
+  type: str
+cmdline:
+  description: The next kernel's command line, exactly as passed to kexec.
+  returned: O(state=loaded)
+  type: str
+  sample: root=/dev/vda rw console=ttyS0 kho=on
+boot_id:
+  description: The boot id of the kernel that did the load.
+  returned: O(state=loaded)
+  type: str
+image_kind:
+  description: The kernel image format found (V(bzImage), V(Image), V(zboot)).
+  returned: O(state=loaded)
+  type: str
+interface:
+  description: The KHO interface generation, V(finalize) or V(live).
+  returned: O(state=loaded)
+  type: str
+finalized_here:
+  description: This task finalized the kernel before loading (O(finalize=true)).
+  returned: O(state=loaded)
+  type: bool
+lockdown:
+  description: The kernel lockdown mode, if the kernel has lockdown.
+  returned: O(state=loaded)
+  type: str
+competing_loaders:
+  description: What on the host would load an image without C(-s) when none is loaded.
+  returned: O(state=loaded)
+  type: list
+  elements: str
+previous:
+  description: The record of the previous load by this collection on this boot, if any.
+  returned: success
+  type: dict
+argv:
+  description: The kexec command line the task runs (or would run), as an argument list.
+  returned: success
+  type: list
+  elements: str
+msg:
+  description: What was done.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kexec.kho.plugins.module_utils._kho import host
+from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError
+from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import Kexec, KexecError, ensure_loaded, ensure_unloaded
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            **host.ARGUMENT_SPEC,
+            "state": {"type": "str", "required": True, "choices": ["loaded", "unloaded"]},
+            "kernel": {"type": "path"},
+            "initrd": {"type": "path"},
+            "cmdline": {"type": "str"},
+            "append": {"type": "str"},
+            "ensure_kho": {"type": "bool", "default": True},
+            "finalize": {"type": "bool", "default": False},
+            "force": {"type": "bool", "default": False},
+            "state_dir": {"type": "path", "default": "/run/kexec-kho"},
+        },
+        required_if=[("state", "loaded", ("kernel",))],
+        mutually_exclusive=[("cmdline", "append")],
+        supports_check_mode=True,
+    )
+    kho = host.from_params(module.params)
+    kexec = Kexec(module, module.params["state_dir"])
+    try:
+        mounted = host.ensure_debugfs(module, kho)
+        if module.params["state"] == "loaded":
+            result = ensure_loaded(module, kho, kexec, module.params)
+        else:
+            result = ensure_unloaded(module, kho, kexec)
+    except host.NeedsRoot as exc:
+        module.fail_json(msg=str(exc), path=exc.path)
+    except (KexecError, FinalizeError) as exc:
+        module.fail_json(msg=str(exc))
+    result["changed"] = result["changed"] or mounted
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""State logic of kho_finalize and kho_kexec against simulated trees, with kexec faked at run_command."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+import simtree
+
+from ansible_collections.kexec.kho.plugins.module_utils._kho import finalize as F
+from ansible_collections.kexec.kho.plugins.module_utils._kho import host as H
+from ansible_collections.kexec.kho.plugins.module_utils._kho import kexec as K
+
+BZIMAGE = b"\0" * 0x202 + b"HdrS" + b"\0" * 64
+
+
+class FakeKernelFinalize:
+    """out/finalize with the kernel's write rules for one finalize form."""
+
+    def __init__(self, kho: H.KhoHost, form: str):
+        self.kho, self.form, self.writes = kho, form, []
+
+    def __call__(self, value):
+        self.writes.append(value)
+        current = self.kho.finalized()
+        if self.form == "6.16" and bool(value) == current:
+            raise OSError(errno.EEXIST if value else errno.ENOENT, "refused")
+        if self.form == "6.19" and value == 0:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        with open(self.kho.finalize_path, "w") as fh:
+            fh.write(f"{value}\n")
+
+
+def make_host(tmp_path, generation, form=None, monkeypatch=None, loaded=False):
+    opts = simtree.build(generation, tmp_path / generation, kexec_loaded=loaded)
+    kho = H.KhoHost(opts["debugfs_root"], opts["sysfs_root"], opts["procfs_root"], opts["devfs_root"])
+    if form:
+        fake = FakeKernelFinalize(kho, form)
+        monkeypatch.setattr(kho, "write_finalize", fake)
+        kho.fake = fake
+    return kho
+
+
+@pytest.mark.parametrize("form", ["6.16", "6.19"])
+def test_finalize_is_idempotent_and_reads_first(tmp_path, fixtures, monkeypatch, form):
+    kho = make_host(tmp_path, f"finalize-{form}", form, monkeypatch)
+    first = F.transition(kho, True, check_mode=False)
+    assert (first["changed"], first["before"], first["after"]) == (True, False, True)
+    second = F.transition(kho, True, check_mode=False)
+    assert second["changed"] is False and kho.fake.writes == [1]
+
+
+def test_abort_first_form(tmp_path, fixtures, monkeypatch):
+    kho = make_host(tmp_path, "finalize-6.16", "6.16", monkeypatch)
+    F.transition(kho, True, False)
+    res = F.transition(kho, False, False)
+    assert res["changed"] and res["after"] is False
+    assert F.transition(kho, False, False)["changed"] is False
+    assert kho.fake.writes == [1, 0]
+
+
+def test_abort_second_form_says_unload(tmp_path, fixtures, monkeypatch):
+    kho = make_host(tmp_path, "finalize-6.19", "6.19", monkeypatch)
+    F.transition(kho, True, False)
+    with pytest.raises(F.FinalizeError, match="kho_kexec state=unloaded"):
+        F.transition(kho, False, False)
+
+
+def test_check_mode_writes_nothing(tmp_path, fixtures, monkeypatch):
+    kho = make_host(tmp_path, "finalize-6.16", "6.16", monkeypatch)
+    res = F.transition(kho, True, check_mode=True)
+    assert res["changed"] and res["after"] is True and kho.fake.writes == [] and kho.finalized() is False
+
+
+def test_live_era_is_an_honest_noop(tmp_path, fixtures):
+    kho = make_host(tmp_path, "live-cold")
+    res = F.transition(kho, True, False)
+    assert res == {**res, "changed": False, "finalize_supported": False, "before": None, "after": None}
+    assert "no finalize state" in res["msg"]
+
+
+def test_no_kho_names_the_parameter(tmp_path, fixtures):
+    with pytest.raises(F.FinalizeError, match="kho=on"):
+        F.transition(make_host(tmp_path, "builtin-off"), True, False)
+
+
+# ---------------------------------------------------------------- kho_kexec
+
+class FakeModule:
+    def __init__(self, kho: H.KhoHost, check_mode=False, load_rc=0, has_s=True):
+        self.kho, self.check_mode, self.load_rc, self.has_s = kho, check_mode, load_rc, has_s
+        self.commands = []
+
+    def get_bin_path(self, name):
+        return "/usr/sbin/kexec"
+
+    def run_command(self, argv):
+        assert isinstance(argv, list)  # never a shell string
+        self.commands.append(argv)
+        if argv[1] == "--help":
+            return 0, " -s, --kexec-file-syscall Use file based syscall for kexec operation\n" if self.has_s else "", ""
+        loaded = self.kho.kexec_loaded_path
+        if argv[1:3] == ["-s", "-l"]:
+            if self.load_rc:
+                return self.load_rc, "", "kexec_file_load failed: Exec format error"
+            with open(loaded, "w") as fh:
+                fh.write("1\n")
+            return 0, "", ""
+        if argv[1] == "-u":
+            with open(loaded, "w") as fh:
+                fh.write("0\n")
+            return 0, "", ""
+        raise AssertionError(argv)
+
+
+def params(tmp_path, **kw):
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(BZIMAGE)
+    return {"kernel": str(kernel), "initrd": None, "cmdline": None, "append": None, "ensure_kho": True,
+            "finalize": False, "force": False, **kw}
+
+
+def test_load_then_idempotent_then_unload(tmp_path, fixtures):
+    kho = make_host(tmp_path, "live-cold")
+    mod = FakeModule(kho)
+    kx = K.Kexec(mod, str(tmp_path / "run"))
+    p = params(tmp_path, append="quiet")
+    res = K.ensure_loaded(mod, kho, kx, p)
+    assert res["changed"] and res["loaded"]
+    assert res["cmdline"].endswith("reserve_mem=4M:2M:trace quiet")
+    load = [c for c in mod.commands if c[1:3] == ["-s", "-l"]]
+    assert load == [["/usr/sbin/kexec", "-s", "-l", p["kernel"], f"--command-line={res['cmdline']}"]]
+    again = K.ensure_loaded(mod, kho, kx, p)
+    assert again["changed"] is False and again["previous"]["kernel_sha256"] == res["kernel_sha256"]
+    assert len([c for c in mod.commands if c[1:3] == ["-s", "-l"]]) == 1
+    changed = K.ensure_loaded(mod, kho, kx, {**p, "append": "quiet loglevel=3"})
+    assert changed["changed"]
+    gone = K.ensure_unloaded(mod, kho, kx)
+    assert gone["changed"] and kho.kexec_loaded() is False and kx.read_record() is None
+    assert K.ensure_unloaded(mod, kho, kx)["changed"] is False
+
+
+def test_check_mode_loads_nothing(tmp_path, fixtures):
+    kho = make_host(tmp_path, "live-cold")
+    mod = FakeModule(kho, check_mode=True)
+    res = K.ensure_loaded(mod, kho, K.Kexec(mod, str(tmp_path / "run")), params(tmp_path))
+    assert res["changed"] and not kho.kexec_loaded()
+    assert not [c for c in mod.commands if c[1:3] == ["-s", "-l"]]
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_someone_elses_load_is_replaced(tmp_path, fixtures):
+    kho = make_host(tmp_path, "live-cold", loaded=True)  # loaded, but no record of ours
+    mod = FakeModule(kho)
+    res = K.ensure_loaded(mod, kho, K.Kexec(mod, str(tmp_path / "run")), params(tmp_path))
+    assert res["changed"] and res["previous"] is None
+
+
+@pytest.mark.parametrize(("form", "aborts"), [("6.16", True), ("6.19", False)])
+def test_failed_load_rolls_back_the_finalize(tmp_path, fixtures, monkeypatch, form, aborts):
+    kho = make_host(tmp_path, f"finalize-{form}", form, monkeypatch)
+    mod = FakeModule(kho, load_rc=1)
+    with pytest.raises(K.KexecError) as info:
+        K.ensure_loaded(mod, kho, K.Kexec(mod, str(tmp_path / "run")), params(tmp_path, finalize=True))
+    assert "Exec format error" in str(info.value)
+    if aborts:
+        assert "was aborted" in str(info.value) and kho.finalized() is False
+    else:
+        assert "could not be undone" in str(info.value) and "unloaded" in str(info.value)
+    assert kho.kexec_loaded() is False
+
+
+def test_finalize_era_refuses_unfinalized_load_without_the_option(tmp_path, fixtures, monkeypatch):
+    kho = make_host(tmp_path, "finalize-6.16", "6.16", monkeypatch)
+    mod = FakeModule(kho)
+    with pytest.raises(K.KexecError, match="finalize: true"):
+        K.ensure_loaded(mod, kho, K.Kexec(mod, str(tmp_path / "run")), params(tmp_path))
+    assert mod.commands == [["/usr/sbin/kexec", "--help"]] and kho.fake.writes == []
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    (lambda p, t: {**p, "kernel": str(t / "missing")}, "does not exist"),
+    (lambda p, t: {**p, "kernel": str(t)}, "is a directory"),
+    (lambda p, t: {**p, "initrd": str(t / "missing.img")}, "initrd .* does not exist"),
+])
+def test_preflight_refuses_before_any_change(tmp_path, fixtures, setup, message):
+    kho = make_host(tmp_path, "live-cold")
+    mod = FakeModule(kho)
+    with pytest.raises(K.KexecError, match=message):
+        K.ensure_loaded(mod, kho, K.Kexec(mod, str(tmp_path / "run")), setup(params(tmp_path), tmp_path))
+    assert not [c for c in mod.commands if c[1:3] == ["-s", "-l"]]
+
+
+def test_not_a_kernel_image(tmp_path):
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x7fELF" + b"\0" * 1000)
+    with pytest.raises(K.KexecError, match="not a kernel image that kexec -s loads"):
+        K.image_kind(str(junk))
+
+
+def test_kexec_without_s(tmp_path, fixtures):
+    kho = make_host(tmp_path, "live-cold")
+    mod = FakeModule(kho, has_s=False)
+    with pytest.raises(K.KexecError, match="2.0.14 or later"):
+        K.ensure_loaded(mod, kho, K.Kexec(mod, str(tmp_path / "run")), params(tmp_path))
+
+
+@pytest.mark.parametrize(("running", "kw", "expected"), [
+    ("BOOT_IMAGE=/vmlinuz root=/dev/sda ro", {}, "root=/dev/sda ro kho=on"),
+    ("root=/dev/sda kho=off", {}, "root=/dev/sda kho=on"),
+    ("root=/dev/sda kho=y", {}, "root=/dev/sda kho=y"),
+    ("root=/dev/sda", {"append": "quiet"}, "root=/dev/sda quiet kho=on"),
+    ("root=/dev/sda", {"cmdline": "root=/dev/vdb"}, "root=/dev/vdb kho=on"),
+    ("root=/dev/sda", {"cmdline": "root=/dev/vdb", "ensure_kho": False}, "root=/dev/vdb"),
+    ("root=/dev/sda -- single", {}, "root=/dev/sda kho=on -- single"),
+])
+def test_target_cmdline(running, kw, expected):
+    assert K.target_cmdline(running, **kw) == expected
+
+
+def test_competing_loaders(tmp_path):
+    defaults = tmp_path / "kexec"
+    defaults.write_text('LOAD_KEXEC="true"\n')
+    (tmp_path / "systemd").mkdir()
+    found = K.competing_loaders(str(defaults), str(tmp_path / "systemd"))
+    assert len(found) == 2 and "without -s" in found[0]
+    defaults.write_text("LOAD_KEXEC=false\n")
+    assert len(K.competing_loaders(str(defaults), str(tmp_path / "nothing"))) == 0
