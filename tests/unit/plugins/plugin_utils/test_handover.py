@@ -134,9 +134,8 @@ def test_blob_size_mismatch_is_flagged(fixtures):
 
 
 def test_facts_from_raw_keeps_scalars_and_raw_on_request(fixtures):
-    raw = {"supported": True, "byteorder": "little", "out": {"present": True, "finalized": None,
-                                                               **side_from(fixtures, "cold", "out")},
-           "in": {"present": False, "fdt": None, "sub_blobs": {}}}
+    out = {"present": True, "finalized": None, **side_from(fixtures, "cold", "out")}
+    raw = {"supported": True, "byteorder": "little", "out": out, "in": {"present": False, "fdt": None, "sub_blobs": {}}}
     facts = _handover.facts_from_raw(raw, include_raw=True)
     assert facts["supported"] is True
     assert facts["out"]["present"] and facts["out"]["finalized"] is None
