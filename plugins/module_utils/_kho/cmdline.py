@@ -236,3 +236,95 @@ def kho_params(line: str) -> dict:
         except GrammarError as exc:
             out["invalid"].append({"param": "reserve_mem", "value": value, "error": str(exc)})
     return out
+
+
+KHO_KEYS = ("kho", *SCRATCH_PARAMS, "reserve_mem")
+
+
+def reserve_mem_value(region: dict) -> str:
+    return f"{region['size']}:{region['align']}:{region['label']}"
+
+
+def apply_kho(line: str, state: str, kho: str | None = None, scratch: str | None = None,
+              scratch_param: str = "auto", reserve_mem: list | None = None) -> str:
+    """The line with the KHO parameters as asked; every other byte is kept.
+
+    ``state=absent`` removes them all.  ``None`` leaves a parameter as it is; an empty
+    ``reserve_mem`` list removes the regions.  Values must be validated already.
+    """
+    c = Cmdline(line)
+    if state == "absent":
+        for key in KHO_KEYS:
+            c.remove(key)
+        return str(c)
+    if kho is not None:
+        c.set("kho", kho)
+    if scratch is not None:
+        name = scratch_param
+        if name == "auto":
+            name = next((n for n in SCRATCH_PARAMS if c.has(n)), SCRATCH_PARAMS[0])
+        for other in SCRATCH_PARAMS:
+            if other != name:
+                c.remove(other)
+        c.set(name, scratch)
+    if reserve_mem is not None:
+        c.set_all("reserve_mem", [reserve_mem_value(r) for r in reserve_mem])
+    return str(c)
+
+
+def kho_signature(line: str) -> dict:
+    """What of a line decides the KHO behaviour of a boot, for 'reboot required'."""
+    p = kho_params(line)
+    scratch = p["scratch"]
+    return {
+        "kho": p["kho_enabled"],
+        "scratch": None if scratch is None else {k: v for k, v in scratch.items() if k not in ("param", "value")},
+        "reserve_mem": [(r["size"], max(r["align"], 64), r["label"]) for r in p["reserve_mem"]],
+    }
+
+
+def _text(value, what: str) -> str:
+    if isinstance(value, bool):
+        spelled = "on" if value else "off"
+        raise GrammarError(f"{what} got the YAML boolean {value}; a bare on/off/yes/no is read as a boolean by YAML, "
+                           f"quote it: {what}: '{spelled}'")
+    if isinstance(value, int):
+        return str(value)
+    if not isinstance(value, str):
+        raise GrammarError(f"{what} must be a string, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_request(kho=None, scratch=None, reserve_mem=None) -> dict:
+    """Validate kho_cmdline's input with the kernel's grammar; returns the values to write."""
+    out: dict = {"kho": None, "scratch": None, "reserve_mem": None}
+    if kho is not None:
+        kho = _text(kho, "kho")
+        if kho not in ("on", "off"):
+            parse_bool(kho)  # a kernel boolean is accepted as written; others raise
+        out["kho"] = kho
+    if scratch is not None:
+        scratch = _text(scratch, "scratch")
+        parse_scratch(scratch)
+        out["scratch"] = scratch
+    if reserve_mem is not None:
+        if len(reserve_mem) > RESERVE_MEM_MAX:
+            raise GrammarError(f"reserve_mem has {len(reserve_mem)} regions; the kernel takes at most {RESERVE_MEM_MAX}")
+        regions, labels = [], set()
+        for i, region in enumerate(reserve_mem):
+            where = f"reserve_mem[{i}]"
+            if not isinstance(region, dict) or set(region) - {"size", "align", "label"} or "size" not in region \
+                    or "label" not in region:
+                raise GrammarError(f"{where} must be a dict with size, label and optionally align, got {region!r}")
+            size = _text(region["size"], f"{where}.size")
+            align = _text(region.get("align", 0), f"{where}.align")
+            label = check_label(_text(region["label"], f"{where}.label"))
+            if not parse_size(size, f"{where}.size"):
+                raise GrammarError(f"{where}.size {size!r} must be larger than zero")
+            parse_size(align, f"{where}.align")
+            if label in labels:
+                raise GrammarError(f"{where}.label {label!r} is used twice; reserve_mem labels must be unique")
+            labels.add(label)
+            regions.append({"size": size, "align": align, "label": label})
+        out["reserve_mem"] = regions
+    return out
