@@ -36,7 +36,7 @@ DEBIAN_SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 GUEST_PACKAGES = [
     "python3", "openssh-server", "kexec-tools", "iproute2", "systemd-sysv",
-    "dbus", "udev", "sudo", "procps", "kmod",
+    "dbus", "udev", "sudo", "procps", "kmod", "grub2-common",
 ]
 HOST_PACKAGES = [
     "qemu-system-x86", "qemu-utils", "debootstrap", "e2fsprogs", "openssh-client",
