@@ -20,7 +20,11 @@ description:
     6.16 to 6.18 kernels only take the handover data at load time when finalized. A load that fails after
     this task finalized aborts the finalize again, where the kernel can.
   - O(state=unloaded) runs C(kexec -u) when an image is loaded.
-  - Jumping to the loaded kernel is the role P(kexec.kho.handover#role)'s job.
+  - O(state=executed) (an action plugin, modelled on M(ansible.builtin.reboot)) ensures the image is loaded,
+    checks right before the jump that an image is still loaded, starts the jump detached from the SSH session
+    (so the command returns before the kernel goes away), then polls with a fresh connection each time until
+    the host answers with a well-formed boot id different from the old one and O(test_command) succeeds.
+    With O(verify_handover) it then fails unless the new kernel received handover data.
 author:
   - kexec.kho contributors (@kexec-kho)
 extends_documentation_fragment:
@@ -38,7 +42,7 @@ options:
     description: Whether an image should be loaded.
     type: str
     required: true
-    choices: [loaded, unloaded]
+    choices: [loaded, unloaded, executed]
   kernel:
     description: Path of the kernel image on the host (x86 bzImage, arm64 Image or EFI zboot). Required for O(state=loaded).
     type: path
@@ -68,7 +72,41 @@ options:
     description: Where the record of the load is kept; a tmpfs, so that it does not outlive the boot.
     type: path
     default: /run/kexec-kho
+  method:
+    description:
+      - How O(state=executed) jumps. V(kexec) runs C(kexec -e) (no shutdown; fastest). V(systemctl) runs
+        C(systemctl kexec), which stops services cleanly first and then jumps to the loaded image.
+    type: str
+    default: kexec
+    choices: [kexec, systemctl]
+  connect_timeout:
+    description: Seconds each connection attempt may take while waiting for the host to come back.
+    type: int
+    default: 5
+  kexec_timeout:
+    description: Seconds to wait for the host to answer on its new boot before failing.
+    type: int
+    default: 300
+  post_kexec_delay:
+    description: Seconds to wait after starting the jump before polling.
+    type: float
+    default: 0
+  poll_interval:
+    description:
+      - Seconds between polls. Where the connection is SSH, each poll first reads the SSH banner (a cheap TCP
+        check), so a host that is back is seen within this interval.
+    type: float
+    default: 0.25
+  test_command:
+    description: A command that must succeed on the new boot before the task returns.
+    type: str
+    default: "true"
+  verify_handover:
+    description: After the jump, fail unless the new kernel received handover data (C(kho/in) exists).
+    type: bool
+    default: true
 notes:
+  - O(state=executed) is refused on a C(local) connection.
   - Under kernel lockdown or C(KEXEC_SIG_FORCE) only a signed image loads; the error says so.
   - RV(competing_loaders) lists what on the host loads its own image without C(-s) when none is loaded
     (C(systemctl kexec), Debian's C(kexec-load) with C(LOAD_KEXEC=true)). Check right before a jump that the
@@ -98,6 +136,14 @@ EXAMPLES = r"""
   kexec.kho.kho_kexec:
     state: unloaded
   become: true
+
+- name: Load and jump, then wait for the new kernel and check it received the handover
+  kexec.kho.kho_kexec:
+    state: executed
+    kernel: /boot/vmlinuz
+    kexec_timeout: 180
+  become: true
+  register: jump
 """
 
 RETURN = r"""
@@ -164,6 +210,51 @@ msg:
   description: What was done.
   returned: always
   type: str
+load:
+  description: The result of the load that O(state=executed) ran first.
+  returned: O(state=executed)
+  type: dict
+rebooted:
+  description: The host came back on a new boot.
+  returned: O(state=executed), success
+  type: bool
+boot_id_before:
+  description: The boot id before the jump.
+  returned: O(state=executed)
+  type: str
+boot_id_after:
+  description: The new boot id (well-formed and different from the old one).
+  returned: O(state=executed), success
+  type: str
+downtime:
+  description: Seconds from starting the jump to the first successful answer on the new boot.
+  returned: O(state=executed), success
+  type: float
+elapsed:
+  description: Seconds the whole task took, load included.
+  returned: O(state=executed), success
+  type: float
+detect_latency:
+  description: Seconds from the SSH banner first answering again to the new boot id being read; V(null)
+    where the banner check does not apply or the host was never seen gone.
+  returned: O(state=executed), success
+  type: float
+attempts:
+  description: Connection attempts made while waiting.
+  returned: O(state=executed), success
+  type: int
+method:
+  description: The jump method used.
+  returned: O(state=executed), success
+  type: str
+handover_received:
+  description: The new kernel has handover data (C(kho/in)); checked with O(verify_handover).
+  returned: O(state=executed), when verified
+  type: bool
+waited:
+  description: Seconds waited before giving up.
+  returned: O(state=executed), when the host did not come back
+  type: float
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -186,8 +277,15 @@ def main():
             "finalize": {"type": "bool", "default": False},
             "force": {"type": "bool", "default": False},
             "state_dir": {"type": "path", "default": "/run/kexec-kho"},
+            "method": {"type": "str", "default": "kexec", "choices": ["kexec", "systemctl"]},
+            "connect_timeout": {"type": "int", "default": 5},
+            "kexec_timeout": {"type": "int", "default": 300},
+            "post_kexec_delay": {"type": "float", "default": 0},
+            "poll_interval": {"type": "float", "default": 0.25},
+            "test_command": {"type": "str", "default": "true"},
+            "verify_handover": {"type": "bool", "default": True},
         },
-        required_if=[("state", "loaded", ("kernel",))],
+        required_if=[("state", "loaded", ("kernel",)), ("state", "executed", ("kernel",))],
         mutually_exclusive=[("cmdline", "append")],
         supports_check_mode=True,
     )
@@ -195,6 +293,8 @@ def main():
     kexec = Kexec(module, module.params["state_dir"])
     try:
         mounted = host.ensure_debugfs(module, kho)
+        if module.params["state"] == "executed":
+            module.fail_json(msg="state=executed runs in the kexec.kho.kho_kexec action plugin, not in the module")
         if module.params["state"] == "loaded":
             result = ensure_loaded(module, kho, kexec, module.params)
         else:

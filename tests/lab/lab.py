@@ -395,7 +395,7 @@ def write_inventory(rd: Path, guests: list[dict]) -> Path:
         f"ansible_ssh_private_key_file={key}",
         "ansible_python_interpreter=/usr/bin/python3",
         "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
-        " -o LogLevel=ERROR -o ControlMaster=no -o ServerAliveInterval=2 -o ServerAliveCountMax=3'",
+        " -o LogLevel=ERROR -o ServerAliveInterval=2 -o ServerAliveCountMax=3'",
         f"kho_lab_kernel={GUEST_KERNEL}",
         "",
     ]

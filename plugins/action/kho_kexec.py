@@ -1,0 +1,152 @@
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""kho_kexec: loaded/unloaded run the module; executed loads, jumps and waits for the new kernel."""
+
+from __future__ import annotations
+
+import time
+
+from ansible.errors import AnsibleConnectionFailure
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
+
+display = Display()
+
+MODULE = "kexec.kho.kho_kexec"
+JUMP_ARGS = {
+    "method": "kexec",
+    "connect_timeout": 5,
+    "kexec_timeout": 300,
+    "post_kexec_delay": 0,
+    "poll_interval": 0.25,
+    "test_command": "true",
+    "verify_handover": True,
+}
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        args = dict(self._task.args)
+        if args.get("state") != "executed":
+            return self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
+        if self._connection.transport == "local" or self._play_context.connection == "local":
+            return {**result, "failed": True, "msg": "state=executed is refused on a local connection: the jump "
+                                                     "would replace the controller's own kernel"}
+        opts = {k: args.pop(k, v) for k, v in JUMP_ARGS.items()}
+        if opts["method"] not in ("kexec", "systemctl"):
+            return {**result, "failed": True, "msg": f"method must be 'kexec' or 'systemctl', not {opts['method']!r}"}
+        load_args = {**args, "state": "loaded"}
+        return self._execute(result, load_args, opts, task_vars)
+
+    # ------------------------------------------------------------ steps
+
+    def _shell(self, command: str) -> dict:
+        return self._low_level_execute_command(command, sudoable=True)
+
+    def _read_boot_id(self) -> str:
+        res = self._shell(f"cat {_jump.BOOT_ID_PATH}")
+        if res["rc"]:
+            raise AnsibleConnectionFailure(res.get("stderr") or "reading the boot id failed")
+        return res["stdout"]
+
+    def _connection_timeout(self, value=None):
+        """Get (and with a value, set) the connection plugin's connect timeout, as the reboot action does."""
+        for option in ("connection_timeout", "timeout"):
+            try:
+                old = self._connection.get_option(option)
+            except KeyError:
+                continue
+            if value is not None:
+                self._connection.set_option(option, value)
+            return old
+        return None
+
+    def _probe(self, task_vars):
+        """An SSH banner check where the connection is plain SSH; None elsewhere (then every round connects)."""
+        if self._connection.transport not in ("ssh", "ansible.builtin.ssh", "paramiko", "ansible.builtin.paramiko"):
+            return None
+        host, port = self._play_context.remote_addr, self._play_context.port
+        for option in ("host", "remote_addr"):
+            try:
+                host = self._connection.get_option(option) or host
+                break
+            except KeyError:
+                continue
+        try:
+            port = self._connection.get_option("port") or port
+        except KeyError:
+            pass
+        return lambda: _jump.ssh_banner(host, int(port or 22), 1.0)
+
+    def _execute(self, result, load_args, opts, task_vars):
+        started = time.monotonic()
+        old_id = _jump.boot_id(self._read_boot_id())
+        if not old_id:
+            return {**result, "failed": True, "msg": "could not read a well-formed boot id before the jump"}
+        load = self._execute_module(module_name=MODULE, module_args=load_args, task_vars=task_vars)
+        result["load"] = load
+        if load.get("failed"):
+            return {**result, "failed": True, "msg": f"load failed, nothing was jumped: {load.get('msg')}"}
+        if self._task.check_mode:
+            return {**result, "changed": True, "msg": "would load and jump to the new kernel"}
+        have_systemd_run = self._shell("command -v systemd-run")["rc"] == 0
+        trigger = _jump.trigger_command(opts["method"], load["argv"][0], have_systemd_run)
+        try:
+            res = self._shell(trigger)
+        except AnsibleConnectionFailure as exc:  # the jump can beat the reply: expected
+            display.vvv(f"kho_kexec: connection dropped while triggering the jump: {exc}")
+            res = {"rc": 0}
+        jumped_at = time.monotonic()
+        if res["rc"]:
+            self._rollback(task_vars)
+            return {**result, "failed": True, "msg": f"the jump was not started: {(res.get('stderr') or '').strip()}"
+                                                     "; the image was unloaded"}
+        original_timeout = self._connection_timeout(opts["connect_timeout"])
+        try:
+            if opts["post_kexec_delay"]:
+                time.sleep(float(opts["post_kexec_delay"]))
+
+            def read_new():
+                self._connection.reset()  # never poll through the dead kernel's connection
+                return self._read_boot_id()
+
+            back = _jump.wait_for_new_boot(read_new, old_id, float(opts["kexec_timeout"]),
+                                           float(opts["poll_interval"]), self._probe(task_vars))
+            test = self._shell(opts["test_command"])
+        except _jump.NotBack as exc:
+            return {**result, "failed": True, "changed": True, "boot_id_before": old_id,
+                    "waited": round(time.monotonic() - jumped_at, 2), "msg": str(exc)}
+        finally:
+            if original_timeout is not None:
+                self._connection_timeout(original_timeout)
+            self._connection.reset()
+        if test["rc"]:
+            return {**result, "failed": True, "changed": True, "boot_id_before": old_id,
+                    "boot_id_after": back["boot_id"],
+                    "msg": f"the host is back on a new boot, but the test command failed: {test.get('stderr')}"}
+        downtime = time.monotonic() - jumped_at
+        result.update(changed=True, rebooted=True, boot_id_before=old_id, boot_id_after=back["boot_id"],
+                      downtime=round(downtime, 2), elapsed=round(time.monotonic() - started, 2),
+                      detect_latency=(round(back["waited"] - back["first_answer"], 2)
+                                      if back["first_answer"] is not None else None),
+                      attempts=back["attempts"], method=opts["method"])
+        if opts["verify_handover"]:
+            facts = self._execute_module(module_name="kexec.kho.kho_facts",
+                                         module_args={"kernel_log": False}, task_vars=task_vars)
+            received = bool((facts.get("kho_raw") or {}).get("in", {}).get("present"))
+            result["handover_received"] = received
+            if not received:
+                result.update(failed=True, msg="the host came back on a new boot but received no handover data: "
+                                               "the jump did not carry KHO (an image loaded without -s, or a "
+                                               "cold boot after a panic)")
+                return result
+        result["msg"] = f"back on boot {back['boot_id']} after {downtime:.1f} s"
+        return result
+
+    def _rollback(self, task_vars):
+        self._execute_module(module_name=MODULE, module_args={"state": "unloaded"}, task_vars=task_vars)

@@ -1,0 +1,90 @@
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Waiting for a host to come back on a new boot.  Not a public API.
+
+Kept apart from the action plugin so that the timing logic is tested without a host.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import socket
+import time
+
+BOOT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+LOADED_PATH = "/sys/kernel/kexec_loaded"
+
+
+class NotBack(Exception):
+    """The host did not answer on a new boot id in time."""
+
+
+def boot_id(text) -> str | None:
+    """A well-formed boot id from a command's output, or None (an error message is never one)."""
+    value = (text or "").strip()
+    return value if BOOT_ID.match(value) else None
+
+
+def ssh_banner(host: str, port: int, timeout: float) -> bool:
+    """An SSH server answers on host:port (the cheap first sign that a host is back)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(4) == b"SSH-"
+    except OSError:
+        return False
+
+
+def trigger_command(method: str, kexec: str, have_systemd_run: bool) -> str:
+    """One command that checks an image is still loaded, then starts the jump detached.
+
+    The jump is delayed a second and detached, so this command returns before the
+    kernel goes away: a kexec'd host never closes the SSH session that started it.
+    """
+    guard = f"test \"$(cat {LOADED_PATH})\" = 1 || {{ echo 'no kexec image is loaded' >&2; exit 3; }}"
+    if method == "systemctl":
+        jump = "systemctl --no-block kexec"
+    elif have_systemd_run:
+        jump = f"systemd-run --quiet --on-active=1 --timer-property=AccuracySec=50ms {shlex.quote(kexec)} -e"
+    else:
+        jump = f"setsid sh -c 'sleep 1; exec {shlex.quote(kexec)} -e' </dev/null >/dev/null 2>&1 &"
+    return f"{guard}; {jump}"
+
+
+def wait_for_new_boot(read_boot_id, old_id: str, timeout: float, interval: float = 0.25, probe=None,
+                      wait_gone: float = 30.0, clock=time.monotonic, sleep=time.sleep) -> dict:
+    """Poll until read_boot_id() returns a well-formed id other than old_id.
+
+    ``probe`` (optional) is a cheap check run first on each round, such as an SSH banner
+    read, so that a host that is back is seen within ``interval`` and not after a back-off.
+    With a probe, polling starts once the old kernel has stopped answering (or after
+    ``wait_gone`` seconds), so no session is opened to a kernel about to vanish.
+    Every failure of read_boot_id counts as 'not yet'.  Raises NotBack after ``timeout``.
+    """
+    start = clock()
+    attempts, first_answer, last_error, seen_down = 0, None, None, False
+    while probe is not None and clock() - start < min(wait_gone, timeout):
+        if not probe():
+            seen_down = True
+            break
+        sleep(interval)
+    while clock() - start < timeout:
+        answering = probe is None or probe()
+        seen_down = seen_down or not answering
+        if answering:
+            if seen_down and first_answer is None:  # back after being seen gone
+                first_answer = clock() - start
+            attempts += 1
+            try:
+                new = boot_id(read_boot_id())
+            except Exception as exc:  # pylint: disable=broad-except
+                new, last_error = None, exc
+            if new and new != old_id:
+                return {"boot_id": new, "attempts": attempts, "waited": clock() - start,
+                        "first_answer": first_answer}
+        sleep(interval)
+    detail = f"; last error: {last_error}" if last_error else ""
+    raise NotBack(f"the host did not answer on a new boot id within {timeout:.0f} s "
+                  f"({attempts} attempts{detail})")
