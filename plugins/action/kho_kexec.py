@@ -117,6 +117,7 @@ class ActionModule(ActionBase):
 
             back = _jump.wait_for_new_boot(read_new, old_id, float(opts["kexec_timeout"]),
                                            float(opts["poll_interval"]), self._probe(task_vars))
+            downtime = time.monotonic() - jumped_at
             test = self._shell(opts["test_command"])
         except _jump.NotBack as exc:
             return {**result, "failed": True, "changed": True, "boot_id_before": old_id,
@@ -129,7 +130,6 @@ class ActionModule(ActionBase):
             return {**result, "failed": True, "changed": True, "boot_id_before": old_id,
                     "boot_id_after": back["boot_id"],
                     "msg": f"the host is back on a new boot, but the test command failed: {test.get('stderr')}"}
-        downtime = time.monotonic() - jumped_at
         result.update(changed=True, rebooted=True, boot_id_before=old_id, boot_id_after=back["boot_id"],
                       downtime=round(downtime, 2), elapsed=round(time.monotonic() - started, 2),
                       detect_latency=(round(back["waited"] - back["first_answer"], 2)
