@@ -42,8 +42,9 @@ options:
     choices: [present, absent]
   kho:
     description:
-      - The value of C(kho=). Quote it in YAML (V('on'), V('off')): a bare C(on) is read as a boolean, and
-        booleans are refused with that hint. Other kernel booleans (V(y), V(1), V(n), V(0)) are kept as written.
+      - The value of C(kho=). Quote it in YAML, V('on') or V('off'), since YAML reads a bare C(on) as a
+        boolean; booleans are refused with that hint. Other kernel booleans (V(y), V(1), V(n), V(0)) are kept
+        as written.
       - Defaults to V(on) with O(state=present).
     type: raw
   scratch:
@@ -183,8 +184,7 @@ regenerated:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import bootloader
-from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import (GrammarError, apply_kho, check_request,
-                                                                          kho_signature)
+from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import GrammarError, apply_kho, check_request, kho_signature
 from ansible_collections.kexec.kho.plugins.module_utils._kho.host import KhoHost
 
 

@@ -268,7 +268,7 @@ def main():
     module = AnsibleModule(
         argument_spec={
             **host.ARGUMENT_SPEC,
-            "state": {"type": "str", "required": True, "choices": ["loaded", "unloaded"]},
+            "state": {"type": "str", "required": True, "choices": ["loaded", "unloaded", "executed"]},
             "kernel": {"type": "path"},
             "initrd": {"type": "path"},
             "cmdline": {"type": "str"},

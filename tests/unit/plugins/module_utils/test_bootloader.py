@@ -9,8 +9,7 @@ import pytest
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import bootloader as B
 from ansible_collections.kexec.kho.plugins.module_utils._kho import files
-from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import (GrammarError, apply_kho, check_request,
-                                                                          kho_signature)
+from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import GrammarError, apply_kho, check_request, kho_signature
 
 GRUB = """# If you change this file, run 'update-grub' afterwards
 GRUB_DEFAULT=0

@@ -1,0 +1,73 @@
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: kho_report
+type: notification
+short_description: Summarize KHO handovers, on screen and as JSON and HTML files
+version_added: 0.1.0
+author:
+  - kexec.kho contributors (@kexec-kho)
+description:
+  - Collects every host's C(kho_handover_result) (set by the P(kexec.kho.handover#role) role, also when it fails)
+    and, at the end of the run, even one where every host failed, prints one line per host and writes the
+    summary as JSON and as a self-contained HTML page with a timeline per host (preflight, jump and downtime,
+    verify) and the verdicts.
+requirements:
+  - Enable it with C(callbacks_enabled = kexec.kho.kho_report) in C(ansible.cfg) or C(ANSIBLE_CALLBACKS_ENABLED).
+options:
+  json_file:
+    description: Where to write the JSON summary; nothing is written when unset.
+    type: path
+    env:
+      - name: KHO_REPORT_JSON
+    ini:
+      - section: kho_report
+        key: json_file
+  html_file:
+    description: Where to write the HTML report; nothing is written when unset.
+    type: path
+    env:
+      - name: KHO_REPORT_HTML
+    ini:
+      - section: kho_report
+        key: html_file
+"""
+
+import json
+
+from ansible.plugins.callback import CallbackBase
+
+from ansible_collections.kexec.kho.plugins.plugin_utils._report import render_html, summary_line
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "notification"
+    CALLBACK_NAME = "kexec.kho.kho_report"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.results: dict = {}
+
+    def v2_runner_on_ok(self, result):
+        facts = result._result.get("ansible_facts") or {}
+        if "kho_handover_result" in facts:
+            self.results[result._host.get_name()] = json.loads(json.dumps(facts["kho_handover_result"], default=str))
+
+    def v2_playbook_on_stats(self, stats):
+        if not self.results:
+            return
+        self._display.banner("KHO HANDOVER SUMMARY")
+        for host in sorted(self.results):
+            self._display.display(summary_line(host, self.results[host]))
+        json_file, html_file = self.get_option("json_file"), self.get_option("html_file")
+        if json_file:
+            with open(json_file, "w") as fh:
+                json.dump(self.results, fh, indent=1, sort_keys=True)
+        if html_file:
+            with open(html_file, "w") as fh:
+                fh.write(render_html(self.results))

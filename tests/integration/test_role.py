@@ -1,0 +1,91 @@
+"""The handover role on real lab guests: a rolling run, and each way it can go wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_targets import COLLECTION, run_playbook
+
+PLAYBOOK = COLLECTION / "playbooks" / "handover.yml"
+KERNEL = "/boot/vmlinuz-kho"
+BAD_CMDLINE = "root=/dev/nonexistent console=ttyS0 8250.nr_uarts=1 panic=-1 kho=on"
+
+
+def handover(guests: dict, tmp_path: Path, host_vars: dict | None = None, **extra) -> tuple:
+    inventories = [guests["inventory"]]
+    if host_vars:
+        extra_inv = tmp_path / "hostvars.json"
+        extra_inv.write_text(json.dumps({"kho_lab": {"hosts": host_vars}}))
+        inventories.append(str(extra_inv))
+    summary = tmp_path / "summary.json"
+    args = tuple(x for inv in inventories[1:] for x in ("-i", inv))
+    proc = run_playbook(PLAYBOOK, inventories[0], tmp_path, check=False, args=args,
+                        extra={"kho_handover_kernel": KERNEL, **extra},
+                        env={"ANSIBLE_CALLBACKS_ENABLED": "kexec.kho.kho_report", "KHO_REPORT_JSON": str(summary),
+                             "KHO_REPORT_HTML": str(tmp_path / "report.html")})
+    return proc, json.loads(summary.read_text()) if summary.exists() else {}
+
+
+def facts(guests: dict, tmp_path: Path) -> dict:
+    playbook = tmp_path / "facts.yml"
+    playbook.write_text("- hosts: kho_lab\n  gather_facts: false\n  tasks:\n"
+                        "    - kexec.kho.kho_facts:\n"
+                        "    - ansible.builtin.copy:\n        content: '{{ ansible_facts.kho | to_json }}'\n"
+                        "        dest: '{{ kho_tmp }}/{{ inventory_hostname }}.json'\n        mode: '0644'\n"
+                        "      delegate_to: localhost\n")
+    run_playbook(playbook, guests["inventory"], tmp_path)
+    return {g["name"]: json.loads((tmp_path / f"{g['name']}.json").read_text()) for g in guests["guests"]}
+
+
+def test_rolling_handover_of_two_guests(lab_factory, tmp_path):
+    guests = lab_factory(2)
+    proc, summary = handover(guests, tmp_path, kho_serial=1)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    for g in guests["guests"]:
+        r = summary[g["name"]]
+        assert r["verdict"] == "verified", r
+        assert r["kexec_count"] == 1 and r["previous_release"] == r["release_before"]
+        assert [x["start_before"] for x in r["regions"]] == [x["start_after"] for x in r["regions"]]
+        assert r["downtime"] > 0 and r["boot_id_after"] != r["boot_id_before"]
+    assert proc.stdout.count("PLAY [Hand hosts over") == 2  # serial: 1, two batches
+
+
+def test_failed_load_rolls_back(lab_factory, tmp_path):
+    guests = lab_factory()
+    name = guests["guests"][0]["name"]
+    prep = tmp_path / "prep.yml"
+    prep.write_text("- hosts: kho_lab\n  gather_facts: false\n  tasks:\n"
+                    "    - ansible.builtin.command:\n        argv: [dd, 'if=/boot/vmlinuz-kho', of=/tmp/truncated, bs=4096, count=1]\n"
+                    "      changed_when: true\n")
+    run_playbook(prep, guests["inventory"], tmp_path)
+    proc, summary = handover(guests, tmp_path, kho_handover_kernel="/tmp/truncated")
+    assert proc.returncode != 0
+    assert "KHO handover failed at 'Load, jump and wait for the new kernel'" in proc.stdout
+    assert "kexec -s -l /tmp/truncated failed" in proc.stdout
+    assert summary[name]["verdict"] == "failed, rolled back"
+    after = facts(guests, tmp_path)[name]
+    assert after["kexec_loaded"] is False and after["in"]["present"] is False
+    assert after["boot_id"] == summary[name]["boot_id_before"]
+
+
+def test_host_that_never_returns_fails_alone(lab_factory, tmp_path):
+    guests = lab_factory(2, "--no-reboot")  # a panic stops QEMU: the host never comes back
+    bad, good = (g["name"] for g in guests["guests"])
+    proc, summary = handover(guests, tmp_path, host_vars={bad: {"kho_handover_cmdline": BAD_CMDLINE}},
+                             kho_serial=2, kho_max_fail_percentage=100, kho_handover_kexec_timeout=60)
+    assert proc.returncode != 0
+    assert summary[bad]["verdict"] == "failed after the jump"
+    assert "did not answer on a new boot id within 60 s" in summary[bad]["error"]
+    assert summary[good]["verdict"] == "verified"
+
+
+def test_panic_and_cold_boot_is_not_a_success(lab_factory, tmp_path):
+    guests = lab_factory()  # panic=-1 and QEMU's reset: the guest cold-boots, without handover data
+    name = guests["guests"][0]["name"]
+    proc, summary = handover(guests, tmp_path, kho_handover_cmdline=BAD_CMDLINE, kho_handover_kexec_timeout=180)
+    assert proc.returncode != 0
+    assert summary[name]["verdict"] == "failed after the jump"
+    assert "received no handover data" in summary[name]["error"]
+    assert summary[name]["boot_id_after"] is None or summary[name]["boot_id_after"] != summary[name]["boot_id_before"]

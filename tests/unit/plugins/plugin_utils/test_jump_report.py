@@ -1,0 +1,116 @@
+"""Waiting for the new boot, the jump command, and the report rendering."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ansible_collections.kexec.kho.plugins.plugin_utils import _jump, _report
+
+OLD = "11111111-2222-3333-4444-555555555555"
+NEW = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_boot_id_must_be_well_formed():
+    assert _jump.boot_id(NEW + "\n") == NEW
+    for junk in ("", None, "Permission denied", "ssh: connect to host: Connection refused", NEW[:-1], NEW.upper()):
+        assert _jump.boot_id(junk) is None
+
+
+def test_an_error_text_is_never_taken_for_a_new_boot():
+    clock = Clock()
+    replies = iter(["cat: /proc/sys/kernel/random/boot_id: No such file", OLD, NEW])
+    back = _jump.wait_for_new_boot(lambda: next(replies), OLD, 60, 0.25, clock=clock, sleep=clock.sleep)
+    assert back["boot_id"] == NEW and back["attempts"] == 3
+
+
+def test_connection_errors_count_as_not_yet():
+    clock = Clock()
+    calls = {"n": 0}
+
+    def read():
+        calls["n"] += 1
+        if calls["n"] < 4:
+            raise ConnectionError("refused")
+        return NEW
+    assert _jump.wait_for_new_boot(read, OLD, 60, 0.5, clock=clock, sleep=clock.sleep)["attempts"] == 4
+
+
+def test_probe_waits_for_the_old_kernel_to_go_then_detects_fast():
+    clock = Clock()
+
+    def probe():  # old kernel answers until t=1, gone until t=12.3, back after
+        return clock.now < 1 or clock.now >= 12.3
+    reads = []
+
+    def read():
+        reads.append(clock.now)
+        return NEW
+    back = _jump.wait_for_new_boot(read, OLD, 60, 0.25, probe=probe, clock=clock, sleep=clock.sleep)
+    assert reads == [pytest.approx(12.5)]  # no session opened to the dying kernel, seen within one interval
+    assert back["first_answer"] == pytest.approx(12.5)
+
+
+def test_timeout_says_how_long_and_why():
+    clock = Clock()
+    with pytest.raises(_jump.NotBack, match=r"within 10 s \(\d+ attempts; last error: refused\)"):
+        _jump.wait_for_new_boot(lambda: (_ for _ in ()).throw(OSError("refused")), OLD, 10, 1,
+                                clock=clock, sleep=clock.sleep)
+
+
+def test_timeout_while_down_with_a_probe():
+    clock = Clock()
+    with pytest.raises(_jump.NotBack, match="0 attempts"):
+        _jump.wait_for_new_boot(lambda: NEW, OLD, 5, 0.5, probe=lambda: False, clock=clock, sleep=clock.sleep)
+
+
+@pytest.mark.parametrize(("method", "systemd_run", "jump"), [
+    ("kexec", True, "systemd-run --quiet --on-active=1 --timer-property=AccuracySec=50ms /usr/sbin/kexec -e"),
+    ("kexec", False, "setsid sh -c 'sleep 1; exec /usr/sbin/kexec -e' </dev/null >/dev/null 2>&1 &"),
+    ("systemctl", True, "systemctl --no-block kexec"),
+])
+def test_trigger_checks_the_load_first(method, systemd_run, jump):
+    cmd = _jump.trigger_command(method, "/usr/sbin/kexec", systemd_run)
+    assert cmd.startswith('test "$(cat /sys/kernel/kexec_loaded)" = 1 ||')
+    assert cmd.endswith(jump)
+
+
+def test_trigger_quotes_the_binary_path():
+    assert "'/opt/my kexec/kexec' -e" in _jump.trigger_command("kexec", "/opt/my kexec/kexec", True)
+
+
+RESULTS = {
+    "web-1": {"verdict": "verified", "release_before": "7.3.4", "release_after": "7.3.5", "kexec_count": 1,
+              "previous_release": "7.3.4", "downtime": 12.5, "failed_step": None,
+              "timings": {"preflight": 3.0, "jump": 15.0, "verify": 2.0},
+              "regions": [{"name": "oops", "start_before": 0x3EB00000, "start_after": 0x3EB00000, "size": 1048576}]},
+    "web-<2>": {"verdict": "failed, rolled back", "failed_step": "Load, jump and wait", "error": "kexec <failed>",
+                "timings": {"preflight": 3.5, "jump": None, "verify": None}, "regions": []},
+}
+
+
+def test_summary_line():
+    line = _report.summary_line("web-1", RESULTS["web-1"])
+    assert line.startswith("web-1: verified; 7.3.4 -> 7.3.5") and "oops 0x3eb00000 -> 0x3eb00000" in line
+    assert "at 'Load, jump and wait': kexec <failed>" in _report.summary_line("x", RESULTS["web-<2>"])
+
+
+def test_html_is_self_contained_and_escaped():
+    page = _report.render_html(RESULTS)
+    assert "1 of 2 hosts verified" in page
+    assert "web-&lt;2&gt;" in page and "kexec &lt;failed&gt;" in page and "<failed>" not in page
+    assert not re.search(r"<script|https?://|src=", page)
+    assert page.count('class="bar preflight"') == 2 and page.count('class="bar jump"') == 1
+    assert "downtime 12.5 s" in page
