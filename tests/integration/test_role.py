@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from test_targets import COLLECTION, run_playbook
 
 PLAYBOOK = COLLECTION / "playbooks" / "handover.yml"

@@ -65,9 +65,11 @@ def test_probe_waits_for_the_old_kernel_to_go_then_detects_fast():
 
 def test_timeout_says_how_long_and_why():
     clock = Clock()
+
+    def refused():
+        raise OSError("refused")
     with pytest.raises(_jump.NotBack, match=r"within 10 s \(\d+ attempts; last error: refused\)"):
-        _jump.wait_for_new_boot(lambda: (_ for _ in ()).throw(OSError("refused")), OLD, 10, 1,
-                                clock=clock, sleep=clock.sleep)
+        _jump.wait_for_new_boot(refused, OLD, 10, 1, clock=clock, sleep=clock.sleep)
 
 
 def test_timeout_while_down_with_a_probe():
