@@ -10,7 +10,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
 export KHO_BUILD := $(BUILD)
 export KHO_SHARED ?= $(abspath ../shared)
 
-.PHONY: test demo venv layout host sanity lint pytest lab-up lab-down clean
+.PHONY: test demo bench venv layout host sanity lint pytest lab-up lab-down clean
 
 $(BIN)/.stamp: requirements.txt tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test: sanity lint pytest
 
 demo: layout host
 	tests/utils/demo.sh
+
+bench: layout host
+	cd $(COLL) && python bench/run.py $(BENCH_ARGS)
+	mkdir -p bench/results && cp -n $(COLL)/bench/results/*.json bench/results/
 
 lab-up: host venv
 	$(PYTHON) tests/lab/lab.py up

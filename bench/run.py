@@ -1,0 +1,270 @@
+"""Handover benchmarks on the lab: kexec.kho against the floor and what an operator would write.
+
+    .venv/bin/python bench/run.py [--repeat 5] [--fleet 1,2,4] [--only NAME ...]
+
+Prints a table (median and spread of each scenario) and writes it as JSON under
+bench/results/.  Boots only the lab guests it needs and stops every one it started.
+Figures, not pass marks: the targets are printed as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests" / "lab"))
+sys.path.insert(0, str(ROOT / "tests"))
+import lab  # noqa: E402  pylint: disable=wrong-import-position
+
+BIN = Path(sys.executable).parent
+KERNEL = lab.GUEST_KERNEL
+LIMIT = 150  # seconds a scenario may take before it is recorded as 'did not return'
+
+
+class Banner(threading.Thread):
+    """Polls a guest's SSH banner every 50 ms; records when it comes back after being gone."""
+
+    def __init__(self, port: int):
+        super().__init__(daemon=True)
+        self.port, self.gone_at, self.back_at, self.stop = port, None, None, False
+
+    def run(self):
+        while not self.stop and self.back_at is None:
+            up = lab.ssh_banner(self.port, 0.5)
+            now = time.monotonic()
+            if not up and self.gone_at is None:
+                self.gone_at = now
+            elif up and self.gone_at is not None:
+                self.back_at = now
+            time.sleep(0.05)
+
+
+def env() -> dict:
+    build = ROOT.parents[2] if ROOT.parents[1].name == "ansible_collections" else None
+    out = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="False",
+               PATH=f"{BIN}:{os.environ['PATH']}", ANSIBLE_CALLBACKS_ENABLED="kexec.kho.kho_report")
+    if build:
+        out["ANSIBLE_COLLECTIONS_PATH"] = str(build)
+    return out
+
+
+def playbook(inventory: str, tasks: str, extra: dict | None = None, limit: float = LIMIT,
+             play: str = "hosts: kho_lab\n  gather_facts: false\n") -> tuple:
+    """(seconds, returned_at, stdout) of a one-play playbook; seconds None when it did not return in time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pb = Path(tmp) / "pb.yml"
+        pb.write_text(f"- {play}  tasks:\n{tasks}"
+                      "    - name: returned\n      ansible.builtin.debug:\n"
+                      "        msg: \"RETURNED {{ now().timestamp() }}\"\n")
+        summary = Path(tmp) / "summary.json"
+        e = dict(env(), KHO_REPORT_JSON=str(summary))
+        start = time.monotonic()
+        wall_start = time.time()
+        try:
+            proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", inventory, str(pb),
+                                   "-e", json.dumps(extra or {})], capture_output=True, text=True, env=e,
+                                  timeout=limit, check=False)
+        except subprocess.TimeoutExpired:
+            return None, None, f"did not return within {limit} s", {}
+        seconds = time.monotonic() - start
+        if proc.returncode:
+            raise RuntimeError(proc.stdout[-3000:])
+        stamps = [float(x.split("RETURNED ")[1].split('"')[0]) for x in proc.stdout.splitlines() if "RETURNED " in x]
+        returned = start + (stamps[0] - wall_start) if stamps else None
+        return seconds, returned, proc.stdout, json.loads(summary.read_text()) if summary.exists() else {}
+
+
+def load_only(inventory: str) -> None:
+    playbook(inventory, f"    - kexec.kho.kho_kexec: {{state: loaded, kernel: {KERNEL}}}\n")
+
+
+def floor(guest: dict) -> dict:
+    start = time.monotonic()
+    subprocess.run(lab.ssh_argv(guest, f"kexec -s -l {KERNEL} --reuse-cmdline && "
+                                       "(setsid sh -c 'sleep 0.2; kexec -e' </dev/null >/dev/null 2>&1 &)"),
+                   check=True, capture_output=True)
+    while lab.ssh_banner(guest["port"], 0.5):
+        time.sleep(0.05)
+    while not lab.ssh_banner(guest["port"], 0.5):
+        time.sleep(0.05)
+    subprocess.run(lab.ssh_argv(guest, "true"), check=True)
+    return {"seconds": time.monotonic() - start}
+
+
+def with_banner(guest: dict, fn) -> dict:
+    watcher = Banner(guest["port"])
+    watcher.start()
+    seconds, returned, out, summary = fn()
+    watcher.stop = True
+    latency = (returned - watcher.back_at) if returned and watcher.back_at else None
+    return {"seconds": seconds, "detect_latency": latency, "note": None if seconds else out, "summary": summary}
+
+
+def scenarios(guest: dict, inventory: str) -> dict:
+    kexec_task = (f"    - kexec.kho.kho_kexec: {{state: executed, kernel: {KERNEL}}}\n")
+
+    def reboot_with(command):
+        load_only(inventory)
+        return with_banner(guest, lambda: playbook(inventory, "    - ansible.builtin.reboot:\n"
+                                                              f"        reboot_command: {command}\n"
+                                                              f"        reboot_timeout: {LIMIT - 30}\n"))
+    return {
+        "floor": lambda: floor(guest),
+        "kho_kexec": lambda: with_banner(guest, lambda: playbook(inventory, kexec_task)),
+        "reboot_systemctl_kexec": lambda: reboot_with("systemctl kexec"),
+        "reboot_kexec_e": lambda: reboot_with("kexec -e"),
+        "reboot_full": lambda: with_banner(guest, lambda: playbook(inventory, "    - ansible.builtin.reboot:\n")),
+        "role": lambda: with_banner(guest, lambda: playbook(
+            inventory, "    - ansible.builtin.include_role: {name: kexec.kho.handover}\n",
+            {"kho_handover_kernel": KERNEL})),
+    }
+
+
+def stats(values: list) -> dict:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"median": None, "min": None, "max": None, "n": 0, "missing": len(values)}
+    return {"median": round(statistics.median(vals), 2), "min": round(min(vals), 2), "max": round(max(vals), 2),
+            "n": len(vals), "missing": len(values) - len(vals)}
+
+
+def decode_cost(repeat: int) -> dict:
+    if ROOT.parents[1].name == "ansible_collections":
+        sys.path.insert(0, str(ROOT.parents[2]))
+    from ansible_collections.kexec.kho.plugins.plugin_utils import _handover  # pylint: disable=import-outside-toplevel
+    import fdtbuild  # pylint: disable=import-outside-toplevel
+    shared = Path(os.environ.get("KHO_SHARED", ROOT.parent / "shared")) / "fixtures" / "kho-7.3.4" / "handover1"
+    real = {"fdt": base64.b64encode((shared / "in_fdt").read_bytes()).decode(),
+            "sub_blobs": {p.name[len("in_sub_fdts_"):]: base64.b64encode(p.read_bytes()).decode()
+                          for p in shared.glob("in_sub_fdts_*")}}
+    big = fdtbuild.kho_root(4, {f"blob{i}": (0x1000 * i, 64) for i in range(1000)})
+    out = {}
+    for name, raw in (("real_incoming_tree", real), ("synthetic_1000_nodes", {"fdt": base64.b64encode(big).decode(),
+                                                                                "sub_blobs": {}})):
+        times = []
+        for _i in range(repeat):
+            t = time.perf_counter()
+            _handover.decode_side(raw, "in")
+            times.append(time.perf_counter() - t)
+        out[name] = stats(times)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--fleet", default="1,2,4")
+    ap.add_argument("--only", nargs="*")
+    args = ap.parse_args()
+    why = lab.unavailable()
+    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} cores",
+                     "repeat": args.repeat, "limit_seconds": LIMIT}
+    results["decode"] = decode_cost(max(args.repeat, 20))
+    if why:
+        print(f"lab scenarios skipped: {why}")
+    else:
+        started = []
+        try:
+            ns = argparse.Namespace(name="bench-1", count=1, accel="auto", memory=1024, timeout=120.0,
+                                    no_reboot=False, append=[])
+            up = lab.up(ns)
+            started.append("bench-1")
+            results["accel"] = up["guests"][0]["accel"]
+            guest, inventory = up["guests"][0], up["inventory"]
+            runs: dict = {}
+            for name, fn in scenarios(guest, inventory).items():
+                if args.only and name not in args.only:
+                    continue
+                runs[name] = []
+                for i in range(args.repeat):
+                    lab.log(f"{name} {i + 1}/{args.repeat}")
+                    try:
+                        runs[name].append(fn())
+                    except RuntimeError as exc:
+                        runs[name].append({"seconds": None, "note": str(exc)[-500:]})
+                    if not lab.ssh_banner(guest["port"], 2):  # a run that did not return: restart the guest
+                        lab.down(argparse.Namespace(name="bench-1"))
+                        up = lab.up(ns)
+                        guest, inventory = up["guests"][0], up["inventory"]
+            results["scenarios"] = {
+                name: {"seconds": stats([r.get("seconds") for r in rs]),
+                       "detect_latency": stats([r.get("detect_latency") for r in rs]),
+                       "notes": sorted({r["note"][:200] for r in rs if r.get("note")}),
+                       "role_phases": [r["summary"] for r in rs if r.get("summary")][:1]}
+                for name, rs in runs.items()}
+            lab.down(argparse.Namespace(name="bench-1"))
+            started.remove("bench-1")
+            if not args.only or "fleet" in args.only:
+                results["fleet"] = {}
+                for n in (int(x) for x in args.fleet.split(",")):
+                    fleet = lab.up(argparse.Namespace(name=f"bench-f{n}", count=n, accel="auto", memory=1024,
+                                                      timeout=300.0, no_reboot=False, append=[]))
+                    started.append(f"bench-f{n}")
+                    secs, _ret, _out, _summary = playbook(
+                        fleet["inventory"], "    - ansible.builtin.include_role: {name: kexec.kho.handover}\n",
+                        {"kho_handover_kernel": KERNEL}, limit=600)
+                    results["fleet"][str(n)] = round(secs, 2) if secs else None
+                    lab.down(argparse.Namespace(name=f"bench-f{n}"))
+                    started.remove(f"bench-f{n}")
+        finally:
+            for name in started:
+                lab.down(argparse.Namespace(name=name))
+    report(results)
+
+
+def ratio(a, b):
+    return round(a / b, 2) if a and b else None
+
+
+def report(results: dict) -> None:
+    print(f"\nkexec.kho benchmarks, {results['date']}, {results['machine']}, accel {results.get('accel', '-')}, "
+          f"{results['repeat']} runs each (median [min-max] seconds)")
+    for name, s in (results.get("scenarios") or {}).items():
+        sec, lat = s["seconds"], s["detect_latency"]
+        line = f"  {name:24} {sec['median']} [{sec['min']}-{sec['max']}]"
+        if lat["n"]:
+            line += f"  return detection {lat['median']} [{lat['min']}-{lat['max']}]"
+        if sec["missing"]:
+            line += f"  ({sec['missing']} did not return: {'; '.join(s['notes'])[:120]})"
+        print(line)
+    for name, s in results["decode"].items():
+        print(f"  decode {name:17} {s['median'] * 1000:.1f} ms [{s['min'] * 1000:.1f}-{s['max'] * 1000:.1f}]")
+    sc = results.get("scenarios") or {}
+    med = {k: v["seconds"]["median"] for k, v in sc.items()}
+    lat = {k: v["detect_latency"]["median"] for k, v in sc.items()}
+    targets = {
+        "kho_kexec detect latency (target < 0.5 s)": lat.get("kho_kexec"),
+        "reboot(systemctl kexec) / kho_kexec detect latency (target >= 3)": ratio(lat.get("reboot_systemctl_kexec"),
+                                                                                 lat.get("kho_kexec")),
+        "kho_kexec / floor (target <= 1.2)": ratio(med.get("kho_kexec"), med.get("floor")),
+        "role - floor, seconds (target < 5)": round(med["role"] - med["floor"], 2) if med.get("role") and med.get("floor") else None,
+        "4 guests / 1 guest (target <= 1.5)": ratio((results.get("fleet") or {}).get("4"), (results.get("fleet") or {}).get("1")),
+        "synthetic 1000-node decode, seconds (target < 0.5)": results["decode"]["synthetic_1000_nodes"]["median"],
+    }
+    results["targets"] = targets
+    print("targets:")
+    for k, v in targets.items():
+        print(f"  {k}: {v}")
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"{time.strftime('%Y-%m-%d-%H%M')}.json"
+    path.write_text(json.dumps(results, indent=1, default=str))
+    print(f"written: {path}")
+
+
+if __name__ == "__main__":
+    if not shutil.which("ansible-playbook", path=f"{BIN}:{os.environ['PATH']}"):
+        raise SystemExit("run with the project's virtualenv: .venv/bin/python bench/run.py (make bench)")
+    main()
