@@ -15,7 +15,7 @@ PY_NEWEST := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13
 NEWEST := $(abspath .venv-newest)
 COLL_NEWEST := $(abspath build-newest)/ansible_collections/kexec/kho
 
-.PHONY: test demo bench venv layout host sanity lint pytest newest lab-up lab-down clean
+.PHONY: test demo bench venv layout host sanity lint docs pytest newest lab-up lab-down clean
 
 $(BIN)/.stamp: requirements.txt tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +57,10 @@ else
 	cd $(COLL_NEWEST) && $(NEWEST)/bin/python -m pytest -q -p no:cacheprovider tests/unit
 endif
 
-test: sanity newest lint pytest
+docs: layout
+	tests/utils/docs.sh $(COLL)
+
+test: sanity newest lint docs pytest
 
 demo: layout host
 	tests/utils/demo.sh
