@@ -59,6 +59,8 @@ endif
 
 docs: layout
 	tests/utils/docs.sh $(COLL)
+	tests/utils/galaxy-importer.sh $(COLL)
+	tests/utils/ee.sh $(COLL)
 
 test: sanity newest lint docs pytest
 
