@@ -44,24 +44,45 @@ def lab_reason() -> str | None:
     return proc.stdout.strip() or None
 
 
-@pytest.fixture(scope="session")
-def lab_factory(lab_reason):
-    """Boots lab guests on demand (each call its own lab name); stops them all at the end."""
-    if lab_reason:
-        pytest.skip(f"the KHO lab cannot run here: {lab_reason}")
-    started = []
+class LabFactory:
+    """Boots lab guests on demand (each call its own lab name) and stops them at teardown."""
 
-    def boot(count: int = 1, *extra: str) -> dict:
-        name = f"t{os.getpid()}-{len(started)}"
-        started.append(name)
+    counter = 0
+
+    def __init__(self, reason):
+        if reason:
+            pytest.skip(f"the KHO lab cannot run here: {reason}")
+        self.started = []
+
+    def __call__(self, count: int = 1, *extra: str) -> dict:
+        LabFactory.counter += 1
+        name = f"t{os.getpid()}-{LabFactory.counter}"
+        self.started.append(name)
         return _lab("up", "--name", name, "-n", str(count), *extra)
 
-    yield boot
-    for name in started:
-        _lab("down", "--name", name)
+    def stop(self):
+        for name in self.started:
+            _lab("down", "--name", name)
+
+
+@pytest.fixture
+def lab_factory(lab_reason):
+    """Guests for one test: stopped when it ends, so that guests never pile up on 2 cores."""
+    factory = LabFactory(lab_reason)
+    yield factory
+    factory.stop()
+
+
+@pytest.fixture(scope="module")
+def module_lab_factory(lab_reason):
+    factory = LabFactory(lab_reason)
+    yield factory
+    factory.stop()
 
 
 @pytest.fixture(scope="session")
-def lab(lab_factory) -> dict:
+def lab(lab_reason) -> dict:
     """One shared lab guest for read-only tests."""
-    return lab_factory()
+    factory = LabFactory(lab_reason)
+    yield factory()
+    factory.stop()

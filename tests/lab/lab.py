@@ -41,7 +41,7 @@ GUEST_PACKAGES = [
 HOST_PACKAGES = [
     "qemu-system-x86", "qemu-utils", "debootstrap", "e2fsprogs", "openssh-client",
     "build-essential", "bc", "flex", "bison", "libelf-dev", "libssl-dev", "cpio",
-    "xz-utils", "device-tree-compiler", "grub-common", "rsync", "kmod",
+    "xz-utils", "device-tree-compiler", "grub-common", "rsync", "kmod", "chromium",
 ]
 # Bumped when a recipe below changes in a way its inputs do not show.
 KERNEL_RECIPE = "3"
