@@ -108,8 +108,8 @@ class ActionModule(ActionBase):
         jumped_at = time.monotonic()
         if res["rc"]:
             self._rollback(task_vars)
-            return {**result, "failed": True, "msg": f"the jump was not started: {(res.get('stderr') or '').strip()}"
-                                                     "; the image was unloaded"}
+            why = (res.get("stderr") or res.get("stdout") or "").strip()  # a pty merges stderr into stdout
+            return {**result, "failed": True, "msg": f"the jump was not started: {why}; the image was unloaded"}
         original_timeout = self._connection_timeout(opts["connect_timeout"])
         try:
             if opts["post_kexec_delay"]:

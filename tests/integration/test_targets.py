@@ -34,7 +34,7 @@ def run_playbook(playbook: Path, inventory: str, tmp_path: Path, extra: dict | N
     proc = subprocess.run(["ansible-playbook", "-i", inventory, str(playbook), "-e", json.dumps(evars), *args],
                           capture_output=True, text=True, env=env, cwd=playbook.parent, check=False)
     if check and proc.returncode:
-        pytest.fail(f"{playbook.relative_to(TARGETS)} failed (rc {proc.returncode}):\n{proc.stdout[-8000:]}\n"
+        pytest.fail(f"{playbook} failed (rc {proc.returncode}):\n{proc.stdout[-8000:]}\n"
                     f"{proc.stderr[-3000:]}")
     return proc
 
