@@ -41,3 +41,14 @@ options:
 requirements:
   - Root on the managed host (C(become=true)); debugfs is readable by root only.
 """
+
+    # Use with ansible.builtin.action_common_attributes, which describes each attribute.
+    ATTRIBUTES = r"""
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+"""

@@ -22,14 +22,8 @@ author:
   - kexec.kho contributors (@kexec-kho)
 extends_documentation_fragment:
   - kexec.kho._host
+  - kexec.kho._host.attributes
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 options:
   state:
     description:
