@@ -33,6 +33,7 @@ host:
 sanity: layout
 	tests/utils/get-pip-standin.sh
 	cd $(COLL) && ansible-test sanity --venv --python 3.11 --color no
+	tests/utils/target-pythons.sh $(COLL)
 
 lint: layout
 	cd $(COLL) && ansible-lint --profile production --offline -q
