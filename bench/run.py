@@ -132,12 +132,12 @@ def scenarios(guest: dict, inventory: str) -> dict:
     }
 
 
-def stats(values: list) -> dict:
+def stats(values: list, digits: int = 2) -> dict:
     vals = [v for v in values if v is not None]
     if not vals:
         return {"median": None, "min": None, "max": None, "n": 0, "missing": len(values)}
-    return {"median": round(statistics.median(vals), 2), "min": round(min(vals), 2), "max": round(max(vals), 2),
-            "n": len(vals), "missing": len(values) - len(vals)}
+    return {"median": round(statistics.median(vals), digits), "min": round(min(vals), digits),
+            "max": round(max(vals), digits), "n": len(vals), "missing": len(values) - len(vals)}
 
 
 def decode_cost(repeat: int) -> dict:
@@ -158,7 +158,7 @@ def decode_cost(repeat: int) -> dict:
             t = time.perf_counter()
             _handover.decode_side(raw, "in")
             times.append(time.perf_counter() - t)
-        out[name] = stats(times)
+        out[name] = stats(times, 6)
     return out
 
 
