@@ -66,7 +66,7 @@ class ActionModule(ActionBase):
             return old
         return None
 
-    def _probe(self, task_vars):
+    def _probe(self):
         """An SSH banner check where the connection is plain SSH; None elsewhere (then every round connects)."""
         if self._connection.transport not in ("ssh", "ansible.builtin.ssh", "paramiko", "ansible.builtin.paramiko"):
             return None
@@ -120,7 +120,7 @@ class ActionModule(ActionBase):
                 return self._read_boot_id()
 
             back = _jump.wait_for_new_boot(read_new, old_id, float(opts["kexec_timeout"]),
-                                           float(opts["poll_interval"]), self._probe(task_vars))
+                                           float(opts["poll_interval"]), self._probe())
             downtime = time.monotonic() - jumped_at
             test = self._shell(opts["test_command"])
         except _jump.NotBack as exc:

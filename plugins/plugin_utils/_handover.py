@@ -90,7 +90,7 @@ def decode_blob(data: bytes, name: str | None = None, byteorder: str = "little")
         rec["tree"] = _fdt.readable(tree, byteorder)
         if rec["compatible"] == "memblock-v1":
             rec["reserve_mem"] = reserve_mem(tree, byteorder)
-        elif rec["compatible"] in ROOT_VERSIONS or (rec["compatible"] or "").startswith("kho-v"):
+        elif (rec["compatible"] or "").startswith("kho-v"):  # kho-v1..v4, and later ones reported as unknown
             rec["handover"] = root_listing(tree, byteorder)
     elif name == METADATA_NAME:
         rec["format"] = METADATA_NAME
