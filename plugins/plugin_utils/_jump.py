@@ -53,6 +53,30 @@ def trigger_command(method: str, kexec: str, have_systemd_run: bool) -> str:
     return f"{guard}; {jump}"
 
 
+HANDOVER_STATES = {
+    "in": None,
+    "no-in": "the host came back on a new boot but received no handover data: the jump did not carry KHO "
+             "(an image loaded without -s, or a cold boot after a panic)",
+    "no-kho": "the host came back on a new boot but shows no {kho} directory: debugfs is not mounted there, "
+              "or the new kernel has no KHO; mount it at boot or set verify_handover: false",
+}
+
+
+def handover_check_command(debugfs_root: str) -> str:
+    """One command printing in / no-in / no-kho: what the new kernel shows under debugfs."""
+    kho = shlex.quote(debugfs_root.rstrip("/") + "/kho")
+    return f"if [ -d {kho}/in ]; then echo in; elif [ -d {kho} ]; then echo no-in; else echo no-kho; fi"
+
+
+def handover_failure(output: str, debugfs_root: str) -> str | None:
+    """None when the check printed 'in'; otherwise why the handover is not shown as received."""
+    state = (output or "").strip().splitlines()[-1:] or [""]
+    if state[0] not in HANDOVER_STATES:
+        return f"the handover check printed {output!r}, not one of {sorted(HANDOVER_STATES)}"
+    msg = HANDOVER_STATES[state[0]]
+    return msg and msg.format(kho=debugfs_root.rstrip("/") + "/kho")
+
+
 def wait_for_new_boot(read_boot_id, old_id: str, timeout: float, interval: float = 0.25, probe=None,
                       wait_gone: float = 30.0, clock=time.monotonic, sleep=time.sleep) -> dict:
     """Poll until read_boot_id() returns a well-formed id other than old_id.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -91,6 +93,26 @@ def test_trigger_checks_the_load_first(method, systemd_run, jump):
 
 def test_trigger_quotes_the_binary_path():
     assert "'/opt/my kexec/kexec' -e" in _jump.trigger_command("kexec", "/opt/my kexec/kexec", True)
+
+
+@pytest.mark.parametrize(("dirs", "state"), [(["kho/in", "kho/out"], "in"), (["kho/out"], "no-in"), ([], "no-kho")])
+def test_handover_check_runs_in_a_real_shell(tmp_path, dirs, state):
+    root = tmp_path / "debug fs; touch pwned"  # a hostile root stays one quoted word
+    for d in dirs:
+        (root / d).mkdir(parents=True)
+    cmd = _jump.handover_check_command(str(root))
+    out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == state
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+    why = _jump.handover_failure(out, str(root))
+    assert (why is None) == (state == "in")
+    if state == "no-kho":
+        assert f"{root}/kho" in why and "verify_handover: false" in why
+
+
+def test_handover_check_refuses_unexpected_output():
+    assert "not one of" in _jump.handover_failure("sudo: a password is required", "/sys/kernel/debug")
+    assert "not one of" in _jump.handover_failure("", "/sys/kernel/debug")
 
 
 RESULTS = {
