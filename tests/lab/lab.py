@@ -400,6 +400,7 @@ def write_inventory(rd: Path, guests: list[dict]) -> Path:
         "", "[kho_lab:vars]", "ansible_user=root",
         f"ansible_ssh_private_key_file={key}",
         "ansible_python_interpreter=/usr/bin/python3",
+        "ansible_pipelining=true",  # one SSH command per module instead of mkdir, put, chmod, run
         "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
         " -o LogLevel=ERROR -o ServerAliveInterval=2 -o ServerAliveCountMax=3'",
         f"kho_lab_kernel={GUEST_KERNEL}",
