@@ -86,3 +86,26 @@ def lab(lab_reason) -> dict:
     factory = LabFactory(lab_reason)
     yield factory()
     factory.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the fixed example budget of every property-based (hypothesis) test that ran."""
+    budgets = []
+    for reports in terminalreporter.stats.values():
+        for rep in reports:
+            obj = getattr(rep, "hypothesis_budget", None)
+            if obj:
+                budgets.append((rep.nodeid, obj))
+    if budgets:
+        terminalreporter.section("hypothesis example budgets")
+        for nodeid, n in sorted(budgets):
+            terminalreporter.write_line(f"{n:6d}  {nodeid}")
+        terminalreporter.write_line(f"{sum(n for _, n in budgets):6d}  in all, over {len(budgets)} properties")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    settings = getattr(getattr(item, "obj", None), "_hypothesis_internal_use_settings", None)
+    if call.when == "call" and settings is not None and getattr(item.obj, "is_hypothesis_test", False):
+        outcome.get_result().hypothesis_budget = settings.max_examples

@@ -89,3 +89,62 @@ def test_load_unloaded_behind_the_roles_back_is_caught_before_the_jump(quiet_gue
     # caught by the load's own check, or by the guard in the jump command, whichever comes first
     assert "no kexec image is loaded" in result["error"] or "kexec_loaded is still 0" in result["error"], result
     assert_untouched(quiet_guest, tmp_path)
+
+
+CUT_AFTER_LOAD = """\
+    - ansible.builtin.command: mv /usr/sbin/kexec /usr/sbin/kexec.real
+      changed_when: true
+    - ansible.builtin.copy:
+        dest: /usr/sbin/kexec
+        mode: "0755"
+        content: |
+          #!/bin/sh
+          # Fault 8, fires once: the load succeeds, then every SSH session dies before the jump.
+          /usr/sbin/kexec.real "$@"; rc=$?
+          if [ "$2" = -l ]; then
+            mv -f /usr/sbin/kexec.real /usr/sbin/kexec
+            pkill -KILL -f '^sshd: root'
+          fi
+          exit $rc
+"""
+
+
+def test_connection_cut_before_the_jump_then_a_rerun_completes(lab_factory, tmp_path):
+    guests = lab_factory()
+    name = guests["guests"][0]["name"]
+    before = facts(guests, tmp_path)[name]
+    guest_run(guests, tmp_path, CUT_AFTER_LOAD)
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "rerun").mkdir()
+    cut, _summary = handover(guests, tmp_path / "cut")
+    assert cut.returncode != 0 and "UNREACHABLE" in cut.stdout, cut.stdout[-3000:]
+    left = facts(guests, tmp_path)[name]
+    # the cut run left the host loaded and locked, on its old boot, with nothing jumped
+    assert left["boot_id"] == before["boot_id"] and left["kexec_loaded"] is True
+    proc, summary = handover(guests, tmp_path / "rerun", cli=("-v",))
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "took over the lock of run" in proc.stdout and "has exited" in proc.stdout
+    result = summary[name]
+    assert result["verdict"] == "verified" and result["boot_id_before"] == before["boot_id"], result
+    assert result["kexec_count"] == 1, result  # exactly one jump across both runs
+
+
+def test_kho_off_is_refused_then_enabled_through_grub_and_handed_over(lab_factory, tmp_path):
+    guests = lab_factory(1, "--boot", "grub")  # a real GRUB boots the guest, with KHO off
+    name = guests["guests"][0]["name"]
+    for d in ("refused", "enabled"):
+        (tmp_path / d).mkdir()
+    refused, summary = handover(guests, tmp_path / "refused")
+    assert refused.returncode != 0
+    assert "add kho=on to the kernel command line" in refused.stdout and "kho_handover_reboot_ok" in refused.stdout
+    assert summary[name]["verdict"] == "failed, rolled back", summary
+    proc, summary = handover(guests, tmp_path / "enabled", kho_handover_reboot_ok=True)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    result = summary[name]
+    assert result["verdict"] == "verified" and result["kexec_count"] == 1, result
+    after = facts(guests, tmp_path)[name]
+    assert after["params"]["kho_enabled"] is True and after["in"]["present"], after
+    assert after["boot_id"] != result["boot_id_before"]
+    guest_run(guests, tmp_path, "    - ansible.builtin.slurp: {src: /boot/grub/grub.cfg}\n      register: cfg\n"
+                                "    - ansible.builtin.assert:\n"
+                                "        that: \"'kho=on' in (cfg.content | b64decode)\"\n")

@@ -12,14 +12,14 @@ KERNEL = "/boot/vmlinuz-kho"
 BAD_CMDLINE = "root=/dev/nonexistent console=ttyS0 8250.nr_uarts=1 panic=-1 kho=on"
 
 
-def handover(guests: dict, tmp_path: Path, host_vars: dict | None = None, **extra) -> tuple:
+def handover(guests: dict, tmp_path: Path, host_vars: dict | None = None, cli: tuple = (), **extra) -> tuple:
     inventories = [guests["inventory"]]
     if host_vars:
         extra_inv = tmp_path / "hostvars.json"
         extra_inv.write_text(json.dumps({"kho_lab": {"hosts": host_vars}}))
         inventories.append(str(extra_inv))
     summary = tmp_path / "summary.json"
-    args = tuple(x for inv in inventories[1:] for x in ("-i", inv))
+    args = tuple(x for inv in inventories[1:] for x in ("-i", inv)) + cli
     proc = run_playbook(PLAYBOOK, inventories[0], tmp_path, check=False, args=args,
                         extra={"kho_handover_kernel": KERNEL, **extra},
                         env={"ANSIBLE_CALLBACKS_ENABLED": "kexec.kho.kho_report", "KHO_REPORT_JSON": str(summary),

@@ -3,6 +3,7 @@
     lab.py setup-host        install what the lab needs from Debian (idempotent)
     lab.py build             build (or reuse) the kernel, the root fs and the disk
     lab.py up [-n N]         boot N guests, wait for SSH, write an inventory
+                             (--boot grub: through a real GRUB on the disk, KHO off)
     lab.py down              stop exactly the guests this lab name started
     lab.py status            print the running guests as JSON
 
@@ -41,17 +42,18 @@ GUEST_PACKAGES = [
 HOST_PACKAGES = [
     "qemu-system-x86", "qemu-utils", "debootstrap", "e2fsprogs", "openssh-client",
     "build-essential", "bc", "flex", "bison", "libelf-dev", "libssl-dev", "cpio",
-    "xz-utils", "device-tree-compiler", "grub-common", "rsync", "kmod", "chromium",
+    "xz-utils", "device-tree-compiler", "grub-common", "grub-pc-bin", "rsync", "kmod", "chromium",
 ]
 # Bumped when a recipe below changes in a way its inputs do not show.
 KERNEL_RECIPE = "3"
 ROOTFS_RECIPE = "3"
 DISK_RECIPE = "4"
+GRUB_RECIPE = "1"
+GRUB_MODULES = Path("/usr/lib/grub/i386-pc")
 GUEST_KERNEL = "/boot/vmlinuz-kho"
 RESERVE_MEM = "reserve_mem=1M:4096:oops ramoops.mem_name=oops ramoops.pmsg_size=65536"
-BASE_CMDLINE = (
-    "root=/dev/vda rw console=ttyS0 8250.nr_uarts=1 tsc=reliable net.ifnames=0 panic=-1 kho=on " + RESERVE_MEM
-)
+GUEST_CMDLINE = "rw console=ttyS0 8250.nr_uarts=1 tsc=reliable net.ifnames=0 panic=-1 " + RESERVE_MEM
+BASE_CMDLINE = f"root=/dev/vda kho=on {GUEST_CMDLINE}"
 PANIC = re.compile(rb"Kernel panic - not syncing|Oops: int3")
 
 
@@ -239,22 +241,14 @@ def _guest_files(kernel: Path, pub: str) -> dict[str, tuple[str | bytes, int]]:
     }
 
 
-def build_disk() -> Path:
-    kdir = build_kernel()
-    tree = build_rootfs()
-    key = ssh_key()
-    pub = key.with_suffix(".pub").read_text()
-    disk = CACHE / f"disk-{digest(kdir.name, tree.name, pub, DISK_RECIPE)}.img"
-    if disk.exists():
-        log(f"disk cached: {disk}")
-        return disk
-    log("assembling the guest disk image")
+def _stage(kernel: Path, tree: Path, pub: str, extra: dict | None = None) -> Path:
+    """The guest's file tree: the root fs, the lab's files, and ``extra`` (relative path: (content, mode))."""
     stage = CACHE / "stage.tmp"
     shutil.rmtree(stage, ignore_errors=True)
     run(["cp", "-a", "--reflink=auto", str(tree), str(stage)])
     if not (stage / "home/lab").exists():
         run(["chroot", str(stage), "useradd", "-m", "-s", "/bin/bash", "lab"])
-    for rel, (content, mode) in _guest_files(kdir / "bzImage", pub).items():
+    for rel, (content, mode) in {**_guest_files(kernel, pub), **(extra or {})}.items():
         p = stage / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -278,10 +272,103 @@ def build_disk() -> Path:
         if not masked.is_symlink():
             masked.symlink_to("/dev/null")
     (stage / "etc/machine-id").write_text("")
+    return stage
+
+
+def _inputs() -> tuple[Path, Path, str]:
+    kdir = build_kernel()
+    tree = build_rootfs()
+    return kdir, tree, ssh_key().with_suffix(".pub").read_text()
+
+
+def build_disk() -> Path:
+    """A whole-disk ext4 file system (root=/dev/vda), booted by QEMU's -kernel."""
+    kdir, tree, pub = _inputs()
+    disk = CACHE / f"disk-{digest(kdir.name, tree.name, pub, DISK_RECIPE)}.img"
+    if disk.exists():
+        log(f"disk cached: {disk}")
+        return disk
+    log("assembling the guest disk image")
+    stage = _stage(kdir / "bzImage", tree, pub)
     tmp = disk.with_suffix(".tmp")
     run(["mkfs.ext4", "-q", "-F", "-L", "kho-lab", "-d", str(stage), str(tmp), "2G"])
     tmp.rename(disk)
     shutil.rmtree(stage)
+    return disk
+
+
+GRUB_DEFAULTS = f"""\
+# kexec.kho lab: booted by this GRUB from the disk's MBR; KHO is off until kho_cmdline turns it on.
+GRUB_DEFAULT=0
+GRUB_TIMEOUT=0
+GRUB_DISTRIBUTOR=kho-lab
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="{GUEST_CMDLINE}"
+GRUB_DISABLE_LINUX_UUID=true
+GRUB_DISABLE_RECOVERY=true
+GRUB_DISABLE_OS_PROBER=true
+"""
+# Until update-grub first runs in the guest: what its 10_linux would write, by hand.
+GRUB_CFG = f"""\
+set default=0
+set timeout=0
+menuentry 'kho-lab' {{
+  insmod part_msdos
+  insmod ext2
+  set root=(hd0,msdos1)
+  linux {GUEST_KERNEL} root=/dev/vda1 ro {GUEST_CMDLINE}
+}}
+"""
+
+
+def mbr(part_start: int, part_sectors: int) -> bytes:
+    """One bootable Linux partition in a DOS partition table (LBA only; CHS fields say 'use LBA')."""
+    entry = bytes([0x80, 0xFE, 0xFF, 0xFF, 0x83, 0xFE, 0xFF, 0xFF]) + part_start.to_bytes(4, "little") \
+        + part_sectors.to_bytes(4, "little")
+    return entry + bytes(48) + b"\x55\xaa"
+
+
+def build_grub_disk() -> Path:
+    """A partitioned disk with GRUB (i386-pc) in its MBR and gap: the guest boots from its own
+    /boot/grub/grub.cfg, so kho_cmdline's edit and update-grub decide the next boot's command line."""
+    kdir, tree, pub = _inputs()
+    grub_version = subprocess.run(["grub-mkimage", "--version"], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+    disk = CACHE / f"disk-grub-{digest(kdir.name, tree.name, pub, DISK_RECIPE, GRUB_RECIPE, grub_version)}.img"
+    if disk.exists():
+        log(f"GRUB disk cached: {disk}")
+        return disk
+    log("assembling the GRUB-booted disk image")
+    extra = {
+        "etc/fstab": ("/dev/vda1 / ext4 rw,errors=remount-ro 0 1\n"
+                      "debugfs /sys/kernel/debug debugfs defaults 0 0\n", 0o644),
+        "etc/default/grub": (GRUB_DEFAULTS, 0o644),
+        "boot/grub/grub.cfg": (GRUB_CFG, 0o444),
+    }
+    for mod in GRUB_MODULES.iterdir():  # what grub-install would copy: modules and their lists
+        if mod.suffix in (".mod", ".lst"):
+            extra[f"boot/grub/i386-pc/{mod.name}"] = (mod.read_bytes(), 0o644)
+    stage = _stage(kdir / "bzImage", tree, pub, extra)
+    part = CACHE / "part.tmp"
+    run(["mkfs.ext4", "-q", "-F", "-L", "kho-lab", "-d", str(stage), str(part), "2G"])
+    shutil.rmtree(stage)
+    core = CACHE / "core.img.tmp"
+    run(["grub-mkimage", "-O", "i386-pc", "-d", str(GRUB_MODULES), "-o", str(core),
+         "-p", "(hd0,msdos1)/boot/grub", "biosdisk", "part_msdos", "ext2"])
+    start = 2048  # 1 MiB: the gap after the MBR holds core.img
+    if core.stat().st_size > (start - 1) * 512:
+        raise SystemExit(f"core.img is {core.stat().st_size} bytes, more than the gap holds")
+    tmp = disk.with_suffix(".tmp")
+    size = part.stat().st_size
+    with open(tmp, "wb") as out:
+        out.write((GRUB_MODULES / "boot.img").read_bytes()[:440] + bytes(6) + mbr(start, size // 512))
+        out.write(core.read_bytes())
+        out.truncate(start * 512 + size)
+    run(["dd", f"if={part}", f"of={tmp}", "bs=4M", f"seek={start * 512}", "oflag=seek_bytes",
+         "conv=sparse,notrunc", "status=none"])
+    part.unlink()
+    core.unlink()
+    tmp.rename(disk)
     return disk
 
 
@@ -321,7 +408,7 @@ def qemu_argv(guest: dict, no_reboot: bool) -> list[str]:
     argv = [
         "qemu-system-x86_64", *accel, "-m", str(guest["memory"]), "-smp", "2",
         "-nodefaults", "-display", "none", "-no-user-config",
-        "-kernel", guest["kernel"], "-append", guest["cmdline"],
+        *(["-kernel", guest["kernel"], "-append", guest["cmdline"]] if guest["boot"] == "kernel" else []),
         "-drive", f"file={guest['overlay']},if=virtio,format=qcow2",
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{guest['port']}-:22",
         "-device", "virtio-net-pci,netdev=n0",
@@ -413,6 +500,11 @@ def write_inventory(rd: Path, guests: list[dict]) -> Path:
 
 def up(args) -> dict:
     info = build()
+    if args.boot == "grub":
+        if args.append:
+            raise SystemExit("--append needs --boot kernel: a GRUB-booted guest takes its command line from "
+                             "its own /etc/default/grub")
+        info["disk"] = str(build_grub_disk())
     rd = run_dir(args.name)
     accel = args.accel
     if accel == "auto":
@@ -429,7 +521,8 @@ def up(args) -> dict:
             run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", info["disk"], str(overlay)])
             guests.append({
                 "name": name, "port": free_port(), "accel": accel, "memory": args.memory,
-                "kernel": info["kernel"], "cmdline": " ".join([BASE_CMDLINE, *args.append]),
+                "boot": args.boot, "kernel": info["kernel"],
+                "cmdline": " ".join([BASE_CMDLINE, *args.append]) if args.boot == "kernel" else None,
                 "overlay": str(overlay), "serial": str(rd / f"{name}.serial.log"),
                 "pidfile": str(rd / f"{name}.pid"), "no_reboot": args.no_reboot,
             })
@@ -522,6 +615,9 @@ def main(argv: list[str] | None = None) -> None:
                            help="make a guest reset stop QEMU (for guests that must not come back)")
             p.add_argument("--append", action="append", default=[],
                            help="extra kernel parameters")
+            p.add_argument("--boot", choices=("kernel", "grub"), default="kernel",
+                           help="kernel: QEMU loads the lab kernel with KHO on; grub: a real GRUB boots it "
+                                "from the disk's MBR with KHO off, so the boot loader decides each boot")
     args = ap.parse_args(argv)
     args.func(args)
 

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from ansible_collections.kexec.kho.plugins.module_utils._kho import cmdline as C
 
 EXAMPLES = 500
-print(f"hypothesis: {EXAMPLES} examples per property in {__name__}")
 
 
 # ---------------------------------------------------------------- tokenizer and editor

@@ -1,0 +1,84 @@
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The per-host handover lock: a JSON record under /run, read and changed only under flock.  Not a public API.
+
+/run is a tmpfs, so the lock goes away with the jump.  Taking it over is a compare-and-swap:
+a holder is replaced only when the caller names the run it replaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+
+from ansible_collections.kexec.kho.plugins.module_utils._kho.files import write_atomic
+
+DEFAULT_PATH = "/run/kexec-kho/handover.lock"
+
+
+class HeldByOther(Exception):
+    def __init__(self, holder: dict):
+        super().__init__(f"held by run {holder.get('run')!r}")
+        self.holder = holder
+
+
+@contextlib.contextmanager
+def _guard(path: str):
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    fd = os.open(f"{path}.guard", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read(path: str) -> dict | None:
+    """The holder's record; a record that is not JSON still names its file, so it is never ignored."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(65536)
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        return {"run": f"unknown (a directory at {path})"}
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        record = None
+    return record if isinstance(record, dict) and isinstance(record.get("run"), str) else {
+        "run": f"unknown (unreadable record in {path})"}
+
+
+def _write(path: str, owner: dict) -> None:
+    open(path, "ab").close()  # write_atomic keeps an existing file's mode: create it 0600 first
+    os.chmod(path, 0o600)
+    write_atomic(path, json.dumps(owner, sort_keys=True).encode() + b"\n")
+
+
+def acquire(path: str, owner: dict, replace: str | None = None, check_mode: bool = False) -> dict:
+    """Take the lock for owner['run'], or take it over from the run named by ``replace``."""
+    with _guard(path):
+        current = read(path)
+        if current is not None and current["run"] == owner["run"]:
+            return {"changed": False, "acquired": True, "holder": current, "previous": None}
+        if current is not None and current["run"] != replace:
+            return {"changed": False, "acquired": False, "holder": current, "previous": None}
+        if not check_mode:
+            _write(path, owner)
+        return {"changed": True, "acquired": True, "holder": owner, "previous": current}
+
+
+def release(path: str, run: str, check_mode: bool = False) -> dict:
+    """Remove the lock if ``run`` holds it; raise HeldByOther if another run does."""
+    with _guard(path):
+        current = read(path)
+        if current is None:
+            return {"changed": False, "holder": None}
+        if current["run"] != run:
+            raise HeldByOther(current)
+        if not check_mode:
+            os.unlink(path)
+        return {"changed": True, "holder": None}

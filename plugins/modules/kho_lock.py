@@ -1,0 +1,123 @@
+#!/usr/bin/python
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: kho_lock
+short_description: Hold a host's handover lock, so that one handover runs on a host at a time
+version_added: 0.1.0
+description:
+  - Takes (O(state=acquired)) or releases (O(state=released)) a lock file on the host, by default
+    C(/run/kexec-kho/handover.lock). The file records which run holds it; it is read and changed only
+    under C(flock), and C(/run) empties at the jump, so the new kernel starts unlocked.
+  - The owner is the running C(ansible-playbook) (or C(ansible)) process on the controller, identified by
+    controller host name, process id and process start time. Each task of one run is the same owner, so
+    taking the lock again in the same run changes nothing.
+  - When another run holds the lock, the module takes it over only if that run has ended, that is, its process is
+    gone from this same controller (a run cut off by a dropped connection, say). A holder on another
+    controller, or one still running, is never replaced unless O(break_lock) names it.
+author:
+  - kexec.kho contributors (@kexec-kho)
+extends_documentation_fragment:
+  - kexec.kho._host.attributes
+  - ansible.builtin.action_common_attributes
+options:
+  state:
+    description:
+      - V(acquired) takes the lock, or fails naming the run that holds it.
+      - V(released) removes the lock if this run holds it, and fails if another run does.
+    type: str
+    default: acquired
+    choices: [acquired, released]
+  path:
+    description: The lock file.
+    type: path
+    default: /run/kexec-kho/handover.lock
+  break_lock:
+    description:
+      - The run id (the C(run) of RV(holder)) of a holder to replace even though this controller cannot tell that it
+        has ended. Only that exact holder is replaced.
+    type: str
+  owner:
+    description:
+      - Set by the action plugin to this run's identity; a value given in the task is ignored.
+    type: dict
+notes:
+  - The liveness check reads C(/proc) on the controller; a controller without it never takes a lock over
+    on its own.
+seealso:
+  - module: kexec.kho.kho_kexec
+"""
+
+EXAMPLES = r"""
+- name: One handover per host at a time
+  kexec.kho.kho_lock:
+  become: true
+
+- name: Take over a lock whose run is known to be over (its id is in the refusal message)
+  kexec.kho.kho_lock:
+    break_lock: "ctl-1:41877:9184523"
+  become: true
+
+- name: Give it back
+  kexec.kho.kho_lock:
+    state: released
+  become: true
+"""
+
+RETURN = r"""
+acquired:
+  description: This run holds the lock after the task (in check mode, would hold it).
+  returned: O(state=acquired)
+  type: bool
+holder:
+  description: The record of the run holding the lock after the task (V(null) when released).
+  returned: always
+  type: dict
+  sample: {"run": "ctl-1:41877:9184523", "controller": "ctl-1", "pid": 41877, "user": "sre",
+           "since": "2026-11-25T17:02:11Z"}
+previous:
+  description: The record of the run whose lock this task took over, when it did.
+  returned: O(state=acquired)
+  type: dict
+msg:
+  description: What was done, or who holds the lock.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kexec.kho.plugins.module_utils._kho import lock
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "state": {"type": "str", "default": "acquired", "choices": ["acquired", "released"]},
+            "path": {"type": "path", "default": lock.DEFAULT_PATH},
+            "break_lock": {"type": "str"},
+            "owner": {"type": "dict"},
+        },
+        supports_check_mode=True,
+    )
+    path, owner = module.params["path"], module.params["owner"] or {}
+    if not isinstance(owner.get("run"), str) or not owner["run"]:
+        module.fail_json(msg=f"owner must carry a run id (set by the action plugin), not {owner!r}")
+    try:
+        if module.params["state"] == "released":
+            result = lock.release(path, owner["run"], module.check_mode)
+            module.exit_json(msg=f"released {path}" if result["changed"] else f"{path} was not held", **result)
+        result = lock.acquire(path, owner, module.params["break_lock"], module.check_mode)
+    except lock.HeldByOther as exc:
+        module.fail_json(msg=f"{path} is held by another run ({exc.holder['run']}), not released", holder=exc.holder)
+    except PermissionError as exc:
+        module.fail_json(msg=f"cannot lock {path}: {exc}; this needs root: use become: true", path=path)
+    module.exit_json(msg=f"holding {path}" if result["acquired"] else f"{path} is held by run {result['holder']['run']}",
+                     **result)
+
+
+if __name__ == "__main__":
+    main()
