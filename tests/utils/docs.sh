@@ -15,8 +15,9 @@ mkdir -p rst && chmod og-w rst
 antsibull-docs --config-file antsibull-docs.cfg collection --cleanup everything --use-current --dest-dir rst kexec.kho
 sphinx-build -M html rst build -c . -q 2>/dev/null
 missing=0
-for page in kho_facts_module kho_cmdline_module kho_finalize_module kho_kexec_module fdt_decode_filter \
-            kho_query_filter kho_report_callback; do
+pages=$(cd "$coll/plugins" && for f in modules/*.py filter/*.yml callback/*.py; do
+  kind=${f%%/*}; name=$(basename "${f%.*}"); echo "${name}_${kind%s}"; done)
+for page in $pages; do
   if [ ! -s "build/html/collections/kexec/kho/$page.html" ]; then echo "docs: $page.html missing"; missing=1; fi
 done
 [ "$missing" = 0 ] && echo "docs: site built in $out/build/html"
