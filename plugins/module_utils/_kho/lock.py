@@ -53,9 +53,8 @@ def read(path: str) -> dict | None:
 
 
 def _write(path: str, owner: dict) -> None:
-    open(path, "ab").close()  # write_atomic keeps an existing file's mode: create it 0600 first
-    os.chmod(path, 0o600)
-    write_atomic(path, json.dumps(owner, sort_keys=True).encode() + b"\n")
+    # mode and owner taken from the guard file, which _guard created 0600
+    write_atomic(path, json.dumps(owner, sort_keys=True).encode() + b"\n", like=f"{path}.guard")
 
 
 def acquire(path: str, owner: dict, replace: str | None = None, check_mode: bool = False) -> dict:
