@@ -124,6 +124,7 @@ class ActionModule(ActionBase):
             downtime = time.monotonic() - jumped_at
             test = self._shell(opts["test_command"])
         except _jump.NotBack as exc:
+            self._connection.reset()  # later tasks must not reuse a connection to the kernel that left
             return {**result, "failed": True, "changed": True, "boot_id_before": old_id,
                     "waited": round(time.monotonic() - jumped_at, 2), "msg": str(exc)}
         finally:
