@@ -34,20 +34,29 @@ LIMIT = 150  # seconds a scenario may take before it is recorded as 'did not ret
 
 
 class Banner(threading.Thread):
-    """Polls a guest's SSH banner every 50 ms; records when it comes back after being gone."""
+    """Polls a guest's SSH banner every 50 ms; records when it last came back after being gone.
+
+    Gone means no banner for at least GONE seconds in a row, so that one slow answer on a busy
+    host is not taken for the jump; back_at is the latest return, the one the task waited for.
+    """
+
+    GONE = 1.0
 
     def __init__(self, port: int):
         super().__init__(daemon=True)
-        self.port, self.gone_at, self.back_at, self.stop = port, None, None, False
+        self.port, self.back_at, self.stop = port, None, False
 
     def run(self):
-        while not self.stop and self.back_at is None:
+        down_since = None
+        while not self.stop:
             up = lab.ssh_banner(self.port, 0.5)
             now = time.monotonic()
-            if not up and self.gone_at is None:
-                self.gone_at = now
-            elif up and self.gone_at is not None:
-                self.back_at = now
+            if not up and down_since is None:
+                down_since = now
+            elif up and down_since is not None:
+                if now - down_since >= self.GONE:
+                    self.back_at = now
+                down_since = None
             time.sleep(0.05)
 
 
