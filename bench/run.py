@@ -186,8 +186,7 @@ def main() -> None:
     else:
         started = []
         try:
-            ns = argparse.Namespace(name="bench-1", count=1, accel="auto", memory=1024, timeout=120.0,
-                                    no_reboot=False, append=[])
+            ns = lab.command("up", "--name", "bench-1")
             up = lab.up(ns)
             started.append("bench-1")
             results["accel"] = up["guests"][0]["accel"]
@@ -204,7 +203,7 @@ def main() -> None:
                     except RuntimeError as exc:
                         runs[name].append({"seconds": None, "note": str(exc)[-500:]})
                     if not lab.ssh_banner(guest["port"], 2):  # a run that did not return: restart the guest
-                        lab.down(argparse.Namespace(name="bench-1"))
+                        lab.down(lab.command("down", "--name", "bench-1"))
                         up = lab.up(ns)
                         guest, inventory = up["guests"][0], up["inventory"]
             results["scenarios"] = {
@@ -213,23 +212,22 @@ def main() -> None:
                        "notes": sorted({r["note"][:200] for r in rs if r.get("note")}),
                        "role_phases": [r["summary"] for r in rs if r.get("summary")][:1]}
                 for name, rs in runs.items()}
-            lab.down(argparse.Namespace(name="bench-1"))
+            lab.down(lab.command("down", "--name", "bench-1"))
             started.remove("bench-1")
             if not args.only or "fleet" in args.only:
                 results["fleet"] = {}
                 for n in (int(x) for x in args.fleet.split(",")):
-                    fleet = lab.up(argparse.Namespace(name=f"bench-f{n}", count=n, accel="auto", memory=1024,
-                                                      timeout=300.0, no_reboot=False, append=[]))
+                    fleet = lab.up(lab.command("up", "--name", f"bench-f{n}", "-n", str(n), "--timeout", "300"))
                     started.append(f"bench-f{n}")
                     secs, _ret, _out, _summary = playbook(
                         fleet["inventory"], "    - ansible.builtin.include_role: {name: kexec.kho.handover}\n",
                         {"kho_handover_kernel": KERNEL}, limit=600)
                     results["fleet"][str(n)] = round(secs, 2) if secs else None
-                    lab.down(argparse.Namespace(name=f"bench-f{n}"))
+                    lab.down(lab.command("down", "--name", f"bench-f{n}"))
                     started.remove(f"bench-f{n}")
         finally:
             for name in started:
-                lab.down(argparse.Namespace(name=name))
+                lab.down(lab.command("down", "--name", name))
     report(results)
 
 

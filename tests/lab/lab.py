@@ -593,6 +593,16 @@ def status(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.func(args)
+
+
+def command(*argv: str) -> argparse.Namespace:
+    """The arguments of one lab command, with the command line's defaults: for callers in Python."""
+    return parser().parse_args(list(argv))
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("setup-host").set_defaults(func=setup_host)
@@ -618,8 +628,7 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--boot", choices=("kernel", "grub"), default="kernel",
                            help="kernel: QEMU loads the lab kernel with KHO on; grub: a real GRUB boots it "
                                 "from the disk's MBR with KHO off, so the boot loader decides each boot")
-    args = ap.parse_args(argv)
-    args.func(args)
+    return ap
 
 
 if __name__ == "__main__":
