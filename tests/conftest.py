@@ -100,7 +100,7 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("hypothesis example budgets")
         for nodeid, n in sorted(budgets):
             terminalreporter.write_line(f"{n:6d}  {nodeid}")
-        terminalreporter.write_line(f"{sum(n for _, n in budgets):6d}  in all, over {len(budgets)} properties")
+        terminalreporter.write_line(f"{sum(n for _nodeid, n in budgets):6d}  in all, over {len(budgets)} properties")
 
 
 @pytest.hookimpl(hookwrapper=True)
