@@ -40,16 +40,31 @@ def test_missing_initrd_is_refused_in_preflight(quiet_guest, tmp_path):
     assert_untouched(quiet_guest, tmp_path)
 
 
-def test_missing_kexec_is_refused_in_preflight(quiet_guest, tmp_path):
+OLD_KEXEC = """\
+    - ansible.builtin.copy:
+        dest: /usr/sbin/kexec
+        mode: "0755"
+        content: |
+          #!/bin/sh
+          # kexec-tools before 2.0.14: the real binary with its -s (kexec_file_load) taken out of its help
+          /usr/sbin/kexec.away "$@" 2>&1 | grep -v -e kexec-file-syscall
+"""
+
+
+@pytest.mark.parametrize("fault", ["missing", "without -s"])
+def test_missing_or_old_kexec_is_refused_in_preflight(quiet_guest, tmp_path, fault):
     guest_run(quiet_guest, tmp_path, "    - ansible.builtin.command: mv /usr/sbin/kexec /usr/sbin/kexec.away\n"
-                                     "      changed_when: true\n")
+                                     "      changed_when: true\n" + (OLD_KEXEC if fault == "without -s" else ""))
     try:
         proc, _summary = handover(quiet_guest, tmp_path)
     finally:
-        guest_run(quiet_guest, tmp_path, "    - ansible.builtin.command: mv /usr/sbin/kexec.away /usr/sbin/kexec\n"
+        guest_run(quiet_guest, tmp_path, "    - ansible.builtin.command: mv -f /usr/sbin/kexec.away /usr/sbin/kexec\n"
                                          "      changed_when: true\n")
     assert proc.returncode != 0
-    assert "install kexec-tools (2.0.14 or later, for kexec -s)" in proc.stdout
+    expected = {"missing": "kexec not found on the host: install kexec-tools (2.0.14 or later, for kexec -s)",
+                "without -s": "/usr/sbin/kexec has no -s (kexec_file_load): KHO needs the in-kernel file loader, "
+                              "install kexec-tools 2.0.14 or later"}[fault]
+    assert expected in proc.stdout, proc.stdout[-3000:]
     assert_untouched(quiet_guest, tmp_path)
 
 

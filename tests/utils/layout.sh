@@ -6,8 +6,10 @@ dest=${1:?usage: layout.sh DEST}
 top=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 mkdir -p "$dest"
 cd "$top"
-git ls-files -z --cached --others --exclude-standard \
-  | rsync -a --delete --delete-excluded --from0 --files-from=- --exclude='tests/output/' ./ "$dest/"
+# Start empty but for the git metadata, so a file deleted here is gone there too
+# (tar and find only: this runs before the lab's host packages are installed).
+find "$dest" -mindepth 1 -maxdepth 1 ! -name .git -exec rm -rf {} +
+git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$dest"
 # ansible-test needs a git repository to tell its files; give it one of its own.
 if [ ! -d "$dest/.git" ]; then git -C "$dest" init -q; fi
 git -C "$dest" add -A >/dev/null 2>&1
