@@ -21,7 +21,7 @@ JUMP_ARGS = {
     "kexec_timeout": 300,
     "post_kexec_delay": 0,
     "poll_interval": 0.25,
-    "test_command": "true",
+    "test_command": None,
     "verify_handover": True,
 }
 
@@ -110,6 +110,8 @@ class ActionModule(ActionBase):
             self._rollback(task_vars)
             why = (res.get("stderr") or res.get("stdout") or "").strip()  # a pty merges stderr into stdout
             return {**result, "failed": True, "msg": f"the jump was not started: {why}; the image was unloaded"}
+        arrival = {}
+        root = (load_args.get("debugfs_root") or "/sys/kernel/debug") if opts["verify_handover"] else None
         original_timeout = self._connection_timeout(opts["connect_timeout"])
         try:
             if opts["post_kexec_delay"]:
@@ -117,12 +119,13 @@ class ActionModule(ActionBase):
 
             def read_new():
                 self._connection.reset()  # never poll through the dead kernel's connection
-                return self._read_boot_id()
+                first, _nl, arrival["check"] = self._shell(_jump.arrival_command(root))["stdout"].partition("\n")
+                return first
 
             back = _jump.wait_for_new_boot(read_new, old_id, float(opts["kexec_timeout"]),
                                            float(opts["poll_interval"]), self._probe())
             downtime = time.monotonic() - jumped_at
-            test = self._shell(opts["test_command"])
+            test = self._shell(opts["test_command"]) if opts["test_command"] else {"rc": 0}
         except _jump.NotBack as exc:
             self._connection.reset()  # later tasks must not reuse a connection to the kernel that left
             return {**result, "failed": True, "changed": True, "boot_id_before": old_id,
@@ -139,10 +142,9 @@ class ActionModule(ActionBase):
                       detect_latency=(round(back["waited"] - back["first_answer"], 2)
                                       if back["first_answer"] is not None else None),
                       attempts=back["attempts"], method=opts["method"])
-        if opts["verify_handover"]:
-            # A shell test, not kho_facts: one round trip on the connection that is already open.
-            root = load_args.get("debugfs_root") or "/sys/kernel/debug"
-            why = _jump.handover_failure(self._shell(_jump.handover_check_command(root))["stdout"], root)
+        if root:
+            # Answered by the same command that read the new boot id: a shell test, not a kho_facts run.
+            why = _jump.handover_failure(arrival["check"], root)
             result["handover_received"] = why is None
             if why:
                 result.update(failed=True, msg=why)

@@ -23,8 +23,9 @@ description:
   - O(state=executed) (an action plugin, modelled on M(ansible.builtin.reboot)) ensures the image is loaded,
     checks right before the jump that an image is still loaded, starts the jump detached from the SSH session
     (so the command returns before the kernel goes away), then polls with a fresh connection each time until
-    the host answers with a well-formed boot id different from the old one and O(test_command) succeeds.
-    With O(verify_handover) it then fails unless the new kernel received handover data.
+    the host answers with a well-formed boot id different from the old one and, where given,
+    O(test_command) succeeds. With O(verify_handover) it then fails unless the new kernel received handover
+    data.
 author:
   - kexec.kho contributors (@kexec-kho)
 extends_documentation_fragment:
@@ -92,9 +93,11 @@ options:
     type: float
     default: 0.25
   test_command:
-    description: A command that must succeed on the new boot before the task returns.
+    description:
+      - A command that must succeed on the new boot before the task returns, run after the new boot id was
+        read. By default none: reading the boot id (and, with O(verify_handover), checking for C(kho/in) in the
+        same command) is the first and only round trip to the new kernel.
     type: str
-    default: "true"
   verify_handover:
     description: After the jump, fail unless the new kernel received handover data (C(kho/in) exists).
     type: bool
@@ -276,7 +279,7 @@ def main():
             "kexec_timeout": {"type": "int", "default": 300},
             "post_kexec_delay": {"type": "float", "default": 0},
             "poll_interval": {"type": "float", "default": 0.25},
-            "test_command": {"type": "str", "default": "true"},
+            "test_command": {"type": "str"},
             "verify_handover": {"type": "bool", "default": True},
         },
         required_if=[("state", "loaded", ("kernel",)), ("state", "executed", ("kernel",))],

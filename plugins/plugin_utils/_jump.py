@@ -68,6 +68,15 @@ def handover_check_command(debugfs_root: str) -> str:
     return f"if [ -d {kho}/in ]; then echo in; elif [ -d {kho} ]; then echo no-in; else echo no-kho; fi"
 
 
+def arrival_command(debugfs_root: str | None) -> str:
+    """The boot id on the first line and, given a debugfs root, the handover check's answer after it.
+
+    One round trip on the first connection to the new boot: no second command before the task returns.
+    """
+    read = f"cat {BOOT_ID_PATH}"
+    return f"{read}; {handover_check_command(debugfs_root)}" if debugfs_root else read
+
+
 def handover_failure(output: str, debugfs_root: str) -> str | None:
     """None when the check printed 'in'; otherwise why the handover is not shown as received."""
     state = (output or "").strip().splitlines()[-1:] or [""]

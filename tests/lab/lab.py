@@ -399,8 +399,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def kvm_works() -> bool:
-    return os.access("/dev/kvm", os.R_OK | os.W_OK) and os.environ.get("KHO_LAB_ACCEL") == "kvm"
+def kvm_works(kernel: str, wait: float = 20.0) -> bool:
+    """Whether KVM boots the lab kernel here: KHO_LAB_ACCEL decides when set, else a probe boot, cached.
+
+    /dev/kvm alone proves nothing: on a nested set-up a kernel can hang right after decompression,
+    so the probe waits for the kernel's own first console line ("Linux version").
+    """
+    forced = os.environ.get("KHO_LAB_ACCEL")
+    if forced in ("kvm", "tcg"):
+        return forced == "kvm"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    cpu = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "")
+    verdict = CACHE / "kvm-probe" / digest(Path(kernel).read_bytes(), os.uname().release, cpu)
+    if verdict.exists():
+        return verdict.read_text() == "kvm"
+    verdict.parent.mkdir(parents=True, exist_ok=True)
+    serial = verdict.with_suffix(".serial.log")
+    serial.unlink(missing_ok=True)
+    log(f"probing KVM with a {wait:.0f} s boot of the lab kernel")
+    with subprocess.Popen(["qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults",
+                           "-display", "none", "-no-user-config", "-no-reboot", "-kernel", kernel,
+                           "-append", "console=ttyS0 panic=-1", "-serial", f"file:{serial}"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as qemu:
+        deadline = time.monotonic() + wait
+        ok = False
+        while not ok and qemu.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            ok = serial.exists() and b"Linux version" in serial.read_bytes()
+        qemu.kill()
+    verdict.write_text("kvm" if ok else "tcg")
+    log(f"KVM {'boots' if ok else 'does not boot'} the lab kernel here: {'kvm' if ok else 'tcg'}")
+    return ok
 
 
 def qemu_argv(guest: dict, no_reboot: bool) -> list[str]:
@@ -508,7 +538,7 @@ def up(args) -> dict:
     rd = run_dir(args.name)
     accel = args.accel
     if accel == "auto":
-        accel = "kvm" if kvm_works() else "tcg"
+        accel = "kvm" if kvm_works(info["kernel"]) else "tcg"
     with locked(CACHE / "run" / ".lock"):
         if (rd / "guests.json").exists():
             down(args)

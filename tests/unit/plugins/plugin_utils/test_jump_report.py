@@ -110,6 +110,16 @@ def test_handover_check_runs_in_a_real_shell(tmp_path, dirs, state):
         assert f"{root}/kho" in why and "verify_handover: false" in why
 
 
+def test_arrival_is_one_command_with_the_boot_id_first(tmp_path):
+    (tmp_path / "kho" / "in").mkdir(parents=True)
+    out = subprocess.run(["sh", "-c", _jump.arrival_command(str(tmp_path))], capture_output=True, text=True,
+                         check=True).stdout
+    first, _nl, rest = out.partition("\n")
+    assert _jump.boot_id(first) == Path(_jump.BOOT_ID_PATH).read_text().strip()
+    assert _jump.handover_failure(rest, str(tmp_path)) is None
+    assert _jump.arrival_command(None) == f"cat {_jump.BOOT_ID_PATH}"  # verify_handover off: the boot id only
+
+
 def test_handover_check_refuses_unexpected_output():
     assert "not one of" in _jump.handover_failure("sudo: a password is required", "/sys/kernel/debug")
     assert "not one of" in _jump.handover_failure("", "/sys/kernel/debug")
