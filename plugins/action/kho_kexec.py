@@ -94,12 +94,11 @@ class ActionModule(ActionBase):
             return {**result, "failed": True, "msg": f"load failed, nothing was jumped: {load.get('msg')}"}
         if self._task.check_mode:
             return {**result, "changed": True, "msg": "would load and jump to the new kernel"}
-        have_systemd_run = self._shell("command -v systemd-run")["rc"] == 0
         # Clean up the remote temporary directory now: after the jump it belongs to a kernel
         # that is gone, and removing it at the end would fail on a host that does not return.
         self._remove_tmp_path(self._connection._shell.tmpdir)
         self._connection._shell.tmpdir = None
-        trigger = _jump.trigger_command(opts["method"], load["argv"][0], have_systemd_run)
+        trigger = _jump.trigger_command(opts["method"], load["argv"][0])
         try:
             res = self._shell(trigger)
         except AnsibleConnectionFailure as exc:  # the jump can beat the reply: expected

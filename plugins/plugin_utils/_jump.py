@@ -37,7 +37,7 @@ def ssh_banner(host: str, port: int, timeout: float) -> bool:
         return False
 
 
-def trigger_command(method: str, kexec: str, have_systemd_run: bool) -> str:
+def trigger_command(method: str, kexec: str) -> str:
     """One command that checks an image is still loaded, then starts the jump detached.
 
     The jump is delayed a second and detached, so this command returns before the
@@ -45,12 +45,11 @@ def trigger_command(method: str, kexec: str, have_systemd_run: bool) -> str:
     """
     guard = f"test \"$(cat {LOADED_PATH})\" = 1 || {{ echo 'no kexec image is loaded' >&2; exit 3; }}"
     if method == "systemctl":
-        jump = "systemctl --no-block kexec"
-    elif have_systemd_run:
-        jump = f"systemd-run --quiet --on-active=1 --timer-property=AccuracySec=50ms {shlex.quote(kexec)} -e"
-    else:
-        jump = f"setsid sh -c 'sleep 1; exec {shlex.quote(kexec)} -e' </dev/null >/dev/null 2>&1 &"
-    return f"{guard}; {jump}"
+        return f"{guard}; systemctl --no-block kexec"
+    kexec = shlex.quote(kexec)
+    timer = f"systemd-run --quiet --on-active=1 --timer-property=AccuracySec=50ms {kexec} -e"
+    detached = f"setsid sh -c {shlex.quote(f'sleep 1; exec {kexec} -e')} </dev/null >/dev/null 2>&1 &"
+    return f"{guard}; if command -v systemd-run >/dev/null 2>&1; then {timer}; else {detached} fi"
 
 
 HANDOVER_STATES = {

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -80,19 +82,59 @@ def test_timeout_while_down_with_a_probe():
         _jump.wait_for_new_boot(lambda: NEW, OLD, 5, 0.5, probe=lambda: False, clock=clock, sleep=clock.sleep)
 
 
-@pytest.mark.parametrize(("method", "systemd_run", "jump"), [
-    ("kexec", True, "systemd-run --quiet --on-active=1 --timer-property=AccuracySec=50ms /usr/sbin/kexec -e"),
-    ("kexec", False, "setsid sh -c 'sleep 1; exec /usr/sbin/kexec -e' </dev/null >/dev/null 2>&1 &"),
-    ("systemctl", True, "systemctl --no-block kexec"),
-])
-def test_trigger_checks_the_load_first(method, systemd_run, jump):
-    cmd = _jump.trigger_command(method, "/usr/sbin/kexec", systemd_run)
-    assert cmd.startswith('test "$(cat /sys/kernel/kexec_loaded)" = 1 ||')
-    assert cmd.endswith(jump)
+@pytest.fixture
+def jump_host(tmp_path, monkeypatch):
+    """A kexec_loaded file, a kexec that records its -e and a bin/ for the tools the trigger may find."""
+    loaded = tmp_path / "kexec_loaded"
+    monkeypatch.setattr(_jump, "LOADED_PATH", str(loaded))
+    kexec = tmp_path / "my kexec"
+    kexec.write_text(f"#!/bin/sh\necho \"$@\" > '{tmp_path}/jumped'\n")
+    (tmp_path / "bin").mkdir()
+    for tool in ("cat", "sh", "setsid", "sleep", "test"):
+        if shutil.which(tool):
+            (tmp_path / "bin" / tool).symlink_to(shutil.which(tool))
+    kexec.chmod(0o755)
+    return tmp_path, loaded, str(kexec)
 
 
-def test_trigger_quotes_the_binary_path():
-    assert "'/opt/my kexec/kexec' -e" in _jump.trigger_command("kexec", "/opt/my kexec/kexec", True)
+def run_trigger(cmd, tmp_path):
+    return subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True, timeout=10, check=False,
+                          env={"PATH": str(tmp_path / "bin")})
+
+
+def test_trigger_refuses_when_nothing_is_loaded(jump_host):
+    tmp_path, loaded, kexec = jump_host
+    loaded.write_text("0\n")
+    for method in ("kexec", "systemctl"):
+        proc = run_trigger(_jump.trigger_command(method, kexec), tmp_path)
+        assert proc.returncode == 3 and "no kexec image is loaded" in proc.stderr
+    time.sleep(1.5)
+    assert not (tmp_path / "jumped").exists()
+
+
+def test_trigger_jumps_detached_without_systemd_run(jump_host):
+    tmp_path, loaded, kexec = jump_host
+    loaded.write_text("1\n")
+    started = time.monotonic()
+    proc = run_trigger(_jump.trigger_command("kexec", kexec), tmp_path)
+    assert proc.returncode == 0 and time.monotonic() - started < 1  # returns before the jump
+    assert not (tmp_path / "jumped").exists()
+    for _tick in range(50):
+        if (tmp_path / "jumped").exists():
+            break
+        time.sleep(0.1)
+    assert (tmp_path / "jumped").read_text() == "-e\n"  # the quoted path with a space ran
+
+
+def test_trigger_prefers_a_systemd_timer(jump_host):
+    tmp_path, loaded, kexec = jump_host
+    loaded.write_text("1\n")
+    stub = tmp_path / "bin" / "systemd-run"
+    stub.write_text(f"#!/bin/sh\necho \"$@\" > '{tmp_path}/timer'\n")
+    stub.chmod(0o755)
+    assert run_trigger(_jump.trigger_command("kexec", kexec), tmp_path).returncode == 0
+    assert (tmp_path / "timer").read_text() == (
+        f"--quiet --on-active=1 --timer-property=AccuracySec=50ms {kexec} -e\n")
 
 
 @pytest.mark.parametrize(("dirs", "state"), [(["kho/in", "kho/out"], "in"), (["kho/out"], "no-in"), ([], "no-kho")])
