@@ -95,8 +95,9 @@ options:
   test_command:
     description:
       - A command that must succeed on the new boot before the task returns, run after the new boot id was
-        read. By default none: reading the boot id (and, with O(verify_handover), checking for C(kho/in) in the
-        same command) is the first and only round trip to the new kernel.
+        read.
+      - By default there is none, and reading the boot id (with O(verify_handover), together with the check for
+        C(kho/in) in the same command) is the first and only round trip to the new kernel.
     type: str
   verify_handover:
     description: After the jump, fail unless the new kernel received handover data (C(kho/in) exists).
