@@ -197,7 +197,8 @@ def main() -> None:
             up = warm(lab.up(ns))
             results["accel"] = up["guests"][0]["accel"]
             guest, inventory = up["guests"][0], up["inventory"]
-            names = [n for n in scenarios(guest, inventory) if not args.only or n in args.only]
+            table = scenarios(guest, inventory)
+            names = [n for n in table if not args.only or n in args.only]
             runs: dict = {name: [] for name in names}
             # Round-robin, one run of each scenario per round: a slow spell of the emulated guest
             # falls on every scenario alike, not on one.
@@ -205,13 +206,14 @@ def main() -> None:
                 for name in names:
                     lab.log(f"{name} {i + 1}/{args.repeat}")
                     try:
-                        runs[name].append(scenarios(guest, inventory)[name]())
+                        runs[name].append(table[name]())
                     except RuntimeError as exc:
                         runs[name].append({"seconds": None, "note": str(exc)[-500:]})
                     if not lab.ssh_banner(guest["port"], 2):  # a run that did not return: restart the guest
                         lab.down(lab.command("down", "--name", "bench-1"))
                         up = warm(lab.up(ns))
                         guest, inventory = up["guests"][0], up["inventory"]
+                        table = scenarios(guest, inventory)  # the scenarios are bound to the new guest
             results["scenarios"] = {
                 name: {"seconds": stats([r.get("seconds") for r in rs]),
                        "detect_latency": stats([r.get("detect_latency") for r in rs]),

@@ -428,8 +428,9 @@ def kvm_works(kernel: str, wait: float = 20.0) -> bool:
             time.sleep(0.2)
             ok = serial.exists() and b"Linux version" in serial.read_bytes()
         qemu.kill()
-    verdict.write_text("kvm" if ok else "tcg")
-    log(f"KVM {'boots' if ok else 'does not boot'} the lab kernel here: {'kvm' if ok else 'tcg'}")
+    accel = "kvm" if ok else "tcg"
+    verdict.write_text(accel)
+    log(f"KVM {'boots' if ok else 'does not boot'} the lab kernel here: {accel}")
     return ok
 
 
