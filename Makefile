@@ -1,4 +1,8 @@
-# kexec.kho: `make demo` runs a handover against the lab VM, `make test` runs every test.
+# kexec.kho: `make demo` runs a handover against the lab VM.  Tests come in three tiers, each one
+# command that prints a table of its stages' times (tests/utils/tier.py):
+#   make unit      static checks and unit tests: Python only, no root, no apt, no QEMU
+#   make test      what CI runs: both ansible-core legs, lint, docs, units, simulated trees, lean lab tier
+#   make test-lab  the whole lab matrix (fault matrix, repeats, molecule, fleet, GRUB guest); not in CI
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,14 +12,14 @@ COLL := $(BUILD)/ansible_collections/kexec/kho
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
 export KHO_BUILD := $(BUILD)
-export KHO_SHARED ?= $(abspath ../shared)
 
 # The newest ansible-core (2.21) needs Python 3.12+; these machines have it under ~/.pyenv only.
 PY_NEWEST := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13 $(HOME)/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.13 python3.12 2>/dev/null))
 NEWEST := $(abspath .venv-newest)
 COLL_NEWEST := $(abspath build-newest)/ansible_collections/kexec/kho
 
-.PHONY: test demo bench venv layout host sanity lint docs pytest newest lab-up lab-down clean
+.PHONY: unit test test-lab demo bench venv layout host sanity lint docs units simulated lab-build lab-lean \
+	lab-full newest lab-up lab-down clean
 
 $(BIN)/.stamp: requirements.txt tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +42,22 @@ sanity: layout
 lint: layout
 	cd $(COLL) && ansible-lint --profile production --offline -q
 
-pytest: layout host
-	cd $(COLL) && python -m pytest -ra -p no:cacheprovider tests/unit tests/package tests/integration
+PYTEST = cd $(COLL) && python -m pytest -ra -p no:cacheprovider
+
+units: layout
+	$(PYTEST) -m "not lab" tests/unit tests/package
+
+simulated: layout
+	$(PYTEST) -m "not lab" tests/integration
+
+lab-build: host
+	$(PYTHON) tests/lab/lab.py build --snapshot
+
+lab-lean: layout host
+	$(PYTEST) -m "lab and not lab_full" tests/integration
+
+lab-full: layout host
+	$(PYTEST) -m lab tests/integration
 
 $(NEWEST)/.stamp: requirements.txt tests/requirements-newest.txt
 	$(PY_NEWEST) -m venv $(NEWEST)
@@ -55,7 +73,7 @@ else
 	PATH=$(NEWEST)/bin:$$PATH tests/utils/get-pip-standin.sh
 	cd $(COLL_NEWEST) && PATH=$(NEWEST)/bin:$$PATH ansible-test sanity --venv --color no \
 	  --python $$($(PY_NEWEST) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-	cd $(COLL_NEWEST) && $(NEWEST)/bin/python -m pytest -q -p no:cacheprovider tests/unit
+	cd $(COLL_NEWEST) && $(NEWEST)/bin/python -m pytest -q -p no:cacheprovider -m "not lab" tests/unit
 endif
 
 docs: layout
@@ -63,7 +81,14 @@ docs: layout
 	tests/utils/galaxy-importer.sh $(COLL)
 	tests/utils/ee.sh $(COLL)
 
-test: sanity newest lint docs pytest
+unit:
+	$(PYTHON) tests/utils/tier.py unit
+
+test:
+	$(PYTHON) tests/utils/tier.py test
+
+test-lab:
+	$(PYTHON) tests/utils/tier.py lab
 
 demo: layout host
 	tests/utils/demo.sh

@@ -160,7 +160,8 @@ def decode_cost(repeat: int) -> dict:
         sys.path.insert(0, str(ROOT.parents[2]))
     from ansible_collections.kexec.kho.plugins.plugin_utils import _handover  # pylint: disable=import-outside-toplevel
     import fdtbuild  # pylint: disable=import-outside-toplevel
-    shared = Path(os.environ.get("KHO_SHARED", ROOT.parent / "shared")) / "fixtures" / "kho-7.3.4" / "handover1"
+    from simtree import FIXTURES  # pylint: disable=import-outside-toplevel
+    shared = FIXTURES / "handover1"
     real = {"fdt": base64.b64encode((shared / "in_fdt").read_bytes()).decode(),
             "sub_blobs": {p.name[len("in_sub_fdts_"):]: base64.b64encode(p.read_bytes()).decode()
                           for p in shared.glob("in_sub_fdts_*")}}

@@ -16,14 +16,11 @@ if ROOT.parents[1].name == "ansible_collections":
     sys.path.insert(0, str(ROOT.parents[2]))
 sys.path.insert(0, str(ROOT / "tests"))
 
-SHARED = Path(os.environ.get("KHO_SHARED", ROOT.parent / "shared"))
-FIXTURES = SHARED / "fixtures" / "kho-7.3.4"
+from simtree import FIXTURES  # noqa: E402  (tests/ is on sys.path only from here)
 
 
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.fail(f"the shared fixtures are missing at {FIXTURES}; set KHO_SHARED to the shared/ folder")
     return FIXTURES
 
 
@@ -86,6 +83,17 @@ def lab(lab_reason) -> dict:
     factory = LabFactory(lab_reason)
     yield factory()
     factory.stop()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "lab: needs real lab guests (set on every test that uses the lab's fixtures)")
+    config.addinivalue_line("markers", "lab_full: in the whole lab matrix (make test-lab) only, not the lean tier")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "lab_reason" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.lab)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -3,18 +3,16 @@
     python tests/simtree.py GENERATION DEST     (prints the module options as JSON)
 
 Generations: none, builtin-off, finalize-6.16, finalize-6.19, live-cold, live-handover.
-The blobs come from the real 7.3.4 handover in ../shared/fixtures/kho-7.3.4 ($KHO_SHARED).
+The blobs come from the real 7.3.4 handover recorded in tests/fixtures/kho-7.3.4 (see its README).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
-SHARED = Path(os.environ.get("KHO_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-FIXTURES = SHARED / "fixtures" / "kho-7.3.4"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kho-7.3.4"
 GENERATIONS = ("none", "builtin-off", "finalize-6.16", "finalize-6.19", "live-cold", "live-handover")
 BOOT_ID = "4b1f3b0e-6c1d-4c47-9d4c-0d3c1c0e2a11"
 

@@ -8,6 +8,8 @@ import pytest
 from test_role import facts, handover
 from test_targets import run_playbook
 
+pytestmark = pytest.mark.lab_full  # make test-lab; the lean tier is in test_role and test_targets
+
 
 def guest_run(guests: dict, tmp_path: Path, tasks: str, check: bool = True, user: str | None = None):
     """Run a few tasks (YAML, indented 4) on the lab guests."""

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from test_targets import COLLECTION
 
+pytestmark = pytest.mark.lab_full  # make test-lab; the lean tier is in test_role and test_targets
+
 
 def test_molecule_default_scenario(lab_reason, tmp_path):
     if lab_reason:

@@ -6,7 +6,10 @@ import json
 import os
 import subprocess
 
+import pytest
 from test_role import KERNEL, PLAYBOOK, facts, handover
+
+pytestmark = pytest.mark.lab_full  # make test-lab; the lean tier is in test_role and test_targets
 
 REPEAT = int(os.environ.get("KHO_REPEAT", "10"))
 

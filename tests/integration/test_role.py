@@ -57,17 +57,22 @@ def test_failed_load_rolls_back(lab_factory, tmp_path):
 
 
 def test_host_that_never_returns_fails_alone(lab_factory, tmp_path):
+    """Also the lean tier's verified handover: the good host's data (a pstore canary) survives."""
     guests = lab_factory(2, "--no-reboot")  # a panic stops QEMU: the host never comes back
     bad, good = (g["name"] for g in guests["guests"])
     # The short timeout is the bad host's alone: two emulated guests jumping at once on two cores can
     # take the good one past 60 s (its first jump also waits for the kho_test restore).
     proc, summary = handover(guests, tmp_path, host_vars={bad: {"kho_handover_cmdline": BAD_CMDLINE,
                                                                 "kho_handover_kexec_timeout": 60}},
-                             kho_serial=2, kho_max_fail_percentage=100)
+                             kho_serial=2, kho_max_fail_percentage=100, kho_handover_canary=True)
     assert proc.returncode != 0
     assert summary[bad]["verdict"] == "failed after the jump"
     assert "did not answer on a new boot id within 60 s" in summary[bad]["error"]
-    assert summary[good]["verdict"] == "verified", summary[good]
+    ok = summary[good]
+    assert ok["verdict"] == "verified", ok  # verify greps the canary out of pstore, or fails
+    assert ok["kexec_count"] == 1 and ok["boot_id_after"] != ok["boot_id_before"], ok
+    oops = [r for r in ok["regions"] if r["name"] == "oops"]
+    assert oops and oops[0]["start_before"] == oops[0]["start_after"], ok["regions"]
 
 
 def test_panic_and_cold_boot_is_not_a_success(lab_factory, tmp_path):

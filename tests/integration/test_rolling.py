@@ -8,6 +8,8 @@ import subprocess
 import pytest
 from test_role import handover
 
+pytestmark = pytest.mark.lab_full  # make test-lab; the lean tier is in test_role and test_targets
+
 
 @pytest.fixture(scope="module")
 def rolling(module_lab_factory, tmp_path_factory):
