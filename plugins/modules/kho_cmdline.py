@@ -12,15 +12,29 @@ description:
   - Manages C(kho=), the KHO scratch size (C(kho_scratch=), or C(kho_bootmem=) as later kernels spell it) and
     C(reserve_mem=) regions on the kernel command line that the boot loader passes at the next boot.
   - Every other parameter on the line, their order and their quoting are kept exactly.
-  - Values are checked with the kernel's own grammar before anything is touched; a bad value fails with
-    the value and the valid form.
-  - Backends, chosen with O(bootloader) or detected. V(grub) edits C(GRUB_CMDLINE_LINUX) in O(grub_file), then
-    runs C(update-grub), or C(grub2-mkconfig -o) / C(grub-mkconfig -o) with O(grub_cfg). V(kernel-install) edits
-    C(/etc/kernel/cmdline), then runs C(kernel-install add) for each kernel under C(/usr/lib/modules). V(grubby)
-    runs C(grubby --update-kernel=) with C(--remove-args) and C(--args).
-  - Files are written atomically (a temporary file in the same directory, same owner and mode, renamed), with an
-    optional backup. The regeneration runs only when the file changed; if it fails, the previous file is restored
-    byte for byte and the task fails.
+  - Values are validated by full match before anything is read for writing, and written in canonical form
+    (C(kho=on) or C(kho=off); sizes as the shortest memparse spelling, such as V(4K) for V(4096)); a bad value fails
+    naming the option, the value and the valid form. A value already on the line that means the same and is spelled
+    safely is kept as written, so a task is idempotent across spellings.
+  - Every token written passes a last gate at the writer, independent of the validation (letters, digits and
+    C(_.,:%+=-) only, so never a quote, C($), backtick, C(;), C(|), C(&), redirection, bracket, brace,
+    backslash, whitespace or control character), and the resulting line must fit the kernel's C(COMMAND_LINE_SIZE)
+    (2048 bytes on x86). A file that C(update-grub) sources as root never receives shell syntax from this module.
+  - Backends, chosen with O(bootloader) or detected. V(grub) judges the line C(grub-mkconfig) builds, that is
+    C(GRUB_CMDLINE_LINUX) then C(GRUB_CMDLINE_LINUX_DEFAULT), after O(grub_file) and every C(grub.d/*.cfg) drop-in
+    beside it are read in the order they are sourced (C($GRUB_CMDLINE_LINUX) references expanded). The parameters
+    are written to the last C(GRUB_CMDLINE_LINUX) assignment; a KHO parameter anywhere else is a conflict, handled as
+    O(grub_conflicts) says. Then C(update-grub), or C(grub2-mkconfig -o) / C(grub-mkconfig -o) with O(grub_cfg), runs,
+    and the generated C(grub.cfg)'s C(linux) lines are checked for the parameters (RV(grub_cfg)).
+  - V(kernel-install) edits C(/etc/kernel/cmdline), then runs C(kernel-install add) for each kernel under
+    C(/usr/lib/modules); if one fails, the file is restored and the entries already regenerated are regenerated again
+    from it (the error names any that could not be). V(grubby) reads every entry C(grubby --info) returns for
+    O(grubby_kernel), plans each one (RV(entries)) and updates only those that change, by index, with
+    C(--remove-args) and C(--args).
+  - Files are written atomically (a temporary file in the same directory, same owner, mode and SELinux context,
+    fsynced, renamed, the directory fsynced); a symbolic link is never replaced (O(follow_symlinks)). The
+    regeneration runs only when a file changed; if it fails, every file changed is restored byte for byte and the
+    task fails.
 author:
   - kexec.kho contributors (@kexec-kho)
 extends_documentation_fragment:
@@ -43,8 +57,9 @@ options:
   kho:
     description:
       - The value of C(kho=). Quote it in YAML, V('on') or V('off'), since YAML reads a bare C(on) as a
-        boolean; booleans are refused with that hint. Other kernel booleans (V(y), V(1), V(n), V(0)) are kept
-        as written.
+        boolean; booleans are refused with that hint. The other spellings the kernel reads as a boolean, by full
+        match and in any case (V(y), V(yes), V(1), V(true), V(enable), V(n), V(no), V(0), V(false), V(disable)),
+        are accepted and written as V(on) or V(off).
       - Defaults to V(on) with O(state=present).
     type: raw
   scratch:
@@ -69,7 +84,8 @@ options:
     elements: dict
     suboptions:
       size:
-        description: Size, a number with an optional K/M/G/T/P/E suffix, larger than zero. Quote it.
+        description: Size, a number (decimal, V(0x) hex or V(0) octal) with an optional K/M/G/T/P/E suffix, larger
+          than zero and below 2^64; written in canonical form (V(1048576) as V(1M)).
         type: raw
         required: true
       align:
@@ -77,8 +93,8 @@ options:
         type: raw
         default: 0
       label:
-        description: The region's name (1 to 15 printable characters, no spaces, colons, quotes or backslashes),
-          as used by C(ramoops.mem_name=) or C(trace_instance=).
+        description: The region's name, 1 to 15 of C(A-Z a-z 0-9 _ . + -) (the kernel keeps 15 characters), as used
+          by C(ramoops.mem_name=) or C(trace_instance=).
         type: str
         required: true
   bootloader:
@@ -103,12 +119,30 @@ options:
     description: What C(grubby --update-kernel=) updates (V(ALL), V(DEFAULT) or a kernel path).
     type: str
     default: ALL
+  grub_conflicts:
+    description:
+      - With O(bootloader=grub), what to do with a C(kho=), C(kho_scratch=)/C(kho_bootmem=) or C(reserve_mem=) found
+        outside the assignment this module writes (in C(GRUB_CMDLINE_LINUX_DEFAULT), an earlier
+        C(GRUB_CMDLINE_LINUX), or a C(grub.d) drop-in), where it would override or repeat what is asked.
+      - V(remove) takes it out, keeping a backup of every file touched other than O(grub_file) (and of O(grub_file)
+        with O(backup)); V(fail) changes nothing and names each one with its file, line and variable. RV(conflicts)
+        lists them either way. O(state=absent) always removes them.
+    type: str
+    default: remove
+    choices: [remove, fail]
+  follow_symlinks:
+    description:
+      - When a file to write is a symbolic link, V(true) writes the file it points to (the link stays a link);
+        V(false) refuses before anything is written.
+    type: bool
+    default: true
   regenerate:
     description: Run the boot loader's regeneration after a change to the file.
     type: bool
     default: true
   backup:
-    description: Keep a timestamped copy of the file, with its mode, before changing it.
+    description: Keep a timestamped copy of the file, with its mode, before changing it (drop-ins whose conflicts are
+      removed are always backed up).
     type: bool
     default: false
 notes:
@@ -155,13 +189,34 @@ file:
   type: str
   sample: /etc/default/grub
 cmdline_before:
-  description: The configured command line before the task.
+  description: The configured command line before the task; for GRUB the effective one (C(GRUB_CMDLINE_LINUX) then
+    C(GRUB_CMDLINE_LINUX_DEFAULT) after every file is sourced), for grubby that of the first entry (see RV(entries)).
   returned: success
   type: str
 cmdline_after:
-  description: The configured command line after the task (in check mode, what it would be).
+  description: The configured command line after the task (in check mode, what it would be), judged the same way.
   returned: success
   type: str
+conflicts:
+  description: KHO parameters found outside the place this module writes (GRUB), each with where it stood; removed
+    with O(grub_conflicts=remove).
+  returned: success
+  type: list
+  elements: dict
+  sample: [{file: /etc/default/grub, line: 6, variable: GRUB_CMDLINE_LINUX_DEFAULT, parameters: [kho=off]}]
+entries:
+  description: grubby only, every entry C(grubby --info) returned, with its C(index), C(kernel), C(title),
+    C(before) and C(after) arguments and whether it C(changed).
+  returned: when O(bootloader=grubby)
+  type: list
+  elements: dict
+grub_cfg:
+  description: GRUB only, after a regeneration, where the generated file is readable; the C(path), the number of
+    C(linux) lines (C(entries)) and the titles of those that do not carry the KHO parameters asked for (C(missing));
+    a non-empty C(missing) also gives a warning.
+  returned: when GRUB regenerated a readable grub.cfg
+  type: dict
+  sample: {path: /boot/grub/grub.cfg, entries: 2, missing: []}
 running_cmdline:
   description: The running kernel's command line (C(/proc/cmdline)).
   returned: success
@@ -171,9 +226,13 @@ reboot_required:
   returned: success
   type: bool
 backup_file:
-  description: The backup made, if any.
+  description: The backup of the main file made, if any.
   returned: when a backup was made
   type: str
+backup_files:
+  description: Every backup made, by the file it copies.
+  returned: when a file was written
+  type: dict
 regenerated:
   description: The regeneration commands run, as argument lists.
   returned: success
@@ -183,7 +242,7 @@ regenerated:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import bootloader
+from ansible_collections.kexec.kho.plugins.module_utils._kho import bootloader, files
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import GrammarError, apply_kho, check_request, kho_signature
 from ansible_collections.kexec.kho.plugins.module_utils._kho.host import KhoHost
 
@@ -205,6 +264,8 @@ def main():
             "grub_cfg": {"type": "path"},
             "kernel_cmdline_file": {"type": "path", "default": "/etc/kernel/cmdline"},
             "grubby_kernel": {"type": "str", "default": "ALL"},
+            "grub_conflicts": {"type": "str", "default": "remove", "choices": ["remove", "fail"]},
+            "follow_symlinks": {"type": "bool", "default": True},
             "regenerate": {"type": "bool", "default": True},
             "backup": {"type": "bool", "default": False},
         },
@@ -217,22 +278,44 @@ def main():
     except GrammarError as exc:
         module.fail_json(msg=str(exc))
     running = KhoHost().cmdline()
+
+    def edit(line):
+        return apply_kho(line, p["state"], wanted["kho"], wanted["scratch"], p["scratch_param"], wanted["reserve_mem"])
+
+    def clean(line):
+        return apply_kho(line, "absent")
+
     try:
         backend = bootloader.select(module, running)
-        before = backend.read()
-        after = apply_kho(before, p["state"], wanted["kho"], wanted["scratch"], p["scratch_param"],
-                          wanted["reserve_mem"])
-        result = {"bootloader": backend.name, "file": backend.path, "cmdline_before": before,
-                  "cmdline_after": after, "running_cmdline": running, "regenerated": [],
-                  "changed": before != after,
-                  "reboot_required": kho_signature(after) != kho_signature(running)}
+        plan = backend.plan(edit, clean)
+        if plan["conflicts"] and p["grub_conflicts"] == "fail" and p["state"] == "present":
+            where = "; ".join(f"{c['file']} line {c['line']} {c['variable']}: {' '.join(c['parameters'])}"
+                              for c in plan["conflicts"])
+            module.fail_json(msg=f"KHO parameters outside {plan['target']}'s GRUB_CMDLINE_LINUX would override or "
+                                 f"repeat what is asked: {where}; remove them, or set grub_conflicts: remove",
+                             conflicts=plan["conflicts"])
+        changed = bool(plan["files"] or plan.get("commands"))
+        result = {"bootloader": backend.name, "file": plan["target"], "cmdline_before": plan["before"],
+                  "cmdline_after": plan["after"], "running_cmdline": running, "regenerated": [],
+                  "conflicts": plan["conflicts"], "changed": changed,
+                  "reboot_required": kho_signature(plan["after"]) != kho_signature(running)}
+        if "entries" in plan:
+            result["entries"] = plan["entries"]
         if module._diff:
-            result["diff"] = {"before": before + "\n", "after": after + "\n",
-                              "before_header": f"{backend.path or 'grubby'} (command line)",
-                              "after_header": f"{backend.path or 'grubby'} (command line)"}
-        if result["changed"] and not module.check_mode:
-            result.update(backend.write(before, after))
-    except bootloader.BootloaderError as exc:
+            result["diff"] = [{"before": old.decode() if old else "", "after": new.decode(),
+                               "before_header": path, "after_header": path}
+                              for path, (old, new) in plan["files"].items()] or \
+                             {"before": plan["before"] + "\n", "after": plan["after"] + "\n",
+                              "before_header": f"{plan['target'] or 'grubby'} (command line)",
+                              "after_header": f"{plan['target'] or 'grubby'} (command line)"}
+        if changed and not module.check_mode:
+            result.update(backend.apply(plan))
+            if getattr(backend, "cfg_written", None) and result["regenerated"]:
+                result["grub_cfg"] = backend.check_cfg(plan["after"])
+                if result["grub_cfg"] and result["grub_cfg"]["missing"]:
+                    module.warn(f"{result['grub_cfg']['path']}: these entries do not carry the KHO parameters "
+                                f"asked for: {', '.join(result['grub_cfg']['missing'])}")
+    except (bootloader.BootloaderError, files.Refused, GrammarError) as exc:
         module.fail_json(msg=str(exc))
     except PermissionError as exc:
         module.fail_json(msg=f"{exc}: changing the boot loader configuration needs root, run with become: true")

@@ -52,7 +52,7 @@ def test_simulated(target, tmp_path, fixtures):
 
 
 @pytest.mark.parametrize("target", _targets("lab.yml"))
-def test_lab(target, tmp_path, request):
+def test_lab(target, tmp_path, request, lab_reason):  # lab_reason: marks it `lab`, skips where no lab
     destructive = "destructive" in (TARGETS / target / "aliases").read_text().split()
     guest = request.getfixturevalue("lab_factory")() if destructive else request.getfixturevalue("lab")
     run_playbook(TARGETS / target / "lab.yml", guest["inventory"], tmp_path)

@@ -393,7 +393,8 @@ def build_command(args) -> None:
 def build(_args=None) -> dict:
     CACHE.mkdir(mode=0o700, parents=True, exist_ok=True)
     CACHE.chmod(0o700)  # root file systems, disks and the lab's SSH key
-    disk = build_disk()
+    with locked(CACHE / ".build.lock"):  # two builds in one tree corrupt it: the second one waits
+        disk = build_disk()
     kdir = kernel_dir()
     info = json.loads((kdir / "build.json").read_text())
     return {"disk": str(disk), "kernel": str(kdir / "bzImage"), **info}

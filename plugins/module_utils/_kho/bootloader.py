@@ -2,8 +2,9 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Boot loader backends for kho_cmdline: GRUB, grubby, kernel-install.  Not a public API.
 
-Each backend reads the configured kernel command line and writes a new one.  Deciding
-what the line should be happens in cmdline.apply_kho, so check mode needs no backend code.
+Each backend first plans (reads only: the effective line before and after, the files or boot
+entries that change) and then applies the plan; check mode stops after the plan.  Every writer
+passes the tokens it adds through cmdline.gate, whatever validated them before.
 """
 
 from __future__ import annotations
@@ -13,14 +14,24 @@ import os
 import re
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import files
-from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import KHO_KEYS, Cmdline, key_value
+from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import (
+    KHO_KEYS, Cmdline, check_length, gate, key_value, kho_signature, written_tokens,
+)
 
-GRUB_VAR = "GRUB_CMDLINE_LINUX"
-_ASSIGN = re.compile(rf"^(\s*(?:export\s+)?{GRUB_VAR}=)(.*)$")
+GRUB_LINUX = "GRUB_CMDLINE_LINUX"
+GRUB_DEFAULT = "GRUB_CMDLINE_LINUX_DEFAULT"
+_ASSIGN = re.compile(rf"^(\s*(?:export\s+)?({GRUB_LINUX}(?:_DEFAULT)?)=)(.*)$")
+_REFERENCE = re.compile(rf"\$(?:\{{({GRUB_LINUX}(?:_DEFAULT)?)\}}|({GRUB_LINUX}(?:_DEFAULT)?)(?![A-Za-z0-9_]))")
+_MENUENTRY = re.compile(r"""^\s*menuentry\s+(?:'([^']*)'|"([^"]*)"|(\S+))""")
+_LINUX = re.compile(r"^\s*linux(?:16|efi)?\s+\S+(.*)$")
 
 
 class BootloaderError(Exception):
     pass
+
+
+def kho_tokens(line: str) -> list:
+    return [tok for _ws, tok in Cmdline(line)._pairs if key_value(tok)[0].replace("-", "_") in KHO_KEYS]
 
 
 class Backend:
@@ -30,10 +41,11 @@ class Backend:
     def __init__(self, module):
         self.module = module
 
-    def read(self) -> str:
+    def plan(self, edit, clean) -> dict:
+        """edit(line) -> line wanted; clean(line) -> line without KHO parameters (for other places)."""
         raise NotImplementedError
 
-    def write(self, before: str, after: str) -> dict:
+    def apply(self, plan: dict) -> dict:
         raise NotImplementedError
 
     def _run(self, argv: list) -> None:
@@ -43,33 +55,57 @@ class Backend:
 
 
 class FileBackend(Backend):
-    """A backend whose state is one text file, written atomically and restored if regeneration fails."""
-
-    def render(self, original: bytes | None, line: str) -> bytes:
-        raise NotImplementedError
+    """A backend whose state is text files: written atomically, each restored if regeneration fails."""
 
     def regenerate_argv(self) -> list:
         return []
 
-    def write(self, before: str, after: str) -> dict:
-        original = files.read(self.path)
-        backup = files.backup(self.path) if self.module.params["backup"] else None
-        files.write_atomic(self.path, self.render(original, after))
+    def gate_file(self, old: bytes | None, new: bytes) -> None:
+        raise NotImplementedError
+
+    def _target(self, path: str) -> str:
+        return files.target(path, self.module.params["follow_symlinks"])
+
+    def apply(self, plan: dict) -> dict:
+        changed = plan["files"]
+        for old, new in changed.values():
+            self.gate_file(old, new)
         commands = self.regenerate_argv() if self.module.params["regenerate"] else []
+        backups = {path: files.backup(self._target(path)) for path in changed
+                   if self.module.params["backup"] or path != self.path}
+        written: list = []
         try:
-            for argv in commands:
-                self._run(argv)
+            for path, (_old, new) in changed.items():
+                files.write_atomic(self._target(path), new, module=self.module)
+                written.append(path)
+            done = self.regenerate(commands)
         except BootloaderError as exc:
-            if original is None:
-                os.unlink(self.path)
-            else:
-                files.write_atomic(self.path, original)
-            raise BootloaderError(f"{exc}; {self.path} was restored as it was") from exc
-        return {"backup_file": backup, "regenerated": commands}
+            for path in written:
+                old = changed[path][0]
+                if old is None:
+                    os.unlink(self._target(path))
+                else:
+                    files.write_atomic(self._target(path), old, module=self.module)
+            raise BootloaderError(f"{exc}; {', '.join(written)} restored as it was{self.undo(commands, exc)}") from exc
+        return {"backup_file": backups.get(self.path) or next(iter(backups.values()), None),
+                "backup_files": {k: v for k, v in backups.items() if v}, "regenerated": done}
+
+    def regenerate(self, commands: list) -> list:
+        for argv in commands:
+            self._run(argv)
+        return commands
+
+    def undo(self, commands: list, exc: BootloaderError) -> str:  # pylint: disable=unused-argument
+        return ""
 
 
 class Grub(FileBackend):
-    """GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub or grub(2)-mkconfig."""
+    """GRUB_CMDLINE_LINUX and _DEFAULT in /etc/default/grub and grub.d/*.cfg, then update-grub or mkconfig.
+
+    The line judged is the one grub-mkconfig builds: both variables after the main file and every
+    drop-in are sourced, in that order.  The KHO parameters live in the last GRUB_CMDLINE_LINUX
+    assignment; one elsewhere is a conflict, removed or reported as ``grub_conflicts`` says.
+    """
 
     name = "grub"
 
@@ -77,60 +113,127 @@ class Grub(FileBackend):
         super().__init__(module)
         self.path = path
         self.grub_cfg = grub_cfg
+        self.cfg_written: str | None = None
+
+    def sources(self) -> list:
+        """The files grub-mkconfig sources, in its order."""
+        return [self.path, *sorted(glob.glob(os.path.join(os.path.dirname(self.path), "grub.d", "*.cfg")))]
 
     @staticmethod
-    def _split(text: str):
-        """(line index, prefix, quote, inner, rest) of the last assignment, or None."""
-        found = None
+    def assignments(text: str) -> list:
+        """Each assignment of either variable: (line index, variable, prefix, quote, inner, rest)."""
+        found = []
         for i, line in enumerate(text.splitlines(keepends=True)):
             m = _ASSIGN.match(line.rstrip("\n"))
             if not m:
                 continue
-            value = m.group(2)
+            value = m.group(3)
             quote = value[:1] if value[:1] in ('"', "'") else ""
             if quote:
                 end = 1
                 while end < len(value) and (value[end] != quote or (quote == '"' and value[end - 1] == "\\")):
                     end += 1
                 if end >= len(value):
-                    raise BootloaderError(f"{GRUB_VAR} on line {i + 1} has an unterminated {quote} quote")
+                    raise BootloaderError(f"{m.group(2)} on line {i + 1} has an unterminated {quote} quote")
                 inner, rest = value[1:end], value[end + 1:]
             else:
                 inner, rest = re.match(r"(\S*)(.*)", value).groups()
-            found = (i, m.group(1), quote, inner, rest)
+            found.append((i, m.group(2), m.group(1), quote, inner, rest))
         return found
 
-    def read(self) -> str:
-        data = files.read(self.path)
-        if data is None:
-            raise BootloaderError(f"{self.path} does not exist")
-        found = self._split(data.decode())
-        return found[3] if found else ""
+    @classmethod
+    def effective(cls, texts: list) -> str:
+        """The kernel arguments of a normal entry: GRUB_CMDLINE_LINUX then _DEFAULT, as sourced."""
+        env = {GRUB_LINUX: "", GRUB_DEFAULT: ""}
+        for text in texts:
+            for _i, var, _prefix, quote, inner, _rest in cls.assignments(text):
+                env[var] = inner if quote == "'" else _REFERENCE.sub(lambda m: env[m.group(1) or m.group(2)], inner)
+        return " ".join(v.strip() for v in (env[GRUB_LINUX], env[GRUB_DEFAULT]) if v.strip())
 
-    def render(self, original: bytes | None, line: str) -> bytes:
-        text = (original or b"").decode()
-        found = self._split(text)
-        if not found:
-            sep = "" if not text or text.endswith("\n") else "\n"
-            return f'{text}{sep}{GRUB_VAR}="{line}"\n'.encode()
-        i, prefix, quote, _inner, rest = found
+    @staticmethod
+    def _set(text: str, found: tuple, inner: str) -> str:
+        i, _var, prefix, quote, _inner, rest = found
         lines = text.splitlines(keepends=True)
         newline = "\n" if lines[i].endswith("\n") else ""
         quote = quote or '"'
-        lines[i] = f"{prefix}{quote}{line}{quote}{rest}{newline}"
-        return "".join(lines).encode()
+        lines[i] = f"{prefix}{quote}{inner}{quote}{rest}{newline}"
+        return "".join(lines)
+
+    def read_texts(self) -> dict:
+        texts = {}
+        for path in self.sources():
+            self._target(path)  # a symlink refused by follow_symlinks=false is refused before any read
+            data = files.read(path)
+            if data is None:
+                if path == self.path:
+                    raise BootloaderError(f"{self.path} does not exist")
+                continue
+            texts[path] = data.decode()
+        return texts
+
+    def plan(self, edit, clean) -> dict:
+        texts = self.read_texts()
+        places = [(path, a) for path, text in texts.items() for a in self.assignments(text)]
+        linux = [pl for pl in places if pl[1][1] == GRUB_LINUX]
+        target = linux[-1] if linux else None
+        new = dict(texts)
+        conflicts = []
+        for path, a in places:
+            if target is not None and (path, a[0]) == (target[0], target[1][0]):
+                continue
+            cleaned = clean(a[4])
+            if cleaned != a[4]:
+                conflicts.append({"file": path, "line": a[0] + 1, "variable": a[1], "parameters": kho_tokens(a[4])})
+                new[path] = self._set(new[path], a, cleaned)
+        if target is None:
+            text = new[self.path]
+            sep = "" if not text or text.endswith("\n") else "\n"
+            new[self.path] = f'{text}{sep}{GRUB_LINUX}="{edit("")}"\n'
+        else:
+            new[target[0]] = self._set(new[target[0]], target[1], edit(target[1][4]))
+        after = self.effective(list(new.values()))
+        check_length(after, "the GRUB command line")
+        return {"before": self.effective(list(texts.values())), "after": after, "conflicts": conflicts,
+                "target": target[0] if target else self.path,
+                "files": {p: (texts[p].encode(), new[p].encode()) for p in texts if new[p] != texts[p]}}
+
+    def gate_file(self, old: bytes | None, new: bytes) -> None:
+        before = self.assignments((old or b"").decode())
+        after = self.assignments(new.decode())
+        for i, a in enumerate(after):
+            gate(written_tokens(before[i][4] if i < len(before) else "", a[4]))
 
     def regenerate_argv(self) -> list:
         update = self.module.get_bin_path("update-grub")
         if update and not self.module.params["grub_cfg"]:
+            self.cfg_written = "/boot/grub/grub.cfg"
             return [[update]]
         mkconfig = self.module.get_bin_path("grub2-mkconfig") or self.module.get_bin_path("grub-mkconfig")
         if not mkconfig:
             raise BootloaderError("neither update-grub nor grub2-mkconfig/grub-mkconfig is installed: "
                                   "install GRUB's tools, or set regenerate: false")
-        cfg = self.grub_cfg or next((p for p in ("/boot/grub2/grub.cfg", "/boot/grub/grub.cfg")
-                                     if os.path.exists(p)), "/boot/grub/grub.cfg")
-        return [[mkconfig, "-o", cfg]]
+        self.cfg_written = self.grub_cfg or next((p for p in ("/boot/grub2/grub.cfg", "/boot/grub/grub.cfg")
+                                                  if os.path.exists(p)), "/boot/grub/grub.cfg")
+        return [[mkconfig, "-o", self.cfg_written]]
+
+    def check_cfg(self, after: str) -> dict | None:
+        """Whether every linux line of the generated grub.cfg carries the KHO parameters of ``after``."""
+        path = self.cfg_written
+        data = files.read(path) if path else None
+        if data is None:
+            return None
+        want = kho_signature(after)
+        entries, missing, title = 0, [], None
+        for line in data.decode(errors="replace").splitlines():
+            m = _MENUENTRY.match(line)
+            if m:
+                title = next(g for g in m.groups() if g is not None)
+            m = _LINUX.match(line)
+            if m:
+                entries += 1
+                if kho_signature(m.group(1)) != want:
+                    missing.append(title or f"linux line {entries}")
+        return {"path": path, "entries": entries, "missing": missing}
 
 
 class KernelInstall(FileBackend):
@@ -142,8 +245,10 @@ class KernelInstall(FileBackend):
         super().__init__(module)
         self.path = path
         self.running = running
+        self.done: list = []
 
     def read(self) -> str:
+        self._target(self.path)
         data = files.read(self.path)
         if data is None:  # kernel-install then uses the running line, less the boot loader's own
             c = Cmdline(self.running)
@@ -152,8 +257,16 @@ class KernelInstall(FileBackend):
             return str(c).strip()
         return data.decode().strip()
 
-    def render(self, original: bytes | None, line: str) -> bytes:
-        return (line + "\n").encode()
+    def plan(self, edit, clean) -> dict:
+        data = files.read(self.path)
+        before = self.read()
+        after = edit(before)
+        check_length(after)
+        return {"before": before, "after": after, "conflicts": [], "target": self.path,
+                "files": {self.path: (data, (after + "\n").encode())} if after != before else {}}
+
+    def gate_file(self, old: bytes | None, new: bytes) -> None:
+        gate(written_tokens(self.read() if old is None else old.decode(), new.decode()))
 
     def regenerate_argv(self) -> list:
         tool = self.module.get_bin_path("kernel-install")
@@ -162,9 +275,22 @@ class KernelInstall(FileBackend):
         return [[tool, "add", os.path.basename(os.path.dirname(image)), image]
                 for image in sorted(glob.glob("/usr/lib/modules/*/vmlinuz"))]
 
+    def regenerate(self, commands: list) -> list:
+        for argv in commands:
+            self._run(argv)
+            self.done.append(argv)
+        return commands
+
+    def undo(self, commands: list, exc: BootloaderError) -> str:
+        """Entries regenerated before the failure are regenerated again from the restored file."""
+        stale = [argv[2] for argv in self.done if self.module.run_command(argv)[0]]
+        if stale:
+            return f"; the boot entries of {', '.join(stale)} could not be regenerated back and now differ"
+        return f", and the entries of {', '.join(a[2] for a in self.done)} regenerated from it" if self.done else ""
+
 
 class Grubby(Backend):
-    """grubby --update-kernel: the boot entries themselves (Fedora, RHEL and their kin)."""
+    """grubby --update-kernel: every boot entry that --info returns for the kernel asked for."""
 
     name = "grubby"
 
@@ -173,37 +299,59 @@ class Grubby(Backend):
         self.target = target
         self.binary = module.get_bin_path("grubby")
 
-    def read(self) -> str:
+    def entries(self) -> list:
         rc, out, err = self.module.run_command([self.binary, f"--info={self.target}"])
         if rc:
             raise BootloaderError(f"grubby --info={self.target} failed (rc {rc}): {(err or out).strip()}")
-        m = re.search(r'^args="?(.*?)"?$', out, re.M)
-        if not m:
-            raise BootloaderError(f"grubby --info={self.target} printed no args= line")
-        return m.group(1)
+        entries: list = []
+        for line in out.splitlines():
+            key, _eq, value = line.partition("=")
+            if key == "index":
+                entries.append({"index": value.strip()})
+            elif entries and key in ("kernel", "args", "title"):
+                entries[-1][key] = value.strip()[1:-1] if value.strip()[:1] == '"' else value.strip()
+        if not entries or any("args" not in e for e in entries):
+            raise BootloaderError(f"grubby --info={self.target} printed no entry with an args= line")
+        return entries
 
-    @staticmethod
-    def argvs(binary: str, target: str, before: str, after: str) -> list:
+    def plan(self, edit, clean) -> dict:
+        plans = []
+        for e in self.entries():
+            after = edit(e["args"])
+            check_length(after, f"the command line of boot entry {e['index']}")
+            plans.append({"index": e["index"], "kernel": e.get("kernel"), "title": e.get("title"),
+                          "before": e["args"], "after": after, "changed": after != e["args"]})
+        return {"before": plans[0]["before"], "after": plans[0]["after"], "conflicts": [], "target": None,
+                "entries": plans, "files": {}, "commands": [argv for p in plans if p["changed"]
+                                                            for argv in self.argvs(p["index"], p["before"], p["after"])]}
+
+    def argvs(self, index: str, before: str, after: str) -> list:
         """Remove every KHO parameter the entry had, then add the ones wanted, in order."""
-        had = [k for k, _v in Cmdline(before).params() if k.replace("-", "_") in KHO_KEYS]
-        want = [t for t in str(after).split() if key_value(t)[0].replace("-", "_") in KHO_KEYS]
+        had = [key_value(t)[0] for t in kho_tokens(before)]
+        want = kho_tokens(after)
         out = []
         if had:
-            out.append([binary, f"--update-kernel={target}", f"--remove-args={' '.join(dict.fromkeys(had))}"])
+            out.append([self.binary, f"--update-kernel={index}", f"--remove-args={' '.join(dict.fromkeys(had))}"])
         if want:
-            out.append([binary, f"--update-kernel={target}", f"--args={' '.join(want)}"])
+            out.append([self.binary, f"--update-kernel={index}", f"--args={' '.join(want)}"])
         return out
 
-    def write(self, before: str, after: str) -> dict:
-        commands = self.argvs(self.binary, self.target, before, after)
+    def apply(self, plan: dict) -> dict:
+        for p in plan["entries"]:
+            if p["changed"]:
+                gate(kho_tokens(p["after"]) + [key_value(t)[0] for t in kho_tokens(p["before"])])
+        done = []
         try:
-            for argv in commands:
+            for argv in plan["commands"]:
                 self._run(argv)
+                done.append(argv)
         except BootloaderError as exc:
-            for argv in self.argvs(self.binary, self.target, after, before):
-                self.module.run_command(argv)
+            for p in plan["entries"]:
+                if p["changed"]:
+                    for argv in self.argvs(p["index"], p["after"], p["before"]):
+                        self.module.run_command(argv)
             raise BootloaderError(f"{exc}; the previous KHO arguments were put back") from exc
-        return {"backup_file": None, "regenerated": commands}
+        return {"backup_file": None, "backup_files": {}, "regenerated": done}
 
 
 def select(module, running: str) -> Backend:

@@ -19,6 +19,16 @@ _SIZE = re.compile(rf"({_NUMBER})([KMGTPEkmgtpe]?)")
 _SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
 _LABEL_BAD = re.compile(r"[\s:\"'\\]|[^\x21-\x7e]")
 U64 = (1 << 64) - 1
+COMMAND_LINE_SIZE = 2048  # x86: the line and its terminating NUL
+# What kho_cmdline accepts, by full match; everything it writes is canonical (on/off, memparse sizes).
+LABEL = re.compile(r"[A-Za-z0-9_.+-]{1,15}")
+LABEL_FORM = "1 to 15 of A-Z a-z 0-9 _ . + -"
+BOOLEANS = {"on": True, "off": False, "y": True, "n": False, "yes": True, "no": False, "1": True, "0": False,
+            "true": True, "false": False, "enable": True, "disable": False}
+SIZE_FORM = "a number (decimal, 0x hex or 0 octal) with an optional K, M, G, T, P or E suffix, below 2^64"
+# The writer's gate: a token kho_cmdline writes is made of these only (no quote, $, `, ;, |, &, <, >,
+# bracket, brace, backslash, whitespace or control character), whatever the validators let through.
+SAFE_TOKEN = re.compile(r"[A-Za-z0-9_.,:%+=-]+")
 
 
 class GrammarError(ValueError):
@@ -124,12 +134,12 @@ class Cmdline:
 # ---------------------------------------------------------------- grammar
 
 def parse_bool(value: str) -> bool:
-    """kstrtobool(): only the first one or two characters count."""
+    """kstrtobool() as of 7.3: only the first one or two characters count."""
     if value:
         c = value[0].lower()
-        if c in "y1":
+        if c in "yte1":
             return True
-        if c in "n0":
+        if c in "nfd0":
             return False
         if c == "o" and len(value) > 1:
             if value[1].lower() == "n":
@@ -189,10 +199,47 @@ def parse_scratch(value: str) -> dict:
 
 
 def check_label(label: str) -> str:
+    """What the kernel itself accepts in a label it reads (kho_params judges existing lines with it)."""
     if not label or len(label) > LABEL_MAX or _LABEL_BAD.search(label):
         raise GrammarError(f"reserve_mem label {label!r} must be 1 to {LABEL_MAX} printable characters "
                            "without spaces, colons, quotes or backslashes")
     return label
+
+
+def canonical_size(n: int) -> str:
+    """The shortest memparse spelling: the largest binary suffix that divides exactly."""
+    for suffix, shift in (("E", 60), ("P", 50), ("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        if n and not n % (1 << shift):
+            return f"{n >> shift}{suffix}"
+    return str(n)
+
+
+def request_size(value, what: str) -> int:
+    """A size kho_cmdline is asked to write: the whole value must be one memparse size, no overflow."""
+    text = _text(value, what)
+    m = _SIZE.fullmatch(text)
+    if not m:
+        raise GrammarError(f"{what} {text!r} is not a size; the form is {SIZE_FORM}, e.g. 1M or 4096")
+    number = memparse(text)[0]
+    digits = m.group(1)
+    exact = int(digits, 16 if digits[:2].lower() == "0x" else 8 if digits.startswith("0") else 10)
+    if exact << _SHIFT[m.group(2).lower()] > U64:
+        raise GrammarError(f"{what} {text!r} does not fit in 64 bits; the form is {SIZE_FORM}")
+    return number
+
+
+def gate(tokens: list) -> None:
+    """The last check before a boot loader file or tool gets these tokens; a refusal here is a bug."""
+    for token in tokens:
+        if not SAFE_TOKEN.fullmatch(token):
+            raise AssertionError(f"kexec.kho bug: refusing to write the token {token!r}: it passed validation "
+                                 f"but not the writer's gate {SAFE_TOKEN.pattern}")
+
+
+def check_length(line: str, what: str = "the command line") -> None:
+    if len(line.encode()) >= COMMAND_LINE_SIZE:
+        raise GrammarError(f"{what} would be {len(line.encode())} bytes; the kernel keeps at most "
+                           f"{COMMAND_LINE_SIZE - 1} (COMMAND_LINE_SIZE {COMMAND_LINE_SIZE} on x86)")
 
 
 def parse_reserve_mem(value: str) -> dict:
@@ -245,19 +292,30 @@ def reserve_mem_value(region: dict) -> str:
     return f"{region['size']}:{region['align']}:{region['label']}"
 
 
+def _same(current: list, wanted: list, parse) -> bool:
+    """Whether the values on the line mean what is wanted and are spelled inside the gate (then kept)."""
+    try:
+        return len(current) == len(wanted) and all(
+            v is not None and SAFE_TOKEN.fullmatch(v) and parse(v) == parse(w) for v, w in zip(current, wanted))
+    except GrammarError:
+        return False
+
+
 def apply_kho(line: str, state: str, kho: str | None = None, scratch: str | None = None,
               scratch_param: str = "auto", reserve_mem: list | None = None) -> str:
     """The line with the KHO parameters as asked; every other byte is kept.
 
     ``state=absent`` removes them all.  ``None`` leaves a parameter as it is; an empty
-    ``reserve_mem`` list removes the regions.  Values must be validated already.
+    ``reserve_mem`` list removes the regions.  Values must come from check_request: a value already
+    on the line that means the same and is spelled inside the gate is kept as written (idempotence);
+    anything else there is replaced by the canonical form.
     """
     c = Cmdline(line)
     if state == "absent":
         for key in KHO_KEYS:
             c.remove(key)
         return str(c)
-    if kho is not None:
+    if kho is not None and not _same(c.get_all("kho"), [kho], parse_bool):  # a repeated kho= collapses too
         c.set("kho", kho)
     if scratch is not None:
         name = scratch_param
@@ -266,10 +324,25 @@ def apply_kho(line: str, state: str, kho: str | None = None, scratch: str | None
         for other in SCRATCH_PARAMS:
             if other != name:
                 c.remove(other)
-        c.set(name, scratch)
+        if not _same(c.get_all(name), [scratch], parse_scratch):
+            c.set(name, scratch)
     if reserve_mem is not None:
-        c.set_all("reserve_mem", [reserve_mem_value(r) for r in reserve_mem])
+        values = [reserve_mem_value(r) for r in reserve_mem]
+        if not _same(c.get_all("reserve_mem"), values, parse_reserve_mem):
+            c.set_all("reserve_mem", values)
     return str(c)
+
+
+def written_tokens(before: str, after: str) -> list:
+    """The tokens of ``after`` that ``before`` did not have: what a writer adds to a file."""
+    had = [tok for _ws, tok in Cmdline(before)._pairs]
+    out = []
+    for _ws, tok in Cmdline(after)._pairs:
+        if tok in had:
+            had.remove(tok)
+        else:
+            out.append(tok)
+    return out
 
 
 def kho_signature(line: str) -> dict:
@@ -295,18 +368,32 @@ def _text(value, what: str) -> str:
     return value
 
 
+def canonical_scratch(value) -> str:
+    text = _text(value, "scratch")
+    hint = "the form is N% (e.g. 200%) or three sizes LOWMEM,GLOBAL,PERNODE (e.g. 16M,512M,256M)"
+    if re.fullmatch(r"[0-9]{1,10}%", text):
+        parsed = parse_scratch(text)
+        return f"{parsed['percent']}%"
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise GrammarError(f"scratch {text!r} is not a scratch size; {hint}")
+    sizes = [request_size(part, "scratch") for part in parts]
+    if not sum(sizes):
+        raise GrammarError(f"scratch {text!r} adds up to zero; {hint}")
+    return ",".join(canonical_size(n) for n in sizes)
+
+
 def check_request(kho=None, scratch=None, reserve_mem=None) -> dict:
-    """Validate kho_cmdline's input with the kernel's grammar; returns the values to write."""
+    """Validate kho_cmdline's input by full match; returns the canonical values to write."""
     out: dict = {"kho": None, "scratch": None, "reserve_mem": None}
     if kho is not None:
-        kho = _text(kho, "kho")
-        if kho not in ("on", "off"):
-            parse_bool(kho)  # a kernel boolean is accepted as written; others raise
-        out["kho"] = kho
+        text = _text(kho, "kho")
+        if text.lower() not in BOOLEANS:
+            raise GrammarError(f"kho {text!r} is not a kernel boolean; use on or off "
+                               f"(also accepted: {', '.join(sorted(set(BOOLEANS) - {'on', 'off'}))})")
+        out["kho"] = "on" if BOOLEANS[text.lower()] else "off"
     if scratch is not None:
-        scratch = _text(scratch, "scratch")
-        parse_scratch(scratch)
-        out["scratch"] = scratch
+        out["scratch"] = canonical_scratch(scratch)
     if reserve_mem is not None:
         if len(reserve_mem) > RESERVE_MEM_MAX:
             raise GrammarError(f"reserve_mem has {len(reserve_mem)} regions; the kernel takes at most {RESERVE_MEM_MAX}")
@@ -316,15 +403,17 @@ def check_request(kho=None, scratch=None, reserve_mem=None) -> dict:
             if not isinstance(region, dict) or set(region) - {"size", "align", "label"} or "size" not in region \
                     or "label" not in region:
                 raise GrammarError(f"{where} must be a dict with size, label and optionally align, got {region!r}")
-            size = _text(region["size"], f"{where}.size")
-            align = _text(region.get("align", 0), f"{where}.align")
-            label = check_label(_text(region["label"], f"{where}.label"))
-            if not parse_size(size, f"{where}.size"):
-                raise GrammarError(f"{where}.size {size!r} must be larger than zero")
-            parse_size(align, f"{where}.align")
+            size = request_size(region["size"], f"{where}.size")
+            align = request_size(region.get("align", 0), f"{where}.align")
+            label = _text(region["label"], f"{where}.label")
+            if not LABEL.fullmatch(label):
+                raise GrammarError(f"{where}.label {label!r} is not a label the collection writes; the form is "
+                                   f"{LABEL_FORM} (the kernel keeps 15)")
+            if not size:
+                raise GrammarError(f"{where}.size {region['size']!r} must be larger than zero")
             if label in labels:
                 raise GrammarError(f"{where}.label {label!r} is used twice; reserve_mem labels must be unique")
             labels.add(label)
-            regions.append({"size": size, "align": align, "label": label})
+            regions.append({"size": canonical_size(size), "align": canonical_size(align), "label": label})
         out["reserve_mem"] = regions
     return out

@@ -18,8 +18,24 @@ def read(path: str) -> bytes | None:
         return None
 
 
-def write_atomic(path: str, data: bytes, like: str | None = None) -> None:
-    """Temp file in the same directory, same owner and mode as ``like`` (or the file), fsync, rename."""
+class Refused(Exception):
+    """A file this collection will not write as asked."""
+
+
+def target(path: str, follow: bool = True) -> str:
+    """The file a write to ``path`` must change: a symlink's target (never the link itself), or refused."""
+    if not os.path.islink(path):
+        return path
+    real = os.path.realpath(path)
+    if not follow:
+        raise Refused(f"{path} is a symbolic link to {real}; set follow_symlinks: true to write {real}, "
+                      "or point the option at the real file")
+    return real
+
+
+def write_atomic(path: str, data: bytes, like: str | None = None, module=None) -> None:
+    """Temp file in the same directory, same owner and mode as ``like`` (or the file), fsync, rename, fsync
+    the directory.  With ``module``, the file keeps its SELinux context (as AnsibleModule.atomic_move does)."""
     ref = like or path
     try:
         st = os.stat(ref)
@@ -37,11 +53,19 @@ def write_atomic(path: str, data: bytes, like: str | None = None) -> None:
         os.chmod(tmp, mode)
         if uid is not None and os.geteuid() == 0:
             os.chown(tmp, uid, gid)
+        if module is not None and module.selinux_enabled():
+            context = module.selinux_context(ref) if os.path.exists(ref) else module.selinux_default_context(path)
+            module.set_context_if_different(tmp, context, False)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a crash
+    finally:
+        os.close(dir_fd)
 
 
 def backup(path: str) -> str | None:

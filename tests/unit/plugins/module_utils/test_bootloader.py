@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import bootloader as B
 from ansible_collections.kexec.kho.plugins.module_utils._kho import files
-from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import GrammarError, apply_kho, check_request, kho_signature
+from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import (
+    GrammarError, apply_kho, check_request, kho_params, kho_signature,
+)
 
 GRUB = """# If you change this file, run 'update-grub' afterwards
 GRUB_DEFAULT=0
@@ -24,9 +32,14 @@ class FakeModule:
     def __init__(self, tmp_path, bins=(), fail=(), **params):
         self.params = {"backup": False, "regenerate": True, "grub_cfg": None, "bootloader": "auto",
                        "grub_file": str(tmp_path / "grub"), "kernel_cmdline_file": str(tmp_path / "kcmd"),
-                       "grubby_kernel": "ALL", **params}
+                       "grubby_kernel": "ALL", "follow_symlinks": True, "grub_conflicts": "remove", **params}
         self.bins, self.fail, self.commands = set(bins), set(fail), []
         self.outputs: dict = {}
+        self.fail_after = None  # fail the command after this many have run
+
+    @staticmethod
+    def selinux_enabled():
+        return False
 
     def get_bin_path(self, name):
         return f"/usr/sbin/{name}" if name in self.bins else None
@@ -35,9 +48,21 @@ class FakeModule:
         assert isinstance(argv, list)
         self.commands.append(argv)
         name = os.path.basename(argv[0])
-        if name in self.fail:
+        if name in self.fail or self.fail_after is not None and len(self.commands) > self.fail_after:
             return 1, "", f"{name}: simulated failure"
         return 0, self.outputs.get(name, ""), ""
+
+
+def edit_for(**request):
+    wanted = check_request(**{"kho": "on", **request})
+    return (lambda line: apply_kho(line, "present", wanted["kho"], wanted["scratch"], "auto", wanted["reserve_mem"]),
+            lambda line: apply_kho(line, "absent"))
+
+
+def write(backend, **request):
+    """Plan and apply, as the module does."""
+    plan = backend.plan(*edit_for(**request))
+    return plan, backend.apply(plan) if plan["files"] or plan.get("commands") else None
 
 
 def test_request_validation_names_value_and_form():
@@ -55,14 +80,107 @@ def test_request_validation_names_value_and_form():
         check_request(reserve_mem=[{"size": "1Q", "align": 0, "label": "a"}])
     with pytest.raises(GrammarError, match="YAML boolean"):
         check_request(reserve_mem=[{"size": True, "align": 0, "label": "a"}])
-    ok = check_request(kho="y", scratch="50%", reserve_mem=[{"size": "1M", "align": 4096, "label": "oops"}])
-    assert ok == {"kho": "y", "scratch": "50%", "reserve_mem": [{"size": "1M", "align": "4096", "label": "oops"}]}
+    ok = check_request(kho="y", scratch="050%", reserve_mem=[{"size": "0x100000", "align": 4096, "label": "oops"}])
+    assert ok == {"kho": "on", "scratch": "50%", "reserve_mem": [{"size": "1M", "align": "4K", "label": "oops"}]}
+    assert check_request(kho="Disable", scratch="16777216,0x20000000,256m")["scratch"] == "16M,512M,256M"
+    assert check_request(kho="Disable")["kho"] == "off"
+
+
+HOSTILE = [
+    ({"kho": "1 init=/bin/sh"}, "kho '1 init=/bin/sh' is not a kernel boolean; use on or off"),
+    ({"kho": "on$(id)"}, "kho 'on$(id)' is not a kernel boolean"),
+    ({"kho": 'on";id;"'}, "is not a kernel boolean"),
+    ({"kho": "on\nGRUB_X=1"}, "is not a kernel boolean"),
+    ({"reserve_mem": [{"size": "1M", "align": 4096, "label": "$(id>/x)"}]},
+     r"reserve_mem[0].label '$(id>/x)' is not a label the collection writes; the form is 1 to 15 of A-Z"),
+    ({"reserve_mem": [{"size": "1M", "align": 4096, "label": "a`id`"}]}, "is not a label"),
+    ({"reserve_mem": [{"size": "1M;id", "align": 4096, "label": "a"}]}, "reserve_mem[0].size '1M;id' is not a size"),
+    ({"reserve_mem": [{"size": "1M", "align": "4K b", "label": "a"}]}, "reserve_mem[0].align '4K b' is not a size"),
+    ({"reserve_mem": [{"size": "16E", "align": 0, "label": "a"}]}, "does not fit in 64 bits"),
+    ({"scratch": "16M,512M,256M;id"}, "is not a size"),
+    ({"scratch": "50% x"}, "is not a scratch size"),
+]
+
+
+@pytest.mark.parametrize(("request_", "message"), HOSTILE)
+def test_hostile_values_are_refused_naming_option_value_and_form(request_, message):
+    with pytest.raises(GrammarError) as info:
+        check_request(**request_)
+    assert message in str(info.value)
+
+
+# Values as a user (or an inventory a hostile party edits) could send them: mostly well-formed, each
+# possibly with hostile text around it, so that both branches of the property are exercised.
+HOSTILE_TEXT = st.text(alphabet="0123456789xXkKmMgG%,:$`;|&<>(){}[]\\ \"'\n\tyesnofx=", max_size=6) | \
+    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6)
+NUMBER = st.builds("{}{}".format, st.integers(0, 1 << 20), st.sampled_from(["", "K", "M", "G", "k", "m"])) | \
+    st.integers(1, 1 << 40).map(hex) | st.integers(1, 1 << 30)
+
+
+def hostile(valid):
+    return valid | st.builds("{}{}{}".format, HOSTILE_TEXT, valid, HOSTILE_TEXT)
+
+
+KHO_VALUE = hostile(st.sampled_from(["on", "off", "Y", "no", "1", "0", "TRUE", "disable"]))
+SIZE_VALUE = hostile(NUMBER)
+SCRATCH_VALUE = hostile(st.builds("{}%".format, st.integers(0, 1000)) | st.builds("{},{},{}".format, NUMBER, NUMBER,
+                                                                                      NUMBER))
+LABEL_VALUE = hostile(st.from_regex(r"[A-Za-z0-9_.+-]{1,15}", fullmatch=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(kho=KHO_VALUE, scratch=SCRATCH_VALUE, size=SIZE_VALUE, align=SIZE_VALUE, label=LABEL_VALUE)
+def test_any_value_is_refused_or_renders_a_file_that_sh_sources_inertly(tmp_path_factory, kho, scratch, size,
+                                                                          align, label):
+    """Every accepted value: /bin/sh sources the file with no side effect and reads back the same parameters."""
+    request = {"kho": kho, "scratch": scratch, "reserve_mem": [{"size": size, "align": align, "label": label}]}
+    try:
+        wanted = check_request(**request)
+    except GrammarError:
+        event("refused")
+        return
+    event("accepted")
+    tmp = tmp_path_factory.mktemp("grub")
+    (tmp / "grub").write_text(GRUB)
+    mod = FakeModule(tmp, bins={"update-grub"}, regenerate=False)
+    write(B.Grub(mod, str(tmp / "grub"), None), **request)
+    proc = subprocess.run(["/bin/sh", "-c", 'EXTRA=x; . ./grub; printf %s "$GRUB_CMDLINE_LINUX"'], cwd=tmp,
+                          capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"})
+    assert proc.stderr == "" and sorted(p.name for p in tmp.iterdir()) == ["grub"]  # nothing ran, nothing made
+    got = kho_params(proc.stdout)
+    assert got["invalid"] == [] and got["kho_enabled"] == (wanted["kho"] == "on")
+    assert got["scratch"]["value"] == wanted["scratch"]
+    assert [r["value"] for r in got["reserve_mem"]] == [f"{r['size']}:{r['align']}:{r['label']}"
+                                                        for r in wanted["reserve_mem"]]
+
+
+MODULE = [sys.executable, "-m", "ansible_collections.kexec.kho.plugins.modules.kho_cmdline"]
+
+
+def run_module(tmp_path: Path, args: dict) -> dict:
+    """The real module, as Ansible runs it: one process, its arguments in a file."""
+    argfile = tmp_path / "args.json"
+    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"_ansible_check_mode": False, **args}}))
+    root = Path(B.__file__).resolve().parents[6]
+    proc = subprocess.run([*MODULE, str(argfile)], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(("request_", "message"), HOSTILE[:6])
+def test_the_module_refuses_hostile_values_before_touching_the_file(tmp_path, request_, message):
+    grub = tmp_path / "grub"
+    grub.write_text(GRUB)
+    before = grub.read_bytes()
+    out = run_module(tmp_path, {"bootloader": "grub", "grub_file": str(grub), "regenerate": False, **request_})
+    assert out["failed"] and message in out["msg"], out
+    assert grub.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["args.json", "grub"]
 
 
 def test_apply_kho_and_reboot_signature():
     line = "root=/dev/sda kho_bootmem=10% quiet"
-    after = apply_kho(line, "present", "on", "20%", "auto", [{"size": "1M", "align": "4096", "label": "oops"}])
-    assert after == "root=/dev/sda kho_bootmem=20% quiet kho=on reserve_mem=1M:4096:oops"
+    after = apply_kho(line, "present", "on", "20%", "auto", [{"size": "1M", "align": "4K", "label": "oops"}])
+    assert after == "root=/dev/sda kho_bootmem=20% quiet kho=on reserve_mem=1M:4K:oops"
     forced = apply_kho(after, "present", None, "20%", "kho_scratch", None)
     assert "kho_bootmem" not in forced and "kho_scratch=20%" in forced
     assert apply_kho(after, "absent") == "root=/dev/sda quiet"
@@ -70,49 +188,128 @@ def test_apply_kho_and_reboot_signature():
     assert kho_signature("kho=on") != kho_signature("kho=off")
 
 
+def test_same_meaning_safely_spelled_is_kept_anything_else_is_rewritten():
+    regions = [{"size": "1M", "align": "4K", "label": "oops"}]
+    kept = "kho=1 reserve_mem=1048576:4096:oops"
+    assert apply_kho(kept, "present", "on", None, "auto", regions) == kept  # idempotent across spellings
+    assert apply_kho("kho=on$(id)", "present", "on") == "kho=on"
+    assert apply_kho("kho=on a kho=on", "present", "on") == "kho=on a"  # a repeated kho= collapses
+    assert apply_kho("reserve_mem=1M:4096:oops;x", "present", "on", None, "auto", regions) == \
+        "reserve_mem=1M:4K:oops kho=on"
+
+
 def test_grub_edit_keeps_everything_else(tmp_path):
     mod = FakeModule(tmp_path, bins={"update-grub"})
     (tmp_path / "grub").write_text(GRUB)
     os.chmod(tmp_path / "grub", 0o640)
     grub = B.Grub(mod, str(tmp_path / "grub"), None)
-    before = grub.read()
-    assert before == 'console=ttyS0,115200 \\"acpi_osi=Windows 2020\\" $EXTRA'
-    after = apply_kho(before, "present", "on", None, "auto", [{"size": "1M", "align": "4096", "label": "oops"}])
-    res = grub.write(before, after)
+    plan, res = write(grub, reserve_mem=[{"size": "1M", "align": 4096, "label": "oops"}])
+    assert plan["before"] == 'console=ttyS0,115200 \\"acpi_osi=Windows 2020\\" $EXTRA quiet'
+    assert plan["after"] == 'console=ttyS0,115200 \\"acpi_osi=Windows 2020\\" $EXTRA kho=on reserve_mem=1M:4K:oops quiet'
     text = (tmp_path / "grub").read_text()
-    assert text == GRUB.replace('$EXTRA"', '$EXTRA kho=on reserve_mem=1M:4096:oops"')
+    assert text == GRUB.replace('$EXTRA"', '$EXTRA kho=on reserve_mem=1M:4K:oops"')
     assert stat.S_IMODE(os.stat(tmp_path / "grub").st_mode) == 0o640
-    assert res["regenerated"] == [["/usr/sbin/update-grub"]]
-    assert grub.read() == after
+    assert res["regenerated"] == [["/usr/sbin/update-grub"]] and res["backup_files"] == {}
+    assert write(grub, reserve_mem=[{"size": "1M", "align": 4096, "label": "oops"}])[1] is None  # idempotent
 
 
 def test_grub_without_the_variable_and_single_quotes(tmp_path):
     mod = FakeModule(tmp_path, bins={"grub2-mkconfig"}, grub_cfg=str(tmp_path / "grub.cfg"))
     (tmp_path / "grub").write_text("GRUB_TIMEOUT=1")
     grub = B.Grub(mod, str(tmp_path / "grub"), str(tmp_path / "grub.cfg"))
-    assert grub.read() == ""
-    res = grub.write("", "kho=on")
-    assert (tmp_path / "grub").read_text() == 'GRUB_TIMEOUT=1\nGRUB_CMDLINE_LINUX="kho=on"\n'
+    plan, res = write(grub)
+    assert plan["before"] == "" and (tmp_path / "grub").read_text() == 'GRUB_TIMEOUT=1\nGRUB_CMDLINE_LINUX="kho=on"\n'
     assert res["regenerated"] == [["/usr/sbin/grub2-mkconfig", "-o", str(tmp_path / "grub.cfg")]]
     (tmp_path / "grub").write_text("GRUB_CMDLINE_LINUX='ro quiet'\n")
-    grub.write("ro quiet", "ro quiet kho=on")
+    write(grub)
     assert (tmp_path / "grub").read_text() == "GRUB_CMDLINE_LINUX='ro quiet kho=on'\n"
+
+
+def test_grub_judges_the_effective_line_and_removes_conflicts(tmp_path):
+    """_DEFAULT comes last on the kernel's line; drop-ins are sourced after the main file."""
+    (tmp_path / "grub").write_text('GRUB_CMDLINE_LINUX="kho=on ro"\nGRUB_CMDLINE_LINUX_DEFAULT="quiet kho=off"\n')
+    (tmp_path / "grub.d").mkdir()
+    dropin = tmp_path / "grub.d" / "50-cloudimg.cfg"
+    dropin.write_text('GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT console=ttyS0 reserve_mem=2M:4K:old"\n')
+    os.chmod(dropin, 0o600)
+    mod = FakeModule(tmp_path, bins={"update-grub"})
+    grub = B.Grub(mod, str(tmp_path / "grub"), None)
+    plan = grub.plan(*edit_for())
+    assert plan["before"] == "kho=on ro quiet kho=off console=ttyS0 reserve_mem=2M:4K:old"
+    assert kho_params(plan["before"])["kho_enabled"] is False  # what the kernel would see: not what was asked
+    assert [(Path(c["file"]).name, c["line"], c["variable"], c["parameters"]) for c in plan["conflicts"]] == [
+        ("grub", 2, "GRUB_CMDLINE_LINUX_DEFAULT", ["kho=off"]),
+        ("50-cloudimg.cfg", 1, "GRUB_CMDLINE_LINUX_DEFAULT", ["reserve_mem=2M:4K:old"])]
+    assert plan["after"] == "kho=on ro quiet console=ttyS0"
+    res = grub.apply(plan)
+    assert dropin.read_text() == 'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT console=ttyS0"\n'
+    backup = Path(res["backup_files"][str(dropin)])  # every other file touched is backed up
+    assert b"reserve_mem=2M:4K:old" in backup.read_bytes() and stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert grub.plan(*edit_for())["files"] == {}
+    absent = grub.plan(lambda line: apply_kho(line, "absent"), lambda line: apply_kho(line, "absent"))
+    assert absent["after"] == "ro quiet console=ttyS0"
+
+
+def test_grub_writes_the_assignment_that_wins(tmp_path):
+    """A drop-in that reassigns GRUB_CMDLINE_LINUX wins over the main file: the parameters go there."""
+    (tmp_path / "grub").write_text('GRUB_CMDLINE_LINUX="ro"\n')
+    (tmp_path / "grub.d").mkdir()
+    (tmp_path / "grub.d" / "90-x.cfg").write_text('GRUB_CMDLINE_LINUX="console=ttyS0"\n')
+    plan, _res = write(B.Grub(FakeModule(tmp_path, bins={"update-grub"}), str(tmp_path / "grub"), None))
+    assert plan["target"] == str(tmp_path / "grub.d" / "90-x.cfg") and plan["after"] == "console=ttyS0 kho=on"
+    assert (tmp_path / "grub").read_text() == 'GRUB_CMDLINE_LINUX="ro"\n'
+
+
+def test_grub_symlink_is_followed_never_replaced(tmp_path):
+    real = tmp_path / "real-grub"
+    real.write_text(GRUB)
+    (tmp_path / "grub").symlink_to(real)
+    write(B.Grub(FakeModule(tmp_path, bins={"update-grub"}, backup=True), str(tmp_path / "grub"), None))
+    assert (tmp_path / "grub").is_symlink() and "kho=on" in real.read_text()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith("~")][0].startswith("real-grub.")
+    refused = B.Grub(FakeModule(tmp_path, follow_symlinks=False), str(tmp_path / "grub"), None)
+    with pytest.raises(files.Refused, match="is a symbolic link to .*real-grub; set follow_symlinks"):
+        refused.plan(*edit_for())
+
+
+def test_grub_cfg_check_names_entries_without_the_parameters(tmp_path):
+    cfg = tmp_path / "grub.cfg"
+    cfg.write_text("menuentry 'Debian' {\n  linux /vmlinuz root=/dev/vda1 ro kho=on\n}\n"
+                   "menuentry 'Debian, old' {\n  linux /vmlinuz-old root=/dev/vda1 ro\n}\n")
+    grub = B.Grub(FakeModule(tmp_path, bins={"grub-mkconfig"}, grub_cfg=str(cfg)), str(tmp_path / "grub"), str(cfg))
+    grub.regenerate_argv()
+    assert grub.check_cfg("ro kho=on") == {"path": str(cfg), "entries": 2, "missing": ["Debian, old"]}
+
+
+def test_the_writer_gate_refuses_what_no_validator_should_have_passed(tmp_path):
+    (tmp_path / "grub").write_text(GRUB)
+    grub = B.Grub(FakeModule(tmp_path, bins={"update-grub"}), str(tmp_path / "grub"), None)
+    plan = grub.plan(lambda line: line + " kho=on$(id)", lambda line: line)  # a validator bug, simulated
+    with pytest.raises(AssertionError, match=r"kexec.kho bug: refusing to write the token 'kho=on\$\(id\)'"):
+        grub.apply(plan)
+    assert (tmp_path / "grub").read_text() == GRUB
+    with pytest.raises(GrammarError, match="COMMAND_LINE_SIZE"):
+        grub.plan(lambda line: line + " x" * 1100, lambda line: line)
 
 
 def test_grub_unterminated_quote_is_an_error(tmp_path):
     (tmp_path / "grub").write_text('GRUB_CMDLINE_LINUX="ro\n')
     with pytest.raises(B.BootloaderError, match="unterminated"):
-        B.Grub(FakeModule(tmp_path), str(tmp_path / "grub"), None).read()
+        B.Grub(FakeModule(tmp_path), str(tmp_path / "grub"), None).plan(*edit_for())
 
 
-def test_failed_regeneration_restores_the_file_byte_for_byte(tmp_path):
+def test_failed_regeneration_restores_every_file_byte_for_byte(tmp_path):
     mod = FakeModule(tmp_path, bins={"update-grub"}, fail={"update-grub"}, backup=True)
     (tmp_path / "grub").write_bytes(GRUB.encode())
     os.chmod(tmp_path / "grub", 0o600)
+    (tmp_path / "grub.d").mkdir()
+    dropin = tmp_path / "grub.d" / "x.cfg"
+    dropin.write_text('GRUB_CMDLINE_LINUX_DEFAULT="kho=off"\n')
     grub = B.Grub(mod, str(tmp_path / "grub"), None)
     with pytest.raises(B.BootloaderError, match="restored as it was"):
-        grub.write(grub.read(), "kho=on")
+        write(grub)
     assert (tmp_path / "grub").read_bytes() == GRUB.encode()
+    assert dropin.read_text() == 'GRUB_CMDLINE_LINUX_DEFAULT="kho=off"\n'
     (backup,) = [p for p in tmp_path.iterdir() if p.name.startswith("grub.") and p.name.endswith("~")]
     assert backup.read_bytes() == GRUB.encode()
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600  # never more readable than the original
@@ -123,7 +320,8 @@ def test_no_regeneration_tool_is_refused_before_writing(tmp_path):
     mod = FakeModule(tmp_path)
     (tmp_path / "grub").write_text(GRUB)
     with pytest.raises(B.BootloaderError, match="install GRUB's tools"):
-        B.Grub(mod, str(tmp_path / "grub"), None).write("x", "y")
+        write(B.Grub(mod, str(tmp_path / "grub"), None))
+    assert (tmp_path / "grub").read_text() == GRUB
 
 
 def test_kernel_install_backend(tmp_path, monkeypatch):
@@ -131,7 +329,7 @@ def test_kernel_install_backend(tmp_path, monkeypatch):
     ki = B.KernelInstall(mod, str(tmp_path / "kcmd"), "BOOT_IMAGE=/vmlinuz initrd=/x root=/dev/sda rw")
     assert ki.read() == "root=/dev/sda rw"  # no file yet: the running line, as kernel-install does
     monkeypatch.setattr(B.glob, "glob", lambda pattern: ["/usr/lib/modules/7.3.4/vmlinuz"])
-    res = ki.write("root=/dev/sda rw", "root=/dev/sda rw kho=on")
+    _plan, res = write(ki)
     assert (tmp_path / "kcmd").read_text() == "root=/dev/sda rw kho=on\n"
     assert res["regenerated"] == [["/usr/sbin/kernel-install", "add", "7.3.4", "/usr/lib/modules/7.3.4/vmlinuz"]]
 
@@ -140,8 +338,22 @@ def test_kernel_install_failure_removes_a_file_it_created(tmp_path, monkeypatch)
     mod = FakeModule(tmp_path, bins={"kernel-install"}, fail={"kernel-install"})
     monkeypatch.setattr(B.glob, "glob", lambda pattern: ["/usr/lib/modules/7.3.4/vmlinuz"])
     with pytest.raises(B.BootloaderError):
-        B.KernelInstall(mod, str(tmp_path / "kcmd"), "root=/dev/sda").write("root=/dev/sda", "root=/dev/sda kho=on")
+        write(B.KernelInstall(mod, str(tmp_path / "kcmd"), "root=/dev/sda"))
     assert not (tmp_path / "kcmd").exists()
+
+
+def test_kernel_install_failure_regenerates_the_entries_already_done_from_the_restored_file(tmp_path, monkeypatch):
+    (tmp_path / "kcmd").write_text("root=/dev/sda\n")
+    mod = FakeModule(tmp_path, bins={"kernel-install"})
+    mod.fail_after = 1  # the first kernel's entry is regenerated, the second fails, then all fail
+    monkeypatch.setattr(B.glob, "glob", lambda pattern: ["/usr/lib/modules/7.2/vmlinuz", "/usr/lib/modules/7.3/vmlinuz"])
+    with pytest.raises(B.BootloaderError, match="the boot entries of 7.2 could not be regenerated back and now differ"):
+        write(B.KernelInstall(mod, str(tmp_path / "kcmd"), "root=/dev/sda"))
+    assert (tmp_path / "kcmd").read_text() == "root=/dev/sda\n"
+    mod = FakeModule(tmp_path, bins={"kernel-install"})
+    mod.run_command = lambda argv, _orig=mod.run_command: (1, "", "x") if argv[2] == "7.3" else _orig(argv)
+    with pytest.raises(B.BootloaderError, match="and the entries of 7.2 regenerated from it"):
+        write(B.KernelInstall(mod, str(tmp_path / "kcmd"), "root=/dev/sda"))
 
 
 # Recorded from `grubby --info=ALL` on Fedora 41 (grubby 8.40): grubby is not packaged by Debian.
@@ -153,22 +365,34 @@ initrd="/boot/initramfs-6.12.5-200.fc41.x86_64.img"
 title="Fedora Linux (6.12.5-200.fc41.x86_64) 41 (Forty One)"
 id="a1b2c3d4e5f6-6.12.5-200.fc41.x86_64"
 """
+# A second entry, in the same form, whose arguments already say what is asked.
+GRUBBY_SECOND = """index=1
+kernel="/boot/vmlinuz-6.11.4-301.fc41.x86_64"
+args="ro rootflags=subvol=root rhgb quiet kho=on reserve_mem=1M:4K:oops"
+root="UUID=2c1b9c5a-8d3e-4d0a-9b39-6d1c2f0e3a11"
+initrd="/boot/initramfs-6.11.4-301.fc41.x86_64.img"
+title="Fedora Linux (6.11.4-301.fc41.x86_64) 41 (Forty One)"
+id="a1b2c3d4e5f6-6.11.4-301.fc41.x86_64"
+"""
 
 
-def test_grubby_backend(tmp_path):
+def test_grubby_judges_and_updates_every_entry(tmp_path):
     mod = FakeModule(tmp_path, bins={"grubby"})
-    mod.outputs["grubby"] = GRUBBY_INFO
+    mod.outputs["grubby"] = GRUBBY_SECOND + GRUBBY_INFO.replace("index=0", "index=2")
     backend = B.select(mod, "")
     assert backend.name == "grubby"
-    before = backend.read()
-    assert before == "ro rootflags=subvol=root rhgb quiet kho=off reserve_mem=2M:4096:old"
-    after = apply_kho(before, "present", "on", None, "auto", [{"size": "1M", "align": "4096", "label": "oops"}])
+    regions = [{"size": "1M", "align": 4096, "label": "oops"}]
+    plan = backend.plan(*edit_for(reserve_mem=regions))
+    assert [(e["index"], e["changed"]) for e in plan["entries"]] == [("1", False), ("2", True)]  # not only the first
+    assert plan["entries"][1]["after"] == "ro rootflags=subvol=root rhgb quiet kho=on reserve_mem=1M:4K:oops"
     mod.commands.clear()
-    backend.write(before, after)
+    backend.apply(plan)
     assert mod.commands == [
-        ["/usr/sbin/grubby", "--update-kernel=ALL", "--remove-args=kho reserve_mem"],
-        ["/usr/sbin/grubby", "--update-kernel=ALL", "--args=kho=on reserve_mem=1M:4096:oops"],
+        ["/usr/sbin/grubby", "--update-kernel=2", "--remove-args=kho reserve_mem"],
+        ["/usr/sbin/grubby", "--update-kernel=2", "--args=kho=on reserve_mem=1M:4K:oops"],
     ]
+    mod.outputs["grubby"] = GRUBBY_SECOND
+    assert backend.plan(*edit_for(reserve_mem=regions))["commands"] == []  # every entry right: no change
 
 
 def test_select_prefers_what_exists(tmp_path):

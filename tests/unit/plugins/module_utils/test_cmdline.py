@@ -189,12 +189,13 @@ def test_reserve_mem_errors(value, message):
 
 @pytest.mark.parametrize(("value", "result"), [
     ("on", True), ("off", False), ("y", True), ("N", False), ("1", True), ("0", False), ("yes", True), ("oN", True),
+    ("true", True), ("False", False), ("enable", True), ("disable", False),  # kstrtobool as of 7.3: e/t and d/f too
 ])
 def test_kernel_booleans(value, result):
     assert C.parse_bool(value) is result
 
 
-@pytest.mark.parametrize("value", ["", "o", "true", "x", "maybe"])
+@pytest.mark.parametrize("value", ["", "o", "x", "maybe", "ox"])
 def test_kernel_boolean_errors(value):
     with pytest.raises(C.GrammarError, match="not a kernel boolean"):
         C.parse_bool(value)
