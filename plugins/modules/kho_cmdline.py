@@ -247,6 +247,17 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Gram
 from ansible_collections.kexec.kho.plugins.module_utils._kho.host import KhoHost
 
 
+def diffs(plan: dict) -> list:
+    """One diff per file written, or per grubby entry changed; the command line where nothing changes."""
+    out = [{"before": old.decode() if old else "", "after": new.decode(), "before_header": path, "after_header": path}
+           for path, (old, new) in plan["files"].items()]
+    out += [{"before": e["before"] + "\n", "after": e["after"] + "\n", "before_header": f"grubby entry {e['index']}",
+             "after_header": f"grubby entry {e['index']}"} for e in plan.get("entries", []) if e["changed"]]
+    header = f"{plan['target'] or 'grubby'} (command line)"
+    return out or [{"before": plan["before"] + "\n", "after": plan["after"] + "\n", "before_header": header,
+                    "after_header": header}]
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -302,12 +313,7 @@ def main():
         if "entries" in plan:
             result["entries"] = plan["entries"]
         if module._diff:
-            result["diff"] = [{"before": old.decode() if old else "", "after": new.decode(),
-                               "before_header": path, "after_header": path}
-                              for path, (old, new) in plan["files"].items()] or \
-                             {"before": plan["before"] + "\n", "after": plan["after"] + "\n",
-                              "before_header": f"{plan['target'] or 'grubby'} (command line)",
-                              "after_header": f"{plan['target'] or 'grubby'} (command line)"}
+            result["diff"] = diffs(plan)
         if changed and not module.check_mode:
             result.update(backend.apply(plan))
             if getattr(backend, "cfg_written", None) and result["regenerated"]:

@@ -1,8 +1,8 @@
-"""Runs each integration target's playbooks with ansible-playbook.
+"""Runs each integration playbook pair under playbooks/ with ansible-playbook (pytest is their runner).
 
 simulated.yml runs on the controller against simulated KHO trees; lab.yml runs against a
-real KHO guest from the lab (skipped, with the reason, where the lab cannot run).  A target
-whose aliases say 'destructive' gets a guest of its own.
+real KHO guest from the lab (skipped, with the reason, where the lab cannot run).  A playbook
+in DESTRUCTIVE gets a guest of its own; the others share one read-only guest.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-TARGETS = HERE / "targets"
+TARGETS = HERE / "playbooks"
 COLLECTION = HERE.parents[1]
 
 
-# Lab targets in the lean tier (make test); the others run in the whole lab matrix (make test-lab).
+# Lab playbooks in the lean tier (make test); the others run in the whole lab matrix (make test-lab).
 LEAN = {"kho_cmdline"}
+# kho_cmdline edits boot files, kho_kexec loads and unloads, lab_handover jumps: each gets its own guest.
+DESTRUCTIVE = {"kho_cmdline", "kho_kexec", "lab_handover"}
 
 
 def _targets(playbook: str) -> list:
@@ -53,6 +55,5 @@ def test_simulated(target, tmp_path, fixtures):
 
 @pytest.mark.parametrize("target", _targets("lab.yml"))
 def test_lab(target, tmp_path, request, lab_reason):  # lab_reason: marks it `lab`, skips where no lab
-    destructive = "destructive" in (TARGETS / target / "aliases").read_text().split()
-    guest = request.getfixturevalue("lab_factory")() if destructive else request.getfixturevalue("lab")
+    guest = request.getfixturevalue("lab_factory")() if target in DESTRUCTIVE else request.getfixturevalue("lab")
     run_playbook(TARGETS / target / "lab.yml", guest["inventory"], tmp_path)

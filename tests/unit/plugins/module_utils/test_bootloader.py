@@ -123,15 +123,15 @@ def hostile(valid):
 
 KHO_VALUE = hostile(st.sampled_from(["on", "off", "Y", "no", "1", "0", "TRUE", "disable"]))
 SIZE_VALUE = hostile(NUMBER)
-SCRATCH_VALUE = hostile(st.builds("{}%".format, st.integers(0, 1000)) | st.builds("{},{},{}".format, NUMBER, NUMBER,
-                                                                                      NUMBER))
+PERCENT = st.builds("{}%".format, st.integers(0, 1000))
+SCRATCH_VALUE = hostile(PERCENT | st.builds("{},{},{}".format, NUMBER, NUMBER, NUMBER))
 LABEL_VALUE = hostile(st.from_regex(r"[A-Za-z0-9_.+-]{1,15}", fullmatch=True))
 
 
 @settings(max_examples=300, deadline=None)
 @given(kho=KHO_VALUE, scratch=SCRATCH_VALUE, size=SIZE_VALUE, align=SIZE_VALUE, label=LABEL_VALUE)
-def test_any_value_is_refused_or_renders_a_file_that_sh_sources_inertly(tmp_path_factory, kho, scratch, size,
-                                                                          align, label):
+def test_any_value_is_refused_or_renders_a_file_that_sh_sources_inertly(
+        tmp_path_factory, kho, scratch, size, align, label):
     """Every accepted value: /bin/sh sources the file with no side effect and reads back the same parameters."""
     request = {"kho": kho, "scratch": scratch, "reserve_mem": [{"size": size, "align": align, "label": label}]}
     try:
