@@ -10,8 +10,11 @@ read in the byte order the caller names (KHO writes numbers in CPU order).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
+
+from ansible_collections.kexec.kho.plugins.module_utils._kho.host import MAX_READ
 
 try:
     from pyfdt.pyfdt import FdtBlobParse, FdtNode, FdtNop, FdtPropertyBytes, FdtPropertyStrings, FdtPropertyWords
@@ -26,6 +29,12 @@ HEADER = struct.Struct(">10I")
 BEGIN_NODE, END_NODE, PROP, NOP, END = 1, 2, 3, 4, 9
 MAX_DEPTH = 32
 MAX_TOKENS = 65536
+MAX_NAME = 255  # node and property names; the spec says 31, KHO's are shorter still
+MAX_VALUE = 4096  # a longer property value is summarised (size, sha256, first bytes), not expanded
+MAX_RSVMAP = 256  # memory reservation entries (KHO writes none); pyfdt's cost grows with their square
+# pyfdt compares each new child of a node (property or node) with every earlier one: the sum of
+# those comparisons over the blob is bounded, so that no blob costs it more than a fraction of a second.
+MAX_SIBLING_PAIRS = 1_000_000
 PRINTABLE = frozenset(range(0x20, 0x7F))
 
 
@@ -38,20 +47,29 @@ def is_fdt(data: bytes) -> bool:
 
 
 def _cstring(data: bytes, start: int, end: int, what: str) -> bytes:
-    stop = data.find(b"\0", start, end)
+    """A name: NUL-terminated within MAX_NAME bytes, printable; looked at no further than that."""
+    stop = data.find(b"\0", start, min(end, start + MAX_NAME + 1))
     if stop < 0:
-        raise FdtError(f"{what} at offset {start} is not NUL-terminated inside its block")
+        raise FdtError(f"{what} at offset {start} is not NUL-terminated within {MAX_NAME} bytes inside its block")
     text = data[start:stop]
-    if any(c not in PRINTABLE for c in text):
+    if not PRINTABLE.issuperset(text):
         raise FdtError(f"{what} at offset {start} has non-printable bytes")
     return text
+
+
+def summary(raw: bytes) -> dict:
+    """What a property value too long to expand is reported as."""
+    return {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest(), "head": raw[:32].hex()}
 
 
 def check(data: bytes, max_depth: int = MAX_DEPTH) -> dict:
     """Validate a blob's whole structure without trusting any number in it.
 
-    Returns the header.  Raises FdtError naming the first thing that is wrong.
+    Returns the header, with ``rsvmap_end`` and ``long_values`` (where each property value longer
+    than MAX_VALUE stands).  Raises FdtError naming the first thing that is wrong.
     """
+    if len(data) > MAX_READ:
+        raise FdtError(f"{len(data)} bytes is more than the {MAX_READ} a host may send for one blob")
     if len(data) < HEADER.size:
         raise FdtError(f"{len(data)} bytes is shorter than an FDT header ({HEADER.size})")
     names = ("magic", "totalsize", "off_dt_struct", "off_dt_strings", "off_mem_rsvmap",
@@ -78,14 +96,29 @@ def check(data: bytes, max_depth: int = MAX_DEPTH) -> dict:
         if struct.unpack_from(">QQ", data, rsv) == (0, 0):
             break
         rsv += 16
-    _walk(data, s_off, s_off + s_size, t_off, t_off + t_size, max_depth)
+        if rsv - hdr["off_mem_rsvmap"] > 16 * MAX_RSVMAP:
+            raise FdtError(f"memory reservation map has more than {MAX_RSVMAP} entries")
+    hdr["rsvmap_end"] = rsv + 16
+    hdr["long_values"] = _walk(data, s_off, s_off + s_size, t_off, t_off + t_size, max_depth)
     return hdr
 
 
-def _walk(data: bytes, pos: int, end: int, t_off: int, t_end: int, max_depth: int) -> None:
+def _sibling_pairs(siblings: set, pairs: int) -> int:
+    if pairs + len(siblings) > MAX_SIBLING_PAIRS:
+        raise FdtError(f"too many siblings: more than {MAX_SIBLING_PAIRS} sibling pairs to compare "
+                       f"(about {int((2 * MAX_SIBLING_PAIRS) ** 0.5)} children under one node)")
+    return len(siblings)
+
+
+def _walk(data: bytes, pos: int, end: int, t_off: int, t_end: int, max_depth: int) -> list:
+    """Check the structure block; returns (node path, name, length field offset, length) of each long value."""
     depth = 0
     seen_root = False
     siblings: list[set] = []
+    path: list = []
+    long_values = []
+    pairs = 0
+    names: dict = {}  # property names by string offset: each one validated once
     for _token in range(MAX_TOKENS):
         if pos + 4 > end:
             raise FdtError(f"structure block ends at offset {end} without FDT_END")
@@ -100,7 +133,9 @@ def _walk(data: bytes, pos: int, end: int, t_off: int, t_end: int, max_depth: in
             if depth and name in siblings[-1]:
                 raise FdtError(f"duplicate node name {name.decode()!r}")
             if depth:
+                pairs += _sibling_pairs(siblings[-1], pairs)
                 siblings[-1].add(name)
+                path.append(name.decode())
             pos += (len(name) + 4) & ~3
             depth += 1
             seen_root = True
@@ -112,6 +147,8 @@ def _walk(data: bytes, pos: int, end: int, t_off: int, t_end: int, max_depth: in
                 raise FdtError(f"FDT_END_NODE without an open node at offset {pos - 4}")
             depth -= 1
             siblings.pop()
+            if depth:
+                path.pop()
         elif tag == PROP:
             if depth == 0:
                 raise FdtError(f"property outside any node at offset {pos - 4}")
@@ -123,19 +160,24 @@ def _walk(data: bytes, pos: int, end: int, t_off: int, t_end: int, max_depth: in
                 raise FdtError(f"property of {length} bytes at offset {pos} runs past the structure block")
             if t_off + nameoff >= t_end:
                 raise FdtError(f"property name offset {nameoff} lies outside the strings block")
-            name = _cstring(data, t_off + nameoff, t_end, "property name")
+            name = names.get(nameoff)
+            if name is None:
+                name = names[nameoff] = _cstring(data, t_off + nameoff, t_end, "property name")
             if not name:
                 raise FdtError(f"empty property name at offset {pos - 8}")
             if name in siblings[-1]:
                 raise FdtError(f"duplicate property or node name {name.decode()!r}")
+            pairs += _sibling_pairs(siblings[-1], pairs)
             siblings[-1].add(name)
+            if length > MAX_VALUE:
+                long_values.append((tuple(path), name.decode(), pos - 8, length))
             pos += (length + 3) & ~3
         elif tag == NOP:
             continue
         elif tag == END:
             if depth or not seen_root:
                 raise FdtError("FDT_END before the root node was closed")
-            return
+            return long_values
         else:
             raise FdtError(f"unknown structure tag 0x{tag:x} at offset {pos - 4}")
     raise FdtError(f"more than {MAX_TOKENS} structure tokens")
@@ -152,9 +194,11 @@ def _raw(prop) -> bytes:
 
 
 def value(raw: bytes, byteorder: str):
-    """A property's most likely meaning: flag, string(s), number(s) or hex."""
+    """A property's most likely meaning: flag, string(s), number(s) or hex; a summary when long."""
     if not raw:
         return True
+    if len(raw) > MAX_VALUE:
+        return summary(raw)
     if raw.endswith(b"\0") and all(s and all(c in PRINTABLE for c in s) for s in raw[:-1].split(b"\0")):
         strings = [s.decode("ascii") for s in raw[:-1].split(b"\0")]
         return strings[0] if len(strings) == 1 else strings
@@ -178,16 +222,43 @@ def _tree(node) -> dict:
     return {"properties": props, "nodes": nodes}
 
 
+def _slim(data: bytes, hdr: dict) -> bytes:
+    """The blob with each long property value cut to nothing, so that pyfdt never expands it into ints."""
+    s_off, s_end = hdr["off_dt_struct"], hdr["off_dt_struct"] + hdr["size_dt_struct"]
+    pieces, pos = [], s_off
+    for _path, _name, len_at, length in hdr["long_values"]:
+        pieces += [data[pos:len_at], struct.pack(">I", 0), data[len_at + 4:len_at + 8]]
+        pos = len_at + 8 + ((length + 3) & ~3)
+    pieces.append(data[pos:s_end])
+    structure = b"".join(pieces)
+    rsvmap = data[hdr["off_mem_rsvmap"]:hdr["rsvmap_end"]]
+    strings = data[hdr["off_dt_strings"]:hdr["off_dt_strings"] + hdr["size_dt_strings"]]
+    r_off = HEADER.size
+    st_off = r_off + len(rsvmap)
+    t_off = st_off + len(structure)
+    total = t_off + len(strings)
+    header = HEADER.pack(FDT_MAGIC, total, st_off, t_off, r_off, hdr["version"], hdr["last_comp_version"],
+                         hdr["boot_cpuid_phys"], len(strings), len(structure))
+    return header + rsvmap + structure + strings
+
+
 def parse(data: bytes) -> dict:
     """Check then parse a blob into {'properties': {name: raw bytes}, 'nodes': {...}}."""
     if not HAS_PYFDT:
         raise FdtError(f"the controller lacks pyfdt: {PYFDT_IMPORT_ERROR}")
     hdr = check(data)
+    blob = _slim(data, hdr) if hdr["long_values"] else data[:hdr["totalsize"]]
     try:
-        root = FdtBlobParse(io.BytesIO(data[:hdr["totalsize"]])).to_fdt().get_rootnode()
+        root = FdtBlobParse(io.BytesIO(blob)).to_fdt().get_rootnode()
     except Exception as exc:  # pyfdt raises bare Exception
         raise FdtError(f"pyfdt could not parse it: {exc}") from exc
-    return _tree(root)
+    tree = _tree(root)
+    for path, name, len_at, length in hdr["long_values"]:
+        node = tree
+        for part in path:
+            node = node["nodes"][part]
+        node["properties"][name] = data[len_at + 8:len_at + 8 + length]
+    return tree
 
 
 def readable(tree: dict, byteorder: str = "little") -> dict:

@@ -123,11 +123,29 @@ def root_listing(tree: dict, byteorder: str = "little") -> dict:
 
 def b64decode(value) -> bytes:
     if isinstance(value, bytes):
+        data = value
+    elif not isinstance(value, str):
+        raise BlobError(f"expected base64 text, got {type(value).__name__}")
+    elif len(value) > (_fdt.MAX_READ + 2) // 3 * 4:
+        raise BlobError(f"{len(value)} characters of base64 is more than the {_fdt.MAX_READ} bytes a host may send")
+    else:
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, TypeError, ValueError) as exc:
+            raise BlobError(f"not valid base64: {exc}") from exc
+    if len(data) > _fdt.MAX_READ:
+        raise BlobError(f"{len(data)} bytes is more than the {_fdt.MAX_READ} a host may send for one blob")
+    return data
+
+
+def _mapping(value, where: str, errors: list) -> dict:
+    """A part of the module's output that must be a mapping; anything else is an error, never a crash."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
         return value
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, TypeError, ValueError) as exc:
-        raise BlobError(f"not valid base64: {exc}") from exc
+    errors.append({"blob": where, "error": f"expected a mapping, got {type(value).__name__}"})
+    return {}
 
 
 def decode_side(raw: dict, side: str, byteorder: str = "little") -> tuple[dict, list]:
@@ -136,9 +154,11 @@ def decode_side(raw: dict, side: str, byteorder: str = "little") -> tuple[dict, 
     ``raw`` holds ``fdt`` (base64 or None) and ``sub_blobs`` ({name: base64}).
     Returns (facts, errors); each error names its blob, nothing raises.
     """
-    errors = []
+    errors: list = []
     facts: dict = {"fdt": {"status": "absent"}, "sub_blobs": {}, "reserve_mem": [], "kexec_metadata": None}
     listed: dict = {}
+    raw = _mapping(raw, side, errors)
+    sub_blobs = _mapping(raw.get("sub_blobs"), f"{side}/sub_fdts", errors)
     if raw.get("fdt") is not None:
         where = f"{side}/fdt"
         try:
@@ -152,10 +172,10 @@ def decode_side(raw: dict, side: str, byteorder: str = "little") -> tuple[dict, 
             facts["fdt"].update(status=status, error=str(exc))
             if status == "invalid":  # a truncated out/fdt is what a cold boot exposes
                 errors.append({"blob": where, "error": str(exc)})
-    names = sorted(set(listed) | set(raw.get("sub_blobs") or {}))
+    names = sorted(set(listed) | {str(name) for name in sub_blobs})
     for name in names:
         rec = {"name": name, **listed.get(name, {"phys": None, "blob_size": None})}
-        encoded = (raw.get("sub_blobs") or {}).get(name)
+        encoded = sub_blobs.get(name)
         problems = []
         if encoded is not None:
             try:
@@ -178,12 +198,16 @@ def decode_side(raw: dict, side: str, byteorder: str = "little") -> tuple[dict, 
 
 def facts_from_raw(raw: dict, include_raw: bool = False) -> dict:
     """The kho_facts module's raw reads turned into ``ansible_facts.kho``."""
-    byteorder = raw.get("byteorder") or "little"
-    facts = {k: v for k, v in raw.items() if k not in ("in", "out")}
     errors: list = []
+    raw = _mapping(raw, "facts", errors)
+    byteorder = raw.get("byteorder") or "little"
+    if byteorder not in ("little", "big"):
+        errors.append({"blob": "facts", "error": f"byteorder {byteorder!r} is neither little nor big; read as little"})
+        byteorder = "little"
+    facts = {k: v for k, v in raw.items() if k not in ("in", "out")}
     for side in ("out", "in"):
-        side_raw = raw.get(side) or {}
-        decoded, side_errors = decode_side(side_raw, side, byteorder)
+        side_raw = _mapping(raw.get(side), side, [])  # decode_side reports it
+        decoded, side_errors = decode_side(raw.get(side), side, byteorder)
         facts[side] = {k: v for k, v in side_raw.items() if k not in ("fdt", "sub_blobs")}
         facts[side].update(decoded)
         errors.extend(side_errors)
@@ -191,9 +215,9 @@ def facts_from_raw(raw: dict, include_raw: bool = False) -> dict:
     if include_raw:
         facts["raw"] = {}
         for side in ("out", "in"):
-            side_raw = raw.get(side) or {}
+            side_raw = _mapping(raw.get(side), side, [])
             if side_raw.get("fdt") is not None:
                 facts["raw"][f"{side}/fdt"] = side_raw["fdt"]
-            for name, blob in (side_raw.get("sub_blobs") or {}).items():
+            for name, blob in _mapping(side_raw.get("sub_blobs"), side, []).items():
                 facts["raw"][f"{side}/sub_fdts/{name}"] = blob
     return facts

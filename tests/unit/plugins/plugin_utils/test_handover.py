@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import time
+import tracemalloc
 
 import fdtbuild
+import hostile
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -152,3 +155,46 @@ def test_any_sub_blob_decodes_or_errors(data, name):
         _handover.decode_blob(data, name)
     except (_fdt.FdtError, _handover.BlobError):
         pass
+
+
+@pytest.mark.parametrize("case", sorted(hostile.CASES))
+def test_hostile_blobs_are_refused_or_decoded_within_bounds(case):
+    """Each hostile input ends as its case says, named by its blob; a generous bound guards against a hang
+    or a blow-up (bench/run.py prints the real time and peak memory of each, for the README's table)."""
+    _what, build, outcome = hostile.CASES[case]
+    raw = {"fdt": None, "sub_blobs": {"x": b64(build())}}
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        facts, errors = _handover.decode_side(raw, "in")
+        seconds, peak = time.monotonic() - started, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert ("refused" if errors else "decoded") == outcome, errors
+    assert all(e["blob"] == "in/sub_fdts/x" for e in errors)
+    assert seconds < 10 and peak < 300 << 20, (seconds, peak)
+    if case == "one_10mb_value":
+        value = facts["sub_blobs"]["x"]["tree"]["nodes"]["n0"]["properties"]["data"]
+        assert value["size"] == 10 << 20 and value["head"] == "01" * 32 and len(value["sha256"]) == 64
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                    max_leaves=12)
+SIDE = st.fixed_dictionaries({}, optional={"fdt": JSON | st.binary(max_size=64).map(b64),
+                                           "sub_blobs": JSON | st.dictionaries(st.text(max_size=8),
+                                                                               JSON | st.binary(max_size=64).map(b64),
+                                                                               max_size=3),
+                                           "present": JSON})
+RAW = st.fixed_dictionaries({}, optional={"in": SIDE | JSON, "out": SIDE | JSON, "byteorder": JSON | st.sampled_from(
+    ["little", "big", "middle"]), "release": JSON})
+
+
+@settings(max_examples=300, deadline=None)
+@given(RAW | JSON)
+def test_any_raw_facts_structure_gives_facts_and_errors_never_a_crash(raw):
+    """What a broken or hostile module run could return: non-mapping sides, wrong types, missing keys."""
+    facts = _handover.facts_from_raw(raw, include_raw=True)
+    assert isinstance(facts["errors"], list)
+    assert all(set(e) == {"blob", "error"} for e in facts["errors"])
+    assert isinstance(facts["in"]["sub_blobs"], dict) and isinstance(facts["out"]["sub_blobs"], dict)
