@@ -15,6 +15,9 @@ description:
     and, at the end of the run, even one where every host failed, prints one line per host and writes the
     summary as JSON and as a self-contained HTML page with a timeline per host (preflight, jump and downtime,
     verify) and the verdicts.
+  - A result is data from the hosts; any value renders (a text where a number was expected), control characters
+    are shown as C(\xNN) on the terminal, never sent to it, and the files are written atomically with mode 0600
+    (or stricter, as the umask says).
 requirements:
   - Enable it with C(callbacks_enabled = kexec.kho.kho_report) in C(ansible.cfg) or C(ANSIBLE_CALLBACKS_ENABLED).
 options:
@@ -40,7 +43,7 @@ import json
 
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.kexec.kho.plugins.plugin_utils._report import render_html, summary_line
+from ansible_collections.kexec.kho.plugins.plugin_utils._report import render_html, summary_line, write_private
 
 
 class CallbackModule(CallbackBase):
@@ -66,8 +69,6 @@ class CallbackModule(CallbackBase):
             self._display.display(summary_line(host, self.results[host]))
         json_file, html_file = self.get_option("json_file"), self.get_option("html_file")
         if json_file:
-            with open(json_file, "w") as fh:
-                json.dump(self.results, fh, indent=1, sort_keys=True)
+            write_private(json_file, json.dumps(self.results, indent=1, sort_keys=True))
         if html_file:
-            with open(html_file, "w") as fh:
-                fh.write(render_html(self.results))
+            write_private(html_file, render_html(self.results))

@@ -1,58 +1,114 @@
 # Copyright (c) kexec.kho contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The handover summary as a line of text and as one self-contained HTML page.  Not a public API."""
+"""The handover summary as a line of text and as one self-contained HTML page.  Not a public API.
+
+Every renderer is total: a result is remote data, and any JSON value where a number or a list
+was expected renders as text instead of raising.
+"""
 
 from __future__ import annotations
 
 import html
+import math
+import os
+import re
+import tempfile
 
 PHASES = (("preflight", "#6c8ebf"), ("jump", "#d79b00"), ("verify", "#82b366"))
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def _num(value) -> float | None:
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if math.isfinite(number) else None
 
 
-def summary_line(host: str, r: dict) -> str:
-    regions = ", ".join(
-        f"{g.get('name')} 0x{int(g['start_before']):x} -> "
-        + (f"0x{int(g['start_after']):x}" if g.get("start_after") not in (None, "None") else "missing")
-        for g in r.get("regions") or [])
-    failed = f" at '{r.get('failed_step')}': {r.get('error')}" if r.get("failed_step") not in (None, "None") else ""
-    return (f"{host}: {r.get('verdict')}{failed}; {r.get('release_before')} -> {r.get('release_after')}, "
-            f"kexec count {r.get('kexec_count')}, downtime {r.get('downtime')} s; {regions or 'no reserve_mem regions'}")
+def _hex(value) -> str:
+    try:
+        return f"0x{int(value):x}"
+    except (TypeError, ValueError, OverflowError):
+        return str(value)
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _regions(r: dict) -> list:
+    regions = r.get("regions")
+    return [g for g in regions if isinstance(g, dict)] if isinstance(regions, list) else []
+
+
+def _region(g: dict) -> str:
+    after = _hex(g.get("start_after")) if g.get("start_after") not in (None, "None") else "missing"
+    return f"{g.get('name')} {_hex(g.get('start_before'))} -> {after}"
+
+
+def _failed(r: dict) -> bool:
+    return r.get("failed_step") not in (None, "None")
+
+
+def plain(text: str) -> str:
+    """Text for a terminal: control characters (escape sequences included) shown as \\xNN, never sent."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def summary_line(host: str, r) -> str:
+    r = _dict(r)
+    regions = ", ".join(_region(g) for g in _regions(r))
+    failed = f" at '{r.get('failed_step')}': {r.get('error')}" if _failed(r) else ""
+    return plain(f"{host}: {r.get('verdict')}{failed}; {r.get('release_before')} -> {r.get('release_after')}, "
+                 f"kexec count {r.get('kexec_count')}, downtime {r.get('downtime')} s; "
+                 f"{regions or 'no reserve_mem regions'}")
+
+
+def write_private(path: str, text: str) -> None:
+    """Written atomically (temporary file beside it, renamed), mode 0600 or stricter if the umask is."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o600 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def render_html(results: dict) -> str:
     """A timeline per host, drawn with plain HTML and CSS: no script, no external resource."""
-    spans = [sum(_num((r.get("timings") or {}).get(p)) or 0 for p, _c in PHASES) for r in results.values()]
+    results = {str(host): _dict(r) for host, r in _dict(results).items()}
+    spans = [sum(max(_num(_dict(r.get("timings")).get(p)) or 0, 0) for p, _c in PHASES) for r in results.values()]
     scale = max(spans + [1.0])
     rows = []
     for host in sorted(results):
         r = results[host]
-        timings = r.get("timings") or {}
+        timings = _dict(r.get("timings"))
         bars = []
         for phase, colour in PHASES:
             seconds = _num(timings.get(phase))
-            if seconds is None:
+            if seconds is None or seconds < 0:
                 continue
             label = f"{phase} {seconds:.1f} s"
             if phase == "jump" and _num(r.get("downtime")) is not None:
-                label += f" (downtime {float(r['downtime']):.1f} s)"
+                label += f" (downtime {_num(r['downtime']):.1f} s)"
             bars.append(f'<div class="bar {phase}" style="width:{100 * seconds / scale:.2f}%;background:{colour}" '
                         f'title="{html.escape(label)}">{html.escape(label)}</div>')
         verdict = str(r.get("verdict"))
         ok = verdict == "verified"
-        regions = "".join(
-            f"<li>{html.escape(str(g.get('name')))}: 0x{int(g['start_before']):x} &rarr; "
-            + (f"0x{int(g['start_after']):x}" if g.get("start_after") not in (None, "None") else "missing")
-            + f" ({html.escape(str(g.get('size')))} bytes)</li>"
-            for g in r.get("regions") or [])
+        regions = "".join(f"<li>{html.escape(_region(g))} ({html.escape(str(g.get('size')))} bytes)</li>"
+                          for g in _regions(r))
         error = (f'<p class="error">failed at {html.escape(str(r.get("failed_step")))}: '
-                 f'{html.escape(str(r.get("error")))}</p>') if r.get("failed_step") not in (None, "None") else ""
+                 f'{html.escape(str(r.get("error")))}</p>') if _failed(r) else ""
         rows.append(
             f'<section class="host" id="host-{html.escape(host)}"><h2>{html.escape(host)} '
             f'<span class="verdict {"ok" if ok else "bad"}">{html.escape(verdict)}</span></h2>'

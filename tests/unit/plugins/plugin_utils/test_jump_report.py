@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import stat
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ansible_collections.kexec.kho.plugins.plugin_utils import _jump, _report
 
@@ -190,3 +194,46 @@ def test_html_is_self_contained_and_escaped():
     assert not re.search(r"<script|https?://|src=", page)
     assert page.count('class="bar preflight"') == 2 and page.count('class="bar jump"') == 1
     assert "downtime 12.5 s" in page
+
+
+JSON_VALUE = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                        max_size=4),
+                          max_leaves=16)
+FIELDS = ("verdict", "failed_step", "error", "release_before", "release_after", "kexec_count", "downtime",
+          "previous_release", "timings", "regions")
+RESULT = st.fixed_dictionaries({}, optional={k: JSON_VALUE for k in FIELDS}) | JSON_VALUE
+REGION = st.fixed_dictionaries({}, optional={k: JSON_VALUE for k in ("name", "start_before", "start_after", "size")})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), RESULT | st.builds(lambda r, g: {**r, "regions": g}, st.fixed_dictionaries(
+    {}, optional={k: JSON_VALUE for k in FIELDS}), st.lists(REGION, max_size=3)), max_size=4))
+def test_every_renderer_is_total_over_any_json(results):
+    """Numbers, strings, nulls, lists or NaN where numbers were expected: a page and a line each, never a raise."""
+    page = _report.render_html(results)
+    assert page.startswith("<!DOCTYPE html>") and not re.search(r"<script|https?://|src=", page)
+    for host, r in results.items():
+        line = _report.summary_line(host, r)
+        assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", line)
+
+
+def test_terminal_output_never_carries_an_escape_sequence():
+    line = _report.summary_line("h\x1b]0;owned\x07", {"verdict": "verified\x1b[2J", "error": "x", "failed_step": "s\r"})
+    assert "\x1b" not in line and "\x07" not in line and "\r" not in line
+    assert "h\\x1b]0;owned\\x07: verified\\x1b[2J at 's\\x0d'" in line
+
+
+def test_report_files_are_written_atomically_and_private(tmp_path):
+    target = tmp_path / "report.html"
+    target.write_text("old")
+    target.chmod(0o644)
+    _report.write_private(str(target), "new")
+    assert target.read_text() == "new" and stat.S_IMODE(target.stat().st_mode) == 0o600
+    old = os.umask(0o277)
+    try:
+        _report.write_private(str(target), "newer")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o400  # a stricter umask wins
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary file left
