@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -178,16 +179,38 @@ def decode_cost(repeat: int) -> dict:
     return out
 
 
+def hostile_inputs() -> dict:
+    """Each hostile blob of tests/hostile.py through the controller's decoder: time, peak memory, outcome."""
+    from ansible_collections.kexec.kho.plugins.plugin_utils import _handover  # pylint: disable=import-outside-toplevel
+    import hostile  # pylint: disable=import-outside-toplevel
+    out = {}
+    for name, (what, build, expected) in hostile.CASES.items():
+        data = build()
+        raw = {"fdt": None, "sub_blobs": {"x": base64.b64encode(data).decode()}}
+        tracemalloc.start()
+        started = time.perf_counter()
+        _facts, errors = _handover.decode_side(raw, "in")
+        seconds = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        out[name] = {"input": what, "bytes": len(data), "seconds": round(seconds, 3), "peak_mib": round(peak / 2**20, 1),
+                     "result": "refused" if errors else "decoded", "expected": expected,
+                     "error": errors[0]["error"] if errors else None}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--fleet", default="1,2,4")
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--no-lab", action="store_true", help="the controller-side figures only (decode, hostile inputs)")
     args = ap.parse_args()
-    why = lab.unavailable()
+    why = "--no-lab was given" if args.no_lab else lab.unavailable()
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} cores",
                      "repeat": args.repeat, "limit_seconds": LIMIT}
     results["decode"] = decode_cost(max(args.repeat, 20))
+    results["hostile"] = hostile_inputs()
     if why:
         print(f"lab scenarios skipped: {why}")
     else:
@@ -257,6 +280,10 @@ def report(results: dict) -> None:
         print(line)
     for name, s in results["decode"].items():
         print(f"  decode {name:17} {s['median'] * 1000:.1f} ms [{s['min'] * 1000:.1f}-{s['max'] * 1000:.1f}]")
+    print("hostile inputs (controller decode; target: each refused or decoded in < 1 s and < 100 MB):")
+    for name, h in results["hostile"].items():
+        print(f"  {name:16} {h['bytes'] / 2**20:6.2f} MiB  {h['seconds']:6.3f} s  peak {h['peak_mib']:6.1f} MiB  "
+              f"{h['result']}{'' if h['result'] == h['expected'] else ' (EXPECTED ' + h['expected'] + ')'}")
     sc = results.get("scenarios") or {}
     med = {k: v["seconds"]["median"] for k, v in sc.items()}
     lat = {k: v["detect_latency"]["median"] for k, v in sc.items()}
@@ -268,6 +295,8 @@ def report(results: dict) -> None:
         "role - floor, seconds (target < 5)": round(med["role"] - med["floor"], 2) if med.get("role") and med.get("floor") else None,
         "4 guests / 1 guest (target <= 1.5)": ratio((results.get("fleet") or {}).get("4"), (results.get("fleet") or {}).get("1")),
         "synthetic 1000-node decode, seconds (target < 0.5)": results["decode"]["synthetic_1000_nodes"]["median"],
+        "slowest hostile input, seconds (target < 1)": max(h["seconds"] for h in results["hostile"].values()),
+        "largest hostile peak, MiB (target < 100)": max(h["peak_mib"] for h in results["hostile"].values()),
     }
     results["targets"] = targets
     print("targets:")

@@ -34,7 +34,7 @@ MAX_VALUE = 4096  # a longer property value is summarised (size, sha256, first b
 MAX_RSVMAP = 256  # memory reservation entries (KHO writes none); pyfdt's cost grows with their square
 # pyfdt compares each new child of a node (property or node) with every earlier one: the sum of
 # those comparisons over the blob is bounded, so that no blob costs it more than a fraction of a second.
-MAX_SIBLING_PAIRS = 1_000_000
+MAX_SIBLING_PAIRS = 600_000
 PRINTABLE = frozenset(range(0x20, 0x7F))
 
 
