@@ -13,11 +13,14 @@ description:
     C(/run/kexec-kho/handover.lock). The file records which run holds it; it is read and changed only
     under C(flock), and C(/run) empties at the jump, so the new kernel starts unlocked.
   - The owner is the running C(ansible-playbook) (or C(ansible)) process on the controller, identified by
-    controller host name, process id and process start time. Each task of one run is the same owner, so
-    taking the lock again in the same run changes nothing.
-  - When another run holds the lock, the module takes it over only if that run has ended, that is, its process is
-    gone from this same controller (a run cut off by a dropped connection, say). A holder on another
-    controller, or one still running, is never replaced unless O(break_lock) names it.
+    controller host name, process id, process start time and a random nonce the run's first task writes under
+    C(~/.ansible/kexec-kho/runs), with the controller's machine id and pid namespace beside them, and the
+    inventory name the task runs for. Each task of one run for one inventory name is the same owner, so taking
+    the lock again changes nothing; one host reached under two inventory names is locked for one at a time.
+  - When another owner holds the lock, the module takes it over only with proof that its run has ended, that is,
+    the run's nonce is on this controller (same host name, machine id and pid namespace) and its process is gone
+    (a run cut off by a dropped connection, say). A holder on another controller or container, one still running,
+    or another inventory name of this same run, is never replaced unless O(break_lock) names its run.
 author:
   - kexec.kho contributors (@kexec-kho)
 extends_documentation_fragment:
@@ -58,7 +61,7 @@ EXAMPLES = r"""
 
 - name: Take over a lock whose run is known to be over (its id is in the refusal message)
   kexec.kho.kho_lock:
-    break_lock: "ctl-1:41877:9184523"
+    break_lock: "ctl-1:41877:9184523:5f0c2a9e3b1d7c44"
   become: true
 
 - name: Give it back
@@ -76,8 +79,9 @@ holder:
   description: The record of the run holding the lock after the task (V(null) when released).
   returned: always
   type: dict
-  sample: {"run": "ctl-1:41877:9184523", "controller": "ctl-1", "pid": 41877, "user": "sre",
-           "since": "2026-11-25T17:02:11Z"}
+  sample: {"run": "ctl-1:41877:9184523:5f0c2a9e3b1d7c44", "controller": "ctl-1",
+           "machine_id": "0f3c1c9be1a54c7e9b2d6e4f8a7d1c2b", "pid_namespace": "pid:[4026531836]", "target": "web-1",
+           "pid": 41877, "user": "sre", "since": "2026-11-25T17:02:11Z"}
 previous:
   description: The record of the run whose lock this task took over, when it did.
   returned: O(state=acquired)
@@ -108,7 +112,7 @@ def main():
         module.fail_json(msg=f"owner must carry a run id (set by the action plugin), not {owner!r}")
     try:
         if module.params["state"] == "released":
-            result = lock.release(path, owner["run"], module.check_mode)
+            result = lock.release(path, owner, module.check_mode)
             module.exit_json(msg=f"released {path}" if result["changed"] else f"{path} was not held", **result)
         result = lock.acquire(path, owner, module.params["break_lock"], module.check_mode)
     except lock.HeldByOther as exc:

@@ -3,15 +3,23 @@
 """Who is running: the controller process that owns a host's handover lock.  Not a public API.
 
 Tasks run in worker processes forked from the ansible-playbook process, so the run is the
-parent process, named by host, pid and start time (a recycled pid gets a new start time).
+parent process, named by host, pid, start time (a recycled pid gets a new start time) and a
+random nonce that the run's first task writes under RUNS_DIR.  The record also carries the
+controller's machine id and pid namespace: a run is called ended only on the controller (same
+host name, machine id and pid namespace) that holds its nonce, so that two containers or CI
+images with one host name never take each other's locks.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import secrets
 import socket
 import time
+
+RUNS_DIR = os.path.join(os.path.expanduser("~"), ".ansible", "kexec-kho", "runs")
+RUNS_KEPT = 30 * 86400  # nonce files older than this are removed when a new run starts
 
 
 def start_time(pid: int, proc: str = "/proc") -> str | None:
@@ -25,22 +33,90 @@ def start_time(pid: int, proc: str = "/proc") -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def this_run(pid: int | None = None, proc: str = "/proc") -> dict:
+def machine_id() -> str | None:
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            with open(path, encoding="ascii", errors="replace") as fh:
+                return fh.read(64).strip() or None
+        except OSError:
+            continue
+    return None
+
+
+def pid_namespace(proc: str = "/proc") -> str | None:
+    try:
+        return os.readlink(f"{proc}/self/ns/pid")
+    except OSError:
+        return None
+
+
+def nonce(pid: int, started: str, runs_dir: str = RUNS_DIR) -> str | None:
+    """This run's nonce: the first task creates it (atomically, by link), every later task reads it."""
+    path = os.path.join(runs_dir, f"{pid}-{started}")
+    try:
+        with open(path, encoding="ascii") as fh:
+            return fh.read(64).strip()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    try:
+        os.makedirs(runs_dir, mode=0o700, exist_ok=True)
+        _prune(runs_dir)
+        value = secrets.token_hex(8)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="ascii") as fh:
+            fh.write(value)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another worker of this run was first
+            with open(path, encoding="ascii") as fh:
+                value = fh.read(64).strip()
+        finally:
+            os.unlink(tmp)
+        return value
+    except OSError:
+        return None
+
+
+def _prune(runs_dir: str) -> None:
+    cutoff = time.time() - RUNS_KEPT
+    for name in os.listdir(runs_dir):
+        try:
+            if os.stat(os.path.join(runs_dir, name)).st_mtime < cutoff:
+                os.unlink(os.path.join(runs_dir, name))
+        except OSError:
+            continue
+
+
+def this_run(pid: int | None = None, proc: str = "/proc", target: str | None = None, runs_dir: str = RUNS_DIR) -> dict:
+    """This run, handing over ``target`` (the inventory name: one host's two names are two owners)."""
     pid = pid or os.getppid()
     controller = socket.gethostname()
-    return {"run": f"{controller}:{pid}:{start_time(pid, proc) or 'unknown'}", "controller": controller,
-            "pid": pid, "user": getpass.getuser(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    started = start_time(pid, proc) or "unknown"
+    return {"run": f"{controller}:{pid}:{started}:{nonce(pid, started, runs_dir) or 'unknown'}",
+            "controller": controller, "machine_id": machine_id(), "pid_namespace": pid_namespace(proc),
+            "target": target, "pid": pid, "user": getpass.getuser(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def ended(holder: dict, proc: str = "/proc") -> str | None:
-    """Why the holding run is known to be over, or None when it may still be running."""
+def ended(holder: dict, proc: str = "/proc", runs_dir: str = RUNS_DIR) -> str | None:
+    """Why the holding run is known to be over, or None when it may still be running (or ran elsewhere)."""
     try:
-        controller, pid, started = holder["run"].rsplit(":", 2)
+        controller, pid, started, run_nonce = holder["run"].rsplit(":", 3)
         pid = int(pid)
     except (KeyError, AttributeError, ValueError):
         return None
-    if controller != socket.gethostname() or started == "unknown" or not os.path.isdir(proc):
+    if controller != socket.gethostname() or "unknown" in (started, run_nonce) or not os.path.isdir(proc):
         return None
+    if holder.get("machine_id") != machine_id() or holder.get("pid_namespace") != pid_namespace(proc):
+        return None  # same host name, another machine or container: its processes are not ours to see
+    try:
+        with open(os.path.join(runs_dir, f"{pid}-{started}"), encoding="ascii") as fh:
+            if fh.read(64).strip() != run_nonce:
+                return None
+    except OSError:
+        return None  # no proof that the run ever ran on this controller
     now = start_time(pid, proc)
     if now is None:
         return f"its process {pid} on {controller} has exited"

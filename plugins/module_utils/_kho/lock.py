@@ -3,7 +3,9 @@
 """The per-host handover lock: a JSON record under /run, read and changed only under flock.  Not a public API.
 
 /run is a tmpfs, so the lock goes away with the jump.  Taking it over is a compare-and-swap:
-a holder is replaced only when the caller names the run it replaces.
+a holder is replaced only when the caller names the run it replaces.  An owner is a run and the
+inventory name it hands over (``target``): one run reaching one host under two names holds the
+lock for one name at a time, so the two handovers are serialised.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import os
 from ansible_collections.kexec.kho.plugins.module_utils._kho.files import write_atomic
 
 DEFAULT_PATH = "/run/kexec-kho/handover.lock"
+
+
+def same_owner(a: dict | None, b: dict) -> bool:
+    return a is not None and a.get("run") == b.get("run") and a.get("target") == b.get("target")
 
 
 class HeldByOther(Exception):
@@ -61,7 +67,7 @@ def acquire(path: str, owner: dict, replace: str | None = None, check_mode: bool
     """Take the lock for owner['run'], or take it over from the run named by ``replace``."""
     with _guard(path):
         current = read(path)
-        if current is not None and current["run"] == owner["run"]:
+        if same_owner(current, owner):
             return {"changed": False, "acquired": True, "holder": current, "previous": None}
         if current is not None and current["run"] != replace:
             return {"changed": False, "acquired": False, "holder": current, "previous": None}
@@ -70,13 +76,13 @@ def acquire(path: str, owner: dict, replace: str | None = None, check_mode: bool
         return {"changed": True, "acquired": True, "holder": owner, "previous": current}
 
 
-def release(path: str, run: str, check_mode: bool = False) -> dict:
-    """Remove the lock if ``run`` holds it; raise HeldByOther if another run does."""
+def release(path: str, owner: dict, check_mode: bool = False) -> dict:
+    """Remove the lock if ``owner`` holds it; raise HeldByOther if another owner does."""
     with _guard(path):
         current = read(path)
         if current is None:
             return {"changed": False, "holder": None}
-        if current["run"] != run:
+        if not same_owner(current, owner):
             raise HeldByOther(current)
         if not check_mode:
             os.unlink(path)

@@ -46,16 +46,16 @@ def test_check_mode_writes_nothing(path):
     res = L.acquire(path, A, check_mode=True)
     assert res["changed"] and res["acquired"] and not os.path.exists(path)
     L.acquire(path, A)
-    assert L.release(path, A["run"], check_mode=True)["changed"] and L.read(path) == A
+    assert L.release(path, A, check_mode=True)["changed"] and L.read(path) == A
 
 
 def test_release_only_by_the_holder(path):
-    assert L.release(path, A["run"])["changed"] is False
+    assert L.release(path, A)["changed"] is False
     L.acquire(path, A)
     with pytest.raises(L.HeldByOther) as exc:
-        L.release(path, B["run"])
+        L.release(path, B)
     assert exc.value.holder == A and L.read(path) == A
-    assert L.release(path, A["run"])["changed"] and not os.path.exists(path)
+    assert L.release(path, A)["changed"] and not os.path.exists(path)
 
 
 @pytest.mark.parametrize("content", [b"not json", b"[1, 2]", b'{"run": 7}'])
@@ -86,28 +86,79 @@ def test_racing_runs_one_wins(path):
     assert len(winners) == 1 and L.read(path)["run"] == f"ctl:{winners[0]}:1"
 
 
-def test_this_run_is_the_parent_process():
-    me = _owner.this_run()
-    assert me["pid"] == os.getppid() and me["controller"] == socket.gethostname()
-    assert me["run"] == f"{socket.gethostname()}:{os.getppid()}:{_owner.start_time(os.getppid())}"
+def test_this_run_is_the_parent_process_with_one_nonce_for_all_its_workers(tmp_path):
+    me = _owner.this_run(runs_dir=str(tmp_path), target="web-1")
+    nonce = (tmp_path / f"{os.getppid()}-{_owner.start_time(os.getppid())}").read_text()
+    assert me["pid"] == os.getppid() and me["controller"] == socket.gethostname() and me["target"] == "web-1"
+    assert me["run"] == f"{socket.gethostname()}:{os.getppid()}:{_owner.start_time(os.getppid())}:{nonce}"
+    assert me["machine_id"] == _owner.machine_id() and me["pid_namespace"] == _owner.pid_namespace()
+    assert _owner.this_run(runs_dir=str(tmp_path))["run"] == me["run"]  # a later task of the same run
+    assert stat.S_IMODE(tmp_path.stat().st_mode) in (0o700, 0o755)  # tmp_path itself is pytest's
 
 
-def test_a_live_run_is_never_called_ended():
-    assert _owner.ended(_owner.this_run(os.getpid())) is None
+def _nonce_in_a_worker(runs_dir, barrier, out):
+    barrier.wait()
+    out.put(_owner.nonce(4242, "99", runs_dir))
 
 
-def test_an_exited_run_is_ended():
+def test_racing_workers_of_one_run_agree_on_its_nonce(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    barrier, out = ctx.Barrier(8), ctx.Queue()
+    procs = [ctx.Process(target=_nonce_in_a_worker, args=(str(tmp_path / "runs"), barrier, out)) for _n in range(8)]
+    for p in procs:
+        p.start()
+    nonces = {out.get(timeout=30) for _p in procs}
+    for p in procs:
+        p.join()
+    assert len(nonces) == 1 and None not in nonces
+    assert sorted(os.listdir(tmp_path / "runs")) == ["4242-99"]  # no temporary file left
+
+
+def test_a_live_run_is_never_called_ended(tmp_path):
+    assert _owner.ended(_owner.this_run(os.getpid(), runs_dir=str(tmp_path)), runs_dir=str(tmp_path)) is None
+
+
+def _holder(pid: int, started: str, runs_dir: str, **extra) -> dict:
+    nonce = _owner.nonce(pid, started, runs_dir)
+    return {"run": f"{socket.gethostname()}:{pid}:{started}:{nonce}", "machine_id": _owner.machine_id(),
+            "pid_namespace": _owner.pid_namespace(), **extra}
+
+
+def test_an_exited_run_is_ended(tmp_path):
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
-    gone = _owner.this_run(int(proc.stdout))
-    assert "has exited" in _owner.ended({**gone, "run": f"{socket.gethostname()}:{int(proc.stdout)}:1"})
+    assert "has exited" in _owner.ended(_holder(int(proc.stdout), "1", str(tmp_path)), runs_dir=str(tmp_path))
 
 
-def test_a_recycled_pid_is_ended():
-    me = _owner.this_run(os.getpid())
-    assert "belongs to another process" in _owner.ended({"run": f"{me['controller']}:{os.getpid()}:0"})
+def test_a_recycled_pid_is_ended(tmp_path):
+    holder = _holder(os.getpid(), "0", str(tmp_path))
+    assert "belongs to another process" in _owner.ended(holder, runs_dir=str(tmp_path))
 
 
-@pytest.mark.parametrize("run", ["other-controller:1:1", f"{socket.gethostname()}:1:unknown", "garbage", None])
+@pytest.mark.parametrize("change", ["machine_id", "pid_namespace", "nonce", "no nonce file"])
+def test_a_run_of_another_machine_or_container_with_this_host_name_is_not_ended(tmp_path, change):
+    """Containers, EEs and CI images share host names: only this controller's own runs can be proven over."""
+    holder = _holder(os.getpid(), "0", str(tmp_path))  # ended, were it ours
+    if change in ("machine_id", "pid_namespace"):
+        holder[change] = "other"
+    elif change == "nonce":
+        holder["run"] = holder["run"].rsplit(":", 1)[0] + ":0123456789abcdef"
+    else:
+        os.unlink(tmp_path / f"{os.getpid()}-0")
+    assert _owner.ended(holder, runs_dir=str(tmp_path)) is None
+
+
+@pytest.mark.parametrize("run", ["other-controller:1:1:ab", f"{socket.gethostname()}:1:unknown:ab",
+                                 f"{socket.gethostname()}:1:1:unknown", f"{socket.gethostname()}:1:1", "garbage", None])
 def test_what_cannot_be_told_is_not_ended(run):
     assert _owner.ended({"run": run}) is None
+
+
+def test_two_inventory_names_of_one_host_are_serialised_within_one_run(path):
+    web, alias = {"run": "ctl:1:1:ab", "target": "web-1"}, {"run": "ctl:1:1:ab", "target": "web-1-alias"}
+    assert L.acquire(path, web)["acquired"]
+    refused = L.acquire(path, alias)
+    assert refused["acquired"] is False and refused["holder"]["target"] == "web-1"
+    with pytest.raises(L.HeldByOther):
+        L.release(path, alias)
+    assert L.release(path, web)["changed"] and L.acquire(path, alias)["acquired"]
