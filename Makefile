@@ -18,7 +18,7 @@ PY_NEWEST := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13
 NEWEST := $(abspath .venv-newest)
 COLL_NEWEST := $(abspath build-newest)/ansible_collections/kexec/kho
 
-.PHONY: unit test test-lab demo bench venv layout host sanity lint docs units simulated lab-build lab-lean \
+.PHONY: unit test test-lab demo bench venv layout host static sanity lint docs units simulated lab-build lab-lean \
 	lab-full newest lab-up lab-down clean
 
 $(BIN)/.stamp: requirements.txt tests/requirements.txt
@@ -43,6 +43,9 @@ lint: layout
 	cd $(COLL) && ansible-lint --profile production --offline -q
 
 PYTEST = cd $(COLL) && python -m pytest -ra -p no:cacheprovider
+
+static: venv
+	flake8 --max-line-length 160 --extend-ignore E402,W503,W504 plugins tests bench
 
 units: layout
 	$(PYTEST) -m "not lab" tests/unit tests/package

@@ -22,12 +22,12 @@ LOG_DIR = ROOT / "build" / "logs"
 # (stage, make target, needs a background stage or None, runs in the background)
 TIERS = {
     "unit": [
-        ("static checks (ansible-test sanity, 2.19/py3.11)", "sanity", None, False),
+        ("static checks (flake8: pyflakes, pycodestyle)", "static", None, False),
         ("unit and package tests", "units", None, False),
-        ("simulated-tree integration", "simulated", None, False),
     ],
     "test": [
         ("lab: host packages, kernel, root fs, disk, snapshot", "lab-build", None, True),
+        ("static checks (flake8)", "static", None, False),
         ("sanity, 2.19/py3.11 + target Pythons", "sanity", None, False),
         ("newest leg: sanity + units, 2.21/py3.13", "newest", None, False),
         ("ansible-lint (production)", "lint", None, False),

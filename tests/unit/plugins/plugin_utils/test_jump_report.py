@@ -196,10 +196,10 @@ def test_html_is_self_contained_and_escaped():
     assert "downtime 12.5 s" in page
 
 
-JSON_VALUE = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                        max_size=4),
-                          max_leaves=16)
+SCALAR = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+JSON_VALUE = st.recursive(
+    SCALAR, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=16)
 FIELDS = ("verdict", "failed_step", "error", "release_before", "release_after", "kexec_count", "downtime",
           "previous_release", "timings", "regions")
 RESULT = st.fixed_dictionaries({}, optional={k: JSON_VALUE for k in FIELDS}) | JSON_VALUE
