@@ -31,7 +31,7 @@ class BootloaderError(Exception):
 
 
 def kho_tokens(line: str) -> list:
-    return [tok for _ws, tok in Cmdline(line)._pairs if key_value(tok)[0].replace("-", "_") in KHO_KEYS]
+    return [tok for tok in Cmdline(line).tokens() if key_value(tok)[0].replace("-", "_") in KHO_KEYS]
 
 
 class Backend:
@@ -247,9 +247,7 @@ class KernelInstall(FileBackend):
         self.running = running
         self.done: list = []
 
-    def read(self) -> str:
-        self._target(self.path)
-        data = files.read(self.path)
+    def read(self, data: bytes | None = None) -> str:
         if data is None:  # kernel-install then uses the running line, less the boot loader's own
             c = Cmdline(self.running)
             for key in ("BOOT_IMAGE", "initrd"):
@@ -258,15 +256,16 @@ class KernelInstall(FileBackend):
         return data.decode().strip()
 
     def plan(self, edit, clean) -> dict:
+        self._target(self.path)
         data = files.read(self.path)
-        before = self.read()
+        before = self.read(data)
         after = edit(before)
         check_length(after)
         return {"before": before, "after": after, "conflicts": [], "target": self.path,
                 "files": {self.path: (data, (after + "\n").encode())} if after != before else {}}
 
     def gate_file(self, old: bytes | None, new: bytes) -> None:
-        gate(written_tokens(self.read() if old is None else old.decode(), new.decode()))
+        gate(written_tokens(self.read(old), new.decode()))
 
     def regenerate_argv(self) -> list:
         tool = self.module.get_bin_path("kernel-install")

@@ -90,6 +90,9 @@ class Cmdline:
         want = _norm(key)
         return [i for i in range(self._kernel_end()) if _norm(key_value(self._pairs[i][1])[0]) == want]
 
+    def tokens(self) -> list:
+        return [tok for _ws, tok in self._pairs]
+
     def params(self) -> list[tuple[str, str | None]]:
         return [key_value(tok) for _ws, tok in self._pairs[:self._kernel_end()]]
 
@@ -335,9 +338,9 @@ def apply_kho(line: str, state: str, kho: str | None = None, scratch: str | None
 
 def written_tokens(before: str, after: str) -> list:
     """The tokens of ``after`` that ``before`` did not have: what a writer adds to a file."""
-    had = [tok for _ws, tok in Cmdline(before)._pairs]
+    had = Cmdline(before).tokens()
     out = []
-    for _ws, tok in Cmdline(after)._pairs:
+    for tok in Cmdline(after).tokens():
         if tok in had:
             had.remove(tok)
         else:
