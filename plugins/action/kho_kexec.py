@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import time
 
-from ansible.errors import AnsibleConnectionFailure
+from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import (
+    ARGUMENT_SPEC, JUMP_OPTIONS, MUTUALLY_EXCLUSIVE, REQUIRED_IF, check_values,
+)
 from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
 
 display = Display()
 
 MODULE = "kexec.kho.kho_kexec"
-JUMP_ARGS = {
-    "method": "kexec",
-    "connect_timeout": 5,
-    "kexec_timeout": 300,
-    "post_kexec_delay": 0,
-    "poll_interval": 0.25,
-    "test_command": None,
-    "verify_handover": True,
-}
 
 
 class ActionModule(ActionBase):
@@ -37,10 +31,14 @@ class ActionModule(ActionBase):
         if self._connection.transport == "local" or self._play_context.connection == "local":
             return {**result, "failed": True, "msg": "state=executed is refused on a local connection: the jump "
                                                      "would replace the controller's own kernel"}
-        opts = {k: args.pop(k, v) for k, v in JUMP_ARGS.items()}
-        if opts["method"] not in ("kexec", "systemctl"):
-            return {**result, "failed": True, "msg": f"method must be 'kexec' or 'systemctl', not {opts['method']!r}"}
-        load_args = {**args, "state": "loaded"}
+        try:  # every option, before anything on the host is read or changed
+            _validation, valid = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC, required_if=REQUIRED_IF,
+                                                             mutually_exclusive=MUTUALLY_EXCLUSIVE)
+            check_values(valid)
+        except (AnsibleActionFail, ValueError) as exc:
+            return {**result, "failed": True, "jumped": False, "msg": f"kho_kexec: {exc}"}
+        opts = {k: valid[k] for k in JUMP_OPTIONS}
+        load_args = {**{k: v for k, v in args.items() if k not in JUMP_OPTIONS}, "state": "loaded"}
         return self._execute(result, load_args, opts, task_vars)
 
     # ------------------------------------------------------------ steps
@@ -85,15 +83,18 @@ class ActionModule(ActionBase):
 
     def _execute(self, result, load_args, opts, task_vars):
         started = time.monotonic()
+        result["jumped"] = False
         old_id = _jump.boot_id(self._read_boot_id())
         if not old_id:
             return {**result, "failed": True, "msg": "could not read a well-formed boot id before the jump"}
         load = self._execute_module(module_name=MODULE, module_args=load_args, task_vars=task_vars)
-        result["load"] = load
+        result.update(load=load, boot_id_before=old_id)
         if load.get("failed"):
             return {**result, "failed": True, "msg": f"load failed, nothing was jumped: {load.get('msg')}"}
         if self._task.check_mode:
             return {**result, "changed": True, "msg": "would load and jump to the new kernel"}
+        # From the trigger on, every return says what is known of the jump.
+        result.update(jumped=None, old_boot_answers=0, boot_id_after=None, handover_received=None, downtime=None)
         # Clean up the remote temporary directory now: after the jump it belongs to a kernel
         # that is gone, and removing it at the end would fail on a host that does not return.
         self._remove_tmp_path(self._connection._shell.tmpdir)
@@ -108,7 +109,8 @@ class ActionModule(ActionBase):
         if res["rc"]:
             self._rollback(task_vars)
             why = (res.get("stderr") or res.get("stdout") or "").strip()  # a pty merges stderr into stdout
-            return {**result, "failed": True, "msg": f"the jump was not started: {why}; the image was unloaded"}
+            return {**result, "failed": True, "jumped": False,
+                    "msg": f"the jump was not started: {why}; the image was unloaded"}
         arrival = {}
         root = (load_args.get("debugfs_root") or "/sys/kernel/debug") if opts["verify_handover"] else None
         original_timeout = self._connection_timeout(opts["connect_timeout"])
@@ -122,22 +124,26 @@ class ActionModule(ActionBase):
                 return first
 
             back = _jump.wait_for_new_boot(read_new, old_id, float(opts["kexec_timeout"]),
-                                           float(opts["poll_interval"]), self._probe())
+                                           float(opts["poll_interval"]), self._probe(),
+                                           not_jumped_after=float(opts["not_jumped_after"]))
             downtime = time.monotonic() - jumped_at
+            result.update(jumped=True, old_boot_answers=back["old_answers"], boot_id_after=back["boot_id"],
+                          downtime=round(downtime, 2))
             test = self._shell(opts["test_command"]) if opts["test_command"] else {"rc": 0}
         except _jump.NotBack as exc:
             self._connection.reset()  # later tasks must not reuse a connection to the kernel that left
-            return {**result, "failed": True, "changed": True, "boot_id_before": old_id,
-                    "waited": round(time.monotonic() - jumped_at, 2), "msg": str(exc)}
+            result.update(old_boot_answers=exc.old_answers, waited=round(time.monotonic() - jumped_at, 2))
+            if exc.seen_down or not exc.old_answers:
+                return {**result, "failed": True, "changed": True, "msg": str(exc)}
+            self._rollback(task_vars)  # still on its old boot: as if the jump was never asked for
+            return {**result, "failed": True, "jumped": False, "msg": f"{exc}; the image was unloaded"}
         finally:
             if original_timeout is not None:
                 self._connection_timeout(original_timeout)
         if test["rc"]:
-            return {**result, "failed": True, "changed": True, "boot_id_before": old_id,
-                    "boot_id_after": back["boot_id"],
+            return {**result, "failed": True, "changed": True,
                     "msg": f"the host is back on a new boot, but the test command failed: {test.get('stderr')}"}
-        result.update(changed=True, rebooted=True, boot_id_before=old_id, boot_id_after=back["boot_id"],
-                      downtime=round(downtime, 2), elapsed=round(time.monotonic() - started, 2),
+        result.update(changed=True, rebooted=True, elapsed=round(time.monotonic() - started, 2),
                       detect_latency=(round(back["waited"] - back["first_answer"], 2)
                                       if back["first_answer"] is not None else None),
                       attempts=back["attempts"], method=opts["method"])

@@ -39,7 +39,8 @@ options:
     required: true
     choices: [loaded, unloaded, executed]
   kernel:
-    description: Path of the kernel image on the host (x86 bzImage, arm64 Image or EFI zboot). Required for O(state=loaded).
+    description: Path of the kernel image on the host (x86 bzImage, arm64 Image or EFI zboot). Required for O(state=loaded)
+      and O(state=executed).
     type: path
   initrd:
     description: Path of the initrd on the host.
@@ -103,6 +104,14 @@ options:
     description: After the jump, fail unless the new kernel received handover data (C(kho/in) exists).
     type: bool
     default: true
+  not_jumped_after:
+    description:
+      - Seconds after the trigger after which a host that still answers on its old boot id, and was never seen
+        gone, did not jump (a detached C(kexec -e) that failed, a C(systemd-run) timer that never fired); the image is
+        unloaded and the task fails with RV(jumped=false). Raise it where C(systemctl kexec) takes longer to stop
+        the host's services.
+    type: int
+    default: 60
 notes:
   - O(state=executed) is refused on a C(local) connection.
   - Under kernel lockdown or C(KEXEC_SIG_FORCE) only a signed image loads; the error says so.
@@ -216,17 +225,31 @@ rebooted:
   description: The host came back on a new boot.
   returned: O(state=executed), success
   type: bool
+jumped:
+  description:
+    - Whether the host left its boot. V(true) once a new boot id was read; V(false) when nothing was jumped (the load
+      or the trigger failed, or the host kept answering on its old boot id for O(not_jumped_after) seconds without
+      ever being seen gone; then the image was unloaded); V(null) when that is unknown (the host went away and did
+      not come back within O(kexec_timeout)).
+    - Returned on every O(state=executed) result, failures included; roles decide from it, never from RV(msg).
+  returned: O(state=executed)
+  type: bool
+old_boot_answers:
+  description: How many answers after the trigger still came from the old boot.
+  returned: O(state=executed), after the trigger
+  type: int
 boot_id_before:
   description: The boot id before the jump.
-  returned: O(state=executed)
+  returned: O(state=executed), once read
   type: str
 boot_id_after:
-  description: The new boot id (well-formed and different from the old one).
-  returned: O(state=executed), success
+  description: The new boot id (well-formed and different from the old one); V(null) where none was read.
+  returned: O(state=executed), after the trigger
   type: str
 downtime:
-  description: Seconds from starting the jump to the first successful answer on the new boot.
-  returned: O(state=executed), success
+  description: Seconds from starting the jump to the first successful answer on the new boot; V(null) where there
+    was none.
+  returned: O(state=executed), after the trigger
   type: float
 elapsed:
   description: Seconds the whole task took, load included.
@@ -246,8 +269,9 @@ method:
   returned: O(state=executed), success
   type: str
 handover_received:
-  description: The new kernel has handover data (C(kho/in)); checked with O(verify_handover).
-  returned: O(state=executed), when verified
+  description: The new kernel has handover data (C(kho/in)), checked with O(verify_handover); V(null) where the host
+    did not come back on a new boot or the check was not asked for.
+  returned: O(state=executed), after the trigger
   type: bool
 waited:
   description: Seconds waited before giving up.
@@ -259,34 +283,22 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import host
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError
-from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import Kexec, KexecError, ensure_loaded, ensure_unloaded
+from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import (
+    ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE, REQUIRED_IF, Kexec, KexecError, check_values, ensure_loaded, ensure_unloaded,
+)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec={
-            **host.ARGUMENT_SPEC,
-            "state": {"type": "str", "required": True, "choices": ["loaded", "unloaded", "executed"]},
-            "kernel": {"type": "path"},
-            "initrd": {"type": "path"},
-            "cmdline": {"type": "str"},
-            "append": {"type": "str"},
-            "ensure_kho": {"type": "bool", "default": True},
-            "finalize": {"type": "bool", "default": False},
-            "force": {"type": "bool", "default": False},
-            "state_dir": {"type": "path", "default": "/run/kexec-kho"},
-            "method": {"type": "str", "default": "kexec", "choices": ["kexec", "systemctl"]},
-            "connect_timeout": {"type": "int", "default": 5},
-            "kexec_timeout": {"type": "int", "default": 300},
-            "post_kexec_delay": {"type": "float", "default": 0},
-            "poll_interval": {"type": "float", "default": 0.25},
-            "test_command": {"type": "str"},
-            "verify_handover": {"type": "bool", "default": True},
-        },
-        required_if=[("state", "loaded", ("kernel",)), ("state", "executed", ("kernel",))],
-        mutually_exclusive=[("cmdline", "append")],
+        argument_spec=ARGUMENT_SPEC,
+        required_if=REQUIRED_IF,
+        mutually_exclusive=MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )
+    try:
+        check_values(module.params)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
     kho = host.from_params(module.params)
     kexec = Kexec(module, module.params["state_dir"])
     try:

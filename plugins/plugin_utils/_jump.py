@@ -20,6 +20,14 @@ LOADED_PATH = "/sys/kernel/kexec_loaded"
 class NotBack(Exception):
     """The host did not answer on a new boot id in time."""
 
+    def __init__(self, msg: str, old_answers: int = 0, seen_down: bool = True):
+        super().__init__(msg)
+        self.old_answers, self.seen_down = old_answers, seen_down
+
+
+class NotJumped(NotBack):
+    """The host still answers on its old boot, never seen gone, well after the trigger: no jump happened."""
+
 
 def boot_id(text) -> str | None:
     """A well-formed boot id from a command's output, or None (an error message is never one)."""
@@ -86,17 +94,20 @@ def handover_failure(output: str, debugfs_root: str) -> str | None:
 
 
 def wait_for_new_boot(read_boot_id, old_id: str, timeout: float, interval: float = 0.25, probe=None,
-                      wait_gone: float = 30.0, clock=time.monotonic, sleep=time.sleep) -> dict:
+                      wait_gone: float = 30.0, not_jumped_after: float | None = None, clock=time.monotonic,
+                      sleep=time.sleep) -> dict:
     """Poll until read_boot_id() returns a well-formed id other than old_id.
 
     ``probe`` (optional) is a cheap check run first on each round, such as an SSH banner
     read, so that a host that is back is seen within ``interval`` and not after a back-off.
     With a probe, polling starts once the old kernel has stopped answering (or after
     ``wait_gone`` seconds), so no session is opened to a kernel about to vanish.
-    Every failure of read_boot_id counts as 'not yet'.  Raises NotBack after ``timeout``.
+    Every failure of read_boot_id counts as 'not yet', and as a sign the old kernel is gone.
+    Raises NotJumped when the old boot id still answers ``not_jumped_after`` seconds in and the
+    host was never seen gone; NotBack after ``timeout``.  Each carries the old boot's answers.
     """
     start = clock()
-    attempts, first_answer, last_error, seen_down = 0, None, None, False
+    attempts, first_answer, last_error, seen_down, old_answers = 0, None, None, False, 0
     while probe is not None and clock() - start < min(wait_gone, timeout):
         if not probe():
             seen_down = True
@@ -112,11 +123,16 @@ def wait_for_new_boot(read_boot_id, old_id: str, timeout: float, interval: float
             try:
                 new = boot_id(read_boot_id())
             except Exception as exc:  # pylint: disable=broad-except
-                new, last_error = None, exc
+                new, last_error, seen_down = None, exc, True
             if new and new != old_id:
                 return {"boot_id": new, "attempts": attempts, "waited": clock() - start,
-                        "first_answer": first_answer}
+                        "first_answer": first_answer, "old_answers": old_answers}
+            old_answers += new == old_id
+            if old_answers and not seen_down and not_jumped_after is not None and clock() - start >= not_jumped_after:
+                raise NotJumped(f"the jump did not happen: the host still answers on its old boot {old_id} "
+                                f"{clock() - start:.0f} s after the trigger and was never seen gone",
+                                old_answers, False)
         sleep(interval)
     detail = f"; last error: {last_error}" if last_error else ""
     raise NotBack(f"the host did not answer on a new boot id within {timeout:.0f} s "
-                  f"({attempts} attempts{detail})")
+                  f"({attempts} attempts{detail})", old_answers, seen_down)

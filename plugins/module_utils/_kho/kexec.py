@@ -14,6 +14,7 @@ import tempfile
 import time
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdline, GrammarError, parse_bool
+from ansible_collections.kexec.kho.plugins.module_utils._kho import host
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError, require_kho, transition
 
 STATE_DIR = "/run/kexec-kho"
@@ -24,6 +25,47 @@ HEADER_BYTES = 0x240
 
 class KexecError(Exception):
     pass
+
+
+# kho_kexec's options, once: the module validates them on the host, and the action plugin validates them
+# on the controller before state=executed reads or changes anything there.
+ARGUMENT_SPEC = {
+    **host.ARGUMENT_SPEC,
+    "state": {"type": "str", "required": True, "choices": ["loaded", "unloaded", "executed"]},
+    "kernel": {"type": "path"},
+    "initrd": {"type": "path"},
+    "cmdline": {"type": "str"},
+    "append": {"type": "str"},
+    "ensure_kho": {"type": "bool", "default": True},
+    "finalize": {"type": "bool", "default": False},
+    "force": {"type": "bool", "default": False},
+    "state_dir": {"type": "path", "default": STATE_DIR},
+    "method": {"type": "str", "default": "kexec", "choices": ["kexec", "systemctl"]},
+    "connect_timeout": {"type": "int", "default": 5},
+    "kexec_timeout": {"type": "int", "default": 300},
+    "post_kexec_delay": {"type": "float", "default": 0},
+    "poll_interval": {"type": "float", "default": 0.25},
+    "not_jumped_after": {"type": "int", "default": 60},
+    "test_command": {"type": "str"},
+    "verify_handover": {"type": "bool", "default": True},
+}
+REQUIRED_IF = [("state", "loaded", ("kernel",)), ("state", "executed", ("kernel",))]
+MUTUALLY_EXCLUSIVE = [("cmdline", "append")]
+JUMP_OPTIONS = ("method", "connect_timeout", "kexec_timeout", "post_kexec_delay", "poll_interval", "not_jumped_after",
+                "test_command", "verify_handover")
+RANGES = {"connect_timeout": (1, 3600), "kexec_timeout": (1, 86400), "post_kexec_delay": (0, 3600),
+          "poll_interval": (0.05, 60), "not_jumped_after": (1, 86400)}
+
+
+def check_values(params: dict) -> None:
+    """What an argument spec cannot say (a kernel path that is empty, numeric ranges); raises ValueError."""
+    if params.get("state") in ("loaded", "executed") and not params.get("kernel"):
+        raise ValueError(f"kernel is {params.get('kernel')!r}; state={params['state']} needs the path of the kernel "
+                         "image on the host")
+    for name, (low, high) in RANGES.items():
+        value = params.get(name)
+        if value is not None and not low <= value <= high:
+            raise ValueError(f"{name} is {value!r}; the valid range is {low} to {high} seconds")
 
 
 def image_kind(path: str) -> str:

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import check_values
 from ansible_collections.kexec.kho.plugins.plugin_utils import _jump, _report
 
 OLD = "11111111-2222-3333-4444-555555555555"
@@ -84,6 +85,63 @@ def test_timeout_while_down_with_a_probe():
     clock = Clock()
     with pytest.raises(_jump.NotBack, match="0 attempts"):
         _jump.wait_for_new_boot(lambda: NEW, OLD, 5, 0.5, probe=lambda: False, clock=clock, sleep=clock.sleep)
+
+
+def test_a_host_still_on_its_old_boot_did_not_jump():
+    """The trigger was accepted but nothing jumped (a timer queued, then kexec -e failed): said, with the count."""
+    clock = Clock()
+    with pytest.raises(_jump.NotJumped, match=r"the jump did not happen: .* old boot 1111.* 60 s after") as info:
+        _jump.wait_for_new_boot(lambda: OLD, OLD, 300, 0.5, probe=lambda: True, not_jumped_after=60, clock=clock,
+                                sleep=clock.sleep)
+    assert clock.now < 61 and info.value.old_answers > 0 and info.value.seen_down is False
+
+
+def test_a_host_seen_gone_is_never_called_not_jumped():
+    """Old answers, a real outage, then nothing: unknown, not 'did not jump' (it may be booting elsewhere)."""
+    clock = Clock()
+
+    def probe():
+        return clock.now < 40  # the old kernel answers 40 s (a slow systemctl kexec), then it is gone for good
+    with pytest.raises(_jump.NotBack) as info:
+        _jump.wait_for_new_boot(lambda: OLD, OLD, 120, 0.5, probe=probe, not_jumped_after=300, clock=clock,
+                                sleep=clock.sleep)
+    assert not isinstance(info.value, _jump.NotJumped) and info.value.seen_down and info.value.old_answers > 0
+
+
+def test_a_failed_read_counts_as_gone_without_a_probe():
+    """Through a connection with no banner check: a failed read is the sign the old kernel left."""
+    clock = Clock()
+    replies = iter([OLD, ConnectionError("reset"), *[OLD] * 1000])
+
+    def read():
+        reply = next(replies)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+    with pytest.raises(_jump.NotBack) as info:
+        _jump.wait_for_new_boot(read, OLD, 100, 1, not_jumped_after=10, clock=clock, sleep=clock.sleep)
+    assert not isinstance(info.value, _jump.NotJumped) and info.value.seen_down
+
+
+def test_old_answers_are_counted_on_success():
+    clock = Clock()
+    replies = iter([OLD, OLD, NEW])
+    back = _jump.wait_for_new_boot(lambda: next(replies), OLD, 60, 0.25, not_jumped_after=60, clock=clock,
+                                   sleep=clock.sleep)
+    assert back["old_answers"] == 2 and back["boot_id"] == NEW
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"poll_interval": -1}, "poll_interval is -1; the valid range is 0.05 to 60 seconds"),
+    ({"kexec_timeout": 0}, "kexec_timeout is 0; the valid range is 1 to 86400 seconds"),
+    ({"not_jumped_after": 10 ** 9}, "not_jumped_after is 1000000000"),
+])
+def test_jump_option_ranges_are_checked(params, message):
+    with pytest.raises(ValueError, match=message):
+        check_values(params)
+    with pytest.raises(ValueError, match="kernel is ''; state=executed needs the path of the kernel image"):
+        check_values({"state": "executed", "kernel": ""})
+    check_values({k: v for k, v in {"poll_interval": 0.25, "kexec_timeout": 300}.items()})
 
 
 @pytest.fixture
