@@ -9,6 +9,10 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 BUILD := $(abspath build)
 COLL := $(BUILD)/ansible_collections/kexec/kho
+# The lab's tests run beside the other stages in make test: from a layout of their own, which the
+# other stages' layout never rewrites under them.
+LAB_BUILD := $(abspath build-lab)
+LAB_COLL := $(LAB_BUILD)/ansible_collections/kexec/kho
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
 export KHO_BUILD := $(BUILD)
@@ -18,7 +22,7 @@ PY_NEWEST := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13
 NEWEST := $(abspath .venv-newest)
 COLL_NEWEST := $(abspath build-newest)/ansible_collections/kexec/kho
 
-.PHONY: unit test test-lab demo bench venv layout host static sanity lint docs units simulated lab-build lab-lean \
+.PHONY: unit test test-lab demo bench venv layout layout-lab host static sanity lint docs units simulated lab-build lab-lean \
 	lab-full newest lab-up lab-down clean
 
 $(BIN)/.stamp: requirements.txt tests/requirements.txt
@@ -56,11 +60,16 @@ simulated: layout
 lab-build: host
 	$(PYTHON) tests/lab/lab.py build --snapshot
 
-lab-lean: layout host
-	$(PYTEST) -m "lab and not lab_full" tests/integration
+layout-lab: venv
+	tests/utils/layout.sh $(LAB_COLL)
 
-lab-full: layout host
-	$(PYTEST) -m lab tests/integration
+LABTEST = cd $(LAB_COLL) && ANSIBLE_COLLECTIONS_PATH=$(LAB_BUILD) python -m pytest -ra -p no:cacheprovider
+
+lab-lean: layout-lab host
+	$(LABTEST) -m "lab and not lab_full" tests/integration
+
+lab-full: layout-lab host
+	$(LABTEST) -m lab tests/integration
 
 $(NEWEST)/.stamp: requirements.txt tests/requirements-newest.txt
 	$(PY_NEWEST) -m venv $(NEWEST)
@@ -107,4 +116,4 @@ lab-down:
 	$(PYTHON) tests/lab/lab.py down
 
 clean:
-	rm -rf $(BUILD) $(VENV) $(NEWEST) $(abspath build-newest)
+	rm -rf $(BUILD) $(LAB_BUILD) $(VENV) $(NEWEST) $(abspath build-newest)

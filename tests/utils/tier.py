@@ -2,10 +2,11 @@
 
     python3 tests/utils/tier.py unit|test|lab
 
-Each stage is a make target.  A stage marked "background" starts at once beside the others
-(the lab's apt, download and kernel build overlap the Python checks); the first stage that
-needs it waits for it.  Every stage runs even after one failed, so one CI run shows them all;
-the exit status is non-zero when any failed.  Standard library only: it runs before the venv.
+Each stage is a make target.  The lab's stages form a chain that runs in the background, beside
+the Python stages, from the start: its apt, download, kernel build and guest tests overlap the
+checks that need no guest.  Every stage runs even after another one failed (a chain stops at its
+own first failure), so one CI run shows them all; the exit status is non-zero when any failed.
+Standard library only: it runs before the venv exists.
 """
 
 from __future__ import annotations
@@ -13,33 +14,27 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-LOG_DIR = ROOT / "build" / "logs"
+LOG = ROOT / "build" / "logs" / "lab.log"
+LAB_BUILD = ("lab: host packages, kernel, root fs, disk, snapshot", "lab-build")
 
-# (stage, make target, needs a background stage or None, runs in the background)
+# tier: (stages in the foreground, the lab chain in the background)
 TIERS = {
-    "unit": [
-        ("static checks (flake8: pyflakes, pycodestyle)", "static", None, False),
-        ("unit and package tests", "units", None, False),
-    ],
-    "test": [
-        ("lab: host packages, kernel, root fs, disk, snapshot", "lab-build", None, True),
-        ("static checks (flake8)", "static", None, False),
-        ("sanity, 2.19/py3.11 + target Pythons", "sanity", None, False),
-        ("newest leg: sanity + units, 2.21/py3.13", "newest", None, False),
-        ("ansible-lint (production)", "lint", None, False),
-        ("docs, galaxy-importer, EE context", "docs", None, False),
-        ("unit and package tests", "units", None, False),
-        ("simulated-tree integration", "simulated", None, False),
-        ("lab, lean tier (real guest)", "lab-lean", "lab-build", False),
-    ],
-    "lab": [
-        ("lab: host packages, kernel, root fs, disk, snapshot", "lab-build", None, False),
-        ("lab, whole matrix (real guests)", "lab-full", None, False),
-    ],
+    "unit": ([("static checks (flake8: pyflakes, pycodestyle)", "static"),
+              ("unit and package tests", "units")], []),
+    "test": ([("static checks (flake8)", "static"),
+              ("sanity, 2.19/py3.11 + target Pythons", "sanity"),
+              ("newest leg: sanity + units, 2.21/py3.13", "newest"),
+              ("ansible-lint (production)", "lint"),
+              ("docs, galaxy-importer, EE context", "docs"),
+              ("unit and package tests", "units"),
+              ("simulated-tree integration", "simulated")],
+             [LAB_BUILD, ("lab, lean tier (real guests; in the background)", "lab-lean")]),
+    "lab": ([], [LAB_BUILD, ("lab, whole matrix (real guests)", "lab-full")]),
 }
 
 
@@ -47,51 +42,66 @@ def fmt(seconds: float) -> str:
     return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
 
 
+def run(make: list, target: str, out=None) -> tuple[float, str]:
+    started = time.monotonic()
+    rc = subprocess.run([*make, target], stdout=out, stderr=subprocess.STDOUT if out else None,
+                        check=False).returncode
+    return time.monotonic() - started, "passed" if rc == 0 else f"FAILED (rc {rc})"
+
+
+def chain(make: list, stages: list, rows: list, venv_ready: threading.Event) -> None:
+    """The lab's stages in order, into LOG; a failed one stops the rest of the chain.  Its guest tests
+    wait for the foreground to have made the venv (two makes must never build one venv at once)."""
+    with open(LOG, "wb") as out:
+        for i, (name, target) in enumerate(stages):
+            if target != "lab-build":
+                venv_ready.wait()
+            seconds, result = run(make, target, out)
+            rows.append((name, seconds, result))
+            if result != "passed":
+                rows += [(later, 0.0, f"not run: {target} failed") for later, _t in stages[i + 1:]]
+                return
+
+
 def main() -> int:
     tier = sys.argv[1] if len(sys.argv) > 1 else ""
     if tier not in TIERS:
         print(f"usage: tier.py {'|'.join(TIERS)}", file=sys.stderr)
         return 2
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    foreground, background = TIERS[tier]
+    LOG.parent.mkdir(parents=True, exist_ok=True)
     make = [os.environ.get("MAKE", "make"), "--no-print-directory", "-C", str(ROOT)]
     started = time.monotonic()
-    rows: list[tuple[str, float, str]] = []
-    background: dict[str, tuple[str, subprocess.Popen, float, Path]] = {}
-    for name, target, needs, in_background in TIERS[tier]:
-        if in_background:
-            log = LOG_DIR / f"{target}.log"
-            print(f"== {name}: started in the background, log {log}", flush=True)
-            with open(log, "wb") as out:
-                background[target] = (name, subprocess.Popen([*make, target], stdout=out, stderr=subprocess.STDOUT),
-                                      time.monotonic(), log)
-            continue
-        if needs in background:
-            rows.append(_finish(background.pop(needs)))
-            if rows[-1][2] != "passed":
-                rows.append((name, 0.0, f"not run: {needs} failed"))
-                continue
+    rows: list = []
+    lab_rows: list = []
+    venv_ready = threading.Event()
+    lab = threading.Thread(target=chain, args=(make, background, lab_rows, venv_ready))
+    if background and foreground:
+        print(f"== {', '.join(name for name, _t in background)}: in the background, log {LOG}", flush=True)
+        lab.start()
+    # Nothing to overlap with (make test-lab): the lab's stages in the foreground, output as it comes.
+    later = [] if foreground else background
+    for name, target in [("the test venv (.venv, tests/requirements.txt)", "venv"), *foreground, *later]:
         print(f"== {name} (make {target})", flush=True)
-        t = time.monotonic()
-        rc = subprocess.run([*make, target], check=False).returncode
-        rows.append((name, time.monotonic() - t, "passed" if rc == 0 else f"FAILED (rc {rc})"))
-    rows += [_finish(job) for job in background.values()]
+        rows.append((name, *run(make, target)))
+        venv_ready.set()
+        if target in dict(later).values() and rows[-1][2] != "passed":
+            break
+    if lab.ident:
+        print("== waiting for the lab's background stages", flush=True)
+        lab.join()
+        text = LOG.read_text(errors="replace").splitlines()
+        failed = any(r[2] != "passed" for r in lab_rows)
+        print("\n".join(text[-300:] if failed else text[-15:]), flush=True)
+        rows += lab_rows
     total = time.monotonic() - started
     width = max(len(r[0]) for r in rows)
-    print(f"\n== make {'test-lab' if tier == 'lab' else tier}: stages (m:ss, wall clock; background stages overlap)")
+    beside = "; the lab's stages ran beside the others" if background and foreground else ""
+    print(f"\n== make {'test-lab' if tier == 'lab' else tier}: stages (m:ss, wall clock{beside})")
     for name, seconds, result in rows:
         print(f"  {name:<{width}}  {fmt(seconds):>8}  {result}")
     print(f"  {'total':<{width}}  {fmt(total):>8}")
     return 0 if all(r[2] == "passed" for r in rows) else 1
-
-
-def _finish(job: tuple[str, subprocess.Popen, float, Path]) -> tuple[str, float, str]:
-    name, proc, t, log = job
-    print(f"== {name}: waiting for the background stage", flush=True)
-    rc = proc.wait()
-    seconds = time.monotonic() - t
-    text = log.read_text(errors="replace").splitlines()
-    print("\n".join(text[-40:] if rc else text[-5:]), flush=True)
-    return name, seconds, "passed" if rc == 0 else f"FAILED (rc {rc}), log {log}"
 
 
 if __name__ == "__main__":
