@@ -163,7 +163,8 @@ ansible_facts:
           description: The KHO options from C(/proc/config.gz); V(null) when the kernel does not expose it.
           type: dict
         kexec_loaded:
-          description: A kexec image is loaded (C(/sys/kernel/kexec_loaded)).
+          description: A kexec image is loaded (C(/sys/kernel/kexec_loaded)); V(null) where that file is absent (a
+            kernel without kexec).
           type: bool
         boot_id:
           description: This boot's id; it changes on every boot, kexec included.

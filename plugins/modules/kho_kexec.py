@@ -112,6 +112,9 @@ options:
         the host's services.
     type: int
     default: 60
+requirements:
+  - kexec-tools 2.0.14 or later on the managed host (C(kexec -s), for C(kexec_file_load)); an older one is refused
+    before anything changes.
 notes:
   - O(state=executed) is refused on a C(local) connection.
   - Under kernel lockdown or C(KEXEC_SIG_FORCE) only a signed image loads; the error says so.

@@ -31,7 +31,11 @@ class HeldByOther(Exception):
 
 
 @contextlib.contextmanager
-def _guard(path: str):
+def _guard(path: str, check_mode: bool = False):
+    """The flock every read-then-write holds; in check mode nothing is created (no guard: nothing to guard)."""
+    if check_mode and not os.path.exists(f"{path}.guard"):
+        yield
+        return
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
     fd = os.open(f"{path}.guard", os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -65,7 +69,7 @@ def _write(path: str, owner: dict) -> None:
 
 def acquire(path: str, owner: dict, replace: str | None = None, check_mode: bool = False) -> dict:
     """Take the lock for owner['run'], or take it over from the run named by ``replace``."""
-    with _guard(path):
+    with _guard(path, check_mode):
         current = read(path)
         if same_owner(current, owner):
             return {"changed": False, "acquired": True, "holder": current, "previous": None}
@@ -78,7 +82,7 @@ def acquire(path: str, owner: dict, replace: str | None = None, check_mode: bool
 
 def release(path: str, owner: dict, check_mode: bool = False) -> dict:
     """Remove the lock if ``owner`` holds it; raise HeldByOther if another owner does."""
-    with _guard(path):
+    with _guard(path, check_mode):
         current = read(path)
         if current is None:
             return {"changed": False, "holder": None}
