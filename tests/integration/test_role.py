@@ -23,7 +23,7 @@ def handover(guests: dict, tmp_path: Path, host_vars: dict | None = None, cli: t
     proc = run_playbook(PLAYBOOK, inventories[0], tmp_path, check=False, args=args,
                         extra={"kho_handover_kernel": KERNEL, **extra},
                         env={"ANSIBLE_CALLBACKS_ENABLED": "kexec.kho.kho_report", "KHO_REPORT_JSON": str(summary),
-                             "KHO_REPORT_HTML": str(tmp_path / "report.html")})
+                             "KHO_REPORT_HTML": str(tmp_path / "report.html"), "ANSIBLE_SHOW_CUSTOM_STATS": "1"})
     return proc, json.loads(summary.read_text()) if summary.exists() else {}
 
 
@@ -73,6 +73,9 @@ def test_host_that_never_returns_fails_alone(lab_factory, tmp_path):
     assert ok["kexec_count"] == 1 and ok["boot_id_after"] != ok["boot_id_before"], ok
     oops = [r for r in ok["regions"] if r["name"] == "oops"]
     assert oops and oops[0]["start_before"] == oops[0]["start_after"], ok["regions"]
+    stats = proc.stdout.split("CUSTOM STATS", 1)[-1]  # set_stats: what AWX/Controller keeps as artifacts
+    assert f'"{good}": {{' in stats and f'"{bad}": {{' in stats, stats[-3000:]
+    assert "verified" in stats and "failed after the jump" in stats, stats[-3000:]
 
 
 def test_panic_and_cold_boot_is_not_a_success(lab_factory, tmp_path):
