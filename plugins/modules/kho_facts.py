@@ -125,6 +125,16 @@ ansible_facts:
           description: The running kernel's release (C(uname -r)).
           type: str
           sample: 7.3.4
+        images:
+          description:
+            - The running release's kernel image and initrd as this host's distribution names them, looked for in
+              order (Debian C(/boot/vmlinuz-REL) + C(/boot/initrd.img-REL); EL and Fedora C(/boot/vmlinuz-REL) +
+              C(/boot/initramfs-REL.img); BLS C(/usr/lib/modules/REL/vmlinuz)); C(/vmlinuz) and C(/initrd.img) only
+              when none of those exists, since they point at the newest kernel installed.
+            - C(kernel) and C(initrd) are V(null) where absent; C(layout) says which naming matched.
+          type: dict
+          sample: {kernel: /boot/vmlinuz-6.12.0-55.el10.x86_64, initrd: /boot/initramfs-6.12.0-55.el10.x86_64.img,
+                   layout: el}
         machine:
           description: The host's machine name (C(uname -m)).
           type: str

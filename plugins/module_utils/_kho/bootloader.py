@@ -24,6 +24,7 @@ _ASSIGN = re.compile(rf"^(\s*(?:export\s+)?({GRUB_LINUX}(?:_DEFAULT)?)=)(.*)$")
 _REFERENCE = re.compile(rf"\$(?:\{{({GRUB_LINUX}(?:_DEFAULT)?)\}}|({GRUB_LINUX}(?:_DEFAULT)?)(?![A-Za-z0-9_]))")
 _MENUENTRY = re.compile(r"""^\s*menuentry\s+(?:'([^']*)'|"([^"]*)"|(\S+))""")
 _LINUX = re.compile(r"^\s*linux(?:16|efi)?\s+\S+(.*)$")
+_BLSCFG = re.compile(r"""^\s*(?:export\s+)?GRUB_ENABLE_BLSCFG=["']?true["']?\s*$""", re.M)
 
 
 class BootloaderError(Exception):
@@ -108,6 +109,7 @@ class Grub(FileBackend):
     """
 
     name = "grub"
+    bls_entries = "/boot/loader/entries"
 
     def __init__(self, module, path: str, grub_cfg: str | None):
         super().__init__(module)
@@ -173,6 +175,11 @@ class Grub(FileBackend):
 
     def plan(self, edit, clean) -> dict:
         texts = self.read_texts()
+        if _BLSCFG.search(texts[self.path]) and glob.glob(os.path.join(self.bls_entries, "*.conf")):
+            raise BootloaderError(
+                f"this host boots the BLS entries in {self.bls_entries} (GRUB_ENABLE_BLSCFG=true in {self.path}): each "
+                "entry carries its own options, and GRUB_CMDLINE_LINUX reaches them only through grub2-mkconfig "
+                "--update-bls-cmdline; use bootloader: grubby (auto picks it where grubby is installed)")
         places = [(path, a) for path, text in texts.items() for a in self.assignments(text)]
         linux = [pl for pl in places if pl[1][1] == GRUB_LINUX]
         target = linux[-1] if linux else None

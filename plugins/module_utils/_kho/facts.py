@@ -9,7 +9,7 @@ import os
 import sys
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import kho_params
-from ansible_collections.kexec.kho.plugins.module_utils._kho.host import KhoHost
+from ansible_collections.kexec.kho.plugins.module_utils._kho.host import KhoHost, boot_images
 
 ENABLE_HINT = "add kho=on to the kernel command line (kexec.kho.kho_cmdline) and reboot"
 
@@ -68,6 +68,7 @@ def gather(host: KhoHost, mounted: bool, read_log: bool = True) -> dict:
         "debugfs_mounted": mounted,
         "debugfs_root": host.debugfs,
         "release": host.release(),
+        "images": boot_images(host.release()),
         "machine": os.uname().machine,
         "byteorder": sys.byteorder,
         "cmdline": cmdline,

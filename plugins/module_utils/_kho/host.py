@@ -204,6 +204,37 @@ class KhoHost:
         return lines
 
 
+# The running kernel's image and initrd, per distribution family, in the order looked for:
+# Debian/Ubuntu name them vmlinuz-REL / initrd.img-REL, EL and Fedora vmlinuz-REL / initramfs-REL.img
+# (BLS systems also keep the kernel as /usr/lib/modules/REL/vmlinuz); /vmlinuz is the last resort.
+BOOT_IMAGES = (
+    ("debian", "/boot/vmlinuz-{release}", "/boot/initrd.img-{release}"),
+    ("el", "/boot/vmlinuz-{release}", "/boot/initramfs-{release}.img"),
+    ("bls", "/usr/lib/modules/{release}/vmlinuz", "/boot/initramfs-{release}.img"),
+    ("bls", "/usr/lib/modules/{release}/vmlinuz", "/usr/lib/modules/{release}/initrd"),
+    ("symlink", "/vmlinuz", "/initrd.img"),
+)
+
+
+def boot_images(release: str | None, root: str = "/") -> dict:
+    """The running release's kernel image and its initrd (None where absent), and the layout they follow.
+
+    A layout whose kernel and initrd both exist wins; then a kernel of this release alone; /vmlinuz
+    (which points at the newest kernel installed, not always the running one) only when nothing else.
+    """
+    def exists(path: str) -> bool:
+        return os.path.isfile(os.path.join(root, path.lstrip("/")))
+
+    found = []
+    for layout, kernel, initrd in BOOT_IMAGES if release else ():
+        kernel, initrd = kernel.format(release=release), initrd.format(release=release)
+        if exists(kernel):
+            found.append({"kernel": kernel, "initrd": initrd if exists(initrd) else None, "layout": layout})
+    ours = [f for f in found if f["layout"] != "symlink"]
+    return next((f for f in ours if f["initrd"]), None) or (ours or found or [
+        {"kernel": None, "initrd": None, "layout": None}])[0]
+
+
 ARGUMENT_SPEC = {
     "debugfs_root": {"type": "path", "default": "/sys/kernel/debug"},
     "sysfs_root": {"type": "path", "default": "/sys"},

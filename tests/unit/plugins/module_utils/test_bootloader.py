@@ -417,3 +417,16 @@ def test_write_atomic_keeps_owner_and_mode(tmp_path):
     assert target.read_text() == "new" and stat.S_IMODE(st.st_mode) == 0o604
     if os.geteuid() == 0:
         assert (st.st_uid, st.st_gid) == (1234, 5678)
+
+
+def test_grub_is_refused_where_bls_entries_carry_the_options(tmp_path):
+    """EL 9/10: GRUB_ENABLE_BLSCFG=true and /boot/loader/entries; editing /etc/default/grub would change nothing."""
+    (tmp_path / "grub").write_text('GRUB_CMDLINE_LINUX="ro"\nGRUB_ENABLE_BLSCFG=true\n')
+    entries = tmp_path / "entries"
+    entries.mkdir()
+    grub = B.Grub(FakeModule(tmp_path, bins={"grub2-mkconfig"}), str(tmp_path / "grub"), None)
+    grub.bls_entries = str(entries)
+    assert grub.plan(*edit_for())["after"] == "ro kho=on"  # no entries: GRUB's own grub.cfg
+    (entries / "a1b2-6.12.0-55.el10.x86_64.conf").write_text("title EL\noptions ro\n")
+    with pytest.raises(B.BootloaderError, match="boots the BLS entries in .*GRUB_ENABLE_BLSCFG=true.*bootloader: grubby"):
+        grub.plan(*edit_for())

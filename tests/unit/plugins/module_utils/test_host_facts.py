@@ -108,3 +108,31 @@ def test_blobs_travel_as_base64(tmp_path, fixtures):
     assert raw["log"] is None
     assert base64.b64decode(raw["out"]["sub_blobs"]["memblock"]) == \
         (fixtures / "cold" / "out_sub_fdts_memblock").read_bytes()
+
+
+# Simulated /boot layouts (no EL image is reachable here): each release's files as the distribution names them.
+LAYOUTS = {
+    "debian": (["boot/vmlinuz-7.3.4", "boot/initrd.img-7.3.4", "vmlinuz"],
+               {"kernel": "/boot/vmlinuz-7.3.4", "initrd": "/boot/initrd.img-7.3.4", "layout": "debian"}),
+    "el": (["boot/vmlinuz-6.12.0-55.el10.x86_64", "boot/initramfs-6.12.0-55.el10.x86_64.img",
+            "boot/initramfs-6.12.0-55.el10.x86_64kdump.img"],
+           {"kernel": "/boot/vmlinuz-6.12.0-55.el10.x86_64", "initrd": "/boot/initramfs-6.12.0-55.el10.x86_64.img",
+            "layout": "el"}),
+    "bls": (["usr/lib/modules/6.12.0-55.el10.x86_64/vmlinuz", "boot/initramfs-6.12.0-55.el10.x86_64.img"],
+            {"kernel": "/usr/lib/modules/6.12.0-55.el10.x86_64/vmlinuz",
+             "initrd": "/boot/initramfs-6.12.0-55.el10.x86_64.img", "layout": "bls"}),
+    "no initrd": (["boot/vmlinuz-7.3.4", "vmlinuz", "initrd.img"],
+                  {"kernel": "/boot/vmlinuz-7.3.4", "initrd": None, "layout": "debian"}),
+    "only /vmlinuz": (["vmlinuz"], {"kernel": "/vmlinuz", "initrd": None, "layout": "symlink"}),
+    "nothing": ([], {"kernel": None, "initrd": None, "layout": None}),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_boot_images_per_distribution_family(tmp_path, layout):
+    files, expected = LAYOUTS[layout]
+    for rel in files:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    release = "6.12.0-55.el10.x86_64" if layout in ("el", "bls") else "7.3.4"
+    assert host.boot_images(release, str(tmp_path)) == expected
