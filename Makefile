@@ -17,13 +17,13 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
 export KHO_BUILD := $(BUILD)
 
-# The newest ansible-core (2.21) needs Python 3.12+; these machines have it under ~/.pyenv only.
+# The newest ansible-core (2.21) needs Python 3.12+, the oldest one supported (2.16, as meta/runtime.yml
+# says) runs on controller Python 3.10; these machines have both under ~/.pyenv only.
 PY_NEWEST := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13 $(HOME)/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.13 python3.12 2>/dev/null))
-NEWEST := $(abspath .venv-newest)
-COLL_NEWEST := $(abspath build-newest)/ansible_collections/kexec/kho
+PY_OLDEST := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) $(shell command -v python3.10 2>/dev/null))
 
 .PHONY: unit test test-lab demo bench venv layout layout-lab host static sanity lint docs units simulated lab-build lab-lean \
-	lab-full newest lab-up lab-down clean
+	lab-full newest oldest lab-up lab-down clean
 
 $(BIN)/.stamp: requirements.txt tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -71,22 +71,13 @@ lab-lean: layout-lab host
 lab-full: layout-lab host
 	$(LABTEST) -m lab tests/integration
 
-$(NEWEST)/.stamp: requirements.txt tests/requirements-newest.txt
-	$(PY_NEWEST) -m venv $(NEWEST)
-	$(NEWEST)/bin/pip install -q --disable-pip-version-check -r tests/requirements-newest.txt
-	touch $@
-
 newest:
-ifeq ($(PY_NEWEST),)
-	@echo "newest ansible-core leg: skipped: no Python 3.12 or later on this machine (ansible-core 2.21 needs one)"
-else
-	$(MAKE) $(NEWEST)/.stamp
-	tests/utils/layout.sh $(COLL_NEWEST)
-	PATH=$(NEWEST)/bin:$$PATH tests/utils/get-pip-standin.sh
-	cd $(COLL_NEWEST) && PATH=$(NEWEST)/bin:$$PATH ansible-test sanity --venv --color no \
-	  --python $$($(PY_NEWEST) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-	cd $(COLL_NEWEST) && $(NEWEST)/bin/python -m pytest -q -p no:cacheprovider -m "not lab" tests/unit
-endif
+	tests/utils/leg.sh newest "$(PY_NEWEST)" $(abspath .venv-newest) tests/requirements-newest.txt \
+	  $(abspath build-newest)/ansible_collections/kexec/kho
+
+oldest:
+	tests/utils/leg.sh oldest "$(PY_OLDEST)" $(abspath .venv-oldest) tests/requirements-oldest.txt \
+	  $(abspath build-oldest)/ansible_collections/kexec/kho
 
 docs: layout
 	tests/utils/docs.sh $(COLL)
@@ -116,4 +107,4 @@ lab-down:
 	$(PYTHON) tests/lab/lab.py down
 
 clean:
-	rm -rf $(BUILD) $(LAB_BUILD) $(VENV) $(NEWEST) $(abspath build-newest)
+	rm -rf $(BUILD) $(LAB_BUILD) $(VENV) .venv-newest .venv-oldest build-newest build-oldest

@@ -28,8 +28,10 @@ def _plain(value):
     """Ansible's tagged and unsafe types as the builtins jmespath's type checks know."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (str, bytes)):
-        return str(value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return str.__str__(value)  # an exact str (str() keeps ansible-core 2.16's AnsibleUnsafeText as it is)
+    if isinstance(value, bytes):
+        return value
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):

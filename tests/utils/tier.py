@@ -29,6 +29,7 @@ TIERS = {
     "test": ([("static checks (flake8)", "static"),
               ("sanity, 2.19/py3.11 + target Pythons", "sanity"),
               ("newest leg: sanity + units, 2.21/py3.13", "newest"),
+              ("oldest leg: sanity + units, 2.16/py3.10", "oldest"),
               ("ansible-lint (production)", "lint"),
               ("docs, galaxy-importer, EE context", "docs"),
               ("unit and package tests", "units"),

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One more ansible-core leg of the test matrix: its own venv (from REQUIREMENTS, with PYTHON), its own
+# layout, ansible-test sanity on that Python, then the unit tests.  Skipped, saying so, without PYTHON.
+#   leg.sh NAME PYTHON VENV REQUIREMENTS COLLECTION_DIR
+set -euo pipefail
+name=$1 python=$2 venv=$3 requirements=$4 coll=$5
+if [ -z "$python" ]; then
+  echo "$name ansible-core leg: skipped: no suitable Python on this machine (see the Makefile)"
+  exit 0
+fi
+top=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+stamp=$venv/.stamp
+if [ ! -f "$stamp" ] || [ "$top/$requirements" -nt "$stamp" ] || [ "$top/requirements.txt" -nt "$stamp" ]; then
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$top/$requirements"
+  touch "$stamp"
+fi
+export PATH=$venv/bin:$PATH
+"$top/tests/utils/layout.sh" "$coll"
+"$top/tests/utils/get-pip-standin.sh"
+version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+cd "$coll"
+ansible-test sanity --venv --color no --python "$version"
+python -m pytest -q -p no:cacheprovider -m "not lab" tests/unit
