@@ -65,7 +65,7 @@ CASES = {
     "1000_nodes": ("1,000 sibling nodes (the bench's synthetic tree)", lambda: flat(1000, b"v", b"\0\0\0\1"), "decoded"),
     "1090_nodes": ("1,090 sibling nodes, just inside the sibling budget", lambda: flat(1090, b"v", b"\0\0\0\1"),
                    "decoded"),
-    "claims_4gib": ("a header claiming 4 GiB over 64 bytes",
+    "claims_4gib": ("a header claiming 4 GiB over 56 bytes",
                     lambda: wrap(b"", b"", totalsize=0xFFFFFFFF), "refused"),
     "over_16mib": ("17 MiB, over the host-side read cap", lambda: flat(1, b"data", b"\0" * (17 * MIB)), "refused"),
     "deep": ("nodes nested 10,000 deep", lambda: deep(10000), "refused"),
