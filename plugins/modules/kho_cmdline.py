@@ -128,6 +128,7 @@ options:
         with O(backup)); V(fail) changes nothing and names each one with its file, line and variable. RV(conflicts)
         lists them either way. O(state=absent) always removes them.
     type: str
+    version_added: 0.2.0
     default: remove
     choices: [remove, fail]
   follow_symlinks:
@@ -135,6 +136,7 @@ options:
       - When a file to write is a symbolic link, V(true) writes the file it points to (the link stays a link);
         V(false) refuses before anything is written.
     type: bool
+    version_added: 0.2.0
     default: true
   regenerate:
     description: Run the boot loader's regeneration after a change to the file.

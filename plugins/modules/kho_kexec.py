@@ -111,6 +111,7 @@ options:
         unloaded and the task fails with RV(jumped=false). Raise it where C(systemctl kexec) takes longer to stop
         the host's services.
     type: int
+    version_added: 0.2.0
     default: 60
 requirements:
   - kexec-tools 2.0.14 or later on the managed host (C(kexec -s), for C(kexec_file_load)); an older one is refused
