@@ -50,7 +50,8 @@ def _region(g: dict) -> str:
 
 
 def _failed(r: dict) -> bool:
-    return r.get("failed_step") not in (None, "None")
+    """ansible-core 2.16 (no native types) renders a null failed_step as '' or 'None'."""
+    return r.get("failed_step") not in (None, "None", "")
 
 
 def plain(text: str) -> str:

@@ -276,6 +276,14 @@ def test_every_renderer_is_total_over_any_json(results):
         assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", line)
 
 
+def test_a_null_as_ansible_core_2_16_renders_it_is_no_failure():
+    """2.16 templates without native types: the role's null failed_step and numbers arrive as strings."""
+    r = {**RESULTS["web-1"], "failed_step": "", "downtime": "12.5", "kexec_count": "1"}
+    assert _report.summary_line("web-1", r).startswith("web-1: verified; 7.3.4 -> 7.3.5")
+    page = _report.render_html({"web-1": r})
+    assert 'class="error"' not in page and "downtime 12.5 s" in page
+
+
 def test_terminal_output_never_carries_an_escape_sequence():
     line = _report.summary_line("h\x1b]0;owned\x07", {"verdict": "verified\x1b[2J", "error": "x", "failed_step": "s\r"})
     assert "\x1b" not in line and "\x07" not in line and "\r" not in line
