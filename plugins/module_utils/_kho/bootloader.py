@@ -72,31 +72,31 @@ class FileBackend(Backend):
         for old, new in changed.values():
             self.gate_file(old, new)
         commands = self.regenerate_argv() if self.module.params["regenerate"] else []
-        backups = {path: files.backup(self._target(path)) for path in changed
+        targets = {path: self._target(path) for path in changed}
+        backups = {path: files.backup(targets[path]) for path in changed
                    if self.module.params["backup"] or path != self.path}
         written: list = []
+        done: list = []
         try:
             for path, (_old, new) in changed.items():
-                files.write_atomic(self._target(path), new, module=self.module)
+                files.write_atomic(targets[path], new, module=self.module)
                 written.append(path)
-            done = self.regenerate(commands)
+            for argv in commands:
+                self._run(argv)
+                done.append(argv)
         except BootloaderError as exc:
             for path in written:
                 old = changed[path][0]
                 if old is None:
-                    os.unlink(self._target(path))
+                    os.unlink(targets[path])
                 else:
-                    files.write_atomic(self._target(path), old, module=self.module)
-            raise BootloaderError(f"{exc}; {', '.join(written)} restored as it was{self.undo(commands, exc)}") from exc
+                    files.write_atomic(targets[path], old, module=self.module)
+            raise BootloaderError(f"{exc}; {', '.join(written)} restored as it was{self.undo(done)}") from exc
         return {"backup_file": backups.get(self.path) or next(iter(backups.values()), None),
                 "backup_files": {k: v for k, v in backups.items() if v}, "regenerated": done}
 
-    def regenerate(self, commands: list) -> list:
-        for argv in commands:
-            self._run(argv)
-        return commands
-
-    def undo(self, commands: list, exc: BootloaderError) -> str:  # pylint: disable=unused-argument
+    def undo(self, done: list) -> str:  # pylint: disable=unused-argument
+        """After the files are restored: what else the regeneration commands in ``done`` left behind."""
         return ""
 
 
@@ -252,7 +252,6 @@ class KernelInstall(FileBackend):
         super().__init__(module)
         self.path = path
         self.running = running
-        self.done: list = []
 
     def read(self, data: bytes | None = None) -> str:
         if data is None:  # kernel-install then uses the running line, less the boot loader's own
@@ -281,18 +280,12 @@ class KernelInstall(FileBackend):
         return [[tool, "add", os.path.basename(os.path.dirname(image)), image]
                 for image in sorted(glob.glob("/usr/lib/modules/*/vmlinuz"))]
 
-    def regenerate(self, commands: list) -> list:
-        for argv in commands:
-            self._run(argv)
-            self.done.append(argv)
-        return commands
-
-    def undo(self, commands: list, exc: BootloaderError) -> str:
+    def undo(self, done: list) -> str:
         """Entries regenerated before the failure are regenerated again from the restored file."""
-        stale = [argv[2] for argv in self.done if self.module.run_command(argv)[0]]
+        stale = [argv[2] for argv in done if self.module.run_command(argv)[0]]
         if stale:
             return f"; the boot entries of {', '.join(stale)} could not be regenerated back and now differ"
-        return f", and the entries of {', '.join(a[2] for a in self.done)} regenerated from it" if self.done else ""
+        return f", and the entries of {', '.join(a[2] for a in done)} regenerated from it" if done else ""
 
 
 class Grubby(Backend):
