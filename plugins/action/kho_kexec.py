@@ -18,6 +18,7 @@ from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
 display = Display()
 
 MODULE = "kexec.kho.kho_kexec"
+ATTEMPT_SLACK = 10.0  # seconds a remote command may take beyond connect_timeout before it is abandoned
 
 
 class ActionModule(ActionBase):
@@ -43,14 +44,17 @@ class ActionModule(ActionBase):
 
     # ------------------------------------------------------------ steps
 
-    def _shell(self, command: str) -> dict:
-        return self._low_level_execute_command(command, sudoable=True)
+    def _shell(self, command: str, limit: float, what: str) -> dict:
+        """One remote command with a hard deadline; an abandoned one is a connection failure."""
+        try:
+            return _jump.bounded(lambda: self._low_level_execute_command(command, sudoable=True), limit, what)
+        except _jump.AttemptTimeout as exc:
+            self._connection.reset()  # the abandoned session must not be reused
+            raise AnsibleConnectionFailure(str(exc)) from exc
 
-    def _read_boot_id(self) -> str:
-        res = self._shell(f"cat {_jump.BOOT_ID_PATH}")
-        if res["rc"]:
-            raise AnsibleConnectionFailure(res.get("stderr") or "reading the boot id failed")
-        return res["stdout"]
+    def _read_boot_id(self, limit: float) -> str | None:
+        res = self._shell(f"cat {_jump.BOOT_ID_PATH}", limit, "reading the boot id")
+        return None if res["rc"] else _jump.boot_id(res["stdout"])
 
     def _connection_timeout(self, value=None):
         """Get (and with a value, set) the connection plugin's connect timeout, as the reboot action does."""
@@ -65,7 +69,12 @@ class ActionModule(ActionBase):
         return None
 
     def _probe(self):
-        """An SSH banner check where the connection is plain SSH; None elsewhere (then every round connects)."""
+        """An SSH banner check of the address the connection dials, where that is plain SSH; else None.
+
+        Only a hint: it is used when it answers now, while the host is known to be up.  Through an
+        ssh_config alias, a ProxyJump or ProxyCommand bastion, or a port set only in ssh_config, it
+        does not, and every poll is a real attempt through the connection plugin instead.
+        """
         if self._connection.transport not in ("ssh", "ansible.builtin.ssh", "paramiko", "ansible.builtin.paramiko"):
             return None
         host, port = self._play_context.remote_addr, self._play_context.port
@@ -79,40 +88,53 @@ class ActionModule(ActionBase):
             port = self._connection.get_option("port") or port
         except KeyError:
             pass
-        return lambda: _jump.ssh_banner(host, int(port or 22), 1.0)
+        try:
+            port = int(port or 22)
+        except (TypeError, ValueError):
+            return None
+
+        def probe():
+            return _jump.ssh_banner(host, port, 1.0)
+        return probe if probe() else None
 
     def _execute(self, result, load_args, opts, task_vars):
         started = time.monotonic()
         result["jumped"] = False
-        old_id = _jump.boot_id(self._read_boot_id())
+        limit = float(opts["connect_timeout"]) + ATTEMPT_SLACK
+        old_id = self._read_boot_id(limit)
         if not old_id:
             return {**result, "failed": True, "msg": "could not read a well-formed boot id before the jump"}
+        if old_id == _jump.controller_boot_id():
+            return {**result, "failed": True, "msg": f"the host is the controller itself (boot id {old_id}): the jump "
+                                                     "would replace the kernel this run executes on"}
         load = self._execute_module(module_name=MODULE, module_args=load_args, task_vars=task_vars)
         result.update(load=load, boot_id_before=old_id)
         if load.get("failed"):
             return {**result, "failed": True, "msg": f"load failed, nothing was jumped: {load.get('msg')}"}
         if self._task.check_mode:
             return {**result, "changed": True, "msg": "would load and jump to the new kernel"}
+        probe = self._probe()  # before the trigger: the same probe must answer while the host is up
         # From the trigger on, every return says what is known of the jump.
-        result.update(jumped=None, old_boot_answers=0, boot_id_after=None, handover_received=None, downtime=None)
+        result.update(jumped=None, old_boot_answers=0, boot_id_after=None, handover_received=None, downtime=None,
+                      detection="ssh banner" if probe else "connection")
         # Clean up the remote temporary directory now: after the jump it belongs to a kernel
         # that is gone, and removing it at the end would fail on a host that does not return.
         self._remove_tmp_path(self._connection._shell.tmpdir)
         self._connection._shell.tmpdir = None
-        trigger = _jump.trigger_command(opts["method"], load["argv"][0])
         try:
-            res = self._shell(trigger)
-        except AnsibleConnectionFailure as exc:  # the jump can beat the reply: expected
-            display.vvv(f"kho_kexec: connection dropped while triggering the jump: {exc}")
-            res = {"rc": 0}
+            res = self._shell(_jump.trigger_command(opts["method"], load["argv"][0]), limit, "the trigger")
+        except AnsibleConnectionFailure as exc:
+            # The trigger may or may not have run: the polls ask the host (its jump status says which).
+            display.vvv(f"kho_kexec: connection failed while triggering the jump: {exc}")
+            res = {"rc": None}
         jumped_at = time.monotonic()
         if res["rc"]:
             self._rollback(task_vars)
             why = (res.get("stderr") or res.get("stdout") or "").strip()  # a pty merges stderr into stdout
             return {**result, "failed": True, "jumped": False,
                     "msg": f"the jump was not started: {why}; the image was unloaded"}
-        arrival = {}
         root = (load_args.get("debugfs_root") or "/sys/kernel/debug") if opts["verify_handover"] else None
+        deadline = jumped_at + float(opts["kexec_timeout"])
         original_timeout = self._connection_timeout(opts["connect_timeout"])
         try:
             if opts["post_kexec_delay"]:
@@ -120,16 +142,16 @@ class ActionModule(ActionBase):
 
             def read_new():
                 self._connection.reset()  # never poll through the dead kernel's connection
-                first, _nl, arrival["check"] = self._shell(_jump.arrival_command(root))["stdout"].partition("\n")
-                return first
+                return self._shell(_jump.arrival_command(root), limit, "a poll")["stdout"]
 
             back = _jump.wait_for_new_boot(read_new, old_id, float(opts["kexec_timeout"]),
-                                           float(opts["poll_interval"]), self._probe(),
+                                           float(opts["poll_interval"]), probe,
                                            not_jumped_after=float(opts["not_jumped_after"]))
             downtime = time.monotonic() - jumped_at
             result.update(jumped=True, old_boot_answers=back["old_answers"], boot_id_after=back["boot_id"],
                           downtime=round(downtime, 2))
-            test = self._shell(opts["test_command"]) if opts["test_command"] else {"rc": 0}
+            test = ({"rc": 0} if not opts["test_command"] else
+                    self._shell(opts["test_command"], max(deadline - time.monotonic(), limit), "test_command"))
         except _jump.NotBack as exc:
             self._connection.reset()  # later tasks must not reuse a connection to the kernel that left
             result.update(old_boot_answers=exc.old_answers, waited=round(time.monotonic() - jumped_at, 2))
@@ -137,6 +159,8 @@ class ActionModule(ActionBase):
                 return {**result, "failed": True, "changed": True, "msg": str(exc)}
             self._rollback(task_vars)  # still on its old boot: as if the jump was never asked for
             return {**result, "failed": True, "jumped": False, "msg": f"{exc}; the image was unloaded"}
+        except AnsibleConnectionFailure as exc:  # test_command: the host is back, the test did not answer
+            test = {"rc": -1, "stderr": str(exc)}
         finally:
             if original_timeout is not None:
                 self._connection_timeout(original_timeout)
@@ -149,7 +173,7 @@ class ActionModule(ActionBase):
                       attempts=back["attempts"], method=opts["method"])
         if root:
             # Answered by the same command that read the new boot id: a shell test, not a kho_facts run.
-            why = _jump.handover_failure(arrival["check"], root)
+            why = _jump.handover_failure(back["check"], root)
             result["handover_received"] = why is None
             if why:
                 result.update(failed=True, msg=why)

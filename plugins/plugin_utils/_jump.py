@@ -10,11 +10,49 @@ from __future__ import annotations
 import re
 import shlex
 import socket
+import threading
 import time
 
 BOOT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 LOADED_PATH = "/sys/kernel/kexec_loaded"
+
+
+class AttemptTimeout(Exception):
+    """A remote command that did not finish within its bound (its thread was abandoned)."""
+
+
+def bounded(fn, seconds: float, what: str):
+    """fn() with a hard deadline: a connection plugin bounds its connect, not a half-open session.
+
+    The call runs in a daemon thread; past ``seconds`` it is abandoned (the caller resets the
+    connection) and AttemptTimeout is raised.  Whatever fn raises is raised here.
+    """
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # pylint: disable=broad-except  # handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"kexec.kho {what}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise AttemptTimeout(f"{what}: no answer within {seconds:.0f} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def controller_boot_id(path: str = BOOT_ID_PATH) -> str | None:
+    """The controller's own boot id, where it has one (Linux)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            return boot_id(f.read(64))
+    except (OSError, ValueError):
+        return None
 
 
 class NotBack(Exception):
@@ -45,19 +83,40 @@ def ssh_banner(host: str, port: int, timeout: float) -> bool:
         return False
 
 
+JUMP_STATUS_PATH = "/run/kexec-kho.jump"  # on a tmpfs: the next kernel starts without it
+TRIGGER_STARTED = "kexec-kho: trigger started"
+
+
 def trigger_command(method: str, kexec: str) -> str:
     """One command that checks an image is still loaded, then starts the jump detached.
 
-    The jump is delayed a second and detached, so this command returns before the
-    kernel goes away: a kexec'd host never closes the SSH session that started it.
+    The jump is delayed a second and detached, so this command returns before the kernel goes
+    away: a kexec'd host never closes the SSH session that started it.  The trigger writes
+    ``started`` to JUMP_STATUS_PATH before it queues the jump, and the jump writes its exit
+    status there if it fails (a `kexec -e` that works never returns): so a poll that still
+    reaches the old boot knows whether the trigger ran, and whether the jump itself failed.
+    The command prints TRIGGER_STARTED last, once the jump is queued.
     """
     guard = f"test \"$(cat {LOADED_PATH})\" = 1 || {{ echo 'no kexec image is loaded' >&2; exit 3; }}"
-    if method == "systemctl":
-        return f"{guard}; systemctl --no-block kexec"
-    kexec = shlex.quote(kexec)
-    timer = f"systemd-run --quiet --on-active=1 --timer-property=AccuracySec=50ms {kexec} -e"
-    detached = f"setsid sh -c {shlex.quote(f'sleep 1; exec {kexec} -e')} </dev/null >/dev/null 2>&1 &"
-    return f"{guard}; if command -v systemd-run >/dev/null 2>&1; then {timer}; else {detached} fi"
+    record = f"echo \"exit $?\" > {JUMP_STATUS_PATH}"
+    if method == "systemctl":  # returns 0 once the jump is queued: only a refusal is a failure
+        job = f"systemctl kexec || {record}"
+    else:  # a kexec -e that returns at all did not jump
+        job = f"{shlex.quote(kexec)} -e; {record}"
+    timer = f"systemd-run --quiet --on-active=1 --timer-property=AccuracySec=50ms /bin/sh -c {shlex.quote(job)}"
+    detached = f"setsid sh -c {shlex.quote(f'sleep 1; {job}')} </dev/null >/dev/null 2>&1 &"
+    return (f"{guard}; echo started > {JUMP_STATUS_PATH} || exit 4; "
+            f"if command -v systemd-run >/dev/null 2>&1; then {timer} || exit 5; else {detached} fi; "
+            f"echo {shlex.quote(TRIGGER_STARTED)}")
+
+
+def jump_failure(status: str) -> str | None:
+    """Why the jump did not happen, from the old boot's jump status; None while it may still happen."""
+    if status.startswith("exit "):
+        return f"the jump command returned ({status}) and the host stayed on its old boot"
+    if status == "none":
+        return "the trigger never ran on the host (no jump status was written)"
+    return None
 
 
 HANDOVER_STATES = {
@@ -76,12 +135,20 @@ def handover_check_command(debugfs_root: str) -> str:
 
 
 def arrival_command(debugfs_root: str | None) -> str:
-    """The boot id on the first line and, given a debugfs root, the handover check's answer after it.
+    """What every poll runs: the boot id, the jump's status, and (given a debugfs root) the handover check.
 
     One round trip on the first connection to the new boot: no second command before the task returns.
     """
-    read = f"cat {BOOT_ID_PATH}"
-    return f"{read}; {handover_check_command(debugfs_root)}" if debugfs_root else read
+    status = f"cat {JUMP_STATUS_PATH} 2>/dev/null || echo none"
+    check = handover_check_command(debugfs_root) if debugfs_root else "echo unchecked"
+    return f"cat {BOOT_ID_PATH}; {status}; {check}"
+
+
+def parse_arrival(text) -> tuple:
+    """(boot id or None, jump status, handover check) from arrival_command's output."""
+    lines = (text or "").strip().splitlines()
+    lines += [""] * (3 - len(lines))
+    return boot_id(lines[0]), lines[1].strip(), lines[-1].strip()
 
 
 def handover_failure(output: str, debugfs_root: str) -> str | None:
@@ -93,46 +160,69 @@ def handover_failure(output: str, debugfs_root: str) -> str | None:
     return msg and msg.format(kho=debugfs_root.rstrip("/") + "/kho")
 
 
-def wait_for_new_boot(read_boot_id, old_id: str, timeout: float, interval: float = 0.25, probe=None,
-                      wait_gone: float = 30.0, not_jumped_after: float | None = None, clock=time.monotonic,
-                      sleep=time.sleep) -> dict:
-    """Poll until read_boot_id() returns a well-formed id other than old_id.
+def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25, probe=None,
+                      wait_gone: float = 30.0, not_jumped_after: float | None = None, check_every: float = 5.0,
+                      clock=time.monotonic, sleep=time.sleep) -> dict:
+    """Poll until read() shows a well-formed boot id other than old_id.
 
-    ``probe`` (optional) is a cheap check run first on each round, such as an SSH banner
-    read, so that a host that is back is seen within ``interval`` and not after a back-off.
-    With a probe, polling starts once the old kernel has stopped answering (or after
-    ``wait_gone`` seconds), so no session is opened to a kernel about to vanish.
-    Every failure of read_boot_id counts as 'not yet', and as a sign the old kernel is gone.
-    Raises NotJumped when the old boot id still answers ``not_jumped_after`` seconds in and the
-    host was never seen gone; NotBack after ``timeout``.  Each carries the old boot's answers.
+    ``read`` runs arrival_command on the host and returns its output.  ``probe`` (optional) is a
+    cheap check run first on each round, such as an SSH banner read, so that a host that is back
+    is seen within ``interval`` and not after a back-off.  With a probe, polling starts once the
+    old kernel has stopped answering it (or after ``wait_gone`` seconds); while it still answers,
+    one real read every ``check_every`` seconds looks for a jump that failed on the old boot.
+    Every failure of read counts as 'not yet', and as a sign the old kernel is gone.
+    Raises NotJumped when the old boot reports that the jump failed or never started, or still
+    answers ``not_jumped_after`` seconds in and was never seen gone; NotBack after ``timeout``.
+    Each carries the old boot's answers.
     """
     start = clock()
-    attempts, first_answer, last_error, seen_down, old_answers = 0, None, None, False, 0
+    st = {"attempts": 0, "first_answer": None, "last_error": None, "seen_down": False, "old_answers": 0}
+
+    def attempt():
+        st["attempts"] += 1
+        try:
+            new, status, check = parse_arrival(read())
+        except Exception as exc:  # pylint: disable=broad-except
+            st["last_error"], st["seen_down"] = exc, True
+            return None
+        if new and new != old_id:
+            return {"boot_id": new, "attempts": st["attempts"], "waited": clock() - start,
+                    "first_answer": st["first_answer"], "old_answers": st["old_answers"], "check": check}
+        if new == old_id:
+            st["old_answers"] += 1
+            why = jump_failure(status)
+            if why and not st["seen_down"]:
+                raise NotJumped(f"the jump did not happen: {why}", st["old_answers"], False)
+            if not st["seen_down"] and not_jumped_after is not None and clock() - start >= not_jumped_after:
+                raise NotJumped(f"the jump did not happen: the host still answers on its old boot {old_id} "
+                                f"{clock() - start:.0f} s after the trigger and was never seen gone",
+                                st["old_answers"], False)
+        return None
+
+    last_check = start
     while probe is not None and clock() - start < min(wait_gone, timeout):
         if not probe():
-            seen_down = True
+            st["seen_down"] = True
             break
+        if clock() - last_check >= check_every:
+            last_check = clock()
+            back = attempt()
+            if back or st["seen_down"]:
+                if back:
+                    return back
+                break
         sleep(interval)
     while clock() - start < timeout:
         answering = probe is None or probe()
-        seen_down = seen_down or not answering
+        st["seen_down"] = st["seen_down"] or not answering
         if answering:
-            if seen_down and first_answer is None:  # back after being seen gone
-                first_answer = clock() - start
-            attempts += 1
-            try:
-                new = boot_id(read_boot_id())
-            except Exception as exc:  # pylint: disable=broad-except
-                new, last_error, seen_down = None, exc, True
-            if new and new != old_id:
-                return {"boot_id": new, "attempts": attempts, "waited": clock() - start,
-                        "first_answer": first_answer, "old_answers": old_answers}
-            old_answers += new == old_id
-            if old_answers and not seen_down and not_jumped_after is not None and clock() - start >= not_jumped_after:
-                raise NotJumped(f"the jump did not happen: the host still answers on its old boot {old_id} "
-                                f"{clock() - start:.0f} s after the trigger and was never seen gone",
-                                old_answers, False)
+            if st["seen_down"] and st["first_answer"] is None:  # back after being seen gone
+                st["first_answer"] = clock() - start
+            back = attempt()
+            if back:
+                return back
         sleep(interval)
-    detail = f"; last error: {last_error}" if last_error else ""
+    last = st["last_error"]
+    detail = f"; last error: {last}" if last else ""
     raise NotBack(f"the host did not answer on a new boot id within {timeout:.0f} s "
-                  f"({attempts} attempts{detail})", old_answers, seen_down)
+                  f"({st['attempts']} attempts{detail})", st["old_answers"], st["seen_down"])

@@ -123,6 +123,61 @@ def test_a_failed_read_counts_as_gone_without_a_probe():
     assert not isinstance(info.value, _jump.NotJumped) and info.value.seen_down
 
 
+def arrival(boot, status):
+    return f"{boot}\n{status}\nin\n"
+
+
+@pytest.mark.parametrize(("status", "why"), [
+    ("exit 1", r"the jump command returned \(exit 1\)"),
+    ("none", "the trigger never ran"),
+])
+def test_the_old_boot_says_the_jump_failed_within_one_check(status, why):
+    """A probe that still answers (the old kernel is up): one real read every check_every seconds asks it."""
+    clock = Clock()
+    with pytest.raises(_jump.NotJumped, match=f"the jump did not happen: {why}") as info:
+        _jump.wait_for_new_boot(lambda: arrival(OLD, status), OLD, 300, 0.5, probe=lambda: True,
+                                not_jumped_after=60, check_every=5, clock=clock, sleep=clock.sleep)
+    assert clock.now == pytest.approx(5) and info.value.old_answers == 1 and not info.value.seen_down
+
+
+def test_a_started_jump_is_waited_for_and_its_check_returned():
+    clock = Clock()
+    replies = iter([arrival(OLD, "started"), ConnectionError("reset"), arrival(NEW, "none")])
+
+    def read():
+        reply = next(replies)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+    back = _jump.wait_for_new_boot(read, OLD, 60, 0.5, not_jumped_after=30, clock=clock, sleep=clock.sleep)
+    assert back["boot_id"] == NEW and back["check"] == "in" and back["old_answers"] == 1
+
+
+def test_a_status_after_the_host_was_seen_gone_is_not_a_failed_jump():
+    """Seen gone, then the old boot id again with a failed status: unknown (never 'did not jump'), keep waiting."""
+    clock = Clock()
+    replies = iter([ConnectionError("reset"), *[arrival(OLD, "exit 1")] * 1000])
+
+    def read():
+        reply = next(replies)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+    with pytest.raises(_jump.NotBack) as info:
+        _jump.wait_for_new_boot(read, OLD, 20, 1, not_jumped_after=5, clock=clock, sleep=clock.sleep)
+    assert not isinstance(info.value, _jump.NotJumped) and info.value.seen_down
+
+
+def test_bounded_abandons_a_hung_call_and_passes_errors_on():
+    started = time.monotonic()
+    with pytest.raises(_jump.AttemptTimeout, match="a poll: no answer within 0 s"):
+        _jump.bounded(lambda: time.sleep(30), 0.2, "a poll")
+    assert time.monotonic() - started < 5
+    with pytest.raises(ConnectionError, match="refused"):
+        _jump.bounded(lambda: (_ for _ in ()).throw(ConnectionError("refused")), 5, "a poll")
+    assert _jump.bounded(lambda: 42, 5, "a poll") == 42
+
+
 def test_old_answers_are_counted_on_success():
     clock = Clock()
     replies = iter([OLD, OLD, NEW])
@@ -149,10 +204,11 @@ def jump_host(tmp_path, monkeypatch):
     """A kexec_loaded file, a kexec that records its -e and a bin/ for the tools the trigger may find."""
     loaded = tmp_path / "kexec_loaded"
     monkeypatch.setattr(_jump, "LOADED_PATH", str(loaded))
-    kexec = tmp_path / "my kexec"
-    kexec.write_text(f"#!/bin/sh\necho \"$@\" > '{tmp_path}/jumped'\n")
+    monkeypatch.setattr(_jump, "JUMP_STATUS_PATH", str(tmp_path / "status"))
+    kexec = tmp_path / "my kexec"  # records its arguments, then fails as a kexec -e that cannot jump does
+    kexec.write_text(f"#!/bin/sh\necho \"$@\" > '{tmp_path}/jumped'\nexit 7\n")
     (tmp_path / "bin").mkdir()
-    for tool in ("cat", "sh", "setsid", "sleep", "test"):
+    for tool in ("cat", "sh", "setsid", "sleep", "test", "echo"):
         if shutil.which(tool):
             (tmp_path / "bin" / tool).symlink_to(shutil.which(tool))
     kexec.chmod(0o755)
@@ -189,6 +245,12 @@ def test_trigger_jumps_detached_without_systemd_run(jump_host):
         time.sleep(0.1)  # the shell creates the file before it writes: wait for the text, not the file
     assert _text(tmp_path / "jumped") == "-e\n"  # the quoted path with a space ran
     assert (tmp_path / "jumped").stat().st_mtime >= returned_at  # detached: the command returned first
+    assert proc.stdout.strip() == _jump.TRIGGER_STARTED
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _text(tmp_path / "status") == "started\n":
+        time.sleep(0.1)
+    assert _text(tmp_path / "status") == "exit 7\n"  # the failed jump left its status for the next poll
+    assert _jump.jump_failure("exit 7") == "the jump command returned (exit 7) and the host stayed on its old boot"
 
 
 def test_trigger_prefers_a_systemd_timer(jump_host):
@@ -197,9 +259,22 @@ def test_trigger_prefers_a_systemd_timer(jump_host):
     stub = tmp_path / "bin" / "systemd-run"
     stub.write_text(f"#!/bin/sh\necho \"$@\" > '{tmp_path}/timer'\n")
     stub.chmod(0o755)
-    assert run_trigger(_jump.trigger_command("kexec", kexec), tmp_path).returncode == 0
-    assert (tmp_path / "timer").read_text() == (
-        f"--quiet --on-active=1 --timer-property=AccuracySec=50ms {kexec} -e\n")
+    for method, job in (("kexec", f"'{kexec}' -e; echo \"exit $?\" > {tmp_path}/status"),
+                        ("systemctl", f"systemctl kexec || echo \"exit $?\" > {tmp_path}/status")):
+        assert run_trigger(_jump.trigger_command(method, kexec), tmp_path).returncode == 0
+        assert (tmp_path / "timer").read_text() == (
+            f"--quiet --on-active=1 --timer-property=AccuracySec=50ms /bin/sh -c {job}\n")
+        assert _text(tmp_path / "status") == "started\n"  # written before the timer was queued
+
+
+def test_a_trigger_that_cannot_queue_the_jump_fails(jump_host):
+    tmp_path, loaded, kexec = jump_host
+    loaded.write_text("1\n")
+    stub = tmp_path / "bin" / "systemd-run"
+    stub.write_text("#!/bin/sh\necho 'Failed to start transient timer unit' >&2\nexit 1\n")
+    stub.chmod(0o755)
+    proc = run_trigger(_jump.trigger_command("kexec", kexec), tmp_path)
+    assert proc.returncode == 5 and _jump.TRIGGER_STARTED not in proc.stdout
 
 
 @pytest.mark.parametrize(("dirs", "state"), [(["kho/in", "kho/out"], "in"), (["kho/out"], "no-in"), ([], "no-kho")])
@@ -221,10 +296,13 @@ def test_arrival_is_one_command_with_the_boot_id_first(tmp_path):
     (tmp_path / "kho" / "in").mkdir(parents=True)
     out = subprocess.run(["sh", "-c", _jump.arrival_command(str(tmp_path))], capture_output=True, text=True,
                          check=True).stdout
-    first, _nl, rest = out.partition("\n")
-    assert _jump.boot_id(first) == Path(_jump.BOOT_ID_PATH).read_text().strip()
-    assert _jump.handover_failure(rest, str(tmp_path)) is None
-    assert _jump.arrival_command(None) == f"cat {_jump.BOOT_ID_PATH}"  # verify_handover off: the boot id only
+    new, status, check = _jump.parse_arrival(out)
+    assert new == Path(_jump.BOOT_ID_PATH).read_text().strip() == _jump.controller_boot_id()
+    assert status == "none" and _jump.jump_failure(status) == (
+        "the trigger never ran on the host (no jump status was written)")
+    assert check == "in" and _jump.handover_failure(check, str(tmp_path)) is None
+    out = subprocess.run(["sh", "-c", _jump.arrival_command(None)], capture_output=True, text=True, check=True).stdout
+    assert _jump.parse_arrival(out)[2] == "unchecked"  # verify_handover off: no debugfs read
 
 
 def test_handover_check_refuses_unexpected_output():

@@ -1,0 +1,175 @@
+"""kho_kexec state=executed, each branch of its outcome, against a scripted host behind a fake connection.
+
+The action's own code runs unchanged; only the remote side (commands, module runs, the SSH banner) is scripted.
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+from ansible.errors import AnsibleConnectionFailure
+
+from ansible_collections.kexec.kho.plugins.action import kho_kexec as action
+from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
+
+OLD = "11111111-2222-3333-4444-555555555555"
+NEW = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+
+
+class Connection:
+    transport = "ssh"
+
+    def __init__(self):
+        self._shell = SimpleNamespace(tmpdir=None)
+        self.options = {"host": "web-1", "port": 22, "timeout": 10}
+        self.resets = 0
+
+    def get_option(self, name):
+        if name not in self.options:
+            raise KeyError(name)
+        return self.options[name]
+
+    def set_option(self, name, value):
+        self.options[name] = value
+
+    def reset(self):
+        self.resets += 1
+
+
+class Host:
+    """The scripted host: replies to the boot id read, the trigger, the polls, the test command, module runs."""
+
+    def __init__(self, polls=(), trigger=None, boot_id=OLD, test_rc=0, load=None, hang=None):
+        self.polls = list(polls)
+        self.trigger = trigger or {"rc": 0, "stdout": _jump.TRIGGER_STARTED + "\n", "stderr": ""}
+        self.boot_id, self.test_rc, self.hang = boot_id, test_rc, hang
+        self.load = load or {"changed": True, "argv": ["/usr/sbin/kexec", "-s", "-l", "/boot/vmlinuz"]}
+        self.log = []
+
+    def command(self, cmd, sudoable=True):
+        if self.hang and self.hang in cmd:
+            time.sleep(30)
+        if cmd == f"cat {_jump.BOOT_ID_PATH}":
+            self.log.append("boot_id")
+            return {"rc": 0, "stdout": self.boot_id + "\n", "stderr": ""}
+        if _jump.TRIGGER_STARTED in cmd:
+            self.log.append("trigger")
+            if isinstance(self.trigger, Exception):
+                raise self.trigger
+            return self.trigger
+        if cmd.startswith(f"cat {_jump.BOOT_ID_PATH};"):
+            self.log.append("poll")
+            reply = self.polls.pop(0) if len(self.polls) > 1 else self.polls[0]
+            if isinstance(reply, Exception):
+                raise reply
+            return {"rc": 0, "stdout": reply, "stderr": ""}
+        self.log.append("test")
+        return {"rc": self.test_rc, "stdout": "", "stderr": "the test failed" if self.test_rc else ""}
+
+    def module(self, module_name, module_args, task_vars):
+        self.log.append(f"module {module_args['state']}")
+        return self.load if module_args["state"] == "loaded" else {"changed": True}
+
+
+def run(host: Host, monkeypatch, check_mode=False, banner=False, **args):
+    monkeypatch.setattr(_jump, "ssh_banner", lambda *_a: banner)
+    monkeypatch.setattr(action, "ATTEMPT_SLACK", 1.0)
+    task = SimpleNamespace(args={"state": "executed", "kernel": "/boot/vmlinuz", "poll_interval": 0.05,
+                                 "connect_timeout": 1, "kexec_timeout": 10, "not_jumped_after": 5, **args},
+                           check_mode=check_mode, async_val=0, action="kexec.kho.kho_kexec")
+    plugin = action.ActionModule(task, Connection(), SimpleNamespace(remote_addr="web-1", port=22, connection="ssh"),
+                                 None, None, None)
+    monkeypatch.setattr(plugin, "_low_level_execute_command", host.command)
+    monkeypatch.setattr(plugin, "_execute_module", host.module)
+    monkeypatch.setattr(plugin, "_remove_tmp_path", lambda _tmp: None)
+    return plugin.run(task_vars={})
+
+
+def poll(boot, status, check="in"):
+    return f"{boot}\n{status}\n{check}\n"
+
+
+def test_back_on_a_new_boot_with_the_handover(monkeypatch):
+    host = Host(polls=[poll(OLD, "started"), AnsibleConnectionFailure("reset"), poll(NEW, "none")])
+    res = run(host, monkeypatch)
+    assert not res.get("failed") and res["jumped"] is True and res["handover_received"] is True
+    assert res["boot_id_before"] == OLD and res["boot_id_after"] == NEW and res["old_boot_answers"] == 1
+    assert res["detection"] == "connection"  # no banner answered before the jump: every poll a real attempt
+    assert host.log == ["boot_id", "module loaded", "trigger", "poll", "poll", "poll"]
+
+
+def test_the_banner_probe_is_used_only_when_it_answered_before_the_jump(monkeypatch):
+    res = run(Host(polls=[poll(NEW, "none")]), monkeypatch, banner=True, not_jumped_after=1)
+    assert res["detection"] == "ssh banner"
+
+
+def test_back_without_handover_data(monkeypatch):
+    res = run(Host(polls=[poll(NEW, "none", "no-in")]), monkeypatch)
+    assert res["failed"] and res["jumped"] is True and res["handover_received"] is False
+    assert "received no handover data" in res["msg"]
+
+
+@pytest.mark.parametrize(("trigger", "status", "why"), [
+    (None, "exit 1", "the jump command returned (exit 1)"),
+    (AnsibleConnectionFailure("broken pipe"), "none", "the trigger never ran"),
+])
+def test_a_jump_that_did_not_happen_is_undone(monkeypatch, trigger, status, why):
+    host = Host(polls=[poll(OLD, status)], trigger=trigger)
+    res = run(host, monkeypatch)
+    assert res["failed"] and res["jumped"] is False and res["boot_id_after"] is None
+    assert res["msg"].startswith("the jump did not happen: " + why) and res["msg"].endswith("the image was unloaded")
+    assert host.log[-1] == "module unloaded"
+
+
+def test_a_refused_trigger_is_undone(monkeypatch):
+    host = Host(trigger={"rc": 3, "stdout": "", "stderr": "no kexec image is loaded"})
+    res = run(host, monkeypatch)
+    assert res["failed"] and res["jumped"] is False and "no kexec image is loaded" in res["msg"]
+    assert host.log == ["boot_id", "module loaded", "trigger", "module unloaded"]
+
+
+def test_a_host_that_never_returns_is_unknown_and_left_alone(monkeypatch):
+    host = Host(polls=[AnsibleConnectionFailure("refused")])
+    res = run(host, monkeypatch, kexec_timeout=2)
+    assert res["failed"] and res["jumped"] is None and res["boot_id_after"] is None and res["changed"]
+    assert "did not answer on a new boot id within 2 s" in res["msg"] and "module unloaded" not in host.log
+
+
+def test_a_hung_poll_is_abandoned_within_one_attempt(monkeypatch):
+    """A half-open session: the poll never answers; the task ends within kexec_timeout plus one attempt."""
+    started = time.monotonic()
+    res = run(Host(polls=[poll(NEW, "none")], hang=f"cat {_jump.BOOT_ID_PATH};"), monkeypatch, kexec_timeout=1)
+    assert res["failed"] and res["jumped"] is None
+    assert time.monotonic() - started < 1 + (1 + action.ATTEMPT_SLACK) + 1.5
+    assert "a poll: no answer within 2 s" in res["msg"]
+
+
+def test_the_controller_itself_is_refused_before_anything_changes(monkeypatch):
+    host = Host(boot_id=_jump.controller_boot_id() or pytest.skip("no boot id on this controller"))
+    res = run(host, monkeypatch)
+    assert res["failed"] and res["jumped"] is False and "the controller itself" in res["msg"]
+    assert host.log == ["boot_id"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ({"kexec_timeout": "5m"}, "kexec_timeout"),
+    ({"poll_interval": -1}, "poll_interval is -1"),
+    ({"verify_handover": "maybe"}, "verify_handover"),
+])
+def test_bad_options_fail_before_the_host_is_touched(monkeypatch, args, message):
+    host = Host()
+    res = run(host, monkeypatch, **args)
+    assert res["failed"] and res["jumped"] is False and message in res["msg"] and host.log == []
+
+
+def test_check_mode_loads_in_check_mode_and_never_triggers(monkeypatch):
+    host = Host()
+    res = run(host, monkeypatch, check_mode=True)
+    assert res["changed"] and res["jumped"] is False and "trigger" not in host.log
+
+
+def test_a_failed_test_command_fails_after_the_jump(monkeypatch):
+    res = run(Host(polls=[poll(NEW, "none")], test_rc=1), monkeypatch, test_command="systemctl is-active web")
+    assert res["failed"] and res["jumped"] is True and "the test command failed: the test failed" in res["msg"]
