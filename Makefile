@@ -23,7 +23,7 @@ PY_NEWEST := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13
 PY_OLDEST := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) $(shell command -v python3.10 2>/dev/null))
 
 .PHONY: unit test test-lab demo bench venv layout layout-lab host static sanity lint docs units simulated lab-build lab-lean \
-	lab-full newest oldest lab-up lab-down clean
+	lab-full newest oldest venv-oldest lab-up lab-down clean
 
 $(BIN)/.stamp: requirements.txt tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -63,21 +63,28 @@ lab-build: host
 layout-lab: venv
 	tests/utils/layout.sh $(LAB_COLL)
 
-LABTEST = cd $(LAB_COLL) && ANSIBLE_COLLECTIONS_PATH=$(LAB_BUILD) python -m pytest -ra -p no:cacheprovider
+# The lab's tests also run the role under the oldest ansible-core this collection supports (KHO_OLDEST_VENV).
+LABTEST = cd $(LAB_COLL) && KHO_OLDEST_VENV=$(if $(PY_OLDEST),$(abspath .venv-oldest)) \
+	ANSIBLE_COLLECTIONS_PATH=$(LAB_BUILD) python -m pytest -ra -p no:cacheprovider
 
-lab-lean: layout-lab host
+lab-lean: layout-lab host venv-oldest
 	$(LABTEST) -m "lab and not lab_full" tests/integration
 
-lab-full: layout-lab host
+lab-full: layout-lab host venv-oldest
 	$(LABTEST) -m lab tests/integration
 
 newest:
 	tests/utils/leg.sh newest "$(PY_NEWEST)" $(abspath .venv-newest) tests/requirements-newest.txt \
 	  $(abspath build-newest)/ansible_collections/kexec/kho
 
-oldest:
-	tests/utils/leg.sh oldest "$(PY_OLDEST)" $(abspath .venv-oldest) tests/requirements-oldest.txt \
+OLDEST_LEG = tests/utils/leg.sh oldest "$(PY_OLDEST)" $(abspath .venv-oldest) tests/requirements-oldest.txt \
 	  $(abspath build-oldest)/ansible_collections/kexec/kho
+
+oldest:
+	$(OLDEST_LEG)
+
+venv-oldest:
+	$(OLDEST_LEG) --venv-only
 
 docs: layout
 	tests/utils/docs.sh $(COLL)

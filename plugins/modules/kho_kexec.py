@@ -76,11 +76,17 @@ options:
     default: kexec
     choices: [kexec, systemctl]
   connect_timeout:
-    description: Seconds each connection attempt may take while waiting for the host to come back.
+    description:
+      - Seconds each connection attempt may take while waiting for the host to come back.
+      - Every remote command of O(state=executed) (the boot id read, the trigger, each poll, O(test_command)) is
+        abandoned, and the connection reset, when it has not answered within this plus 10 seconds, whatever the
+        connection plugin; a half-open session cannot hold the task past O(kexec_timeout) by more than one attempt.
     type: int
     default: 5
   kexec_timeout:
-    description: Seconds to wait for the host to answer on its new boot before failing.
+    description:
+      - Seconds to wait for the host to answer on its new boot before failing. O(test_command) runs within what is
+        left of it (at least one attempt's time).
     type: int
     default: 300
   post_kexec_delay:
@@ -89,8 +95,11 @@ options:
     default: 0
   poll_interval:
     description:
-      - Seconds between polls. Where the connection is SSH, each poll first reads the SSH banner (a cheap TCP
-        check), so a host that is back is seen within this interval.
+      - Seconds between polls. Where the connection is SSH and the address it dials answers with an SSH banner
+        right before the jump, each poll first reads that banner (a cheap TCP check), so a host that is back is seen
+        within this interval. Where it does not (an C(ssh_config) alias, a C(ProxyJump) or C(ProxyCommand) bastion,
+        a port set only in C(ssh_config)), every poll is a real attempt through the connection plugin; see
+        RV(detection).
     type: float
     default: 0.25
   test_command:
@@ -107,9 +116,14 @@ options:
   not_jumped_after:
     description:
       - Seconds after the trigger after which a host that still answers on its old boot id, and was never seen
-        gone, did not jump (a detached C(kexec -e) that failed, a C(systemd-run) timer that never fired); the image is
-        unloaded and the task fails with RV(jumped=false). Raise it where C(systemctl kexec) takes longer to stop
-        the host's services.
+        gone, did not jump (a C(systemd-run) timer that never fired, a jump that hangs); the image is unloaded and the
+        task fails with RV(jumped=false). Raise it where C(systemctl kexec) takes longer to stop the host's
+        services.
+      - Sooner than that, the old boot says so itself; the trigger writes C(started) to C(/run/kexec-kho.jump)
+        before it queues the jump, and a jump command that returns (a C(kexec -e) that failed, a refused
+        C(systemctl kexec)) writes its exit status there. A poll that reaches the old boot and finds that status, or
+        no status at all (the trigger never ran, say after a connection error while sending it), ends the wait at
+        once, with the same rollback.
     type: int
     version_added: 0.2.0
     default: 60
@@ -117,7 +131,8 @@ requirements:
   - kexec-tools 2.0.14 or later on the managed host (C(kexec -s), for C(kexec_file_load)); an older one is refused
     before anything changes.
 notes:
-  - O(state=executed) is refused on a C(local) connection.
+  - O(state=executed) is refused on a C(local) connection, and wherever the host's boot id is the controller's own
+    (whatever the connection plugin), since the jump would replace the kernel the run executes on.
   - Under kernel lockdown or C(KEXEC_SIG_FORCE) only a signed image loads; the error says so.
   - RV(competing_loaders) lists what on the host loads its own image without C(-s) when none is loaded
     (C(systemctl kexec), Debian's C(kexec-load) with C(LOAD_KEXEC=true)). Check right before a jump that the
@@ -232,9 +247,9 @@ rebooted:
 jumped:
   description:
     - Whether the host left its boot. V(true) once a new boot id was read; V(false) when nothing was jumped (the load
-      or the trigger failed, or the host kept answering on its old boot id for O(not_jumped_after) seconds without
-      ever being seen gone; then the image was unloaded); V(null) when that is unknown (the host went away and did
-      not come back within O(kexec_timeout)).
+      or the trigger failed; the old boot reported a failed jump or a trigger that never ran; or the host kept
+      answering on its old boot id for O(not_jumped_after) seconds without ever being seen gone; then the image was
+      unloaded); V(null) when that is unknown (the host went away and did not come back within O(kexec_timeout)).
     - Returned on every O(state=executed) result, failures included; roles decide from it, never from RV(msg).
   returned: O(state=executed)
   type: bool
@@ -260,8 +275,8 @@ elapsed:
   returned: O(state=executed), success
   type: float
 detect_latency:
-  description: Seconds from the SSH banner first answering again to the new boot id being read; V(null)
-    where the banner check does not apply or the host was never seen gone.
+  description: Seconds from the host first answering again to the new boot id being read; with RV(detection=ssh
+    banner) from the banner's return, with RV(detection=connection) the attempt that read it (one round trip).
   returned: O(state=executed), success
   type: float
 attempts:
@@ -277,6 +292,15 @@ handover_received:
     did not come back on a new boot or the check was not asked for.
   returned: O(state=executed), after the trigger
   type: bool
+detection:
+  description:
+    - How the return was watched for. V(ssh banner) where the address the connection dials answered with an SSH
+      banner right before the jump; V(connection) otherwise (every poll a real attempt through the connection
+      plugin, reset first).
+  returned: O(state=executed), after the trigger
+  type: str
+  sample: connection
+  version_added: 0.2.0
 waited:
   description: Seconds waited before giving up.
   returned: O(state=executed), when the host did not come back

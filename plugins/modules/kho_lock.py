@@ -86,6 +86,12 @@ previous:
   description: The record of the run whose lock this task took over, when it did.
   returned: O(state=acquired)
   type: dict
+path:
+  description: The lock file.
+  returned: success
+  type: str
+  sample: /run/kexec-kho/handover.lock
+  version_added: 0.2.0
 msg:
   description: What was done, or who holds the lock.
   returned: always
@@ -113,14 +119,15 @@ def main():
     try:
         if module.params["state"] == "released":
             result = lock.release(path, owner, module.check_mode)
-            module.exit_json(msg=f"released {path}" if result["changed"] else f"{path} was not held", **result)
+            module.exit_json(msg=f"released {path}" if result["changed"] else f"{path} was not held", path=path,
+                             **result)
         result = lock.acquire(path, owner, module.params["break_lock"], module.check_mode)
     except lock.HeldByOther as exc:
         module.fail_json(msg=f"{path} is held by another run ({exc.holder['run']}), not released", holder=exc.holder)
     except PermissionError as exc:
         module.fail_json(msg=f"cannot lock {path}: {exc}; this needs root: use become: true", path=path)
     module.exit_json(msg=f"holding {path}" if result["acquired"] else f"{path} is held by run {result['holder']['run']}",
-                     **result)
+                     path=path, **result)
 
 
 if __name__ == "__main__":

@@ -180,14 +180,17 @@ def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25,
 
     def attempt():
         st["attempts"] += 1
+        began = clock() - start
         try:
             new, status, check = parse_arrival(read())
         except Exception as exc:  # pylint: disable=broad-except
             st["last_error"], st["seen_down"] = exc, True
             return None
         if new and new != old_id:
+            # Without a probe, the host's first answer is the attempt that read the new boot id.
+            first = st["first_answer"] if probe is not None else began
             return {"boot_id": new, "attempts": st["attempts"], "waited": clock() - start,
-                    "first_answer": st["first_answer"], "old_answers": st["old_answers"], "check": check}
+                    "first_answer": first, "old_answers": st["old_answers"], "check": check}
         if new == old_id:
             st["old_answers"] += 1
             why = jump_failure(status)
@@ -216,7 +219,7 @@ def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25,
         answering = probe is None or probe()
         st["seen_down"] = st["seen_down"] or not answering
         if answering:
-            if st["seen_down"] and st["first_answer"] is None:  # back after being seen gone
+            if probe is not None and st["seen_down"] and st["first_answer"] is None:  # back after being seen gone
                 st["first_answer"] = clock() - start
             back = attempt()
             if back:

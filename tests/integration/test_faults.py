@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_role import facts, handover
+from test_role import KERNEL, facts, handover
 from test_targets import run_playbook
 
 pytestmark = pytest.mark.lab_full  # make test-lab; the lean tier is in test_role and test_targets
@@ -39,6 +39,21 @@ def test_missing_initrd_is_refused_in_preflight(quiet_guest, tmp_path):
     assert proc.returncode != 0
     assert "initrd /boot/no-such-initrd.img does not exist" in proc.stdout
     assert next(iter(summary.values()))["failed_step"].startswith("Check the image")
+    assert_untouched(quiet_guest, tmp_path)
+
+
+def test_check_mode_is_a_dry_run(quiet_guest, tmp_path):
+    """--check: the preflight reads for real, the plan is reported, nothing on the guest changes, the run passes."""
+    proc, summary = handover(quiet_guest, tmp_path, cli=("--check",))
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    result = next(iter(summary.values()))
+    assert result["verdict"] == "would hand over" and result["boot_id_after"] is None, result
+    plan = result["plan"]
+    assert plan["kernel"] == KERNEL and plan["initrd"] is None and plan["method"] == "kexec", plan
+    assert "kho=on" in plan["cmdline"] and plan["argv"][:3] == ["/usr/sbin/kexec", "-s", "-l"], plan
+    assert plan["regions"] == ["oops"] and plan["lock"] == "/run/kexec-kho/handover.lock", plan
+    assert plan["finalize"] is False and plan["enable_and_reboot_first"] is False, plan
+    assert "would hand over" in proc.stdout
     assert_untouched(quiet_guest, tmp_path)
 
 

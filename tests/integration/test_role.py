@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
+import pytest
 from test_targets import COLLECTION, run_playbook
 
 PLAYBOOK = COLLECTION / "playbooks" / "handover.yml"
@@ -12,7 +15,28 @@ KERNEL = "/boot/vmlinuz-kho"
 BAD_CMDLINE = "root=/dev/nonexistent console=ttyS0 8250.nr_uarts=1 panic=-1 kho=on"
 
 
-def handover(guests: dict, tmp_path: Path, host_vars: dict | None = None, cli: tuple = (), **extra) -> tuple:
+def installed_under_oldest_core(tmp_path: Path) -> dict:
+    """The collection built and installed with the oldest supported ansible-core (KHO_OLDEST_VENV), as a user of
+    AAP 2.5 would: handover()'s keyword arguments that run its role with that core."""
+    venv = os.environ.get("KHO_OLDEST_VENV")
+    if not venv:
+        pytest.skip("KHO_OLDEST_VENV is not set (make lab-lean sets it where the machine has Python 3.10)")
+    bin_dir = Path(venv) / "bin"
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    version = subprocess.run([str(bin_dir / "ansible"), "--version"], capture_output=True, text=True, check=True,
+                             env=env).stdout.split("\n", 1)[0]
+    assert "core 2.16." in version, version
+    for argv in (["ansible-galaxy", "collection", "build", "--output-path", str(tmp_path), str(COLLECTION)],
+                 ["ansible-galaxy", "collection", "install", "-p", str(tmp_path / "collections"),
+                  *map(str, tmp_path.glob("kexec-kho-*.tar.gz"))]):
+        subprocess.run([str(bin_dir / argv[0]), *argv[1:]], capture_output=True, text=True, check=True, env=env)
+    installed = tmp_path / "collections" / "ansible_collections" / "kexec" / "kho"
+    return {"playbook": installed / "playbooks" / "handover.yml",
+            "env": {"PATH": env["PATH"], "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections")}}
+
+
+def handover(guests: dict, tmp_path: Path, host_vars: dict | None = None, cli: tuple = (),
+             playbook: Path = PLAYBOOK, env: dict | None = None, **extra) -> tuple:
     inventories = [guests["inventory"]]
     if host_vars:
         extra_inv = tmp_path / "hostvars.json"
@@ -20,10 +44,11 @@ def handover(guests: dict, tmp_path: Path, host_vars: dict | None = None, cli: t
         inventories.append(str(extra_inv))
     summary = tmp_path / "summary.json"
     args = tuple(x for inv in inventories[1:] for x in ("-i", inv)) + cli
-    proc = run_playbook(PLAYBOOK, inventories[0], tmp_path, check=False, args=args,
+    proc = run_playbook(playbook, inventories[0], tmp_path, check=False, args=args,
                         extra={"kho_handover_kernel": KERNEL, **extra},
                         env={"ANSIBLE_CALLBACKS_ENABLED": "kexec.kho.kho_report", "KHO_REPORT_JSON": str(summary),
-                             "KHO_REPORT_HTML": str(tmp_path / "report.html"), "ANSIBLE_SHOW_CUSTOM_STATS": "1"})
+                             "KHO_REPORT_HTML": str(tmp_path / "report.html"), "ANSIBLE_SHOW_CUSTOM_STATS": "1",
+                             **(env or {})})
     return proc, json.loads(summary.read_text()) if summary.exists() else {}
 
 
@@ -38,7 +63,9 @@ def facts(guests: dict, tmp_path: Path) -> dict:
     return {g["name"]: json.loads((tmp_path / f"{g['name']}.json").read_text()) for g in guests["guests"]}
 
 
-def test_failed_load_rolls_back(lab_factory, tmp_path):
+def test_failed_load_rolls_back_under_the_oldest_core(lab_factory, tmp_path):
+    """Also the oldest ansible-core's role run (2.16, AAP 2.5): installed from its tarball, preflight to rescue."""
+    oldest = installed_under_oldest_core(tmp_path)
     guests = lab_factory()
     name = guests["guests"][0]["name"]
     prep = tmp_path / "prep.yml"
@@ -46,7 +73,7 @@ def test_failed_load_rolls_back(lab_factory, tmp_path):
                     "    - ansible.builtin.command:\n        argv: [dd, 'if=/boot/vmlinuz-kho', of=/tmp/truncated, bs=4096, count=1]\n"
                     "      changed_when: true\n")
     run_playbook(prep, guests["inventory"], tmp_path)
-    proc, summary = handover(guests, tmp_path, kho_handover_kernel="/tmp/truncated")
+    proc, summary = handover(guests, tmp_path, kho_handover_kernel="/tmp/truncated", **oldest)
     assert proc.returncode != 0
     assert "KHO handover failed at 'Load, jump and wait for the new kernel'" in proc.stdout
     assert "kexec -s -l /tmp/truncated failed" in proc.stdout
@@ -54,6 +81,8 @@ def test_failed_load_rolls_back(lab_factory, tmp_path):
     after = facts(guests, tmp_path)[name]
     assert after["kexec_loaded"] is False and after["in"]["present"] is False
     assert after["boot_id"] == summary[name]["boot_id_before"]
+    stats = proc.stdout.split("CUSTOM STATS", 1)[-1]  # set_stats under 2.16 too
+    assert f'"{name}": {{' in stats and "failed, rolled back" in stats, stats[-3000:]
 
 
 def test_host_that_never_returns_fails_alone(lab_factory, tmp_path):

@@ -619,23 +619,44 @@ def boot_guest(guest: dict, no_reboot: bool, timeout: float, tries: int = 3) -> 
     raise SystemExit(f"{guest['name']} did not boot after {tries} tries")
 
 
+SSH_OPTIONS = ["StrictHostKeyChecking no", "UserKnownHostsFile /dev/null", "LogLevel ERROR"]
+
+
 def write_inventory(rd: Path, guests: list[dict]) -> Path:
+    """inventory.ini (direct: address and port in the inventory), and the ways fleets are really reached.
+
+    ssh_config names each guest (an alias: HostName and Port only there) and, from the second guest on,
+    `<name>-via-<first>`: the same guest behind a ProxyJump bastion, the first guest (which reaches the
+    others' forwarded ports at QEMU's host address 10.0.2.2).  inventory-alias.ini uses those names with
+    `-F ssh_config` and nothing else: no address, no port.  The inventories set no keep-alives: the jump
+    bounds its own waits.
+    """
     key = ssh_key()
-    lines = ["[kho_lab]"]
-    for g in guests:
-        lines.append(f"{g['name']} ansible_host=127.0.0.1 ansible_port={g['port']}")
-    lines += [
-        "", "[kho_lab:vars]", "ansible_user=root",
-        f"ansible_ssh_private_key_file={key}",
+    common = [
+        "ansible_user=root", f"ansible_ssh_private_key_file={key}",
         "ansible_python_interpreter=/usr/bin/python3",
         "ansible_pipelining=true",  # one SSH command per module instead of mkdir, put, chmod, run
-        "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
-        " -o LogLevel=ERROR -o ServerAliveInterval=2 -o ServerAliveCountMax=3'",
         f"kho_lab_kernel={GUEST_KERNEL}",
-        "",
     ]
+    lines = ["[kho_lab]", *(f"{g['name']} ansible_host=127.0.0.1 ansible_port={g['port']}" for g in guests),
+             "", "[kho_lab:vars]", *common,
+             "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR'",
+             ""]
     inv = rd / "inventory.ini"
     inv.write_text("\n".join(lines))
+    config, alias_hosts = [], []
+    for i, g in enumerate(guests):
+        config += [f"Host {g['name']}", "    HostName 127.0.0.1", f"    Port {g['port']}", "    User root",
+                   f"    IdentityFile {key}", *(f"    {o}" for o in SSH_OPTIONS), ""]
+        alias_hosts.append(g["name"] if i == 0 else f"{g['name']}-via-{guests[0]['name']}")
+        if i:
+            config += [f"Host {alias_hosts[-1]}", "    HostName 10.0.2.2", f"    Port {g['port']}", "    User root",
+                       f"    ProxyJump {guests[0]['name']}", f"    IdentityFile {key}",
+                       *(f"    {o}" for o in SSH_OPTIONS), ""]
+    (rd / "ssh_config").write_text("\n".join(config))
+    (rd / "inventory-alias.ini").write_text("\n".join([
+        "[kho_lab]", *alias_hosts, "", "[kho_lab:vars]", *common,
+        f"ansible_ssh_common_args='-F {rd / 'ssh_config'}'", ""]))
     return inv
 
 
@@ -681,7 +702,8 @@ def up(args) -> dict:
     (rd / "guests.json").write_text(json.dumps(guests, indent=1))
     inv = write_inventory(rd, guests)
     log(f"inventory: {inv}")
-    result = {"inventory": str(inv), "guests": guests, **info}
+    result = {"inventory": str(inv), "inventory_alias": str(rd / "inventory-alias.ini"),
+              "ssh_config": str(rd / "ssh_config"), "guests": guests, **info}
     print(json.dumps(result))
     return result
 
