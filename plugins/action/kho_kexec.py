@@ -39,7 +39,9 @@ class ActionModule(ActionBase):
         except (AnsibleActionFail, ValueError) as exc:
             return {**result, "failed": True, "jumped": False, "msg": f"kho_kexec: {exc}"}
         opts = {k: valid[k] for k in JUMP_OPTIONS}
-        load_args = {**{k: v for k, v in args.items() if k not in JUMP_OPTIONS}, "state": "loaded"}
+        # The load resolves the method (auto: what keeps the host's live-update state) before it changes anything.
+        load_args = {**{k: v for k, v in args.items() if k not in JUMP_OPTIONS}, "state": "loaded",
+                     "method": opts["method"]}
         return self._execute(result, load_args, opts, task_vars)
 
     # ------------------------------------------------------------ steps
@@ -122,7 +124,7 @@ class ActionModule(ActionBase):
         self._remove_tmp_path(self._connection._shell.tmpdir)
         self._connection._shell.tmpdir = None
         try:
-            res = self._shell(_jump.trigger_command(opts["method"], load["argv"][0]), limit, "the trigger")
+            res = self._shell(_jump.trigger_command(load["method"], load["argv"][0]), limit, "the trigger")
         except AnsibleConnectionFailure as exc:
             # The trigger may or may not have run: the polls ask the host (its jump status says which).
             display.vvv(f"kho_kexec: connection failed while triggering the jump: {exc}")
@@ -170,7 +172,7 @@ class ActionModule(ActionBase):
         result.update(changed=True, rebooted=True, elapsed=round(time.monotonic() - started, 2),
                       detect_latency=(round(back["waited"] - back["first_answer"], 2)
                                       if back["first_answer"] is not None else None),
-                      attempts=back["attempts"], method=opts["method"])
+                      attempts=back["attempts"], method=load["method"])
         if root:
             # Answered by the same command that read the new boot id: a shell test, not a kho_facts run.
             why = _jump.handover_failure(back["check"], root)

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.kexec.kho.plugins.module_utils._kho import liveupdate
 from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt, _handover
 
 try:
@@ -52,6 +53,12 @@ def kho_query(data, expression):
         raise AnsibleFilterError(f"kho_query: {expression!r}: {exc}") from exc
 
 
+def kho_liveupdate_verify(before, after, method):
+    if not isinstance(before, Mapping) or not isinstance(after, Mapping):
+        raise AnsibleFilterError("kho_liveupdate_verify takes ansible_facts.kho.liveupdate from before and after the jump")
+    return liveupdate.verify(_plain(before), _plain(after), str(method))
+
+
 class FilterModule:
     def filters(self):
-        return {"fdt_decode": fdt_decode, "kho_query": kho_query}
+        return {"fdt_decode": fdt_decode, "kho_query": kho_query, "kho_liveupdate_verify": kho_liveupdate_verify}

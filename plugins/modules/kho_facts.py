@@ -180,8 +180,52 @@ ansible_facts:
           description: This boot's id; it changes on every boot, kexec included.
           type: str
         liveupdate:
-          description: C(/dev/liveupdate) exists (the Live Update Orchestrator is built in). Reported, not driven.
-          type: bool
+          description:
+            - Live update (the Live Update Orchestrator, LUO), read without opening C(/dev/liveupdate) (it admits one
+              opener at a time).
+          type: dict
+          version_added: 0.2.0
+          contains:
+            device:
+              description: C(/dev/liveupdate) exists (LUO is built in and enabled).
+              type: bool
+            param:
+              description: The last C(liveupdate=) value on the command line; V(null) where there is none.
+              type: str
+            sessions:
+              description: LUO session fds held now, from C(/proc/PID/fd) (C(anon_inode:[luo_session] NAME)); at
+                most 256.
+              type: list
+              elements: dict
+              sample: [{"name": "test-session", "pid": 812, "comm": "luo_kexec_simp", "unit": "session-3.scope"}]
+            device_holders:
+              description: The processes holding C(/dev/liveupdate) open (pid, comm, unit).
+              type: list
+              elements: dict
+            truncated:
+              description: The C(/proc) scan stopped at its bounds (65536 processes, 4096 fds each, 256 entries).
+              type: bool
+            incoming_number:
+              description: >-
+                The liveupdate number this boot received, from the kernel's line
+                "luo: Retrieved live update data, liveupdate number: N"; V(null) where there is none (a cold boot,
+                or O(kernel_log=false)).
+              type: int
+            outgoing:
+              description:
+                - The outgoing C(out/sub_fdts/LUO) entry (C(struct luo_ser)), decoded on the controller where its
+                  content starts with C(luo-v); V(null) where there is none. The incoming entry is not decoded (LUO
+                  frees it early in boot); see RV(ansible_facts.kho.liveupdate.incoming_number).
+                - C(compatible), C(next_number) (the number the next kernel will log), C(sessions) and C(flbs) (whether
+                  the entry points at any; both are filled in during the reboot syscall).
+              type: dict
+            systemd:
+              description:
+                - systemd's C(version), PID 1's C(kexec_count) (C(KExecCount), systemd 261 and later; V(null)
+                  before), and C(preserving_units), the services with C(FileDescriptorStorePreserve=yes) or
+                  C(LUOSession=) (C(unit), C(active), C(preserve), C(luo_session), C(fd_store) = C(NFileDescriptorStore)).
+                - V(null) where C(systemctl) does not run.
+              type: dict
         lockdown:
           description: The kernel lockdown mode (V(none), V(integrity), V(confidentiality)); V(null) without LSM lockdown.
           type: str
@@ -286,7 +330,7 @@ def main():
     kho = host.from_params(module.params)
     try:
         changed = host.ensure_debugfs(module, kho)
-        raw = facts.gather(kho, kho.debugfs_mounted(), module.params["kernel_log"])
+        raw = facts.gather(kho, kho.debugfs_mounted(), module.params["kernel_log"], module.run_command)
     except host.NeedsRoot as exc:
         module.fail_json(msg=str(exc), path=exc.path)
     except OSError as exc:

@@ -72,9 +72,28 @@ options:
     description:
       - How O(state=executed) jumps. V(kexec) runs C(kexec -e) (no shutdown; fastest). V(systemctl) runs
         C(systemctl kexec), which stops services cleanly first and then jumps to the loaded image.
+      - What each keeps of live update (LUO, C(/dev/liveupdate)) differs. C(kexec -e) keeps the sessions that
+        processes hold, but systemd never serialises its fd stores. C(systemctl kexec) keeps the fd stores of
+        services with C(FileDescriptorStorePreserve=yes) (systemd 261 and later), but stops, first, the processes
+        that hold sessions, and their sessions are lost.
+      - V(auto) picks V(systemctl) where systemd preserves fd stores on the host and V(kexec) otherwise (always
+        V(kexec) without C(/dev/liveupdate)); where each method would lose something, the load is refused before
+        any change, naming the sessions, their processes and the units. An explicit method that would lose live
+        update state is refused the same way, unless O(accept_loss) names that loss.
+      - Resolved by the load (O(state=loaded) and O(state=executed)), returned as RV(method).
     type: str
-    default: kexec
-    choices: [kexec, systemctl]
+    default: auto
+    choices: [auto, kexec, systemctl]
+    version_changed: 0.2.0
+  accept_loss:
+    description:
+      - Live update state the jump may lose, where no method keeps everything. V(fd_stores) lets V(kexec) drop
+        systemd's preserved fd stores; V(process_sessions) lets V(systemctl) drop the LUO sessions processes hold.
+    type: list
+    elements: str
+    choices: [fd_stores, process_sessions]
+    default: []
+    version_added: 0.2.0
   connect_timeout:
     description:
       - Seconds each connection attempt may take while waiting for the host to come back.
@@ -284,9 +303,14 @@ attempts:
   returned: O(state=executed), success
   type: int
 method:
-  description: The jump method used.
-  returned: O(state=executed), success
+  description: The jump method, O(method) resolved (V(kexec) or V(systemctl)); for O(state=executed), the one used.
+  returned: O(state=loaded), O(state=executed) on success
   type: str
+accepted_loss:
+  description: The live update state this jump will lose, as accepted by O(accept_loss); empty where none.
+  returned: O(state=loaded)
+  type: list
+  elements: str
 handover_received:
   description: The new kernel has handover data (C(kho/in)), checked with O(verify_handover); V(null) where the host
     did not come back on a new boot or the check was not asked for.

@@ -19,6 +19,9 @@ from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt
 ROOT_VERSIONS = {"kho-v1": 1, "kho-v2": 2, "kho-v3": 3, "kho-v4": 4}
 METADATA_NAME = "kexec-metadata"
 METADATA_FIELDS = "I65sI"  # u32 version, char previous_release[65], u32 kexec_count; packed
+LUO_NAME = "LUO"
+LUO_MAGIC = b"luo-v"  # struct luo_ser: char compatible[8], u64 liveupdate_num, u64 sessions_pa, u64 flbs_pa
+LUO_FIELDS = "8sQQQ"
 
 
 class BlobError(ValueError):
@@ -95,9 +98,29 @@ def decode_blob(data: bytes, name: str | None = None, byteorder: str = "little")
     elif name == METADATA_NAME:
         rec["format"] = METADATA_NAME
         rec["metadata"] = decode_metadata(data, byteorder)
+    elif data.startswith(LUO_MAGIC):  # by content, never by name alone
+        rec["format"] = "luo"
+        rec["luo"] = decode_luo(data, byteorder)
     else:
         rec["format"] = "binary"
     return rec
+
+
+def decode_luo(data: bytes, byteorder: str = "little") -> dict:
+    """The outgoing LUO entry (struct luo_ser): its version, the number the next kernel will log, what it carries."""
+    size = struct.calcsize("<" + LUO_FIELDS)
+    if len(data) < size:
+        raise BlobError(f"LUO: {len(data)} bytes, struct luo_ser has {size}")
+    raw_compat, number, sessions_pa, flbs_pa = struct.unpack(("<" if byteorder == "little" else ">") + LUO_FIELDS,
+                                                             data[:size])
+    compatible = raw_compat.split(b"\0", 1)[0].decode("ascii", "replace")
+    return {"compatible": compatible, "next_number": number, "sessions": sessions_pa != 0, "flbs": flbs_pa != 0}
+
+
+def root_version(compatible) -> int | None:
+    """The kho-vN of a root compatible, also in a composite such as 'kho-v4;radix-v1'."""
+    first = str(compatible or "").split(";", 1)[0].strip()
+    return ROOT_VERSIONS.get(first)
 
 
 def root_listing(tree: dict, byteorder: str = "little") -> dict:
@@ -114,8 +137,8 @@ def root_listing(tree: dict, byteorder: str = "little") -> dict:
         blobs[child] = {"phys": phys, "blob_size": _u64(cp, "blob-size", byteorder, where)}
     return {
         "compatible": compatible,
-        "version": ROOT_VERSIONS.get(compatible or ""),
-        "known_version": compatible in ROOT_VERSIONS,
+        "version": root_version(compatible),
+        "known_version": root_version(compatible) is not None,
         "preserved_memory_map": _u64(props, "preserved-memory-map", byteorder, "root"),
         "listed": blobs,
     }
@@ -177,6 +200,10 @@ def decode_side(raw: dict, side: str, byteorder: str = "little") -> tuple[dict, 
         rec = {"name": name, **listed.get(name, {"phys": None, "blob_size": None})}
         encoded = sub_blobs.get(name)
         problems = []
+        if side == "in" and name == LUO_NAME:
+            # LUO consumes and frees its incoming entry early in boot: debugfs then shows freed memory.
+            rec.update(format="consumed", note="read the incoming number from the kernel log (liveupdate)")
+            encoded = None
         if encoded is not None:
             try:
                 data = b64decode(encoded)
@@ -211,6 +238,9 @@ def facts_from_raw(raw: dict, include_raw: bool = False) -> dict:
         facts[side] = {k: v for k, v in side_raw.items() if k not in ("fdt", "sub_blobs")}
         facts[side].update(decoded)
         errors.extend(side_errors)
+    lu = facts.get("liveupdate")
+    if isinstance(lu, dict):  # the outgoing entry, decoded here with the other blobs
+        facts["liveupdate"] = {**lu, "outgoing": facts["out"]["sub_blobs"].get(LUO_NAME, {}).get("luo")}
     facts["errors"] = errors
     if include_raw:
         facts["raw"] = {}

@@ -22,17 +22,21 @@ def installed_under_oldest_core(tmp_path: Path) -> dict:
     if not venv:
         pytest.skip("KHO_OLDEST_VENV is not set (make lab-lean sets it where the machine has Python 3.10)")
     bin_dir = Path(venv) / "bin"
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    # Only the installed copy on the collections path (the test layout's would make the install a no-op).
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", ANSIBLE_COLLECTIONS_PATH=str(tmp_path / "collections"))
     version = subprocess.run([str(bin_dir / "ansible"), "--version"], capture_output=True, text=True, check=True,
                              env=env).stdout.split("\n", 1)[0]
     assert "core 2.16." in version, version
-    for argv in (["ansible-galaxy", "collection", "build", "--output-path", str(tmp_path), str(COLLECTION)],
-                 ["ansible-galaxy", "collection", "install", "-p", str(tmp_path / "collections"),
-                  *map(str, tmp_path.glob("kexec-kho-*.tar.gz"))]):
-        subprocess.run([str(bin_dir / argv[0]), *argv[1:]], capture_output=True, text=True, check=True, env=env)
+
+    def galaxy(*args):
+        proc = subprocess.run([str(bin_dir / "ansible-galaxy"), "collection", *args], capture_output=True, text=True,
+                              check=False, env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    galaxy("build", "--output-path", str(tmp_path), str(COLLECTION))
+    galaxy("install", "-p", str(tmp_path / "collections"), *map(str, tmp_path.glob("kexec-kho-*.tar.gz")))
     installed = tmp_path / "collections" / "ansible_collections" / "kexec" / "kho"
     return {"playbook": installed / "playbooks" / "handover.yml",
-            "env": {"PATH": env["PATH"], "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections")}}
+            "env": {"PATH": env["PATH"], "ANSIBLE_COLLECTIONS_PATH": env["ANSIBLE_COLLECTIONS_PATH"]}}
 
 
 def handover(guests: dict, tmp_path: Path, host_vars: dict | None = None, cli: tuple = (),

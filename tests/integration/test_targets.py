@@ -33,9 +33,9 @@ def _targets(playbook: str) -> list:
 
 def run_playbook(playbook: Path, inventory: str, tmp_path: Path, extra: dict | None = None, check: bool = True,
                  args: tuple = (), env: dict | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTION.parents[2]), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_RETRY_FILES_ENABLED="False",
-               ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-local"), **(env or {}))
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(COLLECTION.parents[2]), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_RETRY_FILES_ENABLED": "False",
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-local"), **(env or {})}
     evars = {"kho_tests_dir": str(COLLECTION / "tests"), "kho_tmp": str(tmp_path),
              **(extra or {})}
     proc = subprocess.run(["ansible-playbook", "-i", inventory, str(playbook), "-e", json.dumps(evars), *args],

@@ -400,6 +400,36 @@ def build(_args=None) -> dict:
     return {"disk": str(disk), "kernel": str(kdir / "bzImage"), **info}
 
 
+# The kernel's own live update selftests (a peer's test suite), built from the lab's source tree: static, so
+# that they run on any guest.  Stage 1 makes sessions and forks a holder; after the kexec, `-s 2` checks them.
+SELFTESTS = ("luo_kexec_simple", "luo_multi_session")
+
+
+def build_selftests(_args=None) -> dict:
+    deb = fetch_source()
+    out = CACHE / f"selftests-{digest(deb.name, *SELFTESTS)}"
+    if not all((out / t).exists() for t in SELFTESTS):
+        src = source_tree(deb)
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        log("building the kernel's LUO selftests")
+        run(["make", "-s", "-C", str(src), f"O={tmp / 'obj'}", "headers_install", f"INSTALL_HDR_PATH={tmp / 'hdr'}"],
+            stdout=subprocess.DEVNULL)
+        lu = src / "tools/testing/selftests/liveupdate"
+        for test in SELFTESTS:
+            run(["gcc", "-static", "-O2", "-Wall", "-Wno-unused-function", f"-I{tmp / 'hdr/include'}",
+                 f"-I{lu / 'lib/include'}", f"-I{src / 'tools/testing/selftests'}", str(lu / f"{test}.c"),
+                 str(lu / "lib/lu_utils.c"), "-o", str(tmp / test)])
+        shutil.rmtree(tmp / "obj")
+        shutil.rmtree(tmp / "hdr")
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    result = {"selftests": {t: str(out / t) for t in SELFTESTS}, "source": deb.name}
+    print(json.dumps(result))
+    return result
+
+
 # ---------------------------------------------------------------- guests
 
 def run_dir(name: str) -> Path:
@@ -779,6 +809,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build")
     p.set_defaults(func=build_command)
     p.add_argument("--snapshot", action="store_true", help="also the booted-guest snapshot that `up` restores")
+    sub.add_parser("selftests", help="build the kernel's LUO selftests from the lab's source").set_defaults(
+        func=build_selftests)
     sub.add_parser("unavailable", help="print why the lab cannot run here (nothing when it can)").set_defaults(
         func=lambda a: print(unavailable() or ""))
     for name, func in (("up", up), ("down", down), ("status", status), ("roundtrip", roundtrip)):

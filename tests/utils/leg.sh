@@ -12,7 +12,7 @@ fi
 top=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 stamp=$venv/.stamp
 mkdir -p "$(dirname "$venv")"
-exec 9>"$venv.lock"
+exec 9>"${XDG_RUNTIME_DIR:-/tmp}/kexec-kho-venv-$(printf %s "$venv" | md5sum | cut -c1-12).lock"
 flock 9  # the leg and the lab's lean tier may both ask for this venv at once: one builds it
 if [ ! -f "$stamp" ] || [ "$top/$requirements" -nt "$stamp" ] || [ "$top/requirements.txt" -nt "$stamp" ]; then
   "$python" -m venv "$venv"

@@ -8,6 +8,7 @@ import base64
 import os
 import sys
 
+from ansible_collections.kexec.kho.plugins.module_utils._kho import liveupdate
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import kho_params
 from ansible_collections.kexec.kho.plugins.module_utils._kho.host import KhoHost, boot_images
 
@@ -51,13 +52,19 @@ def support(host: KhoHost, generation: str, mounted: bool, params: dict, config:
             "reason": "KHO is enabled but its debugfs files are compiled out (CONFIG_KEXEC_HANDOVER_DEBUGFS)"}
 
 
-def gather(host: KhoHost, mounted: bool, read_log: bool = True) -> dict:
+def _no_systemctl(_argv):
+    return 127, "", "not run"
+
+
+def gather(host: KhoHost, mounted: bool, read_log: bool = True, run_command=_no_systemctl) -> dict:
+    """Everything kho_facts reports; ``run_command`` (AnsibleModule.run_command) asks systemd."""
     generation = host.generation()
     cmdline = host.cmdline()
     params = kho_params(cmdline)
     config = host.kernel_config()
     state = support(host, generation, mounted, params, config)
     interface = generation if generation != "none" or not state["enabled"] else "unknown"
+    log = host.kernel_log() if read_log else None
     out = _side(host, host.out_dir)
     if out["present"]:
         out["finalized"] = host.finalized()
@@ -76,9 +83,9 @@ def gather(host: KhoHost, mounted: bool, read_log: bool = True) -> dict:
         "kernel_config": config,
         "kexec_loaded": host.kexec_loaded(),
         "boot_id": host.boot_id(),
-        "liveupdate": host.liveupdate(),
+        "liveupdate": liveupdate.gather(host.devfs, host.procfs, cmdline, log, run_command),
         "lockdown": host.lockdown(),
-        "log": host.kernel_log() if read_log else None,
+        "log": log,
         "out": out,
         "in": _side(host, host.in_dir),
     }

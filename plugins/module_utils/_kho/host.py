@@ -143,9 +143,6 @@ class KhoHost:
         m = re.search(r"\[(\w+)\]", text or "")
         return m.group(1) if m else None
 
-    def liveupdate(self) -> bool:
-        return self.exists(os.path.join(self.devfs, "liveupdate"))
-
     def kernel_config(self) -> dict | None:
         """KHO options from /proc/config.gz, when the kernel exposes its config."""
         path = os.path.join(self.procfs, "config.gz")
@@ -168,7 +165,7 @@ class KhoHost:
             return None
         return False
 
-    def kernel_log(self, pattern: str = r"KHO|kho|reserve_mem|memory reservation") -> list | None:
+    def kernel_log(self, pattern: str = r"KHO|kho|reserve_mem|memory reservation|luo:") -> list | None:
         """Matching lines of the kernel log, read from /dev/kmsg without blocking."""
         rx = re.compile(pattern)
         path = os.path.join(self.devfs, "kmsg")

@@ -14,7 +14,7 @@ import tempfile
 import time
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdline, GrammarError, parse_bool
-from ansible_collections.kexec.kho.plugins.module_utils._kho import host
+from ansible_collections.kexec.kho.plugins.module_utils._kho import host, liveupdate
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError, require_kho, transition
 
 STATE_DIR = "/run/kexec-kho"
@@ -40,7 +40,8 @@ ARGUMENT_SPEC = {
     "finalize": {"type": "bool", "default": False},
     "force": {"type": "bool", "default": False},
     "state_dir": {"type": "path", "default": STATE_DIR},
-    "method": {"type": "str", "default": "kexec", "choices": ["kexec", "systemctl"]},
+    "method": {"type": "str", "default": "auto", "choices": list(liveupdate.METHODS)},
+    "accept_loss": {"type": "list", "elements": "str", "default": [], "choices": list(liveupdate.LOSSES)},
     "connect_timeout": {"type": "int", "default": 5},
     "kexec_timeout": {"type": "int", "default": 300},
     "post_kexec_delay": {"type": "float", "default": 0},
@@ -220,6 +221,21 @@ def matches(record: dict | None, wanted: dict) -> bool:
     return bool(record) and all(record.get(k) == v for k, v in wanted.items())
 
 
+def jump_method(module, host, p: dict) -> tuple:
+    """The jump method that keeps what this host preserves through live update, before anything changes.
+
+    Without /dev/liveupdate nothing is carried by LUO: auto means kexec.  With it, the sessions held now and
+    systemd's preserved fd stores decide (module_utils/_kho/liveupdate.py); a loss not accepted is refused.
+    """
+    if not os.path.exists(os.path.join(host.devfs, "liveupdate")):
+        return ("kexec" if p["method"] == "auto" else p["method"]), []
+    lu = liveupdate.gather(host.devfs, host.procfs, host.cmdline(), None, module.run_command)
+    try:
+        return liveupdate.choose_method(lu, p["method"], p["accept_loss"])
+    except liveupdate.LossRefused as exc:
+        raise KexecError(str(exc)) from exc
+
+
 def ensure_loaded(module, host, kexec: Kexec, p: dict) -> dict:
     """state=loaded: validate everything, finalize where needed, load unless our image is already there."""
     kind = image_kind(p["kernel"])
@@ -231,9 +247,11 @@ def ensure_loaded(module, host, kexec: Kexec, p: dict) -> dict:
     cmdline = target_cmdline(host.cmdline(), p["cmdline"], p["append"], p["ensure_kho"])
     wanted = describe(p["kernel"], p["initrd"], cmdline, boot_id)
     record = kexec.read_record()
+    method, accepted = jump_method(module, host, p)
     result = {"interface": generation, "image_kind": kind, "cmdline": cmdline, "lockdown": host.lockdown(),
               "competing_loaders": competing_loaders(), "previous": record, "finalized_here": False,
-              "argv": kexec.load_argv(p["kernel"], p["initrd"], cmdline), **wanted}
+              "argv": kexec.load_argv(p["kernel"], p["initrd"], cmdline), "method": method,
+              "accepted_loss": accepted, **wanted}
     if host.kexec_loaded() and matches(record, wanted) and not p["force"]:
         return {**result, "changed": False, "loaded": True, "msg": "this image is loaded already"}
     if generation == "finalize" and not host.finalized():

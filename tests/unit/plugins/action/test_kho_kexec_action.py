@@ -45,7 +45,7 @@ class Host:
         self.polls = list(polls)
         self.trigger = trigger or {"rc": 0, "stdout": _jump.TRIGGER_STARTED + "\n", "stderr": ""}
         self.boot_id, self.test_rc, self.hang = boot_id, test_rc, hang
-        self.load = load or {"changed": True, "argv": ["/usr/sbin/kexec", "-s", "-l", "/boot/vmlinuz"]}
+        self.load = load or {"changed": True, "method": "kexec", "argv": ["/usr/sbin/kexec", "-s", "-l", "/boot/vmlinuz"]}
         self.log = []
 
     def command(self, cmd, sudoable=True):

@@ -32,7 +32,7 @@ def test_generation_detection(tmp_path, fixtures, generation, supported, enabled
     assert (f["supported"], f["enabled"], f["interface"]) == (supported, enabled, interface)
     assert f["debugfs_mounted"] is True
     assert f["boot_id"] == simtree.BOOT_ID and f["release"] == "7.3.4"
-    assert f["lockdown"] == "none" and f["kexec_loaded"] is False and f["liveupdate"] is False
+    assert f["lockdown"] == "none" and f["kexec_loaded"] is False and f["liveupdate"]["device"] is False
 
 
 def test_reasons_tell_what_to_do(tmp_path, fixtures):

@@ -98,6 +98,8 @@ class FakeModule:
     def run_command(self, argv):
         assert isinstance(argv, list)  # never a shell string
         self.commands.append(argv)
+        if argv[0] == "systemctl":
+            return 127, "", "systemctl: not found"
         if argv[1] == "--help":
             return 0, " -s, --kexec-file-syscall Use file based syscall for kexec operation\n" if self.has_s else "", ""
         loaded = self.kho.kexec_loaded_path
@@ -118,7 +120,7 @@ def params(tmp_path, **kw):
     kernel = tmp_path / "vmlinuz"
     kernel.write_bytes(BZIMAGE)
     return {"kernel": str(kernel), "initrd": None, "cmdline": None, "append": None, "ensure_kho": True,
-            "finalize": False, "force": False, **kw}
+            "finalize": False, "force": False, "method": "auto", "accept_loss": [], **kw}
 
 
 def test_load_then_idempotent_then_unload(tmp_path, fixtures):
@@ -139,6 +141,21 @@ def test_load_then_idempotent_then_unload(tmp_path, fixtures):
     gone = K.ensure_unloaded(mod, kho, kx)
     assert gone["changed"] and kho.kexec_loaded() is False and kx.read_record() is None
     assert K.ensure_unloaded(mod, kho, kx)["changed"] is False
+
+
+def test_a_method_that_would_lose_a_luo_session_is_refused_before_the_load(tmp_path, fixtures):
+    kho = make_host(tmp_path, "live-cold")
+    open(os.path.join(kho.devfs, "liveupdate"), "w").close()
+    fd_dir = os.path.join(kho.procfs, "167", "fd")
+    os.makedirs(fd_dir)
+    os.symlink("anon_inode:[luo_session] test-session", os.path.join(fd_dir, "5"))
+    mod = FakeModule(kho)
+    kx = K.Kexec(mod, str(tmp_path / "run"))
+    with pytest.raises(K.KexecError, match="method systemctl would lose session test-session held by pid 167"):
+        K.ensure_loaded(mod, kho, kx, params(tmp_path, method="systemctl"))
+    assert not [c for c in mod.commands if c[1:3] == ["-s", "-l"]] and not kho.kexec_loaded()
+    res = K.ensure_loaded(mod, kho, kx, params(tmp_path))  # auto: kexec -e keeps a process's sessions
+    assert res["method"] == "kexec" and res["accepted_loss"] == [] and kho.kexec_loaded()
 
 
 def test_check_mode_loads_nothing(tmp_path, fixtures):

@@ -1,0 +1,221 @@
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Live update (LUO): what a host preserves across the jump, and which jump keeps it.  Not a public API.
+
+Read without opening /dev/liveupdate (it admits one opener at a time): the sessions held now from
+/proc/PID/fd, systemd's preserved fd stores from `systemctl show`, the incoming liveupdate number
+from the kernel log.  Which jump keeps what (measured on the lab kernel, KHO.md section 7):
+
+  preserved by                                        kexec -e    systemctl kexec
+  a process holding LUO session fds                   kept        lost (systemd stops it first)
+  a systemd fd store with FileDescriptorStorePreserve lost        kept (PID 1 serialises it)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+SESSION_LINK = re.compile(r"^anon_inode:\[luo_session\] ?(.*)$")
+INCOMING_LOG = re.compile(r"luo: Retrieved live update data, liveupdate number: (\d+)")
+MAX_PIDS = 65536  # /proc entries read at most (bounded on a host with a runaway process count)
+MAX_FDS = 4096  # fds read per process at most
+MAX_LISTED = 256  # sessions and holders reported at most
+UNIT_PROPERTIES = ("Id", "ActiveState", "FileDescriptorStorePreserve", "NFileDescriptorStore", "LUOSession")
+LOSSES = ("process_sessions", "fd_stores")
+METHODS = ("auto", "kexec", "systemctl")
+
+
+class LossRefused(ValueError):
+    """The requested jump would lose preserved live-update state the user did not accept losing."""
+
+
+def _unit_of(procfs: str, pid: str) -> str | None:
+    try:
+        with open(os.path.join(procfs, pid, "cgroup"), encoding="utf-8", errors="replace") as f:
+            text = f.read(4096)
+    except OSError:
+        return None
+    units = re.findall(r"/([^/\n]+\.(?:service|scope))(?:/|$)", text, re.M)
+    return units[-1] if units else None
+
+
+def _comm(procfs: str, pid: str) -> str | None:
+    try:
+        with open(os.path.join(procfs, pid, "comm"), encoding="utf-8", errors="replace") as f:
+            return f.read(64).strip()
+    except OSError:
+        return None
+
+
+def holders(procfs: str = "/proc", devfs: str = "/dev") -> dict:
+    """LUO session fds held now (name, pid, comm, unit), and who holds /dev/liveupdate, from /proc/PID/fd."""
+    device = os.path.join(devfs, "liveupdate")
+    sessions, device_holders, truncated = [], [], False
+    try:
+        pids = [e for e in os.listdir(procfs) if e.isdigit()]
+    except OSError:
+        return {"sessions": [], "device_holders": [], "truncated": False}
+    if len(pids) > MAX_PIDS:
+        pids, truncated = pids[:MAX_PIDS], True
+    for pid in pids:
+        fd_dir = os.path.join(procfs, pid, "fd")
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue  # gone, or not ours to read
+        for fd in fds[:MAX_FDS]:
+            try:
+                link = os.readlink(os.path.join(fd_dir, fd))
+            except OSError:
+                continue
+            m = SESSION_LINK.match(link)
+            if not m and link != device:
+                continue
+            entry = {"pid": int(pid), "comm": _comm(procfs, pid), "unit": _unit_of(procfs, pid)}
+            target = sessions if m else device_holders
+            if len(target) >= MAX_LISTED:
+                truncated = True
+                continue
+            target.append({"name": m.group(1), **entry} if m else entry)
+    return {"sessions": sessions, "device_holders": device_holders, "truncated": truncated}
+
+
+def parse_systemctl_show(text: str) -> list:
+    """`systemctl show -p ... UNITS` output (blocks of Key=Value, blank-line separated) as unit records."""
+    units = []
+    for block in re.split(r"\n\s*\n", text or ""):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if not props.get("Id"):
+            continue
+        try:
+            stored = int(props.get("NFileDescriptorStore") or 0)
+        except ValueError:
+            stored = 0
+        units.append({"unit": props["Id"], "active": props.get("ActiveState"),
+                      "preserve": props.get("FileDescriptorStorePreserve") or None,
+                      "luo_session": props.get("LUOSession") or None, "fd_store": stored})
+    return units
+
+
+def systemd(run_command) -> dict | None:
+    """systemd's version, KExecCount and the units that preserve state across a kexec; None without systemd."""
+    rc, out, _err = run_command(["systemctl", "--version"])
+    if rc != 0:
+        return None
+    m = re.match(r"systemd (\d+)", out or "")
+    rc, count, _err = run_command(["systemctl", "show", "-p", "KExecCount", "--value"])
+    count = (count or "").strip()
+    rc_units, units_out, _err = run_command(["systemctl", "show", "-p", ",".join(UNIT_PROPERTIES), "--",
+                                             "*.service"])
+    units = parse_systemctl_show(units_out) if rc_units == 0 else []
+    keep = [u for u in units if u["preserve"] == "yes" or u["luo_session"]]
+    return {"version": int(m.group(1)) if m else None,
+            "kexec_count": int(count) if rc == 0 and count.isdigit() else None,
+            "preserving_units": keep[:MAX_LISTED]}
+
+
+def incoming_number(log_lines) -> int | None:
+    """The liveupdate number this boot received, from the kernel's own log line."""
+    for line in reversed(log_lines or []):
+        m = INCOMING_LOG.search(line)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def gather(devfs: str, procfs: str, cmdline: str, log_lines, run_command) -> dict:
+    device = os.path.exists(os.path.join(devfs, "liveupdate"))
+    param = re.findall(r"(?:^|\s)liveupdate=(\S*)", cmdline or "")
+    held = holders(procfs, devfs) if device else {"sessions": [], "device_holders": [], "truncated": False}
+    return {
+        "device": device,
+        "param": param[-1] if param else None,
+        **held,
+        "incoming_number": incoming_number(log_lines),
+        "systemd": systemd(run_command),
+    }
+
+
+def at_risk(lu: dict) -> dict:
+    """What each jump method would lose: {'kexec': [...fd stores...], 'systemctl': [...process sessions...]}."""
+    lu = lu or {}
+    stores = [u for u in ((lu.get("systemd") or {}).get("preserving_units") or [])
+              if u.get("fd_store") or u.get("luo_session")]
+    # PID 1's own sessions (LUOSession= units, fd stores) are systemd's to carry, not a process's.
+    sessions = [s for s in (lu.get("sessions") or []) if s.get("pid") != 1]
+    return {"kexec": [f"{u['unit']} (fd store: {u.get('fd_store') or 0} fds"
+                      + (f", LUO session {u['luo_session']}" if u.get("luo_session") else "") + ")" for u in stores],
+            "systemctl": [f"session {s.get('name') or '?'} held by pid {s['pid']} ({s.get('comm') or '?'}"
+                          + (f", {s['unit']}" if s.get("unit") else "") + ")" for s in sessions]}
+
+
+def choose_method(lu: dict, requested: str, accept_loss=()) -> tuple:
+    """(method, what is accepted lost) for the jump, or LossRefused naming what would be lost and how to choose.
+
+    auto: systemctl where systemd preserves fd stores, kexec otherwise; refused where each method would
+    lose something, unless accept_loss names the loss.  An explicit method that loses state is refused
+    the same way.
+    """
+    if requested not in METHODS:
+        raise ValueError(f"method is {requested!r}; the valid values are {', '.join(METHODS)}")
+    bad = [x for x in accept_loss or () if x not in LOSSES]
+    if bad:
+        raise ValueError(f"accept_loss has {bad!r}; the valid values are {', '.join(LOSSES)}")
+    risk = at_risk(lu)
+    loss_name = {"kexec": "fd_stores", "systemctl": "process_sessions"}
+    if requested == "auto":
+        if risk["kexec"] and risk["systemctl"]:
+            if "fd_stores" in (accept_loss or ()):
+                requested = "kexec"
+            elif "process_sessions" in (accept_loss or ()):
+                requested = "systemctl"
+            else:
+                raise LossRefused(
+                    "no jump method keeps everything this host preserves: kexec -e would lose "
+                    f"{'; '.join(risk['kexec'])}, systemctl kexec would lose {'; '.join(risk['systemctl'])}. "
+                    "Stop one side first, or accept a loss with accept_loss: [fd_stores] or [process_sessions]")
+        else:
+            requested = "systemctl" if risk["kexec"] else "kexec"
+    lost = risk[requested]
+    if lost and loss_name[requested] not in (accept_loss or ()):
+        other = "systemctl" if requested == "kexec" else "kexec"
+        raise LossRefused(f"method {requested} would lose {'; '.join(lost)} (method {other} keeps them); "
+                          f"use method auto, or accept the loss with accept_loss: [{loss_name[requested]}]")
+    return requested, ([loss_name[requested]] if lost else [])
+
+
+def verify(before: dict, after: dict, method: str) -> dict:
+    """What came across a jump of live update state, and what was lost (each loss a sentence); also on the controller.
+
+    The incoming liveupdate number must be the one the old kernel was to hand over; PID 1's KExecCount one
+    higher after a systemctl kexec; every unit that had a preserved fd store active again with at least as many
+    stored fds; and a process's sessions do not survive systemctl kexec (it stops the process first).
+    """
+    before, after = before or {}, after or {}
+    sd_b, sd_a = before.get("systemd") or {}, after.get("systemd") or {}
+    expected = (before.get("outgoing") or {}).get("next_number")
+    incoming = after.get("incoming_number")
+    lost = []
+    if before.get("device") and expected is not None and incoming != expected:
+        lost.append(f"the new kernel logged liveupdate number {incoming}, the old one was to hand over {expected}: "
+                    "the LUO state did not come across")
+    count_b, count_a = sd_b.get("kexec_count"), sd_a.get("kexec_count")
+    if method == "systemctl" and count_b is not None and count_a != count_b + 1:
+        lost.append(f"systemd's KExecCount is {count_a} after the jump, {count_b} before: PID 1 did not come "
+                    "through the kexec with its serialised state")
+    after_units = {u.get("unit"): u for u in sd_a.get("preserving_units") or []}
+    kept = [u for u in sd_b.get("preserving_units") or [] if u.get("fd_store") or u.get("luo_session")]
+    for u in kept:
+        now = after_units.get(u["unit"]) or {}
+        if now.get("active") != "active" or (now.get("fd_store") or 0) < (u.get("fd_store") or 0):
+            lost.append(f"{u['unit']} came back {now.get('active') or 'without its preservation'} with "
+                        f"{now.get('fd_store') or 0} of its {u.get('fd_store') or 0} stored fds")
+    sessions = [s for s in before.get("sessions") or [] if s.get("pid") != 1]
+    if method == "systemctl":
+        lost += [f"LUO session {s.get('name') or '?'} held by pid {s['pid']} ({s.get('comm') or '?'}) was lost: "
+                 "systemctl kexec stopped its process" for s in sessions]
+    return {"method": method, "expected_number": expected, "incoming_number": incoming,
+            "kexec_count_before": count_b, "kexec_count_after": count_a,
+            "sessions_before": [s.get("name") for s in sessions], "units_before": [u["unit"] for u in kept],
+            "lost": lost}
