@@ -39,6 +39,10 @@ def _dict(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _regions(r: dict) -> list:
     regions = r.get("regions")
     return [g for g in regions if isinstance(g, dict)] if isinstance(regions, list) else []
@@ -59,13 +63,26 @@ def plain(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+def live_update(r: dict) -> str:
+    """The live update part of a result: the method, the liveupdate number, what was preserved, what was lost."""
+    lu = _dict(r.get("liveupdate"))
+    if not lu:
+        return ""
+    kept = [str(x) for x in _list(lu.get("sessions_before")) + _list(lu.get("units_before"))]
+    lost = _list(lu.get("lost"))
+    return (f"live update by {lu.get('method')}: number {lu.get('incoming_number')} (expected "
+            f"{lu.get('expected_number')}), preserved {', '.join(kept) or 'nothing'}"
+            + (f", LOST {'; '.join(str(x) for x in lost)}" if lost else ""))
+
+
 def summary_line(host: str, r) -> str:
     r = _dict(r)
     regions = ", ".join(_region(g) for g in _regions(r))
     failed = f" at '{r.get('failed_step')}': {r.get('error')}" if _failed(r) else ""
+    lu = live_update(r)
     return plain(f"{host}: {r.get('verdict')}{failed}; {r.get('release_before')} -> {r.get('release_after')}, "
                  f"kexec count {r.get('kexec_count')}, downtime {r.get('downtime')} s; "
-                 f"{regions or 'no reserve_mem regions'}")
+                 f"{regions or 'no reserve_mem regions'}" + (f"; {lu}" if lu else ""))
 
 
 def write_private(path: str, text: str) -> None:
@@ -116,7 +133,9 @@ def render_html(results: dict) -> str:
             f'<div class="timeline">{"".join(bars) or "<em>no phase timed</em>"}</div>'
             f'<p>{html.escape(str(r.get("release_before")))} &rarr; {html.escape(str(r.get("release_after")))}, '
             f'previous release {html.escape(str(r.get("previous_release")))}, '
-            f'kexec count {html.escape(str(r.get("kexec_count")))}</p><ul>{regions}</ul>{error}</section>')
+            f'kexec count {html.escape(str(r.get("kexec_count")))}</p><ul>{regions}</ul>'
+            + (f'<p class="liveupdate">{html.escape(live_update(r))}</p>' if live_update(r) else "")
+            + f'{error}</section>')
     verified = sum(1 for r in results.values() if r.get("verdict") == "verified")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>KHO handover report</title>

@@ -41,6 +41,56 @@ GUEST_PACKAGES = [
     "python3", "openssh-server", "kexec-tools", "iproute2", "systemd-sysv",
     "dbus", "udev", "sudo", "procps", "kmod", "grub2-common",
 ]
+# A service that keeps its data in a memfd in its systemd fd store, preserved across `systemctl kexec`
+# (systemd 261 and later, through LUO).  It writes what it found to /run/kho-cache.state.
+CACHE_SERVICE = """\
+#!/usr/bin/python3
+import os, socket, time
+names = os.environ.get("LISTEN_FDNAMES", "").split(":") if os.environ.get("LISTEN_PID") == str(os.getpid()) else []
+fds = dict(zip(names, range(3, 3 + int(os.environ.get("LISTEN_FDS", "0") or 0))))
+boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+if "cache" in fds:
+    memfd, how = fds["cache"], "restored"
+    data = os.pread(memfd, 4096, 0).decode()
+else:
+    memfd, how, data = os.memfd_create("cache"), "created", f"kho-cache data from boot {boot}"
+    os.write(memfd, data.encode())
+addr = os.environ["NOTIFY_SOCKET"]
+addr = "\\0" + addr[1:] if addr.startswith("@") else addr
+with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+    if how == "created":
+        socket.send_fds(sock, [b"FDSTORE=1\\nFDNAME=cache"], [memfd], 0, addr)
+    sock.sendto(b"READY=1", addr)
+with open("/run/kho-cache.state", "w") as f:
+    f.write(f"{how} on boot {boot}: {data}\\n")
+while True:
+    time.sleep(3600)
+"""
+CACHE_UNIT = """\
+[Unit]
+Description=kexec.kho lab: data kept in a memfd in the fd store across a kexec
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart=/usr/local/bin/kho-cache-service
+FileDescriptorStoreMax=4
+FileDescriptorStorePreserve=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+# Guest flavours: the root fs (suite, packages) and files of their own.  sid: systemd 262, kexec-tools 2.0.32,
+# for live update (leave systemd-resolved out: it fails to configure in a chroot).
+FLAVOURS = {
+    "bookworm": {"suite": DEBIAN_SUITE, "packages": GUEST_PACKAGES, "files": {}, "enable": []},
+    "sid": {"suite": "sid",
+            "packages": ["python3", "openssh-server", "kexec-tools", "iproute2", "systemd-sysv", "dbus", "udev",
+                         "sudo", "procps", "kmod"],
+            "files": {"usr/local/bin/kho-cache-service": (CACHE_SERVICE, 0o755),
+                      "etc/systemd/system/kho-cache.service": (CACHE_UNIT, 0o644)},
+            "enable": ["kho-cache.service"]},
+}
 HOST_PACKAGES = [
     "qemu-system-x86", "qemu-utils", "debootstrap", "e2fsprogs", "openssh-client",
     "build-essential", "bc", "flex", "bison", "libelf-dev", "libssl-dev", "cpio",
@@ -208,17 +258,18 @@ def ssh_key() -> Path:
     return key
 
 
-def build_rootfs() -> Path:
-    tree = CACHE / f"rootfs-{digest(DEBIAN_SUITE, *GUEST_PACKAGES, ROOTFS_RECIPE)}"
+def build_rootfs(flavour: str = "bookworm") -> Path:
+    suite, packages = FLAVOURS[flavour]["suite"], FLAVOURS[flavour]["packages"]
+    tree = CACHE / f"rootfs-{digest(suite, *packages, ROOTFS_RECIPE)}"
     if (tree / "etc/os-release").exists():
         log(f"root fs cached: {tree}")
         return tree
     tmp = tree.with_name(tree.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    log(f"debootstrap {DEBIAN_SUITE} into {tmp} (about 2 minutes)")
+    log(f"debootstrap {suite} into {tmp} (about 2 minutes)")
     started = time.monotonic()
-    run(["debootstrap", "--variant=minbase", f"--include={','.join(GUEST_PACKAGES)}",
-         DEBIAN_SUITE, str(tmp), MIRROR], stdout=subprocess.DEVNULL)
+    run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
+         suite, str(tmp), MIRROR], stdout=subprocess.DEVNULL)
     for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
         for f in (tmp / junk).glob("*"):
             if f.is_file():
@@ -279,21 +330,25 @@ def _stage(kernel: Path, tree: Path, pub: str, extra: dict | None = None) -> Pat
     return stage
 
 
-def _inputs() -> tuple[Path, Path, str]:
+def _inputs(flavour: str = "bookworm") -> tuple[Path, Path, str]:
     kdir = build_kernel()
-    tree = build_rootfs()
+    tree = build_rootfs(flavour)
     return kdir, tree, ssh_key().with_suffix(".pub").read_text()
 
 
-def build_disk() -> Path:
+def build_disk(flavour: str = "bookworm") -> Path:
     """A whole-disk ext4 file system (root=/dev/vda), booted by QEMU's -kernel."""
-    kdir, tree, pub = _inputs()
-    disk = CACHE / f"disk-{digest(kdir.name, tree.name, pub, DISK_RECIPE)}.img"
+    kdir, tree, pub = _inputs(flavour)
+    spec = FLAVOURS[flavour]
+    parts = [] if flavour == "bookworm" else [flavour, json.dumps(spec["files"]), *spec["enable"]]
+    disk = CACHE / f"disk-{digest(kdir.name, tree.name, pub, DISK_RECIPE, *parts)}.img"
     if disk.exists():
         log(f"disk cached: {disk}")
         return disk
-    log("assembling the guest disk image")
-    stage = _stage(kdir / "bzImage", tree, pub)
+    log(f"assembling the guest disk image ({flavour})")
+    stage = _stage(kdir / "bzImage", tree, pub, spec["files"])
+    for unit in spec["enable"]:
+        (stage / "etc/systemd/system/multi-user.target.wants" / unit).symlink_to(f"/etc/systemd/system/{unit}")
     tmp = disk.with_suffix(".tmp")
     run(["mkfs.ext4", "-q", "-F", "-L", "kho-lab", "-d", str(stage), str(tmp), "2G"])
     tmp.chmod(0o600)  # it holds the guests' SSH host keys
@@ -390,11 +445,11 @@ def build_command(args) -> None:
     print(json.dumps(info))
 
 
-def build(_args=None) -> dict:
+def build(_args=None, flavour: str = "bookworm") -> dict:
     CACHE.mkdir(mode=0o700, parents=True, exist_ok=True)
     CACHE.chmod(0o700)  # root file systems, disks and the lab's SSH key
     with locked(CACHE / ".build.lock"):  # two builds in one tree corrupt it: the second one waits
-        disk = build_disk()
+        disk = build_disk(flavour)
     kdir = kernel_dir()
     info = json.loads((kdir / "build.json").read_text())
     return {"disk": str(disk), "kernel": str(kdir / "bzImage"), **info}
@@ -691,7 +746,7 @@ def write_inventory(rd: Path, guests: list[dict]) -> Path:
 
 
 def up(args) -> dict:
-    info = build()
+    info = build(flavour=args.flavour)
     if args.boot == "grub":
         if args.append:
             raise SystemExit("--append needs --boot kernel: a GRUB-booted guest takes its command line from "
@@ -830,6 +885,9 @@ def parser() -> argparse.ArgumentParser:
                            help="make a guest reset stop QEMU (for guests that must not come back)")
             p.add_argument("--append", action="append", default=[],
                            help="extra kernel parameters")
+            p.add_argument("--flavour", choices=sorted(FLAVOURS), default="bookworm",
+                           help="the guest's root fs: bookworm, or sid (systemd 262, a service with a preserved "
+                                "fd store, for live update)")
             p.add_argument("--boot", choices=("kernel", "grub"), default="kernel",
                            help="kernel: QEMU loads the lab kernel with KHO on; grub: a real GRUB boots it "
                                 "from the disk's MBR with KHO off, so the boot loader decides each boot")

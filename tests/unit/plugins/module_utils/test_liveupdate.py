@@ -161,8 +161,11 @@ def test_verify_names_every_loss():
         "cache.service came back active with 0 of its 1 stored fds",
         "LUO session test-session held by pid 167 (luo_kexec_simpl) was lost: systemctl kexec stopped its process",
     ]
-    assert lu.verify(facts(units=[STORE]), facts(units=[]), "kexec")["lost"] == [
-        "cache.service came back without its preservation with 0 of its 1 stored fds"]
+    assert lu.verify(facts(units=[STORE]), facts(units=[]), "systemctl")["lost"][-1] == (
+        "cache.service came back without its preservation with 0 of its 1 stored fds")
+    # after kexec -e a restarted service refills its store: the count is no proof, the loss is by construction
+    assert lu.verify(facts(units=[STORE]), facts(units=[STORE]), "kexec")["lost"] == [
+        "cache.service's fd store (1 fds) was lost: kexec -e bypasses systemd, which never serialised it"]
     assert lu.verify(facts(device=False, number=3), {}, "kexec")["lost"] == []  # no LUO: nothing to check
 
 

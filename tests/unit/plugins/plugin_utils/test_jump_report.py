@@ -320,6 +320,18 @@ RESULTS = {
 }
 
 
+def test_live_update_in_the_summary_and_the_page():
+    lu = {"method": "systemctl", "incoming_number": 2, "expected_number": 2, "sessions_before": [],
+          "units_before": ["cache.service"], "lost": []}
+    r = {**RESULTS["web-1"], "liveupdate": lu}
+    assert _report.summary_line("web-1", r).endswith(
+        "; live update by systemctl: number 2 (expected 2), preserved cache.service")
+    r["liveupdate"]["lost"] = ["cache.service came back failed with 0 of its 1 stored fds"]
+    assert "LOST cache.service came back failed" in _report.summary_line("web-1", r)
+    assert "LOST cache.service came back failed" in _report.render_html({"web-1": r})
+    assert "live update" not in _report.summary_line("web-1", RESULTS["web-1"])
+
+
 def test_summary_line():
     line = _report.summary_line("web-1", RESULTS["web-1"])
     assert line.startswith("web-1: verified; 7.3.4 -> 7.3.5") and "oops 0x3eb00000 -> 0x3eb00000" in line
@@ -341,7 +353,10 @@ JSON_VALUE = st.recursive(
     max_leaves=16)
 FIELDS = ("verdict", "failed_step", "error", "release_before", "release_after", "kexec_count", "downtime",
           "previous_release", "timings", "regions")
-RESULT = st.fixed_dictionaries({}, optional={k: JSON_VALUE for k in FIELDS}) | JSON_VALUE
+LIVEUPDATE = st.fixed_dictionaries({}, optional={k: JSON_VALUE for k in (
+    "method", "incoming_number", "expected_number", "sessions_before", "units_before", "lost")})
+RESULT = st.fixed_dictionaries({}, optional={**{k: JSON_VALUE for k in FIELDS},
+                                             "liveupdate": LIVEUPDATE | JSON_VALUE}) | JSON_VALUE
 REGION = st.fixed_dictionaries({}, optional={k: JSON_VALUE for k in ("name", "start_before", "start_after", "size")})
 
 
