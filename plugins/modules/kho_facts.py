@@ -224,6 +224,9 @@ ansible_facts:
                 - systemd's C(version), PID 1's C(kexec_count) (C(KExecCount), systemd 261 and later; V(null)
                   before), and C(preserving_units), the services with C(FileDescriptorStorePreserve=yes) or
                   C(LUOSession=) (C(unit), C(active), C(preserve), C(luo_session), C(fd_store) = C(NFileDescriptorStore)).
+                - C(boot_phases), the phases C(systemd-analyze time) prints, in seconds; after a kexec, systemd 262
+                  also counts the old boot's C(stopping), C(exit) and C(systemd-shutdown). V(null) until the boot has
+                  finished.
                 - V(null) where C(systemctl) does not run.
               type: dict
         lockdown:

@@ -75,14 +75,22 @@ def live_update(r: dict) -> str:
             + (f", LOST {'; '.join(str(x) for x in lost)}" if lost else ""))
 
 
+def boot_phases(r: dict) -> str:
+    """systemd's own phases of the jump and the new boot ('stopping 3.8 s + exit 0.3 s + ...'), or ''."""
+    phases = _dict(r.get("boot_phases"))
+    return " + ".join(f"{name} {_num(v):.1f} s" if _num(v) is not None else f"{name} {v}"
+                      for name, v in phases.items())
+
+
 def summary_line(host: str, r) -> str:
     r = _dict(r)
     regions = ", ".join(_region(g) for g in _regions(r))
     failed = f" at '{r.get('failed_step')}': {r.get('error')}" if _failed(r) else ""
-    lu = live_update(r)
+    lu, phases = live_update(r), boot_phases(r)
     return plain(f"{host}: {r.get('verdict')}{failed}; {r.get('release_before')} -> {r.get('release_after')}, "
                  f"kexec count {r.get('kexec_count')}, downtime {r.get('downtime')} s; "
-                 f"{regions or 'no reserve_mem regions'}" + (f"; {lu}" if lu else ""))
+                 f"{regions or 'no reserve_mem regions'}" + (f"; {lu}" if lu else "")
+                 + (f"; systemd: {phases}" if phases else ""))
 
 
 def write_private(path: str, text: str) -> None:
@@ -135,6 +143,7 @@ def render_html(results: dict) -> str:
             f'previous release {html.escape(str(r.get("previous_release")))}, '
             f'kexec count {html.escape(str(r.get("kexec_count")))}</p><ul>{regions}</ul>'
             + (f'<p class="liveupdate">{html.escape(live_update(r))}</p>' if live_update(r) else "")
+            + (f'<p class="phases">systemd: {html.escape(boot_phases(r))}</p>' if boot_phases(r) else "")
             + f'{error}</section>')
     verified = sum(1 for r in results.values() if r.get("verdict") == "verified")
     return f"""<!DOCTYPE html>

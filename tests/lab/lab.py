@@ -58,9 +58,10 @@ else:
 addr = os.environ["NOTIFY_SOCKET"]
 addr = "\\0" + addr[1:] if addr.startswith("@") else addr
 with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+    sock.connect(addr)  # socket.send_fds ignores its address argument
     if how == "created":
-        socket.send_fds(sock, [b"FDSTORE=1\\nFDNAME=cache"], [memfd], 0, addr)
-    sock.sendto(b"READY=1", addr)
+        socket.send_fds(sock, [b"FDSTORE=1\\nFDNAME=cache"], [memfd])
+    sock.send(b"READY=1")
 with open("/run/kho-cache.state", "w") as f:
     f.write(f"{how} on boot {boot}: {data}\\n")
 while True:
@@ -73,6 +74,8 @@ Description=kexec.kho lab: data kept in a memfd in the fd store across a kexec
 [Service]
 Type=notify
 NotifyAccess=main
+# Python's start alone takes a minute or more under TCG
+TimeoutStartSec=10min
 ExecStart=/usr/local/bin/kho-cache-service
 FileDescriptorStoreMax=4
 FileDescriptorStorePreserve=yes
@@ -759,7 +762,7 @@ def up(args) -> dict:
     cmdline = " ".join([BASE_CMDLINE, *args.append]) if args.boot == "kernel" else None
     restore = None
     if args.boot == "kernel" and not args.cold and os.environ.get("KHO_LAB_SNAPSHOT", "1") != "0":
-        restore = str(build_snapshot(info, accel, args.memory, cmdline))
+        restore = str(build_snapshot(info, accel, args.memory, cmdline, max(args.timeout, 300.0)))
     with locked(CACHE / "run" / ".lock"):
         if (rd / "guests.json").exists():
             down(args)

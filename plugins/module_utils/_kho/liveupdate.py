@@ -98,6 +98,30 @@ def parse_systemctl_show(text: str) -> list:
     return units
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|s|min|h)\b")
+_UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0}
+
+
+def seconds(text: str) -> float | None:
+    """systemd's time span ('2min 58.735s', '313ms') in seconds."""
+    parts = _DURATION.findall(text or "")
+    return round(sum(float(n) * _UNIT_SECONDS[u] for n, u in parts), 3) if parts else None
+
+
+def boot_phases(text: str) -> dict | None:
+    """`systemd-analyze time`'s phases; after a kexec (systemd 262) they start with the old boot's
+    (stopping), (exit) and (systemd-shutdown), then (kernel) and (userspace).  None when it printed none."""
+    m = re.search(r"Startup finished in (.*?)(?: = |$)", text or "", re.M)
+    if not m:
+        return None
+    phases = {}
+    for part in m.group(1).split(" + "):
+        name = re.search(r"\(([\w-]+)\)\s*$", part)
+        if name:
+            phases[name.group(1)] = seconds(part[:name.start()])
+    return phases or None
+
+
 def systemd(run_command) -> dict | None:
     """systemd's version, KExecCount and the units that preserve state across a kexec; None without systemd."""
     rc, out, _err = run_command(["systemctl", "--version"])
@@ -110,9 +134,11 @@ def systemd(run_command) -> dict | None:
                                              "*.service"])
     units = parse_systemctl_show(units_out) if rc_units == 0 else []
     keep = [u for u in units if u["preserve"] == "yes" or u["luo_session"]]
+    rc_time, analyze, _err = run_command(["systemd-analyze", "time"])
     return {"version": int(m.group(1)) if m else None,
             "kexec_count": int(count) if rc == 0 and count.isdigit() else None,
-            "preserving_units": keep[:MAX_LISTED]}
+            "preserving_units": keep[:MAX_LISTED],
+            "boot_phases": boot_phases(analyze) if rc_time == 0 else None}
 
 
 def incoming_number(log_lines) -> int | None:

@@ -59,24 +59,10 @@ def test_systemctl_show_recorded_from_systemd_252_preserves_nothing(luo_dir):
             "fd_store": 0} in units
 
 
-# systemd 262's properties for a unit like the issue's (FileDescriptorStorePreserve=yes, one memfd stored);
-# constructed from the property names systemd documents, since no package here runs 262 in a guest yet.
-SHOW_262 = """Id=cache.service
-ActiveState=active
-FileDescriptorStorePreserve=yes
-NFileDescriptorStore=1
-LUOSession=
-
-Id=ssh.service
-ActiveState=active
-FileDescriptorStorePreserve=restart
-NFileDescriptorStore=0
-LUOSession=
-"""
-
-
-def fake_systemctl(show=SHOW_262, version="systemd 262 (262.1-1)", count="0"):
+def fake_systemctl(show, version="systemd 262 (262.1-1)", count="0", analyze=""):
     def run(argv):
+        if argv[0] == "systemd-analyze":
+            return (0, analyze, "") if analyze else (1, "", "Bootup is not yet finished")
         if argv[1] == "--version":
             return 0, version + "\n+PAM +AUDIT\n", ""
         if "KExecCount" in argv:
@@ -85,12 +71,24 @@ def fake_systemctl(show=SHOW_262, version="systemd 262 (262.1-1)", count="0"):
     return run
 
 
-def test_systemd_reports_its_version_kexec_count_and_preserving_units():
-    sd = lu.systemd(fake_systemctl())
-    assert sd == {"version": 262, "kexec_count": 0, "preserving_units": [
-        {"unit": "cache.service", "active": "active", "preserve": "yes", "luo_session": None, "fd_store": 1}]}
+def test_systemd_262_recorded_after_a_kexec(luo_dir):
+    """The sid guest (systemd 262.1) after `systemctl kexec`: journald, udevd and kho-cache.service preserve fd stores."""
+    sd = lu.systemd(fake_systemctl((luo_dir / "systemctl_show_262").read_text(), count="1",
+                                   analyze=(luo_dir / "systemd_analyze_time_262").read_text()))
+    assert sd["version"] == 262 and sd["kexec_count"] == 1
+    assert {u["unit"]: u["fd_store"] for u in sd["preserving_units"]} == {
+        "systemd-journald.service": 6, "systemd-udevd.service": 1, "kho-cache.service": 1}
+    assert sd["boot_phases"] == {"stopping": 3.825, "exit": 0.313, "systemd-shutdown": 0.676, "kernel": 12.018,
+                                 "userspace": 178.735}
     assert lu.systemd(lambda argv: (127, "", "not found")) is None
-    assert lu.systemd(fake_systemctl(version="systemd 252 (252.39-1~deb12u2)", count=""))["kexec_count"] is None
+    old = lu.systemd(fake_systemctl((luo_dir / "systemctl_show_252").read_text(), "systemd 252 (252.39-1~deb12u2)", ""))
+    assert old["kexec_count"] is None and old["preserving_units"] == [] and old["boot_phases"] is None
+
+
+def test_boot_phases_of_a_cold_boot():
+    assert lu.boot_phases("Startup finished in 1.203s (kernel) + 2min 3.5s (userspace) = 2min 4.703s\n") == {
+        "kernel": 1.203, "userspace": 123.5}
+    assert lu.boot_phases("Bootup is not yet finished") is None and lu.seconds("") is None
 
 
 SESSION = {"name": "test-session", "pid": 167, "comm": "luo_kexec_simpl", "unit": "ssh.service"}

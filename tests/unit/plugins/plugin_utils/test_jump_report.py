@@ -330,6 +330,10 @@ def test_live_update_in_the_summary_and_the_page():
     assert "LOST cache.service came back failed" in _report.summary_line("web-1", r)
     assert "LOST cache.service came back failed" in _report.render_html({"web-1": r})
     assert "live update" not in _report.summary_line("web-1", RESULTS["web-1"])
+    r["boot_phases"] = {"stopping": 3.825, "exit": 0.313, "systemd-shutdown": 0.676, "kernel": 12.018}
+    assert _report.summary_line("web-1", r).endswith(
+        "; systemd: stopping 3.8 s + exit 0.3 s + systemd-shutdown 0.7 s + kernel 12.0 s")
+    assert "systemd: stopping 3.8 s" in _report.render_html({"web-1": r})
 
 
 def test_summary_line():
@@ -352,7 +356,7 @@ JSON_VALUE = st.recursive(
     SCALAR, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=16)
 FIELDS = ("verdict", "failed_step", "error", "release_before", "release_after", "kexec_count", "downtime",
-          "previous_release", "timings", "regions")
+          "previous_release", "timings", "regions", "boot_phases")
 LIVEUPDATE = st.fixed_dictionaries({}, optional={k: JSON_VALUE for k in (
     "method", "incoming_number", "expected_number", "sessions_before", "units_before", "lost")})
 RESULT = st.fixed_dictionaries({}, optional={**{k: JSON_VALUE for k in FIELDS},
