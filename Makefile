@@ -23,7 +23,7 @@ PY_NEWEST := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13
 PY_OLDEST := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) $(shell command -v python3.10 2>/dev/null))
 
 .PHONY: unit test test-lab demo bench venv layout layout-lab host static sanity lint docs units simulated lab-build lab-lean \
-	lab-full newest oldest venv-oldest lab-up lab-down clean
+	lab-full newest oldest venv-oldest demo-live lab-up lab-down clean
 
 $(BIN)/.stamp: requirements.txt tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -102,6 +102,10 @@ test-lab:
 
 demo: layout host
 	tests/utils/demo.sh
+
+# The same on the sid guest: a service's preserved fd store across the handover (live update).
+demo-live: layout host
+	tests/utils/demo.sh live
 
 bench: layout host
 	cd $(COLL) && python bench/run.py $(BENCH_ARGS)

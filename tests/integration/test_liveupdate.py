@@ -110,7 +110,8 @@ def test_the_default_method_keeps_a_services_fd_store(lab_factory, tmp_path):
     result = summary[name]
     assert result["verdict"] == "verified" and result["method"] == "systemctl", result  # auto: systemd keeps it
     lu = result["liveupdate"]
-    assert lu["units_before"] == ["kho-cache.service"] and lu["lost"] == [], lu
+    # systemd 262's own journald and udevd preserve their fd stores too
+    assert "kho-cache.service" in lu["units_before"] and lu["lost"] == [], lu
     assert lu["kexec_count_after"] == lu["kexec_count_before"] + 1 == 1, lu
     after = cache_service(guests, tmp_path)
     assert after["state"].startswith("restored on boot ") and after["state"].endswith(": " + data), after
