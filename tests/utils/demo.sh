@@ -20,7 +20,7 @@ inventory=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["inv
 rm -f "${TMPDIR:-/tmp}/kho-demo-$$.json"
 cd "$coll"
 cache_state() {  # what kho-cache.service says it found when it started
-  ansible all -i "$inventory" -o -m ansible.builtin.command -a 'cat /run/kho-cache.state' | sed 's/^/kho-cache.service: /'
+  ansible all -i "$inventory" -m ansible.builtin.command -a 'cat /run/kho-cache.state' | sed 's/^/kho-cache.service: /'
 }
 [ "$live" = live ] && cache_state
 # sid's user space takes minutes to come back under emulation: a longer wait there
