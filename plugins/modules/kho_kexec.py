@@ -81,10 +81,10 @@ options:
         any change, naming the sessions, their processes and the units. An explicit method that would lose live
         update state is refused the same way, unless O(accept_loss) names that loss.
       - Resolved by the load (O(state=loaded) and O(state=executed)), returned as RV(method).
+      - V(auto) and the default V(auto) are new in 0.2.0; the default was V(kexec) before.
     type: str
     default: auto
     choices: [auto, kexec, systemctl]
-    version_changed: 0.2.0
   accept_loss:
     description:
       - Live update state the jump may lose, where no method keeps everything. V(fd_stores) lets V(kexec) drop

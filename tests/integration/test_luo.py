@@ -53,7 +53,8 @@ def test_the_default_method_keeps_the_selftests_sessions(lab_factory, tmp_path, 
     result = summary[name]
     assert result["verdict"] == "verified" and result["method"] == "kexec", result  # auto: a process holds them
     lu = result["liveupdate"]
-    assert lu["lost"] == [] and lu["incoming_number"] == lu["expected_number"] is not None, lu
+    assert lu["lost"] == [] and lu["expected_number"] is not None, lu
+    assert lu["incoming_number"] == lu["expected_number"], lu
     assert {"test-session", "kexec_simple_state", "kexec_multi_state"} <= set(lu["sessions_before"]), lu
     # ... the other's here, with its own words
     out = stage(guests, tmp_path, selftests, 2, ("luo_kexec_simple",))
