@@ -133,6 +133,7 @@ def render_html(results: dict) -> str:
         ok = verdict == "verified"
         regions = "".join(f"<li>{html.escape(_region(g))} ({html.escape(str(g.get('size')))} bytes)</li>"
                           for g in _regions(r))
+        lu, phases = live_update(r), boot_phases(r)
         error = (f'<p class="error">failed at {html.escape(str(r.get("failed_step")))}: '
                  f'{html.escape(str(r.get("error")))}</p>') if _failed(r) else ""
         rows.append(
@@ -142,8 +143,8 @@ def render_html(results: dict) -> str:
             f'<p>{html.escape(str(r.get("release_before")))} &rarr; {html.escape(str(r.get("release_after")))}, '
             f'previous release {html.escape(str(r.get("previous_release")))}, '
             f'kexec count {html.escape(str(r.get("kexec_count")))}</p><ul>{regions}</ul>'
-            + (f'<p class="liveupdate">{html.escape(live_update(r))}</p>' if live_update(r) else "")
-            + (f'<p class="phases">systemd: {html.escape(boot_phases(r))}</p>' if boot_phases(r) else "")
+            + (f'<p class="liveupdate">{html.escape(lu)}</p>' if lu else "")
+            + (f'<p class="phases">systemd: {html.escape(phases)}</p>' if phases else "")
             + f'{error}</section>')
     verified = sum(1 for r in results.values() if r.get("verdict") == "verified")
     return f"""<!DOCTYPE html>

@@ -123,22 +123,22 @@ def test_load_unloaded_behind_the_roles_back_is_caught_before_the_jump(quiet_gue
     assert_untouched(quiet_guest, tmp_path)
 
 
-CUT_AFTER_LOAD = """\
-    - ansible.builtin.command: mv /usr/sbin/kexec /usr/sbin/kexec.real
-      changed_when: true
-    - ansible.builtin.copy:
-        dest: /usr/sbin/kexec
-        mode: "0755"
-        content: |
-          #!/bin/sh
-          # Fault 8, fires once: the load succeeds, then every SSH session dies before the jump.
-          /usr/sbin/kexec.real "$@"; rc=$?
-          if [ "$2" = -l ]; then
-            mv -f /usr/sbin/kexec.real /usr/sbin/kexec
-            pkill -KILL -f '^sshd: root'
-          fi
-          exit $rc
-"""
+def kexec_wrapper(*lines: str) -> str:
+    """Tasks that move the real kexec to /usr/sbin/kexec.real and put a shell script (these lines) in its place."""
+    return ("    - ansible.builtin.command: mv /usr/sbin/kexec /usr/sbin/kexec.real\n      changed_when: true\n"
+            "    - ansible.builtin.copy:\n        dest: /usr/sbin/kexec\n        mode: \"0755\"\n        content: |\n"
+            + "".join(f"          {line}\n" for line in ("#!/bin/sh", *lines)))
+
+
+CUT_AFTER_LOAD = kexec_wrapper(
+    "# Fault 8, fires once: the load succeeds, then every SSH session dies before the jump.",
+    '/usr/sbin/kexec.real "$@"; rc=$?',
+    "if [ \"$2\" = -l ]; then",
+    "  mv -f /usr/sbin/kexec.real /usr/sbin/kexec",
+    "  pkill -KILL -f '^sshd: root'",
+    "fi",
+    "exit $rc",
+)
 
 
 def test_connection_cut_before_the_jump_then_a_rerun_completes(lab_factory, tmp_path):

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_faults import assert_untouched, guest_run
+from test_faults import assert_untouched, guest_run, kexec_wrapper
 from test_role import KERNEL, handover
 from test_targets import run_playbook
 
@@ -40,18 +40,11 @@ def test_alias_and_bastion_hand_over_verified(lab_factory, tmp_path):
         print(f"{name}: downtime {result['downtime']} s, detect latency {result['detect_latency']} s")
 
 
-FAILING_KEXEC = """\
-    - ansible.builtin.command: mv /usr/sbin/kexec /usr/sbin/kexec.real
-      changed_when: true
-    - ansible.builtin.copy:
-        dest: /usr/sbin/kexec
-        mode: "0755"
-        content: |
-          #!/bin/sh
-          # loads like kexec-tools; the jump itself fails, after the trigger was accepted
-          if [ "$1" = -e ]; then echo 'kexec: the jump failed (lab fault)' >&2; exit 1; fi
-          exec /usr/sbin/kexec.real "$@"
-"""
+FAILING_KEXEC = kexec_wrapper(
+    "# loads like kexec-tools; the jump itself fails, after the trigger was accepted",
+    "if [ \"$1\" = -e ]; then echo 'kexec: the jump failed (lab fault)' >&2; exit 1; fi",
+    'exec /usr/sbin/kexec.real "$@"',
+)
 
 
 def test_a_jump_that_fails_after_the_trigger_is_undone(lab_factory, tmp_path):

@@ -108,16 +108,22 @@ def test_a_host_seen_gone_is_never_called_not_jumped():
     assert not isinstance(info.value, _jump.NotJumped) and info.value.seen_down and info.value.old_answers > 0
 
 
-def test_a_failed_read_counts_as_gone_without_a_probe():
-    """Through a connection with no banner check: a failed read is the sign the old kernel left."""
-    clock = Clock()
-    replies = iter([OLD, ConnectionError("reset"), *[OLD] * 1000])
-
+def scripted(replies):
+    """A read that returns each reply in turn and raises the ones that are exceptions."""
     def read():
         reply = next(replies)
         if isinstance(reply, Exception):
             raise reply
         return reply
+    return read
+
+
+def test_a_failed_read_counts_as_gone_without_a_probe():
+    """Through a connection with no banner check: a failed read is the sign the old kernel left."""
+    clock = Clock()
+    replies = iter([OLD, ConnectionError("reset"), *[OLD] * 1000])
+
+    read = scripted(replies)
     with pytest.raises(_jump.NotBack) as info:
         _jump.wait_for_new_boot(read, OLD, 100, 1, not_jumped_after=10, clock=clock, sleep=clock.sleep)
     assert not isinstance(info.value, _jump.NotJumped) and info.value.seen_down
@@ -144,11 +150,7 @@ def test_a_started_jump_is_waited_for_and_its_check_returned():
     clock = Clock()
     replies = iter([arrival(OLD, "started"), ConnectionError("reset"), arrival(NEW, "none")])
 
-    def read():
-        reply = next(replies)
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
+    read = scripted(replies)
     back = _jump.wait_for_new_boot(read, OLD, 60, 0.5, not_jumped_after=30, clock=clock, sleep=clock.sleep)
     assert back["boot_id"] == NEW and back["check"] == "in" and back["old_answers"] == 1
 
@@ -158,11 +160,7 @@ def test_a_status_after_the_host_was_seen_gone_is_not_a_failed_jump():
     clock = Clock()
     replies = iter([ConnectionError("reset"), *[arrival(OLD, "exit 1")] * 1000])
 
-    def read():
-        reply = next(replies)
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
+    read = scripted(replies)
     with pytest.raises(_jump.NotBack) as info:
         _jump.wait_for_new_boot(read, OLD, 20, 1, not_jumped_after=5, clock=clock, sleep=clock.sleep)
     assert not isinstance(info.value, _jump.NotJumped) and info.value.seen_down
