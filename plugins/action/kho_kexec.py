@@ -39,9 +39,9 @@ class ActionModule(ActionBase):
         except (AnsibleActionFail, ValueError) as exc:
             return {**result, "failed": True, "jumped": False, "msg": f"kho_kexec: {exc}"}
         opts = {k: valid[k] for k in JUMP_OPTIONS}
-        # The load resolves the method (auto: what keeps the host's live-update state) before it changes anything.
-        load_args = {**{k: v for k, v in args.items() if k not in JUMP_OPTIONS}, "state": "loaded",
-                     "method": opts["method"]}
+        # The host's part, in one run: load (the method resolved, auto: what keeps the host's live-update state),
+        # the pstore message, the queued jump.
+        load_args = {k: v for k, v in args.items() if k not in JUMP_OPTIONS}
         return self._execute(result, load_args, opts, task_vars)
 
     # ------------------------------------------------------------ steps
@@ -103,38 +103,43 @@ class ActionModule(ActionBase):
         started = time.monotonic()
         result["jumped"] = False
         limit = float(opts["connect_timeout"]) + ATTEMPT_SLACK
-        old_id = self._read_boot_id(limit)
+        phases = {"boot_id": None}
+        old_id = _jump.boot_id(load_args.get("expect_boot_id"))
+        if load_args.get("expect_boot_id") and not old_id:
+            return {**result, "failed": True, "msg": f"expect_boot_id is {load_args['expect_boot_id']!r}, not a boot "
+                                                     "id (8-4-4-4-12 lowercase hex digits)"}
+        if not old_id:  # the module checks expect_boot_id on the host before it changes anything
+            old_id = self._read_boot_id(limit)
+            phases["boot_id"] = round(time.monotonic() - started, 2)
         if not old_id:
             return {**result, "failed": True, "msg": "could not read a well-formed boot id before the jump"}
         if old_id == _jump.controller_boot_id():
             return {**result, "failed": True, "msg": f"the host is the controller itself (boot id {old_id}): the jump "
                                                      "would replace the kernel this run executes on"}
-        load = self._execute_module(module_name=MODULE, module_args=load_args, task_vars=task_vars)
-        result.update(load=load, boot_id_before=old_id)
-        if load.get("failed"):
-            return {**result, "failed": True, "msg": f"load failed, nothing was jumped: {load.get('msg')}"}
-        if self._task.check_mode:
-            return {**result, "changed": True, "msg": "would load and jump to the new kernel"}
-        probe = self._probe()  # before the trigger: the same probe must answer while the host is up
-        # From the trigger on, every return says what is known of the jump.
-        result.update(jumped=None, old_boot_answers=0, boot_id_after=None, handover_received=None, downtime=None,
-                      detection="ssh banner" if probe else "connection")
-        # Clean up the remote temporary directory now: after the jump it belongs to a kernel
-        # that is gone, and removing it at the end would fail on a host that does not return.
+        result["boot_id_before"] = old_id
+        probe = None if self._task.check_mode else self._probe()  # the same probe must answer while the host is up
+        # Clean up any remote temporary directory first: after the jump it belongs to a kernel that is gone.
         self._remove_tmp_path(self._connection._shell.tmpdir)
         self._connection._shell.tmpdir = None
+        loading = time.monotonic()
         try:
-            res = self._shell(_jump.trigger_command(load["method"], load["argv"][0]), limit, "the trigger")
+            load = self._execute_module(module_name=MODULE, module_args={**load_args, "expect_boot_id": old_id},
+                                        task_vars=task_vars)
         except AnsibleConnectionFailure as exc:
-            # The trigger may or may not have run: the polls ask the host (its jump status says which).
-            display.vvv(f"kho_kexec: connection failed while triggering the jump: {exc}")
-            res = {"rc": None}
+            # The jump may or may not have been queued: the polls ask the host (its jump status says which).
+            display.vvv(f"kho_kexec: connection failed while loading and queueing the jump: {exc}")
+            load = {"triggered": None, "msg": str(exc)}
+        phases["load"] = round(time.monotonic() - loading, 2)
+        result["load"] = load
+        if self._task.check_mode and not load.get("failed"):
+            return {**result, "changed": True, "msg": "would load and jump to the new kernel"}
+        if load.get("triggered") is False:  # refused or failed before the jump was queued, and undone
+            return {**result, "failed": True, "msg": f"nothing was jumped: {load.get('msg')}"}
+        # Queued, or unknown (the connection broke, the run crashed): the polls ask the host.
+        # From the trigger on, every return says what is known of the jump.
+        result.update(jumped=None, old_boot_answers=0, boot_id_after=None, handover_received=None, downtime=None,
+                      detection="ssh banner" if probe else "connection", phases=phases)
         jumped_at = time.monotonic()
-        if res["rc"]:
-            self._rollback(task_vars)
-            why = (res.get("stderr") or res.get("stdout") or "").strip()  # a pty merges stderr into stdout
-            return {**result, "failed": True, "jumped": False,
-                    "msg": f"the jump was not started: {why}; the image was unloaded"}
         root = (load_args.get("debugfs_root") or "/sys/kernel/debug") if opts["verify_handover"] else None
         deadline = jumped_at + float(opts["kexec_timeout"])
         original_timeout = self._connection_timeout(opts["connect_timeout"])
@@ -152,8 +157,11 @@ class ActionModule(ActionBase):
             downtime = time.monotonic() - jumped_at
             result.update(jumped=True, old_boot_answers=back["old_answers"], boot_id_after=back["boot_id"],
                           downtime=round(downtime, 2))
+            phases.update(_jump.wait_phases(back, probe is not None))
+            testing = time.monotonic()
             test = ({"rc": 0} if not opts["test_command"] else
                     self._shell(opts["test_command"], max(deadline - time.monotonic(), limit), "test_command"))
+            phases["test_command"] = round(time.monotonic() - testing, 2) if opts["test_command"] else None
         except _jump.NotBack as exc:
             self._connection.reset()  # later tasks must not reuse a connection to the kernel that left
             result.update(old_boot_answers=exc.old_answers, waited=round(time.monotonic() - jumped_at, 2))
@@ -172,7 +180,7 @@ class ActionModule(ActionBase):
         result.update(changed=True, rebooted=True, elapsed=round(time.monotonic() - started, 2),
                       detect_latency=(round(back["waited"] - back["first_answer"], 2)
                                       if back["first_answer"] is not None else None),
-                      attempts=back["attempts"], method=load["method"])
+                      attempts=back["attempts"], method=load.get("method"))
         if root:
             # Answered by the same command that read the new boot id: a shell test, not a kho_facts run.
             why = _jump.handover_failure(back["check"], root)

@@ -20,12 +20,15 @@ description:
     6.16 to 6.18 kernels only take the handover data at load time when finalized. A load that fails after
     this task finalized aborts the finalize again, where the kernel can.
   - O(state=unloaded) runs C(kexec -u) when an image is loaded.
-  - O(state=executed) (an action plugin, modelled on M(ansible.builtin.reboot)) ensures the image is loaded,
-    checks right before the jump that an image is still loaded, starts the jump detached from the SSH session
-    (so the command returns before the kernel goes away), then polls with a fresh connection each time until
-    the host answers with a well-formed boot id different from the old one and, where given,
-    O(test_command) succeeds. With O(verify_handover) it then fails unless the new kernel received handover
-    data.
+  - O(state=executed) (an action plugin, modelled on M(ansible.builtin.reboot)) reads the boot id (unless
+    O(expect_boot_id) gives it), then runs the module once on the host, which ensures the image is loaded, writes
+    O(pmsg) where given, checks that an image is loaded and queues the jump detached from the SSH session. The
+    queued jump waits for that run to exit, so its answer reaches the controller before the kernel goes away.
+    The action then polls with a fresh connection each time until the host answers with a well-formed boot id
+    different from the old one and, where given, O(test_command) succeeds. With O(verify_handover) it then fails
+    unless the new kernel received handover data.
+  - One run on the host before the jump, besides the boot id read; a failure in it after the load unloads the
+    image again (and aborts a finalize it did).
 author:
   - kexec.kho contributors (@kexec-kho)
 extends_documentation_fragment:
@@ -97,7 +100,7 @@ options:
   connect_timeout:
     description:
       - Seconds each connection attempt may take while waiting for the host to come back.
-      - Every remote command of O(state=executed) (the boot id read, the trigger, each poll, O(test_command)) is
+      - Every remote command of O(state=executed) (the boot id read, each poll, O(test_command)) is
         abandoned, and the connection reset, when it has not answered within this plus 10 seconds, whatever the
         connection plugin; a half-open session cannot hold the task past O(kexec_timeout) by more than one attempt.
     type: int
@@ -146,6 +149,21 @@ options:
     type: int
     version_added: 0.2.0
     default: 60
+  pmsg:
+    description:
+      - O(state=executed) only. Text written to pstore's message log (C(/dev/pmsg0), ramoops with
+        C(ramoops.pmsg_size)) in the same run, after the load and right before the jump is queued. A canary that
+        a verification looks for after the jump (the P(kexec.kho.handover#role) role's C(kho_handover_canary)).
+      - Where it cannot be written, nothing is jumped and the load is undone.
+    type: str
+    version_added: 0.2.0
+  expect_boot_id:
+    description:
+      - The host's boot id as read earlier (RV(kexec.kho.kho_facts#module:ansible_facts.kho.boot_id)). The module
+        changes nothing unless the host is still on that boot; with O(state=executed) the action also skips its own
+        boot id read, one round trip fewer.
+    type: str
+    version_added: 0.2.0
 requirements:
   - kexec-tools 2.0.14 or later on the managed host (C(kexec -s), for C(kexec_file_load)); an older one is refused
     before anything changes.
@@ -256,9 +274,22 @@ msg:
   returned: always
   type: str
 load:
-  description: The result of the load that O(state=executed) ran first.
+  description: The result of the run on the host that loaded the image and queued the jump (with C(triggered),
+    whether the jump was queued, and C(trigger), the command that queued it).
   returned: O(state=executed)
   type: dict
+phases:
+  description:
+    - Where the time went, in seconds. C(boot_id) the boot id read (V(null) with O(expect_boot_id)); C(load) the run
+      that loaded and queued the jump; C(to_gone) from that run's answer until the old kernel stopped answering;
+      C(gone_to_banner) until an SSH banner answered again; C(banner_to_answer) until the new boot id was read;
+      C(test_command) the test. The last three are V(null) with RV(detection=connection) (no banner is watched):
+      C(to_answer) then covers the whole wait.
+  returned: O(state=executed), after the trigger
+  type: dict
+  sample: {boot_id: 0.4, load: 6.1, to_gone: 1.2, gone_to_banner: 21.7, banner_to_answer: 0.9, to_answer: 23.8,
+           test_command: null}
+  version_added: 0.2.0
 rebooted:
   description: The host came back on a new boot.
   returned: O(state=executed), success
@@ -336,7 +367,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kexec.kho.plugins.module_utils._kho import host
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError
 from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import (
-    ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE, REQUIRED_IF, Kexec, KexecError, check_values, ensure_loaded, ensure_unloaded,
+    ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE, REQUIRED_IF, Kexec, KexecError, check_boot, check_values, ensure_loaded,
+    ensure_unloaded, start_jump,
 )
 
 
@@ -350,21 +382,22 @@ def main():
     try:
         check_values(module.params)
     except ValueError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=str(exc), triggered=False)
     kho = host.from_params(module.params)
     kexec = Kexec(module, module.params["state_dir"])
     try:
+        check_boot(kho, module.params["expect_boot_id"])
         mounted = host.ensure_debugfs(module, kho)
-        if module.params["state"] == "executed":
-            module.fail_json(msg="state=executed runs in the kexec.kho.kho_kexec action plugin, not in the module")
-        if module.params["state"] == "loaded":
+        if module.params["state"] == "executed":  # the host's part of the action: load and queue the jump
+            result = start_jump(module, kho, kexec, module.params)
+        elif module.params["state"] == "loaded":
             result = ensure_loaded(module, kho, kexec, module.params)
         else:
             result = ensure_unloaded(module, kho, kexec)
     except host.NeedsRoot as exc:
-        module.fail_json(msg=str(exc), path=exc.path)
+        module.fail_json(msg=str(exc), path=exc.path, triggered=False)
     except (KexecError, FinalizeError) as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=str(exc), triggered=False)
     result["changed"] = result["changed"] or mounted
     module.exit_json(**result)
 

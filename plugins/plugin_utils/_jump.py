@@ -13,9 +13,10 @@ import socket
 import threading
 import time
 
+from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import JUMP_STATUS_PATH
+
 BOOT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
-LOADED_PATH = "/sys/kernel/kexec_loaded"
 
 
 class AttemptTimeout(Exception):
@@ -81,33 +82,6 @@ def ssh_banner(host: str, port: int, timeout: float) -> bool:
             return sock.recv(4) == b"SSH-"
     except OSError:
         return False
-
-
-JUMP_STATUS_PATH = "/run/kexec-kho.jump"  # on a tmpfs: the next kernel starts without it
-TRIGGER_STARTED = "kexec-kho: trigger started"
-
-
-def trigger_command(method: str, kexec: str) -> str:
-    """One command that checks an image is still loaded, then starts the jump detached.
-
-    The jump is delayed a second and detached, so this command returns before the kernel goes
-    away: a kexec'd host never closes the SSH session that started it.  The trigger writes
-    ``started`` to JUMP_STATUS_PATH before it queues the jump, and the jump writes its exit
-    status there if it fails (a `kexec -e` that works never returns): so a poll that still
-    reaches the old boot knows whether the trigger ran, and whether the jump itself failed.
-    The command prints TRIGGER_STARTED last, once the jump is queued.
-    """
-    guard = f"test \"$(cat {LOADED_PATH})\" = 1 || {{ echo 'no kexec image is loaded' >&2; exit 3; }}"
-    record = f"echo \"exit $?\" > {JUMP_STATUS_PATH}"
-    if method == "systemctl":  # returns 0 once the jump is queued: only a refusal is a failure
-        job = f"systemctl kexec || {record}"
-    else:  # a kexec -e that returns at all did not jump
-        job = f"{shlex.quote(kexec)} -e; {record}"
-    timer = f"systemd-run --quiet --on-active=1 --timer-property=AccuracySec=50ms /bin/sh -c {shlex.quote(job)}"
-    detached = f"setsid sh -c {shlex.quote(f'sleep 1; {job}')} </dev/null >/dev/null 2>&1 &"
-    return (f"{guard}; echo started > {JUMP_STATUS_PATH} || exit 4; "
-            f"if command -v systemd-run >/dev/null 2>&1; then {timer} || exit 5; else {detached} fi; "
-            f"echo {shlex.quote(TRIGGER_STARTED)}")
 
 
 def jump_failure(status: str) -> str | None:
@@ -176,7 +150,11 @@ def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25,
     Each carries the old boot's answers.
     """
     start = clock()
-    st = {"attempts": 0, "first_answer": None, "last_error": None, "seen_down": False, "old_answers": 0}
+    st = {"attempts": 0, "first_answer": None, "last_error": None, "seen_down": False, "old_answers": 0, "gone": None}
+
+    def down():
+        if not st["seen_down"]:
+            st["seen_down"], st["gone"] = True, clock() - start
 
     def attempt():
         st["attempts"] += 1
@@ -184,12 +162,13 @@ def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25,
         try:
             new, status, check = parse_arrival(read())
         except Exception as exc:  # pylint: disable=broad-except
-            st["last_error"], st["seen_down"] = exc, True
+            st["last_error"] = exc
+            down()
             return None
         if new and new != old_id:
             # Without a probe, the host's first answer is the attempt that read the new boot id.
             first = st["first_answer"] if probe is not None else began
-            return {"boot_id": new, "attempts": st["attempts"], "waited": clock() - start,
+            return {"boot_id": new, "attempts": st["attempts"], "waited": clock() - start, "gone": st["gone"],
                     "first_answer": first, "old_answers": st["old_answers"], "check": check}
         if new == old_id:
             st["old_answers"] += 1
@@ -205,7 +184,7 @@ def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25,
     last_check = start
     while probe is not None and clock() - start < min(wait_gone, timeout):
         if not probe():
-            st["seen_down"] = True
+            down()
             break
         if clock() - last_check >= check_every:
             last_check = clock()
@@ -217,7 +196,8 @@ def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25,
         sleep(interval)
     while clock() - start < timeout:
         answering = probe is None or probe()
-        st["seen_down"] = st["seen_down"] or not answering
+        if not answering:
+            down()
         if answering:
             if probe is not None and st["seen_down"] and st["first_answer"] is None:  # back after being seen gone
                 st["first_answer"] = clock() - start
@@ -229,3 +209,12 @@ def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25,
     detail = f"; last error: {last}" if last else ""
     raise NotBack(f"the host did not answer on a new boot id within {timeout:.0f} s "
                   f"({st['attempts']} attempts{detail})", st["old_answers"], st["seen_down"])
+
+
+def wait_phases(back: dict, watched: bool) -> dict:
+    """The wait split at what was seen: the old kernel gone, an SSH banner back, the new boot id read."""
+    def span(a, b):
+        return round(b - a, 2) if a is not None and b is not None else None
+    banner = back["first_answer"] if watched else None
+    return {"to_gone": span(0.0, back["gone"]) if watched else None, "gone_to_banner": span(back["gone"], banner),
+            "banner_to_answer": span(banner, back["waited"]), "to_answer": round(back["waited"], 2)}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
+import subprocess
 import tempfile
 import time
 
@@ -18,6 +20,9 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho import host, liveup
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError, require_kho, transition
 
 STATE_DIR = "/run/kexec-kho"
+JUMP_STATUS_PATH = "/run/kexec-kho.jump"  # on a tmpfs: the next kernel starts without it
+PMSG_DEVICE = "pmsg0"  # pstore's message log, under the devfs root
+JUMP_WAIT_STEPS = 100  # the queued jump waits at most this many 50 ms steps for the module's process to exit
 DEBIAN_KEXEC_DEFAULTS = "/etc/default/kexec"
 SYSTEMD_RUNTIME = "/run/systemd/system"
 HEADER_BYTES = 0x240
@@ -49,10 +54,12 @@ ARGUMENT_SPEC = {
     "not_jumped_after": {"type": "int", "default": 60},
     "test_command": {"type": "str"},
     "verify_handover": {"type": "bool", "default": True},
+    "pmsg": {"type": "str"},
+    "expect_boot_id": {"type": "str"},
 }
 REQUIRED_IF = [("state", "loaded", ("kernel",)), ("state", "executed", ("kernel",))]
 MUTUALLY_EXCLUSIVE = [("cmdline", "append")]
-JUMP_OPTIONS = ("method", "connect_timeout", "kexec_timeout", "post_kexec_delay", "poll_interval", "not_jumped_after",
+JUMP_OPTIONS = ("connect_timeout", "kexec_timeout", "post_kexec_delay", "poll_interval", "not_jumped_after",
                 "test_command", "verify_handover")
 RANGES = {"connect_timeout": (1, 3600), "kexec_timeout": (1, 86400), "post_kexec_delay": (0, 3600),
           "poll_interval": (0.05, 60), "not_jumped_after": (1, 86400)}
@@ -236,8 +243,12 @@ def jump_method(module, host, p: dict) -> tuple:
         raise KexecError(str(exc)) from exc
 
 
-def ensure_loaded(module, host, kexec: Kexec, p: dict) -> dict:
-    """state=loaded: validate everything, finalize where needed, load unless our image is already there."""
+def ensure_loaded(module, host, kexec: Kexec, p: dict, check: bool | None = None) -> dict:
+    """state=loaded: validate everything, finalize where needed, load unless our image is already there.
+
+    ``check`` (default: the module's check mode) only says what would be done.
+    """
+    check = module.check_mode if check is None else check
     kind = image_kind(p["kernel"])
     if p["initrd"]:
         check_readable(p["initrd"], "initrd")
@@ -259,11 +270,11 @@ def ensure_loaded(module, host, kexec: Kexec, p: dict) -> dict:
             raise KexecError("this kernel has a finalize state and is not finalized: on 6.16 to 6.18 kernels the "
                              "handover data is only taken at load time when finalized. Run kexec.kho.kho_finalize "
                              "state=finalized first, or set finalize: true")
-        if module.check_mode:
+        if check:
             return {**result, "changed": True, "loaded": True, "msg": "would finalize, then load"}
         transition(host, True, False)
         result["finalized_here"] = True
-    if module.check_mode:
+    if check:
         return {**result, "changed": True, "loaded": True, "msg": "would load"}
     try:
         kexec.load(p["kernel"], p["initrd"], cmdline, result["lockdown"])
@@ -280,6 +291,96 @@ def ensure_loaded(module, host, kexec: Kexec, p: dict) -> dict:
         raise
     kexec.write_record(wanted)
     return {**result, "changed": True, "loaded": True, "msg": "loaded"}
+
+
+def jump_job(method: str, kexec: str, pid: int, status: str) -> str:
+    """The detached jump, as sh text: wait for the process that queued it to exit, then jump.
+
+    The wait (at most JUMP_WAIT_STEPS x 50 ms, then 0.3 s for the session to flush) lets the module's answer
+    reach the controller before the kernel goes away.  A `kexec -e` that returns at all did not jump, and
+    `systemctl kexec` returns 0 once the jump is queued: either writes its failure to ``status`` for the
+    controller's next poll.  Only the module's own values go in (a resolved binary path, an int, a fixed path),
+    each quoted.
+    """
+    wait = (f"n=0; while kill -0 {int(pid)} 2>/dev/null && [ $n -lt {JUMP_WAIT_STEPS} ]; "
+            "do sleep 0.05; n=$((n+1)); done; sleep 0.3")
+    record = f"echo \"exit $?\" > {shlex.quote(status)}"
+    jump = f"systemctl kexec || {record}" if method == "systemctl" else f"{shlex.quote(kexec)} -e; {record}"
+    return f"{wait}; {jump}"
+
+
+def queue_jump(module, host, kexec: Kexec, method: str, status: str | None = None) -> list:
+    """Start the jump detached from this run: a transient systemd unit where systemd runs, else a new session.
+
+    Writes ``started`` to ``status`` first, so that a poll of the old boot can tell a trigger that ran from one
+    that never did.  Returns the argv that queued it.
+    """
+    status = status or JUMP_STATUS_PATH
+    if host.kexec_loaded() is not True:
+        raise KexecError("no kexec image is loaded right before the jump")
+    try:
+        with open(status, "w", encoding="ascii") as fh:
+            fh.write("started\n")
+    except OSError as exc:
+        raise KexecError(f"cannot write the jump status {status}: {exc}") from exc
+    job = ["/bin/sh", "-c", jump_job(method, kexec.binary or "kexec", os.getpid(), status)]
+    systemd_run = module.get_bin_path("systemd-run")
+    if systemd_run and os.path.isdir(SYSTEMD_RUNTIME):
+        argv = [systemd_run, "--quiet", "--collect", *job]
+        rc, out, err = module.run_command(argv)
+        if rc:
+            raise KexecError(f"systemd-run could not queue the jump (rc {rc}): {(err or out).strip()}")
+        return argv
+    # pylint: disable-next=consider-using-with  # detached on purpose: it outlives this run
+    subprocess.Popen(job, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True)
+    return job
+
+
+def write_pmsg(host, text: str) -> str:
+    """Write text to pstore's message log (the canary a verification looks for after the jump)."""
+    path = os.path.join(host.devfs, PMSG_DEVICE)
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise KexecError(f"cannot write the pstore message to {path} (ramoops with a pmsg size, "
+                         f"ramoops.pmsg_size=): {exc}") from exc
+    return path
+
+
+def start_jump(module, host, kexec: Kexec, p: dict) -> dict:
+    """state=executed, the host's part: load (as state=loaded), write the pstore message, queue the jump.
+
+    One run before the jump.  What fails after the load changed something is undone: the image unloaded, a
+    finalize done here aborted.
+    """
+    result = ensure_loaded(module, host, kexec, p)
+    if module.check_mode:
+        return {**result, "triggered": False, "msg": "would load and jump to the new kernel"}
+    try:
+        if p["pmsg"] is not None:
+            result["pmsg_path"] = write_pmsg(host, p["pmsg"])
+        result["trigger"] = queue_jump(module, host, kexec, result["method"])
+    except KexecError as exc:
+        undone = ["the image unloaded"]
+        try:
+            kexec.unload()
+            kexec.forget()
+            if result["finalized_here"]:
+                transition(host, False, False)
+                undone.append("the finalize aborted")
+        except (KexecError, FinalizeError) as undo_exc:
+            raise KexecError(f"{exc}; undoing it failed: {undo_exc}") from exc
+        raise KexecError(f"{exc}; nothing was jumped: {', '.join(undone)}") from exc
+    return {**result, "triggered": True, "msg": "loaded; the jump is queued"}
+
+
+def check_boot(host, expected: str | None) -> None:
+    """With expect_boot_id, refuse (before anything changes) a host that is no longer on that boot."""
+    if expected is not None and host.boot_id() != expected:
+        raise KexecError(f"the host is on boot {host.boot_id()}, not the expected {expected} (expect_boot_id): it "
+                         "rebooted since it was read; nothing was changed")
 
 
 def ensure_unloaded(module, host, kexec: Kexec) -> dict:

@@ -39,14 +39,15 @@ class Connection:
 
 
 class Host:
-    """The scripted host: replies to the boot id read, the trigger, the polls, the test command, module runs."""
+    """The scripted host: replies to the boot id read, the polls, the test command, module runs."""
 
-    def __init__(self, polls=(), trigger=None, boot_id=OLD, test_rc=0, load=None, hang=None):
+    def __init__(self, polls=(), boot_id=OLD, test_rc=0, load=None, hang=None):
         self.polls = list(polls)
-        self.trigger = trigger or {"rc": 0, "stdout": _jump.TRIGGER_STARTED + "\n", "stderr": ""}
         self.boot_id, self.test_rc, self.hang = boot_id, test_rc, hang
-        self.load = load or {"changed": True, "method": "kexec", "argv": ["/usr/sbin/kexec", "-s", "-l", "/boot/vmlinuz"]}
-        self.log = []
+        self.load = load if load is not None else {
+            "changed": True, "method": "kexec", "argv": ["/usr/sbin/kexec", "-s", "-l", "/boot/vmlinuz"],
+            "triggered": True}
+        self.log, self.module_args = [], []
 
     def command(self, cmd, sudoable=True):
         if self.hang and self.hang in cmd:
@@ -54,11 +55,6 @@ class Host:
         if cmd == f"cat {_jump.BOOT_ID_PATH}":
             self.log.append("boot_id")
             return {"rc": 0, "stdout": self.boot_id + "\n", "stderr": ""}
-        if _jump.TRIGGER_STARTED in cmd:
-            self.log.append("trigger")
-            if isinstance(self.trigger, Exception):
-                raise self.trigger
-            return self.trigger
         if cmd.startswith(f"cat {_jump.BOOT_ID_PATH};"):
             self.log.append("poll")
             reply = self.polls.pop(0) if len(self.polls) > 1 else self.polls[0]
@@ -70,7 +66,12 @@ class Host:
 
     def module(self, module_name, module_args, task_vars):
         self.log.append(f"module {module_args['state']}")
-        return self.load if module_args["state"] == "loaded" else {"changed": True}
+        self.module_args.append(module_args)
+        if module_args["state"] != "executed":
+            return {"changed": True}
+        if isinstance(self.load, Exception):
+            raise self.load
+        return self.load
 
 
 def run(host: Host, monkeypatch, check_mode=False, banner=False, **args):
@@ -97,7 +98,25 @@ def test_back_on_a_new_boot_with_the_handover(monkeypatch):
     assert not res.get("failed") and res["jumped"] is True and res["handover_received"] is True
     assert res["boot_id_before"] == OLD and res["boot_id_after"] == NEW and res["old_boot_answers"] == 1
     assert res["detection"] == "connection"  # no banner answered before the jump: every poll a real attempt
-    assert host.log == ["boot_id", "module loaded", "trigger", "poll", "poll", "poll"]
+    assert host.log == ["boot_id", "module executed", "poll", "poll", "poll"]  # one run loads and queues the jump
+    assert host.module_args[0]["expect_boot_id"] == OLD  # the module changes nothing unless still on that boot
+    assert set(res["phases"]) == {"boot_id", "load", "to_gone", "gone_to_banner", "banner_to_answer", "to_answer",
+                                  "test_command"}
+    assert res["phases"]["to_gone"] is None and res["phases"]["to_answer"] >= 0  # no banner watched: one span
+
+
+def test_a_boot_id_read_earlier_saves_the_read(monkeypatch):
+    host = Host(polls=[poll(NEW, "none")])
+    res = run(host, monkeypatch, expect_boot_id=OLD)
+    assert not res.get("failed") and res["boot_id_before"] == OLD and res["phases"]["boot_id"] is None
+    assert host.log == ["module executed", "poll"]
+
+
+def test_a_malformed_expected_boot_id_is_refused_before_the_host_is_touched(monkeypatch):
+    host = Host()
+    res = run(host, monkeypatch, expect_boot_id="$(reboot)")
+    assert res["failed"] and res["jumped"] is False and "'$(reboot)', not a boot id" in res["msg"]
+    assert host.log == []
 
 
 def test_the_banner_probe_is_used_only_when_it_answered_before_the_jump(monkeypatch):
@@ -111,23 +130,24 @@ def test_back_without_handover_data(monkeypatch):
     assert "received no handover data" in res["msg"]
 
 
-@pytest.mark.parametrize(("trigger", "status", "why"), [
+@pytest.mark.parametrize(("load", "status", "why"), [
     (None, "exit 1", "the jump command returned (exit 1)"),
     (AnsibleConnectionFailure("broken pipe"), "none", "the trigger never ran"),
 ])
-def test_a_jump_that_did_not_happen_is_undone(monkeypatch, trigger, status, why):
-    host = Host(polls=[poll(OLD, status)], trigger=trigger)
+def test_a_jump_that_did_not_happen_is_undone(monkeypatch, load, status, why):
+    host = Host(polls=[poll(OLD, status)], load=load)
     res = run(host, monkeypatch)
     assert res["failed"] and res["jumped"] is False and res["boot_id_after"] is None
     assert res["msg"].startswith("the jump did not happen: " + why) and res["msg"].endswith("the image was unloaded")
     assert host.log[-1] == "module unloaded"
 
 
-def test_a_refused_trigger_is_undone(monkeypatch):
-    host = Host(trigger={"rc": 3, "stdout": "", "stderr": "no kexec image is loaded"})
+def test_a_jump_the_host_could_not_queue_is_not_waited_for(monkeypatch):
+    host = Host(load={"failed": True, "triggered": False, "msg": "systemd-run could not queue the jump (rc 1): "
+                      "Failed; nothing was jumped: the image unloaded"})
     res = run(host, monkeypatch)
-    assert res["failed"] and res["jumped"] is False and "no kexec image is loaded" in res["msg"]
-    assert host.log == ["boot_id", "module loaded", "trigger", "module unloaded"]
+    assert res["failed"] and res["jumped"] is False and "could not queue the jump" in res["msg"]
+    assert host.log == ["boot_id", "module executed"]  # the module undid its own load: no poll, no second run
 
 
 def test_a_host_that_never_returns_is_unknown_and_left_alone(monkeypatch):
@@ -167,7 +187,7 @@ def test_bad_options_fail_before_the_host_is_touched(monkeypatch, args, message)
 def test_check_mode_loads_in_check_mode_and_never_triggers(monkeypatch):
     host = Host()
     res = run(host, monkeypatch, check_mode=True)
-    assert res["changed"] and res["jumped"] is False and "trigger" not in host.log
+    assert res["changed"] and res["jumped"] is False and host.log == ["boot_id", "module executed"]
 
 
 def test_a_failed_test_command_fails_after_the_jump(monkeypatch):

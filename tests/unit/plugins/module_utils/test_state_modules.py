@@ -88,18 +88,20 @@ def test_no_kho_names_the_parameter(tmp_path, fixtures):
 # ---------------------------------------------------------------- kho_kexec
 
 class FakeModule:
-    def __init__(self, kho: H.KhoHost, check_mode=False, load_rc=0, has_s=True):
+    def __init__(self, kho: H.KhoHost, check_mode=False, load_rc=0, has_s=True, queue_rc=0):
         self.kho, self.check_mode, self.load_rc, self.has_s = kho, check_mode, load_rc, has_s
-        self.commands = []
+        self.queue_rc, self.commands = queue_rc, []
 
     def get_bin_path(self, name):
-        return "/usr/sbin/kexec"
+        return {"kexec": "/usr/sbin/kexec", "systemd-run": "/usr/bin/systemd-run"}.get(name)
 
     def run_command(self, argv):
         assert isinstance(argv, list)  # never a shell string
         self.commands.append(argv)
         if argv[0] == "systemctl":
             return 127, "", "systemctl: not found"
+        if argv[0] == "/usr/bin/systemd-run":
+            return self.queue_rc, "", "Failed to connect to bus" if self.queue_rc else ""
         if argv[1] == "--help":
             return 0, " -s, --kexec-file-syscall Use file based syscall for kexec operation\n" if self.has_s else "", ""
         loaded = self.kho.kexec_loaded_path
@@ -120,7 +122,7 @@ def params(tmp_path, **kw):
     kernel = tmp_path / "vmlinuz"
     kernel.write_bytes(BZIMAGE)
     return {"kernel": str(kernel), "initrd": None, "cmdline": None, "append": None, "ensure_kho": True,
-            "finalize": False, "force": False, "method": "auto", "accept_loss": [], **kw}
+            "finalize": False, "force": False, "method": "auto", "accept_loss": [], "pmsg": None, **kw}
 
 
 def test_load_then_idempotent_then_unload(tmp_path, fixtures):
@@ -156,6 +158,59 @@ def test_a_method_that_would_lose_a_luo_session_is_refused_before_the_load(tmp_p
     assert not [c for c in mod.commands if c[1:3] == ["-s", "-l"]] and not kho.kexec_loaded()
     res = K.ensure_loaded(mod, kho, kx, params(tmp_path))  # auto: kexec -e keeps a process's sessions
     assert res["method"] == "kexec" and res["accepted_loss"] == [] and kho.kexec_loaded()
+
+
+@pytest.fixture
+def systemd(tmp_path, monkeypatch):
+    """A host where systemd runs (its runtime directory), and the jump status under tmp_path."""
+    (tmp_path / "systemd").mkdir()
+    monkeypatch.setattr(K, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
+    monkeypatch.setattr(K, "JUMP_STATUS_PATH", str(tmp_path / "jump-status"))
+    return tmp_path / "jump-status"
+
+
+def test_executed_loads_writes_the_pstore_message_and_queues_the_jump_in_one_run(tmp_path, fixtures, monkeypatch,
+                                                                                 systemd):
+    kho = make_host(tmp_path, "live-cold")
+    monkeypatch.setattr(K, "queue_jump", lambda mod, host, kx, method: ["queued", method])  # the status file: below
+    mod = FakeModule(kho)
+    res = K.start_jump(mod, kho, K.Kexec(mod, str(tmp_path / "run")), params(tmp_path, pmsg="canary-1"))
+    assert res["triggered"] is True and res["trigger"] == ["queued", "kexec"] and kho.kexec_loaded()
+    with open(res["pmsg_path"]) as fh:
+        assert fh.read() == "canary-1"
+
+
+@pytest.mark.parametrize(("queue_rc", "pmsg_dir", "message"), [
+    (1, True, "systemd-run could not queue the jump \\(rc 1\\): Failed to connect to bus"),
+    (0, False, "cannot write the pstore message"),
+])
+def test_executed_undoes_its_load_when_the_jump_cannot_be_queued(tmp_path, fixtures, systemd, queue_rc, pmsg_dir,
+                                                                 message):
+    kho = make_host(tmp_path, "live-cold")
+    if not pmsg_dir:
+        kho.devfs = str(tmp_path / "no-dev")
+    mod = FakeModule(kho, queue_rc=queue_rc)
+    kx = K.Kexec(mod, str(tmp_path / "run"))
+    with pytest.raises(K.KexecError, match=message) as info:
+        K.start_jump(mod, kho, kx, params(tmp_path, pmsg="canary-1"))
+    assert str(info.value).endswith("nothing was jumped: the image unloaded")
+    assert kho.kexec_loaded() is False and kx.read_record() is None and mod.commands[-1][1:] == ["-u"]
+
+
+def test_executed_in_check_mode_queues_nothing(tmp_path, fixtures, systemd):
+    kho = make_host(tmp_path, "live-cold")
+    mod = FakeModule(kho, check_mode=True)
+    res = K.start_jump(mod, kho, K.Kexec(mod, str(tmp_path / "run")), params(tmp_path, pmsg="x"))
+    assert res["triggered"] is False and not kho.kexec_loaded() and not systemd.exists()
+    assert not [c for c in mod.commands if "systemd-run" in c[0]]
+
+
+def test_a_host_on_another_boot_than_expected_is_refused(tmp_path, fixtures):
+    kho = make_host(tmp_path, "live-cold")
+    K.check_boot(kho, kho.boot_id())  # still on it: no error
+    K.check_boot(kho, None)
+    with pytest.raises(K.KexecError, match="not the expected 00000000-.*rebooted since it was read; nothing was"):
+        K.check_boot(kho, "00000000-0000-0000-0000-000000000000")
 
 
 def test_check_mode_loads_nothing(tmp_path, fixtures):

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ansible_collections.kexec.kho.plugins.module_utils._kho import kexec as K
 from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import check_values
 from ansible_collections.kexec.kho.plugins.plugin_utils import _jump, _report
 
@@ -200,82 +201,101 @@ def test_jump_option_ranges_are_checked(params, message):
     check_values({"poll_interval": 0.25, "kexec_timeout": 300})  # in range: no error
 
 
+class Loaded:
+    """A host that says an image is loaded (or not)."""
+
+    def __init__(self, loaded):
+        self.loaded = loaded
+
+    def kexec_loaded(self):
+        return self.loaded
+
+
+class Module:
+    """What queue_jump asks of AnsibleModule: a binary's path, and commands as argument lists."""
+
+    def __init__(self, systemd_run=None, rc=0):
+        self.systemd_run, self.rc, self.commands = systemd_run, rc, []
+
+    def get_bin_path(self, name):
+        return self.systemd_run if name == "systemd-run" else None
+
+    def run_command(self, argv):
+        assert isinstance(argv, list)  # never a shell string
+        self.commands.append(argv)
+        return self.rc, "", "Failed to start transient service unit" if self.rc else ""
+
+
 @pytest.fixture
 def jump_host(tmp_path, monkeypatch):
-    """A kexec_loaded file, a kexec that records its -e and a bin/ for the tools the trigger may find."""
-    loaded = tmp_path / "kexec_loaded"
-    monkeypatch.setattr(_jump, "LOADED_PATH", str(loaded))
-    monkeypatch.setattr(_jump, "JUMP_STATUS_PATH", str(tmp_path / "status"))
-    kexec = tmp_path / "my kexec"  # records its arguments, then fails as a kexec -e that cannot jump does
+    """A kexec that records its -e and fails as a kexec -e that cannot jump does; the status file; no systemd."""
+    kexec = tmp_path / "my kexec"  # a path with a space: the job quotes it
     kexec.write_text(f"#!/bin/sh\necho \"$@\" > '{tmp_path}/jumped'\nexit 7\n")
-    (tmp_path / "bin").mkdir()
-    for tool in ("cat", "sh", "setsid", "sleep", "test", "echo"):
-        if shutil.which(tool):
-            (tmp_path / "bin" / tool).symlink_to(shutil.which(tool))
     kexec.chmod(0o755)
-    return tmp_path, loaded, str(kexec)
+    monkeypatch.setattr(K, "SYSTEMD_RUNTIME", str(tmp_path / "no-systemd"))
+    return tmp_path, K.Kexec(Module(), str(tmp_path / "run")), str(tmp_path / "status")
 
 
 def _text(path):
     return path.read_text() if path.exists() else ""
 
 
-def run_trigger(cmd, tmp_path):
-    return subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True, timeout=10, check=False,
-                          env={"PATH": str(tmp_path / "bin")})
+def _wait_for_text(path, unwanted="", seconds=20):
+    deadline = time.monotonic() + seconds  # a detached child may start late on a loaded machine
+    while time.monotonic() < deadline and _text(path) == unwanted:
+        time.sleep(0.05)  # the shell creates the file before it writes: wait for the text, not the file
+    return _text(path)
 
 
-def test_trigger_refuses_when_nothing_is_loaded(jump_host):
-    tmp_path, loaded, kexec = jump_host
-    loaded.write_text("0\n")
-    for method in ("kexec", "systemctl"):
-        proc = run_trigger(_jump.trigger_command(method, kexec), tmp_path)
-        assert proc.returncode == 3 and "no kexec image is loaded" in proc.stderr
-    time.sleep(1.5)
-    assert not (tmp_path / "jumped").exists()
-
-
-def test_trigger_jumps_detached_without_systemd_run(jump_host):
-    tmp_path, loaded, kexec = jump_host
-    loaded.write_text("1\n")
-    proc = run_trigger(_jump.trigger_command("kexec", kexec), tmp_path)
-    returned_at = time.time()
-    assert proc.returncode == 0
-    deadline = time.monotonic() + 20  # the detached child may start late on a loaded machine
-    while time.monotonic() < deadline and not _text(tmp_path / "jumped"):
-        time.sleep(0.1)  # the shell creates the file before it writes: wait for the text, not the file
-    assert _text(tmp_path / "jumped") == "-e\n"  # the quoted path with a space ran
-    assert (tmp_path / "jumped").stat().st_mtime >= returned_at  # detached: the command returned first
-    assert proc.stdout.strip() == _jump.TRIGGER_STARTED
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and _text(tmp_path / "status") == "started\n":
-        time.sleep(0.1)
-    assert _text(tmp_path / "status") == "exit 7\n"  # the failed jump left its status for the next poll
+def test_the_queued_jump_waits_for_the_run_that_queued_it(jump_host):
+    tmp_path, kx, status = jump_host
+    run = subprocess.Popen(["sleep", "1"])  # the module's process, still answering the controller
+    subprocess.Popen(["/bin/sh", "-c", K.jump_job("kexec", str(tmp_path / "my kexec"), run.pid, status)],
+                     start_new_session=True)
+    run.wait()
+    exited = time.time()
+    assert _wait_for_text(tmp_path / "jumped") == "-e\n"  # the quoted path with a space ran
+    assert (tmp_path / "jumped").stat().st_mtime >= exited  # not before the run that queued it had exited
+    assert _wait_for_text(Path(status)) == "exit 7\n"  # the failed jump left its status for the next poll
     assert _jump.jump_failure("exit 7") == "the jump command returned (exit 7) and the host stayed on its old boot"
 
 
-def test_trigger_prefers_a_systemd_timer(jump_host):
-    tmp_path, loaded, kexec = jump_host
-    loaded.write_text("1\n")
-    stub = tmp_path / "bin" / "systemd-run"
-    stub.write_text(f"#!/bin/sh\necho \"$@\" > '{tmp_path}/timer'\n")
-    stub.chmod(0o755)
-    for method, job in (("kexec", f"'{kexec}' -e; echo \"exit $?\" > {tmp_path}/status"),
-                        ("systemctl", f"systemctl kexec || echo \"exit $?\" > {tmp_path}/status")):
-        assert run_trigger(_jump.trigger_command(method, kexec), tmp_path).returncode == 0
-        assert (tmp_path / "timer").read_text() == (
-            f"--quiet --on-active=1 --timer-property=AccuracySec=50ms /bin/sh -c {job}\n")
-        assert _text(tmp_path / "status") == "started\n"  # written before the timer was queued
+def test_the_jump_is_queued_detached_without_systemd(jump_host, monkeypatch):
+    tmp_path, kx, status = jump_host
+    kx.binary = str(tmp_path / "my kexec")
+    monkeypatch.setattr(K, "JUMP_WAIT_STEPS", 2)  # this test's own process is the one the job would wait for
+    argv = K.queue_jump(kx.module, Loaded(True), kx, "kexec", status)
+    assert argv[:2] == ["/bin/sh", "-c"] and kx.module.commands == []
+    assert _text(Path(status)) == "started\n"  # written before the jump was queued
+    assert _wait_for_text(tmp_path / "jumped") == "-e\n"
+    assert _wait_for_text(Path(status), "started\n") == "exit 7\n"
 
 
-def test_a_trigger_that_cannot_queue_the_jump_fails(jump_host):
-    tmp_path, loaded, kexec = jump_host
-    loaded.write_text("1\n")
-    stub = tmp_path / "bin" / "systemd-run"
-    stub.write_text("#!/bin/sh\necho 'Failed to start transient timer unit' >&2\nexit 1\n")
-    stub.chmod(0o755)
-    proc = run_trigger(_jump.trigger_command("kexec", kexec), tmp_path)
-    assert proc.returncode == 5 and _jump.TRIGGER_STARTED not in proc.stdout
+@pytest.mark.parametrize(("method", "jump"), [("kexec", "'/usr/sbin/my kexec' -e; echo"),
+                                              ("systemctl", "systemctl kexec || echo")])
+def test_the_jump_prefers_a_transient_systemd_unit(jump_host, monkeypatch, method, jump):
+    tmp_path, kx, status = jump_host
+    (tmp_path / "systemd").mkdir()
+    monkeypatch.setattr(K, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
+    kx.module, kx.binary = Module("/usr/bin/systemd-run"), "/usr/sbin/my kexec"
+    argv = K.queue_jump(kx.module, Loaded(True), kx, method, status)
+    assert kx.module.commands == [argv] and argv[:5] == ["/usr/bin/systemd-run", "--quiet", "--collect", "/bin/sh", "-c"]
+    assert f"while kill -0 {os.getpid()} " in argv[5] and f"; {jump} " in argv[5]
+    assert _text(Path(status)) == "started\n"
+
+
+@pytest.mark.parametrize(("loaded", "rc", "message"), [
+    (False, 0, "no kexec image is loaded right before the jump"),
+    (True, 1, "systemd-run could not queue the jump \\(rc 1\\): Failed to start transient service unit"),
+])
+def test_a_jump_that_cannot_be_queued_raises(jump_host, monkeypatch, loaded, rc, message):
+    tmp_path, kx, status = jump_host
+    (tmp_path / "systemd").mkdir()
+    monkeypatch.setattr(K, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
+    with pytest.raises(K.KexecError, match=message):
+        K.queue_jump(Module("/usr/bin/systemd-run", rc), Loaded(loaded), kx, "kexec", status)
+    time.sleep(0.5)
+    assert not (tmp_path / "jumped").exists()
 
 
 @pytest.mark.parametrize(("dirs", "state"), [(["kho/in", "kho/out"], "in"), (["kho/out"], "no-in"), ([], "no-kho")])
