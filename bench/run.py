@@ -61,6 +61,43 @@ class Banner(threading.Thread):
             time.sleep(0.05)
 
 
+class Console(threading.Thread):
+    """Timestamps the guest's serial console lines that mark a jump's parts (the kernel prints no times of its own)."""
+
+    MARKS = {"kernel_gone": b"kexec_core: Starting new kernel", "kernel_start": b"Linux version ",
+             "init": b"Run /sbin/init", "sshd": b"Started \x1b[0;1;39mssh.service"}
+
+    def __init__(self, serial: str):
+        super().__init__(daemon=True)
+        self.serial, self.seen, self.stop = serial, {}, False
+
+    def run(self):
+        with open(self.serial, "rb") as fh:
+            fh.seek(0, 2)
+            buf = b""
+            while not self.stop:
+                data = fh.read()
+                if not data:
+                    time.sleep(0.02)
+                    continue
+                buf += data
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    for mark, text in self.MARKS.items():
+                        if text in line:
+                            self.seen[mark] = time.monotonic()  # the last one: the boot the run waited for
+
+
+def console_phases(start: float, console: Console, back_at: float | None, returned: float | None) -> dict:
+    """Seconds of each part of the run, from the console marks and the banner; None where a mark was not seen."""
+    marks = [("start", start), *((m, console.seen.get(m)) for m in Console.MARKS), ("banner", back_at),
+             ("returned", returned)]
+    out = {}
+    for (name_a, a), (name_b, b) in zip(marks, marks[1:]):
+        out[f"{name_a}->{name_b}"] = round(b - a, 2) if a is not None and b is not None else None
+    return out
+
+
 def env() -> dict:
     build = ROOT.parents[2] if ROOT.parents[1].name == "ansible_collections" else None
     out = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="False",
@@ -96,11 +133,9 @@ def playbook(inventory: str, tasks: str, extra: dict | None = None, limit: float
         return seconds, returned, proc.stdout, json.loads(summary.read_text()) if summary.exists() else {}
 
 
-def load_only(inventory: str) -> None:
-    playbook(inventory, f"    - kexec.kho.kho_kexec: {{state: loaded, kernel: {KERNEL}}}\n")
-
-
 def floor(guest: dict) -> dict:
+    console = Console(guest["serial"])
+    console.start()
     start = time.monotonic()
     subprocess.run(lab.ssh_argv(guest, f"kexec -s -l {KERNEL} --reuse-cmdline && "
                                        "(setsid sh -c 'sleep 0.2; kexec -e' </dev/null >/dev/null 2>&1 &)"),
@@ -109,8 +144,11 @@ def floor(guest: dict) -> dict:
         time.sleep(0.05)
     while not lab.ssh_banner(guest["port"], 0.5):
         time.sleep(0.05)
+    back = time.monotonic()
     subprocess.run(lab.ssh_argv(guest, "true"), check=True)
-    return {"seconds": time.monotonic() - start}
+    console.stop = True
+    returned = time.monotonic()
+    return {"seconds": returned - start, "console": console_phases(start, console, back, returned)}
 
 
 def warm(up: dict) -> dict:
@@ -120,20 +158,28 @@ def warm(up: dict) -> dict:
 
 
 def with_banner(guest: dict, fn) -> dict:
-    watcher = Banner(guest["port"])
+    watcher, console = Banner(guest["port"]), Console(guest["serial"])
     watcher.start()
+    console.start()
+    start = time.monotonic()
     seconds, returned, out, summary = fn()
-    watcher.stop = True
+    watcher.stop = console.stop = True
     latency = (returned - watcher.back_at) if returned and watcher.back_at else None
-    return {"seconds": seconds, "detect_latency": latency, "note": None if seconds else out, "summary": summary}
+    phases = [json.loads(x.split("PHASES ", 1)[1].rstrip('"').replace('\\"', '"'))
+              for x in (out or "").splitlines() if '"PHASES {' in x]
+    return {"seconds": seconds, "detect_latency": latency, "note": None if seconds else out, "summary": summary,
+            "console": console_phases(start, console, watcher.back_at, returned), "phases": (phases or [None])[0]}
 
 
 def scenarios(guest: dict, inventory: str) -> dict:
-    kexec_task = (f"    - kexec.kho.kho_kexec: {{state: executed, kernel: {KERNEL}}}\n")
+    kexec_task = (f"    - kexec.kho.kho_kexec: {{state: executed, kernel: {KERNEL}}}\n"
+                  "      register: jump\n"
+                  "    - ansible.builtin.debug: {msg: \"PHASES {{ jump.phases | to_json }}\"}\n")
 
     def reboot_with(command):
-        load_only(inventory)
-        return with_banner(guest, lambda: playbook(inventory, "    - ansible.builtin.reboot:\n"
+        # The same jump as kho_kexec's: the same load, timed with it, then the reboot plugin's trigger and wait.
+        return with_banner(guest, lambda: playbook(inventory, f"    - kexec.kho.kho_kexec: {{state: loaded, kernel: {KERNEL}}}\n"
+                                                              "    - ansible.builtin.reboot:\n"
                                                               f"        reboot_command: {command}\n"
                                                               f"        reboot_timeout: {LIMIT - 30}\n"))
     return {
@@ -179,6 +225,30 @@ def decode_cost(repeat: int) -> dict:
     return out
 
 
+def report_cost(hosts: int) -> dict:
+    """The report callback's three renderings (screen lines, JSON, HTML) of a synthetic fleet, timed."""
+    from ansible_collections.kexec.kho.plugins.plugin_utils import _report  # pylint: disable=import-outside-toplevel
+    results = {}
+    for i in range(hosts):
+        ok = i % 20
+        results[f"host-{i:05d}.example.net"] = {
+            "verdict": "verified" if ok else "failed, rolled back", "release_before": "7.3.4", "release_after": "7.3.5",
+            "kexec_count": 1, "previous_release": "7.3.4", "downtime": 20.0 + i % 7, "failed_step": None if ok else "Load",
+            "error": None if ok else "kexec -s -l failed", "boot_phases": {"kernel": 3.1, "userspace": 9.9},
+            "timings": {"preflight": 8.0, "load": 6.0, "jump_to_banner": 19.0, "banner_to_answer": 1.0, "verify": 4.0},
+            "regions": [{"name": f"r{j}", "start_before": 0x3EB00000 + j * 4096, "start_after": 0x3EB00000 + j * 4096,
+                         "size": 4096} for j in range(4)]}
+    out = {}
+    for name, render in (("screen", lambda: "\n".join(_report.summary_line(h, r) for h, r in results.items())),
+                         ("json", lambda: json.dumps(results, indent=1, sort_keys=True)),
+                         ("html", lambda: _report.render_html(results))):
+        t = time.perf_counter()
+        text = render()
+        out[name] = {"seconds": round(time.perf_counter() - t, 3), "bytes": len(text)}
+    out["hosts"], out["total_seconds"] = hosts, round(sum(v["seconds"] for v in out.values()), 3)
+    return out
+
+
 def hostile_inputs() -> dict:
     """Each hostile blob of tests/hostile.py through the controller's decoder: time, peak memory, outcome."""
     from ansible_collections.kexec.kho.plugins.plugin_utils import _handover  # pylint: disable=import-outside-toplevel
@@ -210,6 +280,7 @@ def main() -> None:
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} cores",
                      "repeat": args.repeat, "limit_seconds": LIMIT}
     results["decode"] = decode_cost(max(args.repeat, 20))
+    results["report"] = report_cost(1000)
     results["hostile"] = hostile_inputs()
     if why:
         print(f"lab scenarios skipped: {why}")
@@ -242,7 +313,11 @@ def main() -> None:
                 name: {"seconds": stats([r.get("seconds") for r in rs]),
                        "detect_latency": stats([r.get("detect_latency") for r in rs]),
                        "notes": sorted({r["note"][:200] for r in rs if r.get("note")}),
-                       "role_phases": [r["summary"] for r in rs if r.get("summary")][:1]}
+                       "role_phases": [r["summary"] for r in rs if r.get("summary")][:1],
+                       "console": {k: stats([(r.get("console") or {}).get(k) for r in rs])
+                                   for k in sorted({k for r in rs for k in (r.get("console") or {})})},
+                       "kho_kexec_phases": {k: stats([(r.get("phases") or {}).get(k) for r in rs])
+                                            for k in sorted({k for r in rs for k in (r.get("phases") or {})})}}
                 for name, rs in runs.items()}
             lab.down(lab.command("down", "--name", "bench-1"))
             started.remove("bench-1")
@@ -278,6 +353,16 @@ def report(results: dict) -> None:
         if sec["missing"]:
             line += f"  ({sec['missing']} did not return: {'; '.join(s['notes'])[:120]})"
         print(line)
+    for name, s in (results.get("scenarios") or {}).items():
+        parts = "  ".join(f"{k} {v['median']}" for k, v in s.get("console", {}).items() if v["n"])
+        if parts:
+            print(f"    {name} on the console (median s): {parts}")
+        parts = "  ".join(f"{k} {v['median']}" for k, v in s.get("kho_kexec_phases", {}).items() if v["n"])
+        if parts:
+            print(f"    {name} phases (median s): {parts}")
+    rep = results["report"]
+    print(f"  report of {rep['hosts']} hosts: screen {rep['screen']['seconds']} s, JSON {rep['json']['seconds']} s, "
+          f"HTML {rep['html']['seconds']} s ({rep['html']['bytes'] / 2**20:.1f} MiB); total {rep['total_seconds']} s")
     for name, s in results["decode"].items():
         print(f"  decode {name:17} {s['median'] * 1000:.1f} ms [{s['min'] * 1000:.1f}-{s['max'] * 1000:.1f}]")
     print("hostile inputs (controller decode; target: each refused or decoded in < 1 s and < 100 MB):")
@@ -292,6 +377,9 @@ def report(results: dict) -> None:
         "reboot(systemctl kexec) / kho_kexec detect latency (target >= 3)":
             ratio(lat.get("reboot_systemctl_kexec"), lat.get("kho_kexec")),
         "kho_kexec / floor (target <= 1.2)": ratio(med.get("kho_kexec"), med.get("floor")),
+        "kho_kexec / reboot(kexec -e), same load (target <= 1.0)": ratio(med.get("kho_kexec"), med.get("reboot_kexec_e")),
+        "role / kho_kexec (target <= 1.3)": ratio(med.get("role"), med.get("kho_kexec")),
+        "1000-host report, seconds (target < 2)": results["report"]["total_seconds"],
         "role - floor, seconds (target < 5)": round(med["role"] - med["floor"], 2) if med.get("role") and med.get("floor") else None,
         "4 guests / 1 guest (target <= 1.5)": ratio((results.get("fleet") or {}).get("4"), (results.get("fleet") or {}).get("1")),
         "synthetic 1000-node decode, seconds (target < 0.5)": results["decode"]["synthetic_1000_nodes"]["median"],

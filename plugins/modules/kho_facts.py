@@ -46,6 +46,59 @@ options:
         decoding elsewhere with the P(kexec.kho.fdt_decode#filter) filter.
     type: bool
     default: false
+  preflight:
+    description:
+      - In the same run, check what M(kexec.kho.kho_kexec) O(kexec.kho.kho_kexec#module:state=loaded) would do with
+        these options, as its check mode does (nothing is loaded, finalized or written), and return it as
+        RV(preflight). A refusal is reported there, not as a failure of this task.
+      - Without O(preflight.kernel), the image of RV(ansible_facts.kho.images) is used, with its initrd unless
+        O(preflight.initrd) is given.
+    type: dict
+    version_added: 0.2.0
+    suboptions:
+      kernel:
+        description: As M(kexec.kho.kho_kexec)'s O(kexec.kho.kho_kexec#module:kernel); found on the host when omitted.
+        type: path
+      initrd:
+        description: As M(kexec.kho.kho_kexec)'s O(kexec.kho.kho_kexec#module:initrd).
+        type: path
+      cmdline:
+        description: As M(kexec.kho.kho_kexec)'s O(kexec.kho.kho_kexec#module:cmdline).
+        type: str
+      append:
+        description: As M(kexec.kho.kho_kexec)'s O(kexec.kho.kho_kexec#module:append).
+        type: str
+      ensure_kho:
+        description: As M(kexec.kho.kho_kexec)'s O(kexec.kho.kho_kexec#module:ensure_kho).
+        type: bool
+        default: true
+      finalize:
+        description: As M(kexec.kho.kho_kexec)'s O(kexec.kho.kho_kexec#module:finalize).
+        type: bool
+        default: false
+      method:
+        description: As M(kexec.kho.kho_kexec)'s O(kexec.kho.kho_kexec#module:method); resolved in RV(preflight).
+        type: str
+        default: auto
+        choices: [auto, kexec, systemctl]
+      accept_loss:
+        description: As M(kexec.kho.kho_kexec)'s O(kexec.kho.kho_kexec#module:accept_loss).
+        type: list
+        elements: str
+        choices: [fd_stores, process_sessions]
+        default: []
+      state_dir:
+        description: As M(kexec.kho.kho_kexec)'s O(kexec.kho.kho_kexec#module:state_dir).
+        type: path
+        default: /run/kexec-kho
+  pstore_search:
+    description:
+      - Strings to look for in this boot's pstore records (the pstore filesystem under O(sysfs_root), and
+        C(/var/lib/systemd/pstore), where C(systemd-pstore) moves them at boot); those found are returned in
+        RV(pstore_found). At most 4096 files are read, 4 MiB of each.
+    type: list
+    elements: str
+    version_added: 0.2.0
 requirements:
   - On the controller, C(pyfdt) (see the collection's C(requirements.txt)).
 notes:
@@ -84,6 +137,21 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+preflight:
+  description:
+    - What a load would do, with O(preflight). C(ok) says whether it would go ahead; C(msg) says why not, or what it
+      would do. Otherwise the keys of M(kexec.kho.kho_kexec)'s return for O(kexec.kho.kho_kexec#module:state=loaded)
+      in check mode (C(kernel), C(initrd), C(cmdline), C(argv), C(method), C(competing_loaders), ...).
+  returned: with O(preflight)
+  type: dict
+  sample: {ok: true, msg: would load, kernel: /boot/vmlinuz-7.3.4, method: kexec}
+  version_added: 0.2.0
+pstore_found:
+  description: The strings of O(pstore_search) found in a pstore record, sorted.
+  returned: with O(pstore_search)
+  type: list
+  elements: str
+  version_added: 0.2.0
 ansible_facts:
   description: Facts to add to C(ansible_facts).
   returned: always
@@ -318,7 +386,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host
+from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host, kexec
 
 
 def main():
@@ -327,18 +395,25 @@ def main():
             **host.ARGUMENT_SPEC,
             "kernel_log": {"type": "bool", "default": True},
             "include_raw": {"type": "bool", "default": False},
+            "preflight": {"type": "dict", "options": {k: kexec.ARGUMENT_SPEC[k] for k in kexec.PREFLIGHT_OPTIONS}},
+            "pstore_search": {"type": "list", "elements": "str"},
         },
         supports_check_mode=True,
     )
     kho = host.from_params(module.params)
+    extra = {}
     try:
         changed = host.ensure_debugfs(module, kho)
         raw = facts.gather(kho, kho.debugfs_mounted(), module.params["kernel_log"], module.run_command)
+        if module.params["preflight"] is not None:  # the same run: what a load would do, nothing changed
+            extra["preflight"] = kexec.preflight(module, kho, module.params["preflight"], raw["images"])
+        if module.params["pstore_search"]:
+            extra["pstore_found"] = facts.pstore_search(facts.pstore_dirs(kho), module.params["pstore_search"])
     except host.NeedsRoot as exc:
         module.fail_json(msg=str(exc), path=exc.path)
     except OSError as exc:
         module.fail_json(msg=f"reading KHO state failed: {exc}")
-    module.exit_json(changed=changed, kho_raw=raw)
+    module.exit_json(changed=changed, kho_raw=raw, **extra)
 
 
 if __name__ == "__main__":

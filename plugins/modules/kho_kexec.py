@@ -283,7 +283,7 @@ phases:
     - Where the time went, in seconds. C(boot_id) the boot id read (V(null) with O(expect_boot_id)); C(load) the run
       that loaded and queued the jump; C(to_gone) from that run's answer until the old kernel stopped answering;
       C(gone_to_banner) until an SSH banner answered again; C(banner_to_answer) until the new boot id was read;
-      C(test_command) the test. The last three are V(null) with RV(detection=connection) (no banner is watched):
+      C(test_command) the test. The last three are V(null) with RV(detection=connection) (no banner is watched), and
       C(to_answer) then covers the whole wait.
   returned: O(state=executed), after the trigger
   type: dict

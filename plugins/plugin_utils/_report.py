@@ -14,7 +14,10 @@ import os
 import re
 import tempfile
 
-PHASES = (("preflight", "#6c8ebf"), ("jump", "#d79b00"), ("verify", "#82b366"))
+# The timeline's bars: the jump split where kho_kexec timed its parts, else as one bar.
+PHASES = (("preflight", "#6c8ebf"), ("load", "#b85450"), ("jump_to_banner", "#d79b00"),
+          ("banner_to_answer", "#9673a6"), ("jump", "#d79b00"), ("verify", "#82b366"))
+SPLIT = ("load", "jump_to_banner", "banner_to_answer")
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -110,56 +113,77 @@ def write_private(path: str, text: str) -> None:
         raise
 
 
-def render_html(results: dict) -> str:
-    """A timeline per host, drawn with plain HTML and CSS: no script, no external resource."""
-    results = {str(host): _dict(r) for host, r in _dict(results).items()}
-    spans = [sum(max(_num(_dict(r.get("timings")).get(p)) or 0, 0) for p, _c in PHASES) for r in results.values()]
-    scale = max(spans + [1.0])
-    rows = []
-    for host in sorted(results):
-        r = results[host]
-        timings = _dict(r.get("timings"))
-        bars = []
-        for phase, colour in PHASES:
-            seconds = _num(timings.get(phase))
-            if seconds is None or seconds < 0:
-                continue
-            label = f"{phase} {seconds:.1f} s"
-            if phase == "jump" and _num(r.get("downtime")) is not None:
-                label += f" (downtime {_num(r['downtime']):.1f} s)"
-            bars.append(f'<div class="bar {phase}" style="width:{100 * seconds / scale:.2f}%;background:{colour}" '
-                        f'title="{html.escape(label)}">{html.escape(label)}</div>')
-        verdict = str(r.get("verdict"))
-        ok = verdict == "verified"
-        regions = "".join(f"<li>{html.escape(_region(g))} ({html.escape(str(g.get('size')))} bytes)</li>"
-                          for g in _regions(r))
-        lu, phases = live_update(r), boot_phases(r)
-        error = (f'<p class="error">failed at {html.escape(str(r.get("failed_step")))}: '
-                 f'{html.escape(str(r.get("error")))}</p>') if _failed(r) else ""
-        rows.append(
-            f'<section class="host" id="host-{html.escape(host)}"><h2>{html.escape(host)} '
-            f'<span class="verdict {"ok" if ok else "bad"}">{html.escape(verdict)}</span></h2>'
+def _bars(r: dict) -> list:
+    """(phase, seconds, colour) of a host's timeline: the jump split where it was timed in parts."""
+    timings = _dict(r.get("timings"))
+    split = _num(timings.get("load")) is not None
+    out = []
+    for phase, colour in PHASES:
+        seconds = _num(timings.get(phase))
+        if seconds is None or seconds < 0 or (phase == "jump" and split) or (phase in SPLIT and not split):
+            continue
+        out.append((phase, seconds, colour))
+    return out
+
+
+def _host_section(host: str, r: dict, scale: float) -> str:
+    bars = []
+    for phase, seconds, colour in _bars(r):
+        label = f"{phase.replace('_', ' ')} {seconds:.1f} s"
+        if phase in ("jump", "jump_to_banner") and _num(r.get("downtime")) is not None:
+            label += f" (downtime {_num(r['downtime']):.1f} s)"
+        bars.append(f'<div class="bar {phase}" style="width:{100 * seconds / scale:.2f}%;background:{colour}" '
+                    f'title="{html.escape(label)}">{html.escape(label)}</div>')
+    verdict = str(r.get("verdict"))
+    regions = "".join(f"<li>{html.escape(_region(g))} ({html.escape(str(g.get('size')))} bytes)</li>"
+                      for g in _regions(r))
+    lu, phases = live_update(r), boot_phases(r)
+    error = (f'<p class="error">failed at {html.escape(str(r.get("failed_step")))}: '
+             f'{html.escape(str(r.get("error")))}</p>') if _failed(r) else ""
+    downtime = _num(r.get("downtime"))
+    return (f'<section class="host" id="host-{html.escape(host)}"><details{"" if verdict == "verified" else " open"}>'
+            f'<summary>{html.escape(host)} <span class="verdict {"ok" if verdict == "verified" else "bad"}">'
+            f'{html.escape(verdict)}</span>{f" downtime {downtime:.1f} s" if downtime is not None else ""}</summary>'
             f'<div class="timeline">{"".join(bars) or "<em>no phase timed</em>"}</div>'
             f'<p>{html.escape(str(r.get("release_before")))} &rarr; {html.escape(str(r.get("release_after")))}, '
             f'previous release {html.escape(str(r.get("previous_release")))}, '
             f'kexec count {html.escape(str(r.get("kexec_count")))}</p><ul>{regions}</ul>'
             + (f'<p class="liveupdate">{html.escape(lu)}</p>' if lu else "")
             + (f'<p class="phases">systemd: {html.escape(phases)}</p>' if phases else "")
-            + f'{error}</section>')
-    verified = sum(1 for r in results.values() if r.get("verdict") == "verified")
+            + f'{error}</details></section>')
+
+
+def render_html(results: dict) -> str:
+    """Hosts grouped by verdict (failures first, open; verified ones folded), each with its timeline.
+
+    Plain HTML and CSS (details/summary to fold): no script, no external resource; one pass over the hosts.
+    """
+    results = {str(host): _dict(r) for host, r in _dict(results).items()}
+    scale = max([sum(seconds for _p, seconds, _c in _bars(r)) for r in results.values()] + [1.0])
+    groups: dict = {}
+    for host in sorted(results):
+        groups.setdefault(str(results[host].get("verdict")), []).append(host)
+    sections = []
+    for verdict in sorted(groups, key=lambda v: (v == "verified", v)):
+        hosts = groups[verdict]
+        sections.append(f'<details class="group"{"" if verdict == "verified" else " open"}><summary><h2>'
+                        f'{html.escape(verdict)}: {len(hosts)} host{"s" if len(hosts) != 1 else ""}</h2></summary>'
+                        + "".join(_host_section(h, results[h], scale) for h in hosts) + "</details>")
+    verified = len(groups.get("verified", []))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>KHO handover report</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+summary h2 {{ display: inline; font-size: 1.2em; }} section.host summary {{ font-weight: bold; margin: 0.4em 0; }}
 .timeline {{ display: flex; width: 100%; background: #eee; border-radius: 4px; overflow: hidden; min-height: 1.6em; }}
 .bar {{ color: #fff; font-size: 0.8em; padding: 0.3em; white-space: nowrap; overflow: hidden; }}
-.verdict {{ font-size: 0.7em; padding: 0.2em 0.5em; border-radius: 3px; color: #fff; }}
+.verdict {{ font-size: 0.8em; padding: 0.2em 0.5em; border-radius: 3px; color: #fff; }}
 .ok {{ background: #2e7d32; }} .bad {{ background: #c62828; }} .error {{ color: #c62828; }}
 .legend span {{ display: inline-block; padding: 0.2em 0.6em; margin-right: 0.5em; color: #fff; }}
 </style></head><body>
 <h1>KHO handover report</h1>
 <p>{verified} of {len(results)} hosts verified.</p>
-<p class="legend">{"".join(f'<span style="background:{c}">{p}</span>' for p, c in PHASES)}</p>
-{"".join(rows)}
+<p class="legend">{"".join(f'<span style="background:{c}">{p.replace("_", " ")}</span>' for p, c in PHASES if p != "jump")}</p>
+{"".join(sections)}
 </body></html>
 """

@@ -12,6 +12,8 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho import liveupdate
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import kho_params
 from ansible_collections.kexec.kho.plugins.module_utils._kho.host import KhoHost, boot_images
 
+SYSTEMD_PSTORE = "/var/lib/systemd/pstore"  # where systemd-pstore moves the records at boot
+PSTORE_FILES, PSTORE_BYTES = 4096, 1 << 22  # bounds of a pstore search: files walked, bytes read from each
 ENABLE_HINT = "add kho=on to the kernel command line (kexec.kho.kho_cmdline) and reboot"
 
 
@@ -89,3 +91,27 @@ def gather(host: KhoHost, mounted: bool, read_log: bool = True, run_command=_no_
         "out": out,
         "in": _side(host, host.in_dir),
     }
+
+
+def pstore_dirs(host: KhoHost) -> list:
+    """Where this boot's pstore records are: the pstore filesystem, and systemd-pstore's archive."""
+    return [os.path.join(host.sysfs, "fs", "pstore"), SYSTEMD_PSTORE]
+
+
+def pstore_search(dirs: list, needles: list, max_files: int = PSTORE_FILES, max_bytes: int = PSTORE_BYTES) -> list:
+    """The needles found in any record under dirs (at most max_files files, max_bytes read from each)."""
+    wanted = {n: n.encode("utf-8") for n in needles}
+    found, seen = set(), 0
+    for top in dirs:
+        for root, _dirs, files in os.walk(top):
+            for name in files:
+                seen += 1
+                if seen > max_files or len(found) == len(wanted):
+                    return sorted(found)
+                try:
+                    with open(os.path.join(root, name), "rb") as fh:
+                        data = fh.read(max_bytes)
+                except OSError:
+                    continue
+                found.update(n for n, b in wanted.items() if b in data)
+    return sorted(found)

@@ -376,6 +376,28 @@ def start_jump(module, host, kexec: Kexec, p: dict) -> dict:
     return {**result, "triggered": True, "msg": "loaded; the jump is queued"}
 
 
+PREFLIGHT_OPTIONS = ("kernel", "initrd", "cmdline", "append", "ensure_kho", "finalize", "method", "accept_loss",
+                     "state_dir")
+
+
+def preflight(module, kho, options: dict, images: dict) -> dict:
+    """What state=loaded would do with these options, changing nothing; a refusal is reported, never raised.
+
+    Without a kernel, the running release's image found on the host is used (and its initrd, unless one is given).
+    """
+    p = {**{k: ARGUMENT_SPEC[k].get("default") for k in PREFLIGHT_OPTIONS}, "force": False, **(options or {})}
+    if not p["kernel"]:
+        p["kernel"], p["initrd"] = images.get("kernel"), p["initrd"] or images.get("initrd")
+    if not p["kernel"]:
+        return {"ok": False, "kernel": None, "initrd": p["initrd"],
+                "msg": "no kernel image found for the running release (/boot/vmlinuz-REL, /usr/lib/modules/REL/vmlinuz,"
+                       " /vmlinuz): give one"}
+    try:
+        return {**ensure_loaded(module, kho, Kexec(module, p["state_dir"]), p, check=True), "ok": True}
+    except (KexecError, FinalizeError, host.NeedsRoot) as exc:
+        return {"ok": False, "kernel": p["kernel"], "initrd": p["initrd"], "msg": str(exc)}
+
+
 def check_boot(host, expected: str | None) -> None:
     """With expect_boot_id, refuse (before anything changes) a host that is no longer on that boot."""
     if expected is not None and host.boot_id() != expected:

@@ -299,3 +299,42 @@ def test_competing_loaders(tmp_path):
     assert len(found) == 2 and "without -s" in found[0]
     defaults.write_text("LOAD_KEXEC=false\n")
     assert len(K.competing_loaders(str(defaults), str(tmp_path / "nothing"))) == 0
+
+
+def test_preflight_reports_what_a_load_would_do_and_changes_nothing(tmp_path, fixtures):
+    kho = make_host(tmp_path, "live-cold")
+    mod = FakeModule(kho)  # not in check mode: preflight must not load all the same
+    kernel = params(tmp_path)["kernel"]
+    res = K.preflight(mod, kho, {"append": "quiet", "state_dir": str(tmp_path / "run")}, {"kernel": kernel,
+                                                                                        "initrd": None})
+    assert res["ok"] and res["msg"] == "would load" and res["kernel"] == kernel and res["method"] == "kexec"
+    assert res["cmdline"].endswith(" quiet") and res["argv"][:3] == ["/usr/sbin/kexec", "-s", "-l"]
+    assert not kho.kexec_loaded() and not [c for c in mod.commands if c[1:3] == ["-s", "-l"]]
+    assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.parametrize(("generation", "options", "images", "message"), [
+    ("live-cold", {}, {"kernel": None, "initrd": None}, "no kernel image found for the running release"),
+    ("live-cold", {"kernel": "/nonexistent/vmlinuz"}, {}, "kernel image /nonexistent/vmlinuz does not exist"),
+    ("finalize-6.16", {}, "the image", "finalize: true"),  # not finalized, and finalize not allowed
+])
+def test_preflight_reports_a_refusal_instead_of_failing(tmp_path, fixtures, generation, options, images, message):
+    kho = make_host(tmp_path, generation)
+    if images == "the image":
+        images = {"kernel": params(tmp_path)["kernel"], "initrd": None}
+    res = K.preflight(FakeModule(kho), kho, options, images)
+    assert res["ok"] is False and message in res["msg"]
+
+
+def test_pstore_search_finds_what_is_there_within_its_bounds(tmp_path):
+    from ansible_collections.kexec.kho.plugins.module_utils._kho import facts as FA
+    (tmp_path / "fs").mkdir()
+    (tmp_path / "fs" / "pmsg-ramoops-0").write_bytes(b"\0kexec-kho-canary-web-1-1795.5-42\n")
+    archive = tmp_path / "archive" / "1795"
+    archive.mkdir(parents=True)
+    (archive / "pmsg-ramoops-0").write_text("kexec-kho-canary-old")
+    dirs = [str(tmp_path / "fs"), str(tmp_path / "archive"), str(tmp_path / "absent")]
+    assert FA.pstore_search(dirs, ["kexec-kho-canary-web-1-1795.5-42", "kexec-kho-canary-old", "never"]) == [
+        "kexec-kho-canary-old", "kexec-kho-canary-web-1-1795.5-42"]
+    assert FA.pstore_search(dirs, ["kexec-kho-canary-old"], max_files=1) in ([], ["kexec-kho-canary-old"])
+    assert FA.pstore_search(dirs, ["canary-web-1"], max_bytes=4) == []  # read no further than the bound

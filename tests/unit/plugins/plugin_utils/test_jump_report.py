@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
 import subprocess
 import time
@@ -370,6 +369,25 @@ def test_html_is_self_contained_and_escaped():
     assert not re.search(r"<script|https?://|src=", page)
     assert page.count('class="bar preflight"') == 2 and page.count('class="bar jump"') == 1
     assert "downtime 12.5 s" in page
+
+
+def test_the_jump_is_drawn_in_its_parts_where_they_were_timed():
+    r = {**RESULTS["web-1"], "timings": {"preflight": 3.0, "jump": 15.0, "load": 4.0, "jump_to_banner": 9.5,
+                                         "banner_to_answer": 1.5, "verify": 2.0}}
+    page = _report.render_html({"web-1": r})
+    assert [p for p in ("preflight", "load", "jump_to_banner", "banner_to_answer", "verify")
+            if f'class="bar {p}"' in page] == ["preflight", "load", "jump_to_banner", "banner_to_answer", "verify"]
+    assert 'class="bar jump"' not in page and "jump to banner 9.5 s (downtime 12.5 s)" in page
+
+
+def test_a_fleet_page_groups_hosts_by_verdict_failures_first_and_open():
+    results = {f"h{i:04d}": {**RESULTS["web-1"]} for i in range(30)}
+    results["h0007"] = dict(RESULTS["web-<2>"])
+    page = _report.render_html(results)
+    groups = re.findall(r'<details class="group"( open)?><summary><h2>([^<]*)</h2>', page)
+    assert groups == [(" open", "failed, rolled back: 1 host"), ("", "verified: 29 hosts")]
+    assert page.index('id="host-h0007"') < page.index('id="host-h0000"')
+    assert page.count("<details open><summary>h0007") == 1 and page.count("<details><summary>h00") == 29
 
 
 SCALAR = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
