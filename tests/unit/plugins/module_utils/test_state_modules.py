@@ -305,8 +305,8 @@ def test_preflight_reports_what_a_load_would_do_and_changes_nothing(tmp_path, fi
     kho = make_host(tmp_path, "live-cold")
     mod = FakeModule(kho)  # not in check mode: preflight must not load all the same
     kernel = params(tmp_path)["kernel"]
-    res = K.preflight(mod, kho, {"append": "quiet", "state_dir": str(tmp_path / "run")}, {"kernel": kernel,
-                                                                                        "initrd": None})
+    images = {"kernel": kernel, "initrd": None}
+    res = K.preflight(mod, kho, {"append": "quiet", "state_dir": str(tmp_path / "run")}, images)
     assert res["ok"] and res["msg"] == "would load" and res["kernel"] == kernel and res["method"] == "kexec"
     assert res["cmdline"].endswith(" quiet") and res["argv"][:3] == ["/usr/sbin/kexec", "-s", "-l"]
     assert not kho.kexec_loaded() and not [c for c in mod.commands if c[1:3] == ["-s", "-l"]]
