@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import JUMP_STATUS_PATH
+from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import JUMP_STATUS_PATH, NOT_LOADED
 
 BOOT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -88,6 +88,8 @@ def jump_failure(status: str) -> str | None:
     """Why the jump did not happen, from the old boot's jump status; None while it may still happen."""
     if status.startswith("exit "):
         return f"the jump command returned ({status}) and the host stayed on its old boot"
+    if status == NOT_LOADED:
+        return "no kexec image was loaded any more when the jump was due (something unloaded it): nothing was jumped"
     if status == "none":
         return "the trigger never ran on the host (no jump status was written)"
     return None

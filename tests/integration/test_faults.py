@@ -38,7 +38,7 @@ def test_missing_initrd_is_refused_in_preflight(quiet_guest, tmp_path):
     proc, summary = handover(quiet_guest, tmp_path, kho_handover_initrd="/boot/no-such-initrd.img")
     assert proc.returncode != 0
     assert "initrd /boot/no-such-initrd.img does not exist" in proc.stdout
-    assert next(iter(summary.values()))["failed_step"].startswith("Check the image")
+    assert next(iter(summary.values()))["failed_step"].startswith("The load would go ahead")
     assert_untouched(quiet_guest, tmp_path)
 
 
@@ -130,8 +130,50 @@ def kexec_wrapper(*lines: str) -> str:
             + "".join(f"          {line}\n" for line in ("#!/bin/sh", *lines)))
 
 
+def tool_wrapper(tool: str, *lines: str) -> str:
+    """Tasks that move a tool to TOOL.real and put a shell script (these lines) in its place."""
+    return (f"    - ansible.builtin.command: mv {tool} {tool}.real\n      changed_when: true\n"
+            f"    - ansible.builtin.copy:\n        dest: {tool}\n        mode: \"0755\"\n        content: |\n"
+            + "".join(f"          {line}\n" for line in ("#!/bin/sh", *lines)))
+
+
+def kexec_wrapper(*lines: str) -> str:
+    """Tasks that put a shell script (these lines) in place of /usr/sbin/kexec, the real one at kexec.real."""
+    return tool_wrapper("/usr/sbin/kexec", *lines)
+
+
+CUT_IN_PREFLIGHT = tool_wrapper(
+    "/usr/bin/systemd-analyze",
+    "# Fires once, inside the role's preflight read (kho_facts asks systemd-analyze for the boot's phases):",
+    "# the lock is held, nothing is loaded, and every SSH session dies.",
+    "mv -f /usr/bin/systemd-analyze.real /usr/bin/systemd-analyze",
+    "pkill -KILL -f '^sshd: root'",
+    'exec /usr/bin/systemd-analyze "$@"',
+)
+
+
+def test_connection_cut_before_the_jump_then_a_rerun_completes(lab_factory, tmp_path):
+    """A run cut off after it took the lock: the host is left as it was but locked; a rerun takes the lock over."""
+    guests = lab_factory()
+    name = guests["guests"][0]["name"]
+    before = facts(guests, tmp_path)[name]
+    guest_run(guests, tmp_path, CUT_IN_PREFLIGHT)
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "rerun").mkdir()
+    cut, _summary = handover(guests, tmp_path / "cut")
+    assert cut.returncode != 0 and "UNREACHABLE" in cut.stdout, cut.stdout[-3000:]
+    left = facts(guests, tmp_path)[name]
+    assert left["boot_id"] == before["boot_id"] and left["kexec_loaded"] is False  # nothing loaded, nothing jumped
+    proc, summary = handover(guests, tmp_path / "rerun", cli=("-v",))
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "took over the lock of run" in proc.stdout and "has exited" in proc.stdout
+    result = summary[name]
+    assert result["verdict"] == "verified" and result["boot_id_before"] == before["boot_id"], result
+    assert result["kexec_count"] == 1, result  # exactly one jump across both runs
+
+
 CUT_AFTER_LOAD = kexec_wrapper(
-    "# Fault 8, fires once: the load succeeds, then every SSH session dies before the jump.",
+    "# Fires once: the load succeeds, then every SSH session dies, inside the run that loads and queues the jump.",
     '/usr/sbin/kexec.real "$@"; rc=$?',
     "if [ \"$2\" = -l ]; then",
     "  mv -f /usr/sbin/kexec.real /usr/sbin/kexec",
@@ -141,24 +183,17 @@ CUT_AFTER_LOAD = kexec_wrapper(
 )
 
 
-def test_connection_cut_before_the_jump_then_a_rerun_completes(lab_factory, tmp_path):
+def test_connection_cut_between_the_load_and_the_jump_is_still_one_verified_handover(lab_factory, tmp_path):
+    """The run on the host goes on without its session: it queues the jump; the polls see the new boot."""
     guests = lab_factory()
     name = guests["guests"][0]["name"]
     before = facts(guests, tmp_path)[name]
     guest_run(guests, tmp_path, CUT_AFTER_LOAD)
-    (tmp_path / "cut").mkdir()
-    (tmp_path / "rerun").mkdir()
-    cut, _summary = handover(guests, tmp_path / "cut")
-    assert cut.returncode != 0 and "UNREACHABLE" in cut.stdout, cut.stdout[-3000:]
-    left = facts(guests, tmp_path)[name]
-    # the cut run left the host loaded and locked, on its old boot, with nothing jumped
-    assert left["boot_id"] == before["boot_id"] and left["kexec_loaded"] is True
-    proc, summary = handover(guests, tmp_path / "rerun", cli=("-v",))
+    proc, summary = handover(guests, tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert "took over the lock of run" in proc.stdout and "has exited" in proc.stdout
     result = summary[name]
     assert result["verdict"] == "verified" and result["boot_id_before"] == before["boot_id"], result
-    assert result["kexec_count"] == 1, result  # exactly one jump across both runs
+    assert result["kexec_count"] == 1 and result["boot_id_after"] != before["boot_id"], result
 
 
 def test_kho_off_is_refused_then_enabled_through_grub_and_handed_over(lab_factory, tmp_path):

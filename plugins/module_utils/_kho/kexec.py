@@ -22,6 +22,7 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import Fin
 STATE_DIR = "/run/kexec-kho"
 JUMP_STATUS_PATH = "/run/kexec-kho.jump"  # on a tmpfs: the next kernel starts without it
 PMSG_DEVICE = "pmsg0"  # pstore's message log, under the devfs root
+NOT_LOADED = "not-loaded"  # the jump status when no image was loaded any more when the jump was due
 JUMP_WAIT_STEPS = 100  # the queued jump waits at most this many 50 ms steps for the module's process to exit
 DEBIAN_KEXEC_DEFAULTS = "/etc/default/kexec"
 SYSTEMD_RUNTIME = "/run/systemd/system"
@@ -293,20 +294,23 @@ def ensure_loaded(module, host, kexec: Kexec, p: dict, check: bool | None = None
     return {**result, "changed": True, "loaded": True, "msg": "loaded"}
 
 
-def jump_job(method: str, kexec: str, pid: int, status: str) -> str:
+def jump_job(method: str, kexec: str, pid: int, status: str, loaded: str) -> str:
     """The detached jump, as sh text: wait for the process that queued it to exit, then jump.
 
     The wait (at most JUMP_WAIT_STEPS x 50 ms, then 0.3 s for the session to flush) lets the module's answer
     reach the controller before the kernel goes away.  A `kexec -e` that returns at all did not jump, and
     `systemctl kexec` returns 0 once the jump is queued: either writes its failure to ``status`` for the
-    controller's next poll.  Only the module's own values go in (a resolved binary path, an int, a fixed path),
+    controller's next poll, and so does a job that finds no image loaded when the jump is due (``loaded`` is
+    /sys/kernel/kexec_loaded).  Only the module's own values go in (a resolved binary path, an int, a fixed path),
     each quoted.
     """
     wait = (f"n=0; while kill -0 {int(pid)} 2>/dev/null && [ $n -lt {JUMP_WAIT_STEPS} ]; "
             "do sleep 0.05; n=$((n+1)); done; sleep 0.3")
     record = f"echo \"exit $?\" > {shlex.quote(status)}"
+    # Checked again when the jump is due: an image unloaded meanwhile would let systemctl kexec load its own.
+    guard = (f"grep -qx 1 {shlex.quote(loaded)} || {{ echo {NOT_LOADED} > {shlex.quote(status)}; exit 3; }}")
     jump = f"systemctl kexec || {record}" if method == "systemctl" else f"{shlex.quote(kexec)} -e; {record}"
-    return f"{wait}; {jump}"
+    return f"{wait}; {guard}; {jump}"
 
 
 def queue_jump(module, host, kexec: Kexec, method: str, status: str | None = None) -> list:
@@ -323,7 +327,7 @@ def queue_jump(module, host, kexec: Kexec, method: str, status: str | None = Non
             fh.write("started\n")
     except OSError as exc:
         raise KexecError(f"cannot write the jump status {status}: {exc}") from exc
-    job = ["/bin/sh", "-c", jump_job(method, kexec.binary or "kexec", os.getpid(), status)]
+    job = ["/bin/sh", "-c", jump_job(method, kexec.binary or "kexec", os.getpid(), status, host.kexec_loaded_path)]
     systemd_run = module.get_bin_path("systemd-run")
     if systemd_run and os.path.isdir(SYSTEMD_RUNTIME):
         argv = [systemd_run, "--quiet", "--collect", *job]

@@ -201,10 +201,11 @@ def test_jump_option_ranges_are_checked(params, message):
 
 
 class Loaded:
-    """A host that says an image is loaded (or not)."""
+    """A host that says an image is loaded (or not), in its kexec_loaded file too."""
 
-    def __init__(self, loaded):
-        self.loaded = loaded
+    def __init__(self, loaded, path):
+        self.loaded, self.kexec_loaded_path = loaded, str(path)
+        path.write_text("1\n" if loaded else "0\n")
 
     def kexec_loaded(self):
         return self.loaded
@@ -249,8 +250,9 @@ def _wait_for_text(path, unwanted="", seconds=20):
 def test_the_queued_jump_waits_for_the_run_that_queued_it(jump_host):
     tmp_path, kx, status = jump_host
     run = subprocess.Popen(["sleep", "1"])  # the module's process, still answering the controller
-    subprocess.Popen(["/bin/sh", "-c", K.jump_job("kexec", str(tmp_path / "my kexec"), run.pid, status)],
-                     start_new_session=True)
+    Loaded(True, tmp_path / "kexec_loaded")
+    subprocess.Popen(["/bin/sh", "-c", K.jump_job("kexec", str(tmp_path / "my kexec"), run.pid, status,
+                                                  str(tmp_path / "kexec_loaded"))], start_new_session=True)
     run.wait()
     exited = time.time()
     assert _wait_for_text(tmp_path / "jumped") == "-e\n"  # the quoted path with a space ran
@@ -259,11 +261,23 @@ def test_the_queued_jump_waits_for_the_run_that_queued_it(jump_host):
     assert _jump.jump_failure("exit 7") == "the jump command returned (exit 7) and the host stayed on its old boot"
 
 
+def test_the_queued_jump_checks_again_that_an_image_is_loaded(jump_host):
+    """Unloaded between the queueing and the jump: no jump (systemctl kexec would load its own image), and said so."""
+    tmp_path, kx, status = jump_host
+    Loaded(False, tmp_path / "kexec_loaded")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # the run that queued it has exited
+    subprocess.run(["/bin/sh", "-c", K.jump_job("systemctl", "kexec", gone.pid, status, str(tmp_path / "kexec_loaded"))],
+                   check=False, timeout=20)
+    assert _text(Path(status)) == "not-loaded\n" and not (tmp_path / "jumped").exists()
+    assert "no kexec image was loaded any more when the jump was due" in _jump.jump_failure("not-loaded")
+
+
 def test_the_jump_is_queued_detached_without_systemd(jump_host, monkeypatch):
     tmp_path, kx, status = jump_host
     kx.binary = str(tmp_path / "my kexec")
     monkeypatch.setattr(K, "JUMP_WAIT_STEPS", 2)  # this test's own process is the one the job would wait for
-    argv = K.queue_jump(kx.module, Loaded(True), kx, "kexec", status)
+    argv = K.queue_jump(kx.module, Loaded(True, tmp_path / "kexec_loaded"), kx, "kexec", status)
     assert argv[:2] == ["/bin/sh", "-c"] and kx.module.commands == []
     assert _text(Path(status)) == "started\n"  # written before the jump was queued
     assert _wait_for_text(tmp_path / "jumped") == "-e\n"
@@ -277,7 +291,7 @@ def test_the_jump_prefers_a_transient_systemd_unit(jump_host, monkeypatch, metho
     (tmp_path / "systemd").mkdir()
     monkeypatch.setattr(K, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
     kx.module, kx.binary = Module("/usr/bin/systemd-run"), "/usr/sbin/my kexec"
-    argv = K.queue_jump(kx.module, Loaded(True), kx, method, status)
+    argv = K.queue_jump(kx.module, Loaded(True, tmp_path / "kexec_loaded"), kx, method, status)
     assert kx.module.commands == [argv] and argv[:5] == ["/usr/bin/systemd-run", "--quiet", "--collect", "/bin/sh", "-c"]
     assert f"while kill -0 {os.getpid()} " in argv[5] and f"; {jump} " in argv[5]
     assert _text(Path(status)) == "started\n"
@@ -292,7 +306,7 @@ def test_a_jump_that_cannot_be_queued_raises(jump_host, monkeypatch, loaded, rc,
     (tmp_path / "systemd").mkdir()
     monkeypatch.setattr(K, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
     with pytest.raises(K.KexecError, match=message):
-        K.queue_jump(Module("/usr/bin/systemd-run", rc), Loaded(loaded), kx, "kexec", status)
+        K.queue_jump(Module("/usr/bin/systemd-run", rc), Loaded(loaded, tmp_path / "kexec_loaded"), kx, "kexec", status)
     time.sleep(0.5)
     assert not (tmp_path / "jumped").exists()
 
