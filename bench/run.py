@@ -31,7 +31,7 @@ import lab  # noqa: E402  pylint: disable=wrong-import-position
 
 BIN = Path(sys.executable).parent
 KERNEL = lab.GUEST_KERNEL
-LIMIT = 150  # seconds a scenario may take before it is recorded as 'did not return'
+LIMIT = 150  # seconds a scenario may take before it is recorded as 'did not return' (--limit)
 
 
 class Banner(threading.Thread):
@@ -107,9 +107,10 @@ def env() -> dict:
     return out
 
 
-def playbook(inventory: str, tasks: str, extra: dict | None = None, limit: float = LIMIT,
+def playbook(inventory: str, tasks: str, extra: dict | None = None, limit: float | None = None,
              play: str = "hosts: kho_lab\n  gather_facts: false\n") -> tuple:
     """(seconds, returned_at, stdout) of a one-play playbook; seconds None when it did not return in time."""
+    limit = limit or LIMIT
     with tempfile.TemporaryDirectory() as tmp:
         pb = Path(tmp) / "pb.yml"
         pb.write_text(f"- {play}  tasks:\n{tasks}"
@@ -274,8 +275,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--fleet", default="1,2,4")
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--limit", type=int, default=LIMIT, help="seconds before a run counts as 'did not return'")
     ap.add_argument("--no-lab", action="store_true", help="the controller-side figures only (decode, hostile inputs)")
     args = ap.parse_args()
+    global LIMIT  # pylint: disable=global-statement  # one figure the scenarios and their reboot_timeout share
+    LIMIT = args.limit
     why = "--no-lab was given" if args.no_lab else lab.unavailable()
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} cores",
                      "repeat": args.repeat, "limit_seconds": LIMIT}

@@ -85,13 +85,19 @@ def boot_phases(r: dict) -> str:
                       for name, v in phases.items())
 
 
+def timeline(r: dict) -> str:
+    """The timed phases in order ('preflight 8.0 s, load 6.0 s, jump to banner 19.0 s, ...'), or ''."""
+    return ", ".join(f"{phase.replace('_', ' ')} {seconds:.1f} s" for phase, seconds, _c in _bars(r))
+
+
 def summary_line(host: str, r) -> str:
     r = _dict(r)
     regions = ", ".join(_region(g) for g in _regions(r))
     failed = f" at '{r.get('failed_step')}': {r.get('error')}" if _failed(r) else ""
-    lu, phases = live_update(r), boot_phases(r)
+    lu, phases, times = live_update(r), boot_phases(r), timeline(r)
     return plain(f"{host}: {r.get('verdict')}{failed}; {r.get('release_before')} -> {r.get('release_after')}, "
-                 f"kexec count {r.get('kexec_count')}, downtime {r.get('downtime')} s; "
+                 f"kexec count {r.get('kexec_count')}, downtime {r.get('downtime')} s"
+                 + (f" ({times})" if times else "") + "; "
                  f"{regions or 'no reserve_mem regions'}" + (f"; {lu}" if lu else "")
                  + (f"; systemd: {phases}" if phases else ""))
 

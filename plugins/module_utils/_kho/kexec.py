@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """kexec-tools, wrapped once: image checks, the target command line, load, unload, the record.
 
-Not a public API.  Every command is an argument list; nothing goes through a shell.
+Not a public API.  Every command is an argument list.  The one shell text, the detached jump (jump_job), is
+built only from this module's own values (a resolved binary path, a pid, fixed and option paths), each quoted.
 """
 
 from __future__ import annotations

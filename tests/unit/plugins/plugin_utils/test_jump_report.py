@@ -392,6 +392,8 @@ def test_the_jump_is_drawn_in_its_parts_where_they_were_timed():
     assert [p for p in ("preflight", "load", "jump_to_banner", "banner_to_answer", "verify")
             if f'class="bar {p}"' in page] == ["preflight", "load", "jump_to_banner", "banner_to_answer", "verify"]
     assert 'class="bar jump"' not in page and "jump to banner 9.5 s (downtime 12.5 s)" in page
+    assert "downtime 12.5 s (preflight 3.0 s, load 4.0 s, jump to banner 9.5 s, banner to answer 1.5 s, verify 2.0 s);" \
+        in _report.summary_line("web-1", r)
 
 
 def test_a_fleet_page_groups_hosts_by_verdict_failures_first_and_open():
