@@ -123,13 +123,6 @@ def test_load_unloaded_behind_the_roles_back_is_caught_before_the_jump(quiet_gue
     assert_untouched(quiet_guest, tmp_path)
 
 
-def kexec_wrapper(*lines: str) -> str:
-    """Tasks that move the real kexec to /usr/sbin/kexec.real and put a shell script (these lines) in its place."""
-    return ("    - ansible.builtin.command: mv /usr/sbin/kexec /usr/sbin/kexec.real\n      changed_when: true\n"
-            "    - ansible.builtin.copy:\n        dest: /usr/sbin/kexec\n        mode: \"0755\"\n        content: |\n"
-            + "".join(f"          {line}\n" for line in ("#!/bin/sh", *lines)))
-
-
 def tool_wrapper(tool: str, *lines: str) -> str:
     """Tasks that move a tool to TOOL.real and put a shell script (these lines) in its place."""
     return (f"    - ansible.builtin.command: mv {tool} {tool}.real\n      changed_when: true\n"
