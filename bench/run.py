@@ -271,6 +271,7 @@ def hostile_inputs() -> dict:
 
 
 def main() -> None:
+    global LIMIT  # pylint: disable=global-statement  # one figure the scenarios and their reboot_timeout share
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--fleet", default="1,2,4")
@@ -278,7 +279,6 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=LIMIT, help="seconds before a run counts as 'did not return'")
     ap.add_argument("--no-lab", action="store_true", help="the controller-side figures only (decode, hostile inputs)")
     args = ap.parse_args()
-    global LIMIT  # pylint: disable=global-statement  # one figure the scenarios and their reboot_timeout share
     LIMIT = args.limit
     why = "--no-lab was given" if args.no_lab else lab.unavailable()
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} cores",
