@@ -136,6 +136,9 @@ def handover_failure(output: str, debugfs_root: str) -> str | None:
     return msg and msg.format(kho=debugfs_root.rstrip("/") + "/kho")
 
 
+BACKOFF, MAX_PAUSE = 1.5, 2.0  # the pause between polls grows by half each round, up to 2 s (or the interval)
+
+
 def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25, probe=None,
                       wait_gone: float = 30.0, not_jumped_after: float | None = None, check_every: float = 5.0,
                       clock=time.monotonic, sleep=time.sleep) -> dict:
@@ -146,7 +149,10 @@ def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25,
     is seen within ``interval`` and not after a back-off.  With a probe, polling starts once the
     old kernel has stopped answering it (or after ``wait_gone`` seconds); while it still answers,
     one real read every ``check_every`` seconds looks for a jump that failed on the old boot.
-    Every failure of read counts as 'not yet', and as a sign the old kernel is gone.
+    Every failure of read counts as 'not yet', and as a sign the old kernel is gone.  Once it is gone, the pause
+    between polls grows by half each round up to MAX_PAUSE: a connection attempt made while the host is down is
+    not always lost (a NAT, or QEMU's user network, keeps retrying it), and a burst of them reaching sshd as it
+    starts trips its MaxStartups and drops the very login that was waited for.
     Raises NotJumped when the old boot reports that the jump failed or never started, or still
     answers ``not_jumped_after`` seconds in and was never seen gone; NotBack after ``timeout``.
     Each carries the old boot's answers.
@@ -196,6 +202,7 @@ def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25,
                     return back
                 break
         sleep(interval)
+    pause = interval
     while clock() - start < timeout:
         answering = probe is None or probe()
         if not answering:
@@ -206,7 +213,8 @@ def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25,
             back = attempt()
             if back:
                 return back
-        sleep(interval)
+        sleep(pause)
+        pause = min(pause * BACKOFF, max(interval, MAX_PAUSE))
     last = st["last_error"]
     detail = f"; last error: {last}" if last else ""
     raise NotBack(f"the host did not answer on a new boot id within {timeout:.0f} s "
