@@ -117,9 +117,12 @@ options:
     default: 0
   poll_interval:
     description:
-      - Seconds between polls. Where the connection is SSH and the address it dials answers with an SSH banner
-        right before the jump, each poll first reads that banner (a cheap TCP check), so a host that is back is seen
-        within this interval. Where it does not (an C(ssh_config) alias, a C(ProxyJump) or C(ProxyCommand) bastion,
+      - Seconds between polls at first. Once the old kernel is gone the pause grows by half each round, up to 2
+        seconds (or this, if longer), since a connection attempt made while the host is down is not always lost (a NAT,
+        or QEMU's user network, retries it), and a burst of them reaching sshd as it starts trips its
+        C(MaxStartups) and drops the login that was waited for.
+      - Where the connection is SSH and the address it dials answers with an SSH banner right before the jump,
+        each poll first reads that banner (a cheap TCP check), so a host that is back is seen within one pause. Where it does not (an C(ssh_config) alias, a C(ProxyJump) or C(ProxyCommand) bastion,
         a port set only in C(ssh_config)), every poll is a real attempt through the connection plugin; see
         RV(detection).
     type: float
