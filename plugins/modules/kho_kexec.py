@@ -122,9 +122,9 @@ options:
         or QEMU's user network, retries it), and a burst of them reaching sshd as it starts trips its
         C(MaxStartups) and drops the login that was waited for.
       - Where the connection is SSH and the address it dials answers with an SSH banner right before the jump,
-        each poll first reads that banner (a cheap TCP check), so a host that is back is seen within one pause. Where it does not (an C(ssh_config) alias, a C(ProxyJump) or C(ProxyCommand) bastion,
-        a port set only in C(ssh_config)), every poll is a real attempt through the connection plugin; see
-        RV(detection).
+        each poll first reads that banner (a cheap TCP check), so a host that is back is seen within one pause.
+        Where it does not (an C(ssh_config) alias, a C(ProxyJump) or C(ProxyCommand) bastion, a port set only in
+        C(ssh_config)), every poll is a real attempt through the connection plugin; see RV(detection).
     type: float
     default: 0.25
   test_command:
