@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shlex
-import subprocess
 import tempfile
 import time
 
@@ -336,10 +335,15 @@ def queue_jump(module, host, kexec: Kexec, method: str, status: str | None = Non
         if rc:
             raise KexecError(f"systemd-run could not queue the jump (rc {rc}): {(err or out).strip()}")
         return argv
-    # pylint: disable-next=consider-using-with  # detached on purpose: it outlives this run
-    subprocess.Popen(job, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True, close_fds=True)
-    return job
+    setsid = module.get_bin_path("setsid")
+    if not setsid:
+        raise KexecError("neither systemd-run (with systemd running) nor setsid is on the host to queue the jump")
+    # setsid -f forks and returns at once; the job lets go of this run's pipes before it waits.
+    argv = [setsid, "-f", "/bin/sh", "-c", f"exec </dev/null >/dev/null 2>&1; {job[2]}"]
+    rc, out, err = module.run_command(argv)
+    if rc:
+        raise KexecError(f"setsid could not queue the jump (rc {rc}): {(err or out).strip()}")
+    return argv
 
 
 def write_pmsg(host, text: str) -> str:

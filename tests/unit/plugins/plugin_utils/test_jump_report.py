@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import subprocess
 import time
@@ -217,17 +218,20 @@ class Loaded:
 
 
 class Module:
-    """What queue_jump asks of AnsibleModule: a binary's path, and commands as argument lists."""
+    """What queue_jump asks of AnsibleModule: a binary's path, and commands as argument lists (setsid runs for real)."""
 
     def __init__(self, systemd_run=None, rc=0):
         self.systemd_run, self.rc, self.commands = systemd_run, rc, []
 
     def get_bin_path(self, name):
-        return self.systemd_run if name == "systemd-run" else None
+        return {"systemd-run": self.systemd_run, "setsid": shutil.which("setsid")}.get(name)
 
     def run_command(self, argv):
         assert isinstance(argv, list)  # never a shell string
         self.commands.append(argv)
+        if argv[0].endswith("setsid"):
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+            return proc.returncode, proc.stdout, proc.stderr
         return self.rc, "", "Failed to start transient service unit" if self.rc else ""
 
 
@@ -282,8 +286,10 @@ def test_the_jump_is_queued_detached_without_systemd(jump_host, monkeypatch):
     tmp_path, kx, status = jump_host
     kx.binary = str(tmp_path / "my kexec")
     monkeypatch.setattr(K, "JUMP_WAIT_STEPS", 2)  # this test's own process is the one the job would wait for
+    started = time.monotonic()
     argv = K.queue_jump(kx.module, Loaded(True, tmp_path / "kexec_loaded"), kx, "kexec", status)
-    assert argv[:2] == ["/bin/sh", "-c"] and kx.module.commands == []
+    assert time.monotonic() - started < 2  # returned at once: the job runs on, detached, waiting for this process
+    assert argv[1:4] == ["-f", "/bin/sh", "-c"] and kx.module.commands == [argv]
     assert _text(Path(status)) == "started\n"  # written before the jump was queued
     assert _wait_for_text(tmp_path / "jumped") == "-e\n"
     assert _wait_for_text(Path(status), "started\n") == "exit 7\n"
