@@ -406,7 +406,7 @@ def main():
         changed = host.ensure_debugfs(module, kho)
         raw = facts.gather(kho, kho.debugfs_mounted(), module.params["kernel_log"], module.run_command)
         if module.params["preflight"] is not None:  # the same run: what a load would do, nothing changed
-            extra["preflight"] = kexec.preflight(module, kho, module.params["preflight"], raw["images"])
+            extra["preflight"] = kexec.preflight(module, kho, module.params["preflight"], raw["images"], raw["liveupdate"])
         if module.params["pstore_search"]:
             extra["pstore_found"] = facts.pstore_search(facts.pstore_dirs(kho), module.params["pstore_search"])
     except host.NeedsRoot as exc:

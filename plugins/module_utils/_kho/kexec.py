@@ -229,25 +229,44 @@ def matches(record: dict | None, wanted: dict) -> bool:
     return bool(record) and all(record.get(k) == v for k, v in wanted.items())
 
 
-def jump_method(module, host, p: dict) -> tuple:
+def jump_method(module, host, p: dict, lu: dict | None = None) -> tuple:
     """The jump method that keeps what this host preserves through live update, before anything changes.
 
     Without /dev/liveupdate nothing is carried by LUO: auto means kexec.  With it, the sessions held now and
     systemd's preserved fd stores decide (module_utils/_kho/liveupdate.py); a loss not accepted is refused.
+    ``lu`` is live update as this run gathered it already (kho_facts), else it is gathered here.
     """
     if not os.path.exists(os.path.join(host.devfs, "liveupdate")):
         return ("kexec" if p["method"] == "auto" else p["method"]), []
-    lu = liveupdate.gather(host.devfs, host.procfs, host.cmdline(), None, module.run_command)
+    if lu is None:
+        lu = liveupdate.gather(host.devfs, host.procfs, host.cmdline(), None, module.run_command)
     try:
         return liveupdate.choose_method(lu, p["method"], p["accept_loss"])
     except liveupdate.LossRefused as exc:
         raise KexecError(str(exc)) from exc
 
 
-def ensure_loaded(module, host, kexec: Kexec, p: dict, check: bool | None = None) -> dict:
+def undo(host, exc: Exception, steps: list, finalized_here: bool) -> None:
+    """Undo what this run changed before ``exc`` (each of ``steps``, then a finalize done here), and raise
+    KexecError saying what was undone; or, where undoing fails, what is left."""
+    undone = ["the image unloaded"] if steps else []
+    try:
+        for step in steps:
+            step()
+        if finalized_here:
+            transition(host, False, False)
+            undone.append("the finalize done by this task aborted")
+    except (KexecError, FinalizeError) as undo_exc:
+        raise KexecError(f"{exc}; undoing it failed: {undo_exc}") from exc
+    if undone:
+        raise KexecError(f"{exc}; nothing was jumped: {', '.join(undone)}") from exc
+    raise exc
+
+
+def ensure_loaded(module, host, kexec: Kexec, p: dict, check: bool | None = None, lu: dict | None = None) -> dict:
     """state=loaded: validate everything, finalize where needed, load unless our image is already there.
 
-    ``check`` (default: the module's check mode) only says what would be done.
+    ``check`` (default: the module's check mode) only says what would be done; ``lu`` as in jump_method.
     """
     check = module.check_mode if check is None else check
     kind = image_kind(p["kernel"])
@@ -259,7 +278,7 @@ def ensure_loaded(module, host, kexec: Kexec, p: dict, check: bool | None = None
     cmdline = target_cmdline(host.cmdline(), p["cmdline"], p["append"], p["ensure_kho"])
     wanted = describe(p["kernel"], p["initrd"], cmdline, boot_id)
     record = kexec.read_record()
-    method, accepted = jump_method(module, host, p)
+    method, accepted = jump_method(module, host, p, lu)
     result = {"interface": generation, "image_kind": kind, "cmdline": cmdline, "lockdown": host.lockdown(),
               "competing_loaders": competing_loaders(), "previous": record, "finalized_here": False,
               "argv": kexec.load_argv(p["kernel"], p["initrd"], cmdline), "method": method,
@@ -283,13 +302,7 @@ def ensure_loaded(module, host, kexec: Kexec, p: dict, check: bool | None = None
             raise KexecError("kexec -s -l returned 0 but /sys/kernel/kexec_loaded is still 0")
     except KexecError as exc:
         kexec.forget()
-        if result["finalized_here"]:
-            try:
-                transition(host, False, False)
-                raise KexecError(f"{exc}; the finalize done by this task was aborted") from exc
-            except FinalizeError as abort_exc:
-                raise KexecError(f"{exc}; and the finalize could not be undone: {abort_exc}") from exc
-        raise
+        undo(host, exc, [], result["finalized_here"])
     kexec.write_record(wanted)
     return {**result, "changed": True, "loaded": True, "msg": "loaded"}
 
@@ -372,16 +385,7 @@ def start_jump(module, host, kexec: Kexec, p: dict) -> dict:
             result["pmsg_path"] = write_pmsg(host, p["pmsg"])
         result["trigger"] = queue_jump(module, host, kexec, result["method"])
     except KexecError as exc:
-        undone = ["the image unloaded"]
-        try:
-            kexec.unload()
-            kexec.forget()
-            if result["finalized_here"]:
-                transition(host, False, False)
-                undone.append("the finalize aborted")
-        except (KexecError, FinalizeError) as undo_exc:
-            raise KexecError(f"{exc}; undoing it failed: {undo_exc}") from exc
-        raise KexecError(f"{exc}; nothing was jumped: {', '.join(undone)}") from exc
+        undo(host, exc, [kexec.unload, kexec.forget], result["finalized_here"])
     return {**result, "triggered": True, "msg": "loaded; the jump is queued"}
 
 
@@ -389,10 +393,11 @@ PREFLIGHT_OPTIONS = ("kernel", "initrd", "cmdline", "append", "ensure_kho", "fin
                      "state_dir")
 
 
-def preflight(module, kho, options: dict, images: dict) -> dict:
+def preflight(module, kho, options: dict, images: dict, lu: dict | None = None) -> dict:
     """What state=loaded would do with these options, changing nothing; a refusal is reported, never raised.
 
     Without a kernel, the running release's image found on the host is used (and its initrd, unless one is given).
+    ``lu``: live update as gathered in the same run (not gathered again).
     """
     p = {**{k: ARGUMENT_SPEC[k].get("default") for k in PREFLIGHT_OPTIONS}, "force": False, **(options or {})}
     if not p["kernel"]:
@@ -402,7 +407,7 @@ def preflight(module, kho, options: dict, images: dict) -> dict:
                 "msg": "no kernel image found for the running release (/boot/vmlinuz-REL, /usr/lib/modules/REL/vmlinuz,"
                        " /vmlinuz): give one"}
     try:
-        return {**ensure_loaded(module, kho, Kexec(module, p["state_dir"]), p, check=True), "ok": True}
+        return {**ensure_loaded(module, kho, Kexec(module, p["state_dir"]), p, check=True, lu=lu), "ok": True}
     except (KexecError, FinalizeError, host.NeedsRoot) as exc:
         return {"ok": False, "kernel": p["kernel"], "initrd": p["initrd"], "msg": str(exc)}
 

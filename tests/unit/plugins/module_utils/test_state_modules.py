@@ -237,9 +237,10 @@ def test_failed_load_rolls_back_the_finalize(tmp_path, fixtures, monkeypatch, fo
         K.ensure_loaded(mod, kho, K.Kexec(mod, str(tmp_path / "run")), params(tmp_path, finalize=True))
     assert "Exec format error" in str(info.value)
     if aborts:
-        assert "was aborted" in str(info.value) and kho.finalized() is False
+        assert str(info.value).endswith("nothing was jumped: the finalize done by this task aborted")
+        assert kho.finalized() is False
     else:
-        assert "could not be undone" in str(info.value) and "unloaded" in str(info.value)
+        assert "undoing it failed" in str(info.value) and "unloaded" in str(info.value)
     assert kho.kexec_loaded() is False
 
 
@@ -311,6 +312,22 @@ def test_preflight_reports_what_a_load_would_do_and_changes_nothing(tmp_path, fi
     assert res["cmdline"].endswith(" quiet") and res["argv"][:3] == ["/usr/sbin/kexec", "-s", "-l"]
     assert not kho.kexec_loaded() and not [c for c in mod.commands if c[1:3] == ["-s", "-l"]]
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_preflight_decides_from_the_live_update_its_run_gathered(tmp_path, fixtures, monkeypatch):
+    from ansible_collections.kexec.kho.plugins.module_utils._kho import liveupdate
+    kho = make_host(tmp_path, "live-cold")
+    open(os.path.join(kho.devfs, "liveupdate"), "w").close()
+    gathered = liveupdate.gather(kho.devfs, kho.procfs, kho.cmdline(), None, FakeModule(kho).run_command)
+    gathered["sessions"] = [{"pid": 167, "name": "test-session", "comm": "luo-test", "unit": None}]
+
+    def again(*_args):
+        raise AssertionError("live update gathered twice in one run")
+    monkeypatch.setattr(liveupdate, "gather", again)
+    images = {"kernel": params(tmp_path)["kernel"], "initrd": None}
+    res = K.preflight(FakeModule(kho), kho, {"method": "systemctl"}, images, gathered)
+    assert res["ok"] is False and "method systemctl would lose session test-session held by pid 167" in res["msg"]
+    assert K.preflight(FakeModule(kho), kho, {}, images, gathered)["method"] == "kexec"
 
 
 @pytest.mark.parametrize(("generation", "options", "images", "message"), [
