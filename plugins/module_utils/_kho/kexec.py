@@ -246,13 +246,15 @@ def jump_method(module, host, p: dict, lu: dict | None = None) -> tuple:
         raise KexecError(str(exc)) from exc
 
 
-def undo(host, exc: Exception, steps: list, finalized_here: bool) -> None:
-    """Undo what this run changed before ``exc`` (each of ``steps``, then a finalize done here), and raise
+def undo(host, exc: Exception, finalized_here: bool, loaded: Kexec | None = None) -> None:
+    """Undo what this run changed before ``exc`` (the image it ``loaded``, then a finalize done here), and raise
     KexecError saying what was undone; or, where undoing fails, what is left."""
-    undone = ["the image unloaded"] if steps else []
+    undone = []
     try:
-        for step in steps:
-            step()
+        if loaded is not None:
+            loaded.unload()
+            loaded.forget()
+            undone.append("the image unloaded")
         if finalized_here:
             transition(host, False, False)
             undone.append("the finalize done by this task aborted")
@@ -302,7 +304,7 @@ def ensure_loaded(module, host, kexec: Kexec, p: dict, check: bool | None = None
             raise KexecError("kexec -s -l returned 0 but /sys/kernel/kexec_loaded is still 0")
     except KexecError as exc:
         kexec.forget()
-        undo(host, exc, [], result["finalized_here"])
+        undo(host, exc, result["finalized_here"])
     kexec.write_record(wanted)
     return {**result, "changed": True, "loaded": True, "msg": "loaded"}
 
@@ -385,7 +387,7 @@ def start_jump(module, host, kexec: Kexec, p: dict) -> dict:
             result["pmsg_path"] = write_pmsg(host, p["pmsg"])
         result["trigger"] = queue_jump(module, host, kexec, result["method"])
     except KexecError as exc:
-        undo(host, exc, [kexec.unload, kexec.forget], result["finalized_here"])
+        undo(host, exc, result["finalized_here"], kexec)
     return {**result, "triggered": True, "msg": "loaded; the jump is queued"}
 
 
