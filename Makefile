@@ -65,7 +65,7 @@ layout-lab: venv
 
 # The lab's tests also run the role under the oldest ansible-core this collection supports (KHO_OLDEST_VENV).
 LABTEST = cd $(LAB_COLL) && KHO_OLDEST_VENV=$(if $(PY_OLDEST),$(abspath .venv-oldest)) \
-	ANSIBLE_COLLECTIONS_PATH=$(LAB_BUILD) python -m pytest -ra -p no:cacheprovider
+	ANSIBLE_COLLECTIONS_PATH=$(LAB_BUILD) python -m pytest -ra -p no:cacheprovider --durations=0
 
 lab-lean: layout-lab host venv-oldest
 	$(LABTEST) -m "lab and not lab_full" tests/integration

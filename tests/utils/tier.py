@@ -6,6 +6,8 @@ Each stage is a make target.  The lab's stages form a chain that runs in the bac
 the Python stages, from the start: its apt, download, kernel build and guest tests overlap the
 checks that need no guest.  Every stage runs even after another one failed (a chain stops at its
 own first failure), so one CI run shows them all; the exit status is non-zero when any failed.
+When the lab chain runs beside them, the Python stages run under `nice`: the chain (kernel build,
+then guests under TCG) is the tier's critical path, and the Python stages have minutes of slack.
 Standard library only: it runs before the venv exists.
 """
 
@@ -82,9 +84,10 @@ def main() -> int:
         lab.start()
     # Nothing to overlap with (make test-lab): the lab's stages in the foreground, output as it comes.
     later = [] if foreground else background
+    fg_make = ["nice", "-n", "10", *make] if background and foreground else make
     for name, target in [("the test venv (.venv, tests/requirements.txt)", "venv"), *foreground, *later]:
         print(f"== {name} (make {target})", flush=True)
-        rows.append((name, *run(make, target)))
+        rows.append((name, *run(fg_make, target)))
         venv_ready.set()
         if target in dict(later).values() and rows[-1][2] != "passed":
             break
