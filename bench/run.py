@@ -159,12 +159,18 @@ def scenarios(guest: dict, inventory: str) -> dict:
     def reboot_with(command):
         # The same jump as kho_kexec's: the same load, timed with it, then the reboot plugin's trigger and wait.
         # A command that never returns (kexec -e) leaves the plugin's SSH session waiting on a host that is gone:
-        # nothing ends it but SSH's keepalive, which an operator using this recipe has to set (REBOOT_SSH_ARGS).
-        return with_banner(guest, lambda: playbook(inventory, f"    - kexec.kho.kho_kexec: {{state: loaded, kernel: {KERNEL}}}\n"
-                                                              "    - ansible.builtin.reboot:\n"
-                                                              f"        reboot_command: {command}\n"
-                                                              f"        reboot_timeout: {LIMIT - 30}\n",
-                                                   {"ansible_ssh_extra_args": REBOOT_SSH_ARGS}))
+        # nothing ends it but SSH's keepalive, which an operator using this recipe has to set (REBOOT_SSH_ARGS), on
+        # the ControlPersist master too: one left by the scenario before, made without it, hung every run until
+        # 2026-11-26 (its mux client waited on QEMU's user network for a guest that had jumped).  So each run gets a
+        # control path directory of its own, and its master is made with the keepalive.
+        def run():
+            with tempfile.TemporaryDirectory(prefix="kho-cp-") as cp:
+                return playbook(inventory, f"    - kexec.kho.kho_kexec: {{state: loaded, kernel: {KERNEL}}}\n"
+                                           "    - ansible.builtin.reboot:\n"
+                                           f"        reboot_command: {command}\n"
+                                           f"        reboot_timeout: {LIMIT - 30}\n",
+                                {"ansible_ssh_extra_args": REBOOT_SSH_ARGS, "ansible_control_path_dir": cp})
+        return with_banner(guest, run)
     return {
         "floor": lambda: floor(guest),
         "kho_kexec": lambda: with_banner(guest, lambda: playbook(inventory, kexec_task)),
