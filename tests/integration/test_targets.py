@@ -20,15 +20,28 @@ TARGETS = HERE / "playbooks"
 COLLECTION = HERE.parents[1]
 
 
-# Lab playbooks in the lean tier (make test); the others run in the whole lab matrix (make test-lab).
+# Lab playbooks in the lean tier (make test); the others run in the whole lab matrix (make test-lab).  A lean
+# playbook's tasks tagged FULL_ONLY are the matrix's: the lean tier skips them, and the matrix runs them as a
+# test of their own (with the set-up tasks, tagged `always`), so no task runs twice.
 LEAN = {"kho_cmdline"}
+FULL_ONLY = "full_matrix"
 # kho_cmdline edits boot files, kho_kexec loads and unloads, lab_handover jumps: each gets its own guest.
 DESTRUCTIVE = {"kho_cmdline", "kho_kexec", "lab_handover"}
 
 
-def _targets(playbook: str) -> list:
-    return [pytest.param(name, marks=() if playbook != "lab.yml" or name in LEAN else pytest.mark.lab_full)
-            for name in sorted(t.name for t in TARGETS.iterdir() if (t / playbook).exists())]
+def _names(playbook: str) -> list:
+    return sorted(t.name for t in TARGETS.iterdir() if (t / playbook).exists())
+
+
+def _lab_targets() -> list:
+    params = []
+    for name in _names("lab.yml"):
+        if name in LEAN:
+            params += [pytest.param(name, ("--skip-tags", FULL_ONLY), id=name),
+                       pytest.param(name, ("--tags", FULL_ONLY), id=f"{name}-{FULL_ONLY}", marks=pytest.mark.lab_full)]
+        else:
+            params.append(pytest.param(name, (), id=name, marks=pytest.mark.lab_full))
+    return params
 
 
 def run_playbook(playbook: Path, inventory: str, tmp_path: Path, extra: dict | None = None, check: bool = True,
@@ -46,14 +59,14 @@ def run_playbook(playbook: Path, inventory: str, tmp_path: Path, extra: dict | N
     return proc
 
 
-@pytest.mark.parametrize("target", _targets("simulated.yml"))
+@pytest.mark.parametrize("target", _names("simulated.yml"))
 def test_simulated(target, tmp_path, fixtures):
     inventory = tmp_path / "inventory.ini"
     inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
     run_playbook(TARGETS / target / "simulated.yml", str(inventory), tmp_path)
 
 
-@pytest.mark.parametrize("target", _targets("lab.yml"))
-def test_lab(target, tmp_path, request, lab_reason):  # lab_reason: marks it `lab`, skips where no lab
+@pytest.mark.parametrize("target,tags", _lab_targets())
+def test_lab(target, tags, tmp_path, request, lab_reason):  # lab_reason: marks it `lab`, skips where no lab
     guest = request.getfixturevalue("lab_factory")() if target in DESTRUCTIVE else request.getfixturevalue("lab")
-    run_playbook(TARGETS / target / "lab.yml", guest["inventory"], tmp_path)
+    run_playbook(TARGETS / target / "lab.yml", guest["inventory"], tmp_path, args=tags)
