@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,8 @@ def _lab_targets() -> list:
     for name in _names("lab.yml"):
         if name in LEAN:
             params.append(pytest.param(name, ("--skip-tags", FULL_ONLY), id=name))
-            if FULL_ONLY in (TARGETS / name / "lab.yml").read_text():  # else its twin would run only the set-up
+            # A `tags:` line naming it (not a comment): else the twin would run only the set-up.
+            if re.search(rf"^\s*tags:.*\b{FULL_ONLY}\b", (TARGETS / name / "lab.yml").read_text(), re.M):
                 params.append(pytest.param(name, ("--tags", FULL_ONLY), id=f"{name}-{FULL_ONLY}",
                                            marks=pytest.mark.lab_full))
         else:
