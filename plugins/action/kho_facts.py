@@ -1,12 +1,17 @@
 # Copyright (c) kexec.kho contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Runs the kho_facts module on the host, then decodes its blobs here on the controller."""
+"""Runs the kho_facts module on the host (taking the handover lock first, with lock), then decodes its blobs here
+on the controller."""
 
 from __future__ import annotations
 
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.kexec.kho.plugins.module_utils._kho.lock import DEFAULT_PATH
+from ansible_collections.kexec.kho.plugins.plugin_utils import _owner
 from ansible_collections.kexec.kho.plugins.plugin_utils._handover import facts_from_raw
+
+MODULE = "kexec.kho.kho_facts"
 
 
 class ActionModule(ActionBase):
@@ -14,8 +19,18 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        module = self._execute_module(module_name="kexec.kho.kho_facts", module_args=self._task.args,
-                                      task_vars=task_vars)
+        args = dict(self._task.args)
+        if isinstance(args.get("lock"), dict):  # else the module's own validation says what is wrong
+            owner = _owner.this_run(target=(task_vars or {}).get("inventory_hostname"))
+            taking = {**args["lock"], "owner": owner}
+
+            def execute(break_lock=None):
+                lock = {**taking, "break_lock": break_lock} if break_lock else taking
+                return self._execute_module(module_name=MODULE, module_args={**args, "lock": lock},
+                                            task_vars=task_vars)
+            module = _owner.acquire(execute, owner, taking.get("path") or DEFAULT_PATH, lambda res: res.get("lock") or {})
+        else:
+            module = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
         result.update(module)
         raw = result.pop("kho_raw", None)
         if result.get("failed") or raw is None:

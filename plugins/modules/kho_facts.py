@@ -14,7 +14,8 @@ description:
   - Tells whether the kernel has KHO, whether it is enabled on this boot, which interface generation it
     offers (V(finalize) for the 6.16 to 7.0 kernels with C(kho/out/finalize), V(live) for later ones), and
     what the previous kernel handed over.
-  - The module only reads files on the host and returns the raw handover blobs; the action plugin of the
+  - The module only reads files on the host (it writes only the lock file, with O(lock), and mounts debugfs, with
+    O(mount_debugfs)) and returns the raw handover blobs; the action plugin of the
     same name decodes them on the controller with C(pyfdt), after a strict structural check of each blob.
     A corrupt, truncated or hostile blob becomes an entry in RV(ansible_facts.kho.errors), never a failure.
   - Numbers in KHO blobs are in the CPU's byte order; the host's order is used.
@@ -27,7 +28,7 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: In check mode debugfs is not mounted, and C(changed) says whether it would have been.
+    details: In check mode debugfs is not mounted and no lock is written; C(changed) says whether either would have been.
   diff_mode:
     support: none
   facts:
@@ -46,6 +47,28 @@ options:
         decoding elsewhere with the P(kexec.kho.fdt_decode#filter) filter.
     type: bool
     default: false
+  lock:
+    description:
+      - First, in the same run, take the host's handover lock as M(kexec.kho.kho_lock) does with
+        O(kexec.kho.kho_lock#module:state=acquired), so that the state is read, and the load checked, under it; a
+        lock whose run has ended on this controller is taken over the same way.
+      - Where another run holds it, the task fails naming that run, and nothing is read.
+      - Where this task took the lock and reading then fails, the lock is released again.
+      - The lock is released with M(kexec.kho.kho_lock) O(kexec.kho.kho_lock#module:state=released), or by the jump
+        (C(/run) is a tmpfs).
+    type: dict
+    version_added: 0.3.0
+    suboptions:
+      path:
+        description: As M(kexec.kho.kho_lock)'s O(kexec.kho.kho_lock#module:path).
+        type: path
+        default: /run/kexec-kho/handover.lock
+      break_lock:
+        description: As M(kexec.kho.kho_lock)'s O(kexec.kho.kho_lock#module:break_lock).
+        type: str
+      owner:
+        description: Set by the action plugin to this run's identity; a value given in the task is ignored.
+        type: dict
   preflight:
     description:
       - In the same run, check what M(kexec.kho.kho_kexec) O(kexec.kho.kho_kexec#module:state=loaded) would do with
@@ -54,7 +77,7 @@ options:
       - Without O(preflight.kernel), the image of RV(ansible_facts.kho.images) is used, with its initrd unless
         O(preflight.initrd) is given.
     type: dict
-    version_added: 0.2.0
+    version_added: 0.3.0
     suboptions:
       kernel:
         description: As M(kexec.kho.kho_kexec)'s O(kexec.kho.kho_kexec#module:kernel); found on the host when omitted.
@@ -98,7 +121,7 @@ options:
         RV(pstore_found). At most 4096 files are read, 4 MiB of each.
     type: list
     elements: str
-    version_added: 0.2.0
+    version_added: 0.3.0
 requirements:
   - On the controller, C(pyfdt) (see the collection's C(requirements.txt)).
 notes:
@@ -110,6 +133,7 @@ notes:
 seealso:
   - module: kexec.kho.kho_finalize
   - module: kexec.kho.kho_kexec
+  - module: kexec.kho.kho_lock
   - plugin: kexec.kho.kho_query
     plugin_type: filter
   - plugin: kexec.kho.fdt_decode
@@ -137,6 +161,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+lock:
+  description: With O(lock), as M(kexec.kho.kho_lock)'s return (C(acquired), C(holder), C(previous), C(path), C(msg)).
+  returned: with O(lock)
+  type: dict
+  sample: {acquired: true, changed: true, path: /run/kexec-kho/handover.lock, msg: holding /run/kexec-kho/handover.lock,
+           holder: {run: "ctl-1:41877:9184523:5f0c2a9e3b1d7c44", target: web-1}, previous: null}
+  version_added: 0.3.0
 preflight:
   description:
     - What a load would do, with O(preflight). C(ok) says whether it would go ahead; C(msg) says why not, or what it
@@ -145,13 +176,13 @@ preflight:
   returned: with O(preflight)
   type: dict
   sample: {ok: true, msg: would load, kernel: /boot/vmlinuz-7.3.4, method: kexec}
-  version_added: 0.2.0
+  version_added: 0.3.0
 pstore_found:
   description: The strings of O(pstore_search) found in a pstore record, sorted.
   returned: with O(pstore_search)
   type: list
   elements: str
-  version_added: 0.2.0
+  version_added: 0.3.0
 ansible_facts:
   description: Facts to add to C(ansible_facts).
   returned: always
@@ -252,7 +283,7 @@ ansible_facts:
             - Live update (the Live Update Orchestrator, LUO), read without opening C(/dev/liveupdate) (it admits one
               opener at a time).
           type: dict
-          version_added: 0.2.0
+          version_added: 0.3.0
           contains:
             device:
               description: C(/dev/liveupdate) exists (LUO is built in and enabled).
@@ -386,7 +417,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host, kexec
+from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host, kexec, lock
 
 
 def main():
@@ -395,24 +426,41 @@ def main():
             **host.ARGUMENT_SPEC,
             "kernel_log": {"type": "bool", "default": True},
             "include_raw": {"type": "bool", "default": False},
+            "lock": {"type": "dict", "options": lock.ARGUMENT_SPEC},
             "preflight": {"type": "dict", "options": {k: kexec.ARGUMENT_SPEC[k] for k in kexec.PREFLIGHT_OPTIONS}},
             "pstore_search": {"type": "list", "elements": "str"},
         },
         supports_check_mode=True,
     )
     kho = host.from_params(module.params)
-    extra = {}
+    extra, taken = {}, None
+    changed = host.ensure_debugfs(module, kho)
+    if module.params["lock"] is not None:  # before anything is read: the state is read under the lock
+        try:
+            extra["lock"] = lock.take(module.params["lock"], module.check_mode)
+        except ValueError as exc:
+            module.fail_json(msg=str(exc))
+        except PermissionError as exc:
+            module.fail_json(msg=f"cannot lock {module.params['lock']['path']}: {exc}; this needs root: use become: true")
+        if not extra["lock"]["acquired"]:  # nothing read: the action plugin takes an ended run's lock over, or fails
+            module.exit_json(changed=changed, **extra)
+        changed = changed or extra["lock"]["changed"]
+        taken = extra["lock"] if extra["lock"]["changed"] and not module.check_mode else None
+
+    def fail(**kwargs):
+        if taken:  # this task took the lock: a read that failed gives it back
+            lock.release(taken["path"], taken["holder"])
+        module.fail_json(**kwargs)
     try:
-        changed = host.ensure_debugfs(module, kho)
         raw = facts.gather(kho, kho.debugfs_mounted(), module.params["kernel_log"], module.run_command)
         if module.params["preflight"] is not None:  # the same run: what a load would do, nothing changed
             extra["preflight"] = kexec.preflight(module, kho, module.params["preflight"], raw["images"], raw["liveupdate"])
         if module.params["pstore_search"]:
             extra["pstore_found"] = facts.pstore_search(facts.pstore_dirs(kho), module.params["pstore_search"])
     except host.NeedsRoot as exc:
-        module.fail_json(msg=str(exc), path=exc.path)
+        fail(msg=str(exc), path=exc.path)
     except OSError as exc:
-        module.fail_json(msg=f"reading KHO state failed: {exc}")
+        fail(msg=f"reading KHO state failed: {exc}")
     module.exit_json(changed=changed, kho_raw=raw, **extra)
 
 

@@ -84,7 +84,7 @@ options:
         any change, naming the sessions, their processes and the units. An explicit method that would lose live
         update state is refused the same way, unless O(accept_loss) names that loss.
       - Resolved by the load (O(state=loaded) and O(state=executed)), returned as RV(method).
-      - V(auto) and the default V(auto) are new in 0.2.0; the default was V(kexec) before.
+      - V(auto) and the default V(auto) are new in 0.3.0; the default was V(kexec) before.
     type: str
     default: auto
     choices: [auto, kexec, systemctl]
@@ -96,7 +96,7 @@ options:
     elements: str
     choices: [fd_stores, process_sessions]
     default: []
-    version_added: 0.2.0
+    version_added: 0.3.0
   connect_timeout:
     description:
       - Seconds each connection attempt may take while waiting for the host to come back.
@@ -159,14 +159,14 @@ options:
         a verification looks for after the jump (the P(kexec.kho.handover#role) role's C(kho_handover_canary)).
       - Where it cannot be written, nothing is jumped and the load is undone.
     type: str
-    version_added: 0.2.0
+    version_added: 0.3.0
   expect_boot_id:
     description:
       - The host's boot id as read earlier (RV(kexec.kho.kho_facts#module:ansible_facts.kho.boot_id)). The module
         changes nothing unless the host is still on that boot; with O(state=executed) the action also skips its own
         boot id read, one round trip fewer.
     type: str
-    version_added: 0.2.0
+    version_added: 0.3.0
 requirements:
   - kexec-tools 2.0.14 or later on the managed host (C(kexec -s), for C(kexec_file_load)); an older one is refused
     before anything changes.
@@ -292,7 +292,7 @@ phases:
   type: dict
   sample: {boot_id: 0.4, load: 6.1, to_gone: 1.2, gone_to_banner: 21.7, banner_to_answer: 0.9, to_answer: 23.8,
            test_command: null}
-  version_added: 0.2.0
+  version_added: 0.3.0
 rebooted:
   description: The host came back on a new boot.
   returned: O(state=executed), success
@@ -358,7 +358,7 @@ detection:
   returned: O(state=executed), after the trigger
   type: str
   sample: connection
-  version_added: 0.2.0
+  version_added: 0.3.0
 waited:
   description: Seconds waited before giving up.
   returned: O(state=executed), when the host did not come back

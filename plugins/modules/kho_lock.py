@@ -21,6 +21,8 @@ description:
     the run's nonce is on this controller (same host name, machine id and pid namespace) and its process is gone
     (a run cut off by a dropped connection, say). A holder on another controller or container, one still running,
     or another inventory name of this same run, is never replaced unless O(break_lock) names its run.
+  - M(kexec.kho.kho_facts) takes the same lock, the same way, in its read with its O(kexec.kho.kho_facts#module:lock)
+    option (one remote run fewer: the P(kexec.kho.handover#role) role does so).
 author:
   - kexec.kho contributors (@kexec-kho)
 extends_documentation_fragment:
@@ -51,6 +53,7 @@ notes:
   - The liveness check reads C(/proc) on the controller; a controller without it never takes a lock over
     on its own.
 seealso:
+  - module: kexec.kho.kho_facts
   - module: kexec.kho.kho_kexec
 """
 
@@ -91,7 +94,7 @@ path:
   returned: success
   type: str
   sample: /run/kexec-kho/handover.lock
-  version_added: 0.2.0
+  version_added: 0.3.0
 msg:
   description: What was done, or who holds the lock.
   returned: always
@@ -105,29 +108,24 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho import lock
 
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "state": {"type": "str", "default": "acquired", "choices": ["acquired", "released"]},
-            "path": {"type": "path", "default": lock.DEFAULT_PATH},
-            "break_lock": {"type": "str"},
-            "owner": {"type": "dict"},
-        },
+        argument_spec={"state": {"type": "str", "default": "acquired", "choices": ["acquired", "released"]},
+                       **lock.ARGUMENT_SPEC},
         supports_check_mode=True,
     )
-    path, owner = module.params["path"], module.params["owner"] or {}
-    if not isinstance(owner.get("run"), str) or not owner["run"]:
-        module.fail_json(msg=f"owner must carry a run id (set by the action plugin), not {owner!r}")
+    path = module.params["path"]
     try:
         if module.params["state"] == "released":
-            result = lock.release(path, owner, module.check_mode)
+            result = lock.release(path, lock.owner_of(module.params), module.check_mode)
             module.exit_json(msg=f"released {path}" if result["changed"] else f"{path} was not held", path=path,
                              **result)
-        result = lock.acquire(path, owner, module.params["break_lock"], module.check_mode)
+        result = lock.take(module.params, module.check_mode)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
     except lock.HeldByOther as exc:
         module.fail_json(msg=f"{path} is held by another run ({exc.holder['run']}), not released", holder=exc.holder)
     except PermissionError as exc:
         module.fail_json(msg=f"cannot lock {path}: {exc}; this needs root: use become: true", path=path)
-    module.exit_json(msg=f"holding {path}" if result["acquired"] else f"{path} is held by run {result['holder']['run']}",
-                     path=path, **result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -123,3 +123,32 @@ def ended(holder: dict, proc: str = "/proc", runs_dir: str = RUNS_DIR) -> str | 
     if now != started:
         return f"its process {pid} on {controller} has exited (the pid now belongs to another process)"
     return None
+
+
+def acquire(run, owner: dict, path: str, lock_of=lambda res: res, runs_dir: str = RUNS_DIR) -> dict:
+    """Take a host's handover lock through a module run, ``run(break_lock)``; ``lock_of(result)`` is its lock part.
+
+    Where another run holds the lock and that run is known to be over (ended()), the module runs again and
+    takes that exact holder's lock over; any other holder is a failure that names it and the way out.
+    """
+    res = run(None)
+    if res.get("failed") or lock_of(res).get("acquired"):
+        return res
+    holder = lock_of(res)["holder"]
+    why = ended(holder, runs_dir=runs_dir) if holder.get("run") != owner["run"] else None  # ours: another name
+    if why:
+        res = run(holder["run"])
+        if res.get("failed"):
+            return res
+        if lock_of(res).get("acquired"):
+            return {**res, "msg": f"took over the lock of run {holder['run']}: {why}"}
+        holder = lock_of(res)["holder"]  # another run took it over first
+    if holder.get("run") == owner["run"]:
+        return {**res, "failed": True,
+                "msg": f"this run already holds {path} on this host for inventory host {holder.get('target')!r}: "
+                       "one host reached under two inventory names is handed over under one name at a time"}
+    return {**res, "failed": True,
+            "msg": f"another handover holds {path} on this host: run {holder['run']}"
+                   f" ({holder.get('user', '?')}@{holder.get('controller', '?')} since {holder.get('since', '?')})."
+                   f" It goes away with the next boot. If that run is over, take the lock over with"
+                   f" break_lock: {holder['run']!r} (kho_handover_break_lock in the role)"}

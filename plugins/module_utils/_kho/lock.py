@@ -19,6 +19,13 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho.files import write_
 
 DEFAULT_PATH = "/run/kexec-kho/handover.lock"
 
+# What taking the lock needs: kho_lock's options, and kho_facts' lock suboptions.
+ARGUMENT_SPEC = {
+    "path": {"type": "path", "default": DEFAULT_PATH},
+    "break_lock": {"type": "str"},
+    "owner": {"type": "dict"},
+}
+
 
 def same_owner(a: dict | None, b: dict) -> bool:
     return a is not None and a.get("run") == b.get("run") and a.get("target") == b.get("target")
@@ -78,6 +85,22 @@ def acquire(path: str, owner: dict, replace: str | None = None, check_mode: bool
         if not check_mode:
             _write(path, owner)
         return {"changed": True, "acquired": True, "holder": owner, "previous": current}
+
+
+def owner_of(params: dict) -> dict:
+    """The owner the action plugin set, or ValueError: a lock without a run id would be nobody's."""
+    owner = params.get("owner") or {}
+    if not isinstance(owner.get("run"), str) or not owner["run"]:
+        raise ValueError(f"owner must carry a run id (set by the action plugin), not {owner!r}")
+    return owner
+
+
+def take(params: dict, check_mode: bool = False) -> dict:
+    """acquire() with the options of ARGUMENT_SPEC, and a message saying who holds the lock."""
+    path = params["path"]
+    result = acquire(path, owner_of(params), params.get("break_lock"), check_mode)
+    held = result["holder"]["run"]
+    return {**result, "path": path, "msg": f"holding {path}" if result["acquired"] else f"{path} is held by run {held}"}
 
 
 def release(path: str, owner: dict, check_mode: bool = False) -> dict:

@@ -162,3 +162,66 @@ def test_two_inventory_names_of_one_host_are_serialised_within_one_run(path):
     with pytest.raises(L.HeldByOther):
         L.release(path, alias)
     assert L.release(path, web)["changed"] and L.acquire(path, alias)["acquired"]
+
+
+class _Module:
+    """A module run that takes the lock file at ``path`` (what kho_lock and kho_facts' lock do on the host)."""
+
+    def __init__(self, path, owner, nested=False, fail_second=False):
+        self.path, self.owner, self.nested, self.fail_second, self.calls = path, owner, nested, fail_second, []
+
+    def __call__(self, break_lock=None):
+        self.calls.append(break_lock)
+        if self.fail_second and len(self.calls) == 2:
+            return {"failed": True, "msg": "the host went away"}
+        res = L.take({"path": self.path, "owner": self.owner, "break_lock": break_lock})
+        return {"lock": res, "kho_raw": {}} if self.nested else res
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["kho_lock", "kho_facts"])
+def test_a_lock_of_an_ended_run_is_taken_over_in_a_second_run(path, tmp_path, nested):
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = _holder(int(proc.stdout), "1", str(tmp_path))
+    L.acquire(path, gone)
+    me = {"run": "ctl:1:1:ab", "target": "web-1"}
+    run = _Module(path, me, nested)
+    res = _owner.acquire(run, me, path, (lambda r: r["lock"]) if nested else (lambda r: r), runs_dir=str(tmp_path))
+    assert run.calls == [None, gone["run"]] and not res.get("failed")
+    assert f"took over the lock of run {gone['run']}: its process" in res["msg"]
+    assert L.read(path)["run"] == me["run"]
+
+
+def test_a_live_holder_is_refused_naming_it_and_the_way_out(path, tmp_path):
+    other = {"run": "other-ctl:7:7:cd", "user": "sre", "controller": "other-ctl", "since": "2026-11-27T00:00:00Z"}
+    L.acquire(path, other)
+    me = {"run": "ctl:1:1:ab", "target": "web-1"}
+    run = _Module(path, me)
+    res = _owner.acquire(run, me, path, runs_dir=str(tmp_path))
+    assert run.calls == [None] and res["failed"] and L.read(path)["run"] == other["run"]
+    assert "run other-ctl:7:7:cd (sre@other-ctl since 2026-11-27T00:00:00Z)" in res["msg"]
+    assert "break_lock: 'other-ctl:7:7:cd'" in res["msg"]
+
+
+def test_this_run_under_another_inventory_name_is_refused_not_taken_over(path, tmp_path):
+    me = _owner.this_run(os.getpid(), runs_dir=str(tmp_path), target="web-1")
+    L.acquire(path, {**me, "target": "web-1-alias"})
+    run = _Module(path, me)
+    res = _owner.acquire(run, me, path, runs_dir=str(tmp_path))
+    assert run.calls == [None] and res["failed"] and "for inventory host 'web-1-alias'" in res["msg"]
+
+
+def test_a_failed_takeover_run_is_returned_as_it_failed(path, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = _holder(int(proc.stdout), "1", str(tmp_path))
+    L.acquire(path, gone)
+    me = {"run": "ctl:1:1:ab", "target": "web-1"}
+    res = _owner.acquire(_Module(path, me, nested=True, fail_second=True), me, path, lambda r: r["lock"],
+                         runs_dir=str(tmp_path))
+    assert res == {"failed": True, "msg": "the host went away"} and L.read(path)["run"] == gone["run"]
+
+
+def test_take_needs_an_owner_with_a_run_id(path):
+    for owner in (None, {}, {"run": ""}, {"run": 5}):
+        with pytest.raises(ValueError, match="owner must carry a run id"):
+            L.take({"path": path, "owner": owner})
+    assert L.read(path) is None
