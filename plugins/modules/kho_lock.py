@@ -22,7 +22,7 @@ description:
     (a run cut off by a dropped connection, say). A holder on another controller or container, one still running,
     or another inventory name of this same run, is never replaced unless O(break_lock) names its run.
   - M(kexec.kho.kho_facts) takes the same lock, the same way, in its read with its O(kexec.kho.kho_facts#module:lock)
-    option (one remote run fewer: the P(kexec.kho.handover#role) role does so).
+    option, one remote run fewer; the P(kexec.kho.handover#role) role does so.
 author:
   - kexec.kho contributors (@kexec-kho)
 extends_documentation_fragment:
