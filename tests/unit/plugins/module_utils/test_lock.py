@@ -124,10 +124,15 @@ def _holder(pid: int, started: str, runs_dir: str, **extra) -> dict:
             "pid_namespace": _owner.pid_namespace(), **extra}
 
 
-def test_an_exited_run_is_ended(tmp_path):
+def _ended_holder(tmp_path) -> dict:
+    """The record of a run of this controller whose process has exited."""
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
-    assert "has exited" in _owner.ended(_holder(int(proc.stdout), "1", str(tmp_path)), runs_dir=str(tmp_path))
+    return _holder(int(proc.stdout), "1", str(tmp_path))
+
+
+def test_an_exited_run_is_ended(tmp_path):
+    assert "has exited" in _owner.ended(_ended_holder(tmp_path), runs_dir=str(tmp_path))
 
 
 def test_a_recycled_pid_is_ended(tmp_path):
@@ -180,8 +185,7 @@ class _Module:
 
 @pytest.mark.parametrize("nested", [False, True], ids=["kho_lock", "kho_facts"])
 def test_a_lock_of_an_ended_run_is_taken_over_in_a_second_run(path, tmp_path, nested):
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    gone = _holder(int(proc.stdout), "1", str(tmp_path))
+    gone = _ended_holder(tmp_path)
     L.acquire(path, gone)
     me = {"run": "ctl:1:1:ab", "target": "web-1"}
     run = _Module(path, me, nested)
@@ -211,8 +215,7 @@ def test_this_run_under_another_inventory_name_is_refused_not_taken_over(path, t
 
 
 def test_a_failed_takeover_run_is_returned_as_it_failed(path, tmp_path):
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    gone = _holder(int(proc.stdout), "1", str(tmp_path))
+    gone = _ended_holder(tmp_path)
     L.acquire(path, gone)
     me = {"run": "ctl:1:1:ab", "target": "web-1"}
     res = _owner.acquire(_Module(path, me, nested=True, fail_second=True), me, path, lambda r: r["lock"],
