@@ -14,14 +14,15 @@ import os
 import re
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import files
+from ansible_collections.kexec.kho.plugins.module_utils._kho import grub_shell as sh
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import (
-    KHO_KEYS, Cmdline, check_length, gate, key_value, kho_signature, written_tokens,
+    KHO_KEYS, SAFE_TOKEN, SIZE_FORM, Cmdline, GrammarError, check_length, gate, key_value, kho_signature, written_tokens,
 )
 
-GRUB_LINUX = "GRUB_CMDLINE_LINUX"
-GRUB_DEFAULT = "GRUB_CMDLINE_LINUX_DEFAULT"
-_ASSIGN = re.compile(rf"^(\s*(?:export\s+)?({GRUB_LINUX}(?:_DEFAULT)?)=)(.*)$")
-_REFERENCE = re.compile(rf"\$(?:\{{({GRUB_LINUX}(?:_DEFAULT)?)\}}|({GRUB_LINUX}(?:_DEFAULT)?)(?![A-Za-z0-9_]))")
+GRUB_LINUX, GRUB_DEFAULT = sh.VARS
+GRUB_FILE_MAX = 1 << 20
+# Python's int() stops at 4300 digits, and no size below 2^64 needs more than 22 (octal): far longer is refused unparsed.
+_LONG_NUMBER = re.compile(r"[0-9]{64,}")
 _MENUENTRY = re.compile(r"""^\s*menuentry\s+(?:'([^']*)'|"([^"]*)"|(\S+))""")
 _LINUX = re.compile(r"^\s*linux(?:16|efi)?\s+\S+(.*)$")
 _BLSCFG = re.compile(r"""^\s*(?:export\s+)?GRUB_ENABLE_BLSCFG=["']?true["']?\s*$""", re.M)
@@ -33,6 +34,45 @@ class BootloaderError(Exception):
 
 def kho_tokens(line: str) -> list:
     return [tok for tok in Cmdline(line).tokens() if key_value(tok)[0].replace("-", "_") in KHO_KEYS]
+
+
+def other_tokens(line: str) -> list:
+    """What a line says besides the KHO parameters: what an edit must keep, in order."""
+    kho = kho_tokens(line)
+    return [tok for tok in Cmdline(line).tokens() if tok not in kho]
+
+
+def short(text: str, size: int = 160) -> str:
+    return repr(text) if len(text) <= size else f"{text[:size]!r}... ({len(text)} characters)"
+
+
+def check_numbers(line: str, where: str) -> None:
+    """A KHO parameter with a number far too long for a size is refused before anything parses it."""
+    for tok in kho_tokens(line):
+        m = _LONG_NUMBER.search(tok)
+        if m:
+            raise BootloaderError(f"{where}: {key_value(tok)[0]}= has a number of {len(m.group())} digits, not a size; "
+                                  f"the form is {SIZE_FORM}; correct it or remove it (state: absent cannot parse it either)")
+
+
+def check_option_numbers(params: dict) -> None:
+    """The same for the task's options, before they are validated."""
+    values = {"scratch": params.get("scratch")}
+    for i, region in enumerate(params.get("reserve_mem") or []):
+        if isinstance(region, dict):
+            values.update({f"reserve_mem[{i}].size": region.get("size"), f"reserve_mem[{i}].align": region.get("align")})
+    for what, value in values.items():
+        m = _LONG_NUMBER.search(value) if isinstance(value, str) else None
+        if m:
+            raise GrammarError(f"{what} has a number of {len(m.group())} digits ({value[:24]}...); the form is {SIZE_FORM}")
+
+
+def decode(path: str, data: bytes) -> str:
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise BootloaderError(f"{path} is not UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start}); "
+                              "write it in UTF-8 (a kernel command line is ASCII)") from None
 
 
 class Backend:
@@ -79,21 +119,39 @@ class FileBackend(Backend):
         done: list = []
         try:
             for path, (_old, new) in changed.items():
-                files.write_atomic(targets[path], new, module=self.module)
+                try:
+                    files.write_atomic(targets[path], new, module=self.module)
+                except OSError as exc:
+                    raise BootloaderError(f"writing {path} failed ({exc.strerror or exc})") from exc
                 written.append(path)
             for argv in commands:
                 self._run(argv)
                 done.append(argv)
         except BootloaderError as exc:
-            for path in written:
-                old = changed[path][0]
+            raise BootloaderError(f"{exc}; {self.rollback(changed, targets, written, backups)}{self.undo(done)}") from exc
+        return {"backup_file": backups.get(self.path) or next(iter(backups.values()), None),
+                "backup_files": {k: v for k, v in backups.items() if v}, "regenerated": done}
+
+    def rollback(self, changed: dict, targets: dict, written: list, backups: dict) -> str:
+        """Every file written is put back byte for byte (or removed, if it was created): what happened, said."""
+        lost = []
+        for path in written:
+            old = changed[path][0]
+            try:
                 if old is None:
                     os.unlink(targets[path])
                 else:
                     files.write_atomic(targets[path], old, module=self.module)
-            raise BootloaderError(f"{exc}; {', '.join(written)} restored as it was{self.undo(done)}") from exc
-        return {"backup_file": backups.get(self.path) or next(iter(backups.values()), None),
-                "backup_files": {k: v for k, v in backups.items() if v}, "regenerated": done}
+            except OSError as exc:
+                lost.append(f"{path} could not be restored ({exc.strerror or exc}) and holds the new text"
+                            + (f"; its backup is {backups[path]}" if backups.get(path) else ""))
+        if lost:
+            return "; ".join(lost)
+        if not written:
+            return f"nothing was written: {', '.join(changed)} as they were"
+        kept = [p for p in changed if p not in written]
+        return (f"{', '.join(written)} restored as it was" + (f", {', '.join(kept)} not written" if kept else "")
+                + ": every file is as it was")
 
     def undo(self, done: list) -> str:  # pylint: disable=unused-argument
         """After the files are restored: what else the regeneration commands in ``done`` left behind."""
@@ -121,47 +179,8 @@ class Grub(FileBackend):
         """The files grub-mkconfig sources, in its order."""
         return [self.path, *sorted(glob.glob(os.path.join(os.path.dirname(self.path), "grub.d", "*.cfg")))]
 
-    @staticmethod
-    def assignments(text: str) -> list:
-        """Each assignment of either variable: (line index, variable, prefix, quote, inner, rest)."""
-        found = []
-        for i, line in enumerate(text.splitlines(keepends=True)):
-            m = _ASSIGN.match(line.rstrip("\n"))
-            if not m:
-                continue
-            value = m.group(3)
-            quote = value[:1] if value[:1] in ('"', "'") else ""
-            if quote:
-                end = 1
-                while end < len(value) and (value[end] != quote or (quote == '"' and value[end - 1] == "\\")):
-                    end += 1
-                if end >= len(value):
-                    raise BootloaderError(f"{m.group(2)} on line {i + 1} has an unterminated {quote} quote")
-                inner, rest = value[1:end], value[end + 1:]
-            else:
-                inner, rest = re.match(r"(\S*)(.*)", value).groups()
-            found.append((i, m.group(2), m.group(1), quote, inner, rest))
-        return found
-
-    @classmethod
-    def effective(cls, texts: list) -> str:
-        """The kernel arguments of a normal entry: GRUB_CMDLINE_LINUX then _DEFAULT, as sourced."""
-        env = {GRUB_LINUX: "", GRUB_DEFAULT: ""}
-        for text in texts:
-            for _i, var, _prefix, quote, inner, _rest in cls.assignments(text):
-                env[var] = inner if quote == "'" else _REFERENCE.sub(lambda m: env[m.group(1) or m.group(2)], inner)
-        return " ".join(v.strip() for v in (env[GRUB_LINUX], env[GRUB_DEFAULT]) if v.strip())
-
-    @staticmethod
-    def _set(text: str, found: tuple, inner: str) -> str:
-        i, _var, prefix, quote, _inner, rest = found
-        lines = text.splitlines(keepends=True)
-        newline = "\n" if lines[i].endswith("\n") else ""
-        quote = quote or '"'
-        lines[i] = f"{prefix}{quote}{inner}{quote}{rest}{newline}"
-        return "".join(lines)
-
     def read_texts(self) -> dict:
+        """Each file that exists, decoded so that any byte comes back as it was (surrogateescape)."""
         texts = {}
         for path in self.sources():
             self._target(path)  # a symlink refused by follow_symlinks=false is refused before any read
@@ -170,45 +189,106 @@ class Grub(FileBackend):
                 if path == self.path:
                     raise BootloaderError(f"{self.path} does not exist")
                 continue
-            texts[path] = data.decode()
+            if len(data) > GRUB_FILE_MAX:
+                raise BootloaderError(f"{path} is {len(data)} bytes; a GRUB defaults file this module edits is at most "
+                                      f"{GRUB_FILE_MAX} bytes")
+            texts[path] = data.decode("utf-8", "surrogateescape")
         return texts
 
-    def plan(self, edit, clean) -> dict:
-        texts = self.read_texts()
-        if _BLSCFG.search(texts[self.path]) and glob.glob(os.path.join(self.bls_entries, "*.conf")):
+    @staticmethod
+    def scan(texts: dict) -> tuple:
+        """Every managed assignment in the order sh runs them, as (file, Assignment), and the variables at the end."""
+        env = {var: "" for var in sh.VARS}
+        found = []
+        for path, text in texts.items():
+            try:
+                found += [(path, a) for a in sh.Scan(text, env).assignments]
+            except sh.ShellError as exc:
+                n = sh.line_of(text, exc.offset)
+                line = text.split("\n")[n - 1]
+                raise BootloaderError(f"{path} line {n} ({line[:80]!r}): {exc.why}; the module cannot be sure what sh "
+                                      f"computes there, so it changes nothing: {sh.HOW}") from None
+        return found, env
+
+    @staticmethod
+    def effective(env: dict) -> str:
+        """The kernel arguments of a normal entry: GRUB_CMDLINE_LINUX then _DEFAULT, as sourced."""
+        return " ".join(v.strip() for v in (env[GRUB_LINUX], env[GRUB_DEFAULT]) if v.strip())
+
+    @staticmethod
+    def _set(text: str, a: sh.Assignment, inner: str) -> str:
+        lines = text.split("\n")
+        lines[a.line] = a.render(inner)
+        return "\n".join(lines)
+
+    def check_bls(self, text: str) -> None:
+        if _BLSCFG.search(text) and glob.glob(os.path.join(self.bls_entries, "*.conf")):
             raise BootloaderError(
                 f"this host boots the BLS entries in {self.bls_entries} (GRUB_ENABLE_BLSCFG=true in {self.path}): each "
                 "entry carries its own options, and GRUB_CMDLINE_LINUX reaches them only through grub2-mkconfig "
                 "--update-bls-cmdline; use bootloader: grubby (auto picks it where grubby is installed)")
-        places = [(path, a) for path, text in texts.items() for a in self.assignments(text)]
-        linux = [pl for pl in places if pl[1][1] == GRUB_LINUX]
+
+    def plan(self, edit, clean) -> dict:
+        texts = self.read_texts()
+        self.check_bls(texts[self.path])
+        places, env = self.scan(texts)
+        for path, a in places:
+            check_numbers(f"{a.inner} {a.value}", f"{path} line {a.line + 1}")
+        linux = [pl for pl in places if pl[1].var == GRUB_LINUX]
         target = linux[-1] if linux else None
         new = dict(texts)
         conflicts = []
         for path, a in places:
-            if target is not None and (path, a[0]) == (target[0], target[1][0]):
-                continue
-            cleaned = clean(a[4])
-            if cleaned != a[4]:
-                conflicts.append({"file": path, "line": a[0] + 1, "variable": a[1], "parameters": kho_tokens(a[4])})
+            cleaned = clean(a.inner)
+            if (path, a) != target and cleaned != a.inner:
+                conflicts.append({"file": path, "line": a.line + 1, "variable": a.var, "parameters": kho_tokens(a.inner)})
                 new[path] = self._set(new[path], a, cleaned)
         if target is None:
             text = new[self.path]
             sep = "" if not text or text.endswith("\n") else "\n"
             new[self.path] = f'{text}{sep}{GRUB_LINUX}="{edit("")}"\n'
         else:
-            new[target[0]] = self._set(new[target[0]], target[1], edit(target[1][4]))
-        after = self.effective(list(new.values()))
+            new[target[0]] = self._set(new[target[0]], target[1], edit(target[1].inner))
+        after = self.verify(texts, new, {path: {a.line for p, a in places if p == path} for path in texts}, env, edit)
         check_length(after, "the GRUB command line")
-        return {"before": self.effective(list(texts.values())), "after": after, "conflicts": conflicts,
+        return {"before": self.effective(env), "after": after, "conflicts": conflicts,
                 "target": target[0] if target else self.path,
-                "files": {p: (texts[p].encode(), new[p].encode()) for p in texts if new[p] != texts[p]}}
+                "files": {p: (texts[p].encode("utf-8", "surrogateescape"), new[p].encode("utf-8", "surrogateescape"))
+                          for p in texts if new[p] != texts[p]}}
+
+    def verify(self, texts: dict, new: dict, lines: dict, env: dict, edit) -> str:
+        """The candidate files, read again as sh reads them: only the assignments planned differ, each variable
+        says what it said besides the KHO parameters, and the line says what is asked.  The line, or refused."""
+        for path, text in new.items():
+            if not self._only(lines[path], texts[path], text):
+                raise BootloaderError(f"kexec.kho bug: the edit of {path} would change other lines; nothing was written")
+        try:
+            _places, got = self.scan(new)
+        except BootloaderError as exc:
+            raise BootloaderError(f"the rewritten files would not be read as planned: {exc}") from None
+        for var in sh.VARS:
+            if other_tokens(got[var]) != other_tokens(env[var]):
+                raise BootloaderError(f"after the edit sh would compute {var}={short(got[var])}, not {short(env[var])} and the KHO "
+                                      f"parameters; nothing was written: {sh.HOW}")
+        after = self.effective(got)
+        if kho_signature(edit(after)) != kho_signature(after):
+            raise BootloaderError(f"after the edit sh would compute the command line {short(after)}, which still does not say "
+                                  "what is asked: a KHO parameter comes from a place the module does not edit (another "
+                                  f"variable); nothing was written: {sh.HOW}")
+        return after
+
+    @staticmethod
+    def _only(lines: set, old: str, new: str) -> bool:
+        """Whether ``new`` differs from ``old`` in those lines only, or appends to it."""
+        old_lines, new_lines = old.split("\n"), new.split("\n")
+        if len(new_lines) != len(old_lines):
+            return new.startswith(old) and new[len(old):].count("\n") == 1 + (not old.endswith("\n") and bool(old))
+        return all(o == n for i, (o, n) in enumerate(zip(old_lines, new_lines)) if i not in lines)
 
     def gate_file(self, old: bytes | None, new: bytes) -> None:
-        before = self.assignments((old or b"").decode())
-        after = self.assignments(new.decode())
-        for i, a in enumerate(after):
-            gate(written_tokens(before[i][4] if i < len(before) else "", a[4]))
+        before = {a.line: a.inner for a in sh.Scan((old or b"").decode("utf-8", "surrogateescape"), None).assignments}
+        for a in sh.Scan(new.decode("utf-8", "surrogateescape"), None).assignments:
+            gate(written_tokens(before.get(a.line, ""), a.inner))
 
     def regenerate_argv(self) -> list:
         update = self.module.get_bin_path("update-grub")
@@ -259,19 +339,20 @@ class KernelInstall(FileBackend):
             for key in ("BOOT_IMAGE", "initrd"):
                 c.remove(key)
             return str(c).strip()
-        return data.decode().strip()
+        return decode(self.path, data).strip()
 
     def plan(self, edit, clean) -> dict:
         self._target(self.path)
         data = files.read(self.path)
         before = self.read(data)
+        check_numbers(before, self.path)
         after = edit(before)
         check_length(after)
         return {"before": before, "after": after, "conflicts": [], "target": self.path,
                 "files": {self.path: (data, (after + "\n").encode())} if after != before else {}}
 
     def gate_file(self, old: bytes | None, new: bytes) -> None:
-        gate(written_tokens(self.read(old), new.decode()))
+        gate(written_tokens(self.read(old), decode(self.path, new)))
 
     def regenerate_argv(self) -> list:
         tool = self.module.get_bin_path("kernel-install")
@@ -286,6 +367,17 @@ class KernelInstall(FileBackend):
         if stale:
             return f"; the boot entries of {', '.join(stale)} could not be regenerated back and now differ"
         return f", and the entries of {', '.join(a[2] for a in done)} regenerated from it" if done else ""
+
+
+def unquoted(line: str) -> str:
+    """KHO parameters spelled with quotes (kho="on", which grubby may print) spelled without: the kernel reads both
+    alike, and only the plain spelling passes the writer's gate."""
+    for tok in kho_tokens(line):
+        key, value = key_value(tok)
+        plain = key if value is None else f"{key}={value}"
+        if tok != plain and SAFE_TOKEN.fullmatch(plain):
+            line = re.sub(rf"(?<!\S){re.escape(tok)}(?!\S)", plain, line, count=1)
+    return line
 
 
 class Grubby(Backend):
@@ -303,7 +395,7 @@ class Grubby(Backend):
         if rc:
             raise BootloaderError(f"grubby --info={self.target} failed (rc {rc}): {(err or out).strip()}")
         entries: list = []
-        for line in out.splitlines():
+        for line in out.split("\n"):
             key, _eq, value = line.partition("=")
             if key == "index":
                 entries.append({"index": value.strip()})
@@ -316,8 +408,14 @@ class Grubby(Backend):
     def plan(self, edit, clean) -> dict:
         plans = []
         for e in self.entries():
-            after = edit(e["args"])
+            where = f"grubby entry {e['index']}"
+            check_numbers(e["args"], where)
+            after = edit(unquoted(e["args"]))
             check_length(after, f"the command line of boot entry {e['index']}")
+            bad = [t for t in kho_tokens(after) if not SAFE_TOKEN.fullmatch(t)]
+            if bad:
+                raise BootloaderError(f"{where} has {bad[0]!r}, a KHO parameter the module does not rewrite as it is; "
+                                      "write it as kho=on, kho_scratch=N% or reserve_mem=SIZE:ALIGN:LABEL, or remove it")
             plans.append({"index": e["index"], "kernel": e.get("kernel"), "title": e.get("title"),
                           "before": e["args"], "after": after, "changed": after != e["args"]})
         return {"before": plans[0]["before"], "after": plans[0]["after"], "conflicts": [], "target": None,

@@ -22,6 +22,7 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import (
 GRUB = """# If you change this file, run 'update-grub' afterwards
 GRUB_DEFAULT=0
 GRUB_TIMEOUT=5
+EXTRA=pci=noaer
 GRUB_CMDLINE_LINUX_DEFAULT="quiet"
 GRUB_CMDLINE_LINUX="console=ttyS0,115200 \\"acpi_osi=Windows 2020\\" $EXTRA"  # keep this comment
 #GRUB_TERMINAL=console
@@ -144,7 +145,7 @@ def test_any_value_is_refused_or_renders_a_file_that_sh_sources_inertly(
     (tmp / "grub").write_text(GRUB)
     mod = FakeModule(tmp, bins={"update-grub"}, regenerate=False)
     write(B.Grub(mod, str(tmp / "grub"), None), **request)
-    proc = subprocess.run(["/bin/sh", "-c", 'EXTRA=x; . ./grub; printf %s "$GRUB_CMDLINE_LINUX"'], cwd=tmp,
+    proc = subprocess.run(["/bin/sh", "-c", '. ./grub; printf %s "$GRUB_CMDLINE_LINUX"'], cwd=tmp,
                           capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"})
     assert proc.stderr == "" and sorted(p.name for p in tmp.iterdir()) == ["grub"]  # nothing ran, nothing made
     got = kho_params(proc.stdout)
@@ -204,8 +205,8 @@ def test_grub_edit_keeps_everything_else(tmp_path):
     os.chmod(tmp_path / "grub", 0o640)
     grub = B.Grub(mod, str(tmp_path / "grub"), None)
     plan, res = write(grub, reserve_mem=[{"size": "1M", "align": 4096, "label": "oops"}])
-    assert plan["before"] == 'console=ttyS0,115200 \\"acpi_osi=Windows 2020\\" $EXTRA quiet'
-    assert plan["after"] == 'console=ttyS0,115200 \\"acpi_osi=Windows 2020\\" $EXTRA kho=on reserve_mem=1M:4K:oops quiet'
+    assert plan["before"] == 'console=ttyS0,115200 "acpi_osi=Windows 2020" pci=noaer quiet'
+    assert plan["after"] == 'console=ttyS0,115200 "acpi_osi=Windows 2020" pci=noaer kho=on reserve_mem=1M:4K:oops quiet'
     text = (tmp_path / "grub").read_text()
     assert text == GRUB.replace('$EXTRA"', '$EXTRA kho=on reserve_mem=1M:4K:oops"')
     assert stat.S_IMODE(os.stat(tmp_path / "grub").st_mode) == 0o640
@@ -284,12 +285,14 @@ def test_grub_cfg_check_names_entries_without_the_parameters(tmp_path):
 def test_the_writer_gate_refuses_what_no_validator_should_have_passed(tmp_path):
     (tmp_path / "grub").write_text(GRUB)
     grub = B.Grub(FakeModule(tmp_path, bins={"update-grub"}), str(tmp_path / "grub"), None)
-    plan = grub.plan(lambda line: line + " kho=on$(id)", lambda line: line)  # a validator bug, simulated
-    with pytest.raises(AssertionError, match=r"kexec.kho bug: refusing to write the token 'kho=on\$\(id\)'"):
+    plan = grub.plan(lambda line: line + " kho=on;id", lambda line: line)  # a validator bug, simulated
+    with pytest.raises(AssertionError, match=r"kexec.kho bug: refusing to write the token 'kho=on;id'"):
         grub.apply(plan)
     assert (tmp_path / "grub").read_text() == GRUB
+    with pytest.raises(B.BootloaderError, match=r"rewritten files would not be read as planned: .*grub line 6 .*\$\("):
+        grub.plan(lambda line: line + " kho=on$(id)", lambda line: line)  # caught sooner: sh would run it
     with pytest.raises(GrammarError, match="COMMAND_LINE_SIZE"):
-        grub.plan(lambda line: line + " x" * 1100, lambda line: line)
+        grub.plan(lambda line: line + " kho_scratch=" + "1," * 1100, lambda line: line)
 
 
 def test_grub_unterminated_quote_is_an_error(tmp_path):
