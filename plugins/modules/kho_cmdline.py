@@ -21,11 +21,22 @@ description:
     backslash, whitespace or control character), and the resulting line must fit the kernel's C(COMMAND_LINE_SIZE)
     (2048 bytes on x86). A file that C(update-grub) sources as root never receives shell syntax from this module.
   - Backends, chosen with O(bootloader) or detected. V(grub) judges the line C(grub-mkconfig) builds, that is
-    C(GRUB_CMDLINE_LINUX) then C(GRUB_CMDLINE_LINUX_DEFAULT), after O(grub_file) and every C(grub.d/*.cfg) drop-in
-    beside it are read in the order they are sourced (C($GRUB_CMDLINE_LINUX) references expanded). The parameters
-    are written to the last C(GRUB_CMDLINE_LINUX) assignment; a KHO parameter anywhere else is a conflict, handled as
+    C(GRUB_CMDLINE_LINUX) then C(GRUB_CMDLINE_LINUX_DEFAULT) as C(sh) computes them after sourcing O(grub_file) and
+    every C(grub.d/*.cfg) drop-in beside it, in that order (line breaks are C(\n) only; C($NAME) references to a
+    variable assigned plainly before are expanded). The parameters are written to the last C(GRUB_CMDLINE_LINUX)
+    assignment the shell runs; a KHO parameter anywhere else is a conflict, handled as
     O(grub_conflicts) says. Then C(update-grub), or C(grub2-mkconfig -o) / C(grub-mkconfig -o) with O(grub_cfg), runs,
     and the generated C(grub.cfg)'s C(linux) lines are checked for the parameters (RV(grub_cfg)).
+  - With V(grub), only these forms of the two variables are rewritten, each alone on its line (leading blanks,
+    C(export) and a trailing comment allowed) - C(NAME="..."), C(NAME='...') and an unquoted value of letters,
+    digits and C(_.,:%+=/@-) only. Any other way of setting them (an unquoted value with other characters or
+    escapes, several assignments or commands on one line, C(readonly), an assignment inside C(if), C(case), a loop,
+    a function, a group or a here-document, a command substitution, C(${X:-...}), a variable whose value cannot be
+    known, a continuation line, a value that is not UTF-8), and C(eval), C(.), C(source), C(return), C(exit) or
+    C(exec) anywhere in the files, fails before any change, naming the file, the line and the form to use
+    (C(docs/grub-files.md) in the collection has the table). The files planned are parsed again before they are
+    written, and the task fails unless every other line is byte for byte the same and each variable computes what
+    it did plus the parameters asked.
   - V(kernel-install) edits C(/etc/kernel/cmdline), then runs C(kernel-install add) for each kernel under
     C(/usr/lib/modules); if one fails, the file is restored and the entries already regenerated are regenerated again
     from it (the error names any that could not be). V(grubby) reads every entry C(grubby --info) returns for
@@ -33,8 +44,9 @@ description:
     C(--remove-args) and C(--args).
   - Files are written atomically (a temporary file in the same directory, same owner, mode and SELinux context,
     fsynced, renamed, the directory fsynced); a symbolic link is never replaced (O(follow_symlinks)). The
-    regeneration runs only when a file changed; if it fails, every file changed is restored byte for byte and the
-    task fails.
+    regeneration runs only when a file changed. A change that spans several files is all or nothing - if writing
+    any of them or the regeneration fails, every file already written is restored byte for byte and the task fails
+    naming what failed and that the files are as they were.
 author:
   - kexec.kho contributors (@kexec-kho)
 extends_documentation_fragment:
@@ -192,7 +204,7 @@ file:
   sample: /etc/default/grub
 cmdline_before:
   description: The configured command line before the task; for GRUB the effective one (C(GRUB_CMDLINE_LINUX) then
-    C(GRUB_CMDLINE_LINUX_DEFAULT) after every file is sourced), for grubby that of the first entry (see RV(entries)).
+    C(GRUB_CMDLINE_LINUX_DEFAULT) as C(sh) computes them after every file is sourced; also the last entry of the diff), for grubby that of the first entry (see RV(entries)).
   returned: success
   type: str
 cmdline_after:
@@ -251,13 +263,13 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho.host import KhoHost
 
 def diffs(plan: dict) -> list:
     """One diff per file written, or per grubby entry changed; the command line where nothing changes."""
-    out = [{"before": old.decode() if old else "", "after": new.decode(), "before_header": path, "after_header": path}
-           for path, (old, new) in plan["files"].items()]
+    out = [{"before": (old or b"").decode(errors="replace"), "after": new.decode(errors="replace"), "before_header": path,
+            "after_header": path} for path, (old, new) in plan["files"].items()]
     out += [{"before": e["before"] + "\n", "after": e["after"] + "\n", "before_header": f"grubby entry {e['index']}",
              "after_header": f"grubby entry {e['index']}"} for e in plan.get("entries", []) if e["changed"]]
     header = f"{plan['target'] or 'grubby'} (command line)"
-    return out or [{"before": plan["before"] + "\n", "after": plan["after"] + "\n", "before_header": header,
-                    "after_header": header}]
+    return out + [{"before": plan["before"] + "\n", "after": plan["after"] + "\n", "before_header": header,
+                   "after_header": header}]
 
 
 def main():
@@ -286,6 +298,7 @@ def main():
     )
     p = module.params
     try:
+        bootloader.check_option_numbers(p)
         wanted = check_request("on" if p["kho"] is None and p["state"] == "present" else p["kho"],
                                p["scratch"], p["reserve_mem"])
     except GrammarError as exc:

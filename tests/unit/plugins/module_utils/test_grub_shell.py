@@ -16,7 +16,7 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho import bootloader a
 from ansible_collections.kexec.kho.plugins.module_utils._kho import files
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import GrammarError, apply_kho, check_request, kho_params
 
-from test_bootloader import FakeModule  # pylint: disable=import-error
+from test_bootloader import FakeModule, run_module  # pylint: disable=import-error
 
 GRUB_DIR = Path(__file__).resolve().parents[3] / "fixtures" / "grub"
 REGIONS = [{"size": "1M", "align": 4096, "label": "oops"}]
@@ -204,3 +204,38 @@ def test_no_file_content_gets_past_the_refusal_into_a_traceback(tmp_path, main, 
         return
     event("rewritten")
     assert kho_params(plan["after"])["kho_enabled"] is True
+
+
+DIGITS = "9" * 5000  # past Python's int() limit of 4300 digits
+
+
+def test_a_huge_number_in_an_option_or_a_file_is_refused_not_a_traceback(tmp_path):
+    (tmp_path / "grub").write_text(f'GRUB_CMDLINE_LINUX="ro reserve_mem={DIGITS}:0:a"\n')
+    out = run_module(tmp_path, {"bootloader": "grub", "grub_file": str(tmp_path / "grub"), "regenerate": False})
+    assert out["failed"] and "line 1: reserve_mem= has a number of 5000 digits, not a size; the form is" in out["msg"], out
+    out = run_module(tmp_path, {"bootloader": "grub", "grub_file": str(tmp_path / "grub"), "regenerate": False,
+                                "reserve_mem": [{"size": DIGITS, "label": "a"}]})
+    assert out["failed"] and out["msg"].startswith("reserve_mem[0].size has a number of 5000 digits"), out
+    (tmp_path / "kcmd").write_bytes(b"root=/dev/sda acpi_osi=\xe9\n")
+    out = run_module(tmp_path, {"bootloader": "kernel-install", "kernel_cmdline_file": str(tmp_path / "kcmd")})
+    assert out["failed"] and "kcmd is not UTF-8 (byte 0xe9 at offset 23)" in out["msg"], out
+
+
+def test_grubby_kho_quoted_is_rewritten_plain(tmp_path):
+    mod = FakeModule(tmp_path, bins={"grubby"})
+    mod.outputs["grubby"] = 'index=0\nkernel="/boot/vmlinuz"\nargs="ro kho=\\"on\\" quiet"\n'.replace('\\"', '"')
+    backend = B.select(mod, "")
+    wanted = check_request(kho="on")
+    plan = backend.plan(lambda line: apply_kho(line, "present", wanted["kho"]), lambda line: apply_kho(line, "absent"))
+    assert plan["entries"][0]["after"] == "ro kho=on quiet"
+    backend.apply(plan)
+    assert mod.commands[-1] == ["/usr/sbin/grubby", "--update-kernel=0", "--args=kho=on"]
+
+
+def test_the_diff_ends_with_the_effective_line(tmp_path):
+    directory, _grub = grub_in(tmp_path, "conflicts")
+    out = run_module(tmp_path, {"bootloader": "grub", "grub_file": str(directory / "grub"), "regenerate": False,
+                                "_ansible_diff": True, "_ansible_check_mode": True})
+    assert [d["before_header"] for d in out["diff"]] == [str(directory / "grub"), str(directory / "grub.d/50-region.cfg"),
+                                                         f"{directory / 'grub'} (command line)"]
+    assert out["diff"][-1]["after"] == "kho=on ro quiet\n" and out["cmdline_after"] == "kho=on ro quiet"
