@@ -204,7 +204,8 @@ file:
   sample: /etc/default/grub
 cmdline_before:
   description: The configured command line before the task; for GRUB the effective one (C(GRUB_CMDLINE_LINUX) then
-    C(GRUB_CMDLINE_LINUX_DEFAULT) as C(sh) computes them after every file is sourced; also the last entry of the diff), for grubby that of the first entry (see RV(entries)).
+    C(GRUB_CMDLINE_LINUX_DEFAULT) as C(sh) computes them after every file is sourced; also the last entry of the
+    diff), for grubby that of the first entry (see RV(entries)).
   returned: success
   type: str
 cmdline_after:
