@@ -5,10 +5,11 @@ on the controller."""
 
 from __future__ import annotations
 
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho.lock import DEFAULT_PATH
-from ansible_collections.kexec.kho.plugins.plugin_utils import _owner
+from ansible_collections.kexec.kho.plugins.plugin_utils import _owner, _ready
 from ansible_collections.kexec.kho.plugins.plugin_utils._handover import facts_from_raw
 
 MODULE = "kexec.kho.kho_facts"
@@ -20,6 +21,13 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
+        try:
+            include_raw = boolean(args.get("include_raw", False), strict=True)
+        except TypeError as exc:
+            return {**result, "failed": True, "msg": f"include_raw: {exc}"}
+        result["controller_missing"] = _ready.missing()
+        if isinstance(args.get("lock"), dict) and result["controller_missing"]:  # the lock is the first change
+            return {**result, "failed": True, "msg": _ready.refusal(result["controller_missing"])}
         if isinstance(args.get("lock"), dict):  # else the module's own validation says what is wrong
             owner = _owner.this_run(target=(task_vars or {}).get("inventory_hostname"))
             taking = {**args["lock"], "owner": owner}
@@ -35,6 +43,6 @@ class ActionModule(ActionBase):
         raw = result.pop("kho_raw", None)
         if result.get("failed") or raw is None:
             return result
-        facts = facts_from_raw(raw, bool(self._task.args.get("include_raw")))
+        facts = facts_from_raw(raw, include_raw)
         result["ansible_facts"] = {"kho": facts}
         return result

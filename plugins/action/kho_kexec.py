@@ -38,10 +38,10 @@ class ActionModule(ActionBase):
             check_values(valid)
         except (AnsibleActionFail, ValueError) as exc:
             return {**result, "failed": True, "jumped": False, "msg": f"kho_kexec: {exc}"}
-        opts = {k: valid[k] for k in JUMP_OPTIONS}
+        opts = {**{k: valid[k] for k in JUMP_OPTIONS}, "debugfs_root": valid["debugfs_root"]}
         # The host's part, in one run: load (the method resolved, auto: what keeps the host's live-update state),
-        # the pstore message, the queued jump.
-        load_args = {k: v for k, v in args.items() if k not in JUMP_OPTIONS}
+        # the pstore message, the queued jump.  The values as validated (typed, paths expanded), never the raw ones.
+        load_args = {k: valid[k] for k in args if k not in JUMP_OPTIONS}
         return self._execute(result, load_args, opts, task_vars)
 
     # ------------------------------------------------------------ steps
@@ -140,7 +140,7 @@ class ActionModule(ActionBase):
         result.update(jumped=None, old_boot_answers=0, boot_id_after=None, handover_received=None, downtime=None,
                       detection="ssh banner" if probe else "connection", phases=phases)
         jumped_at = time.monotonic()
-        root = (load_args.get("debugfs_root") or "/sys/kernel/debug") if opts["verify_handover"] else None
+        root = opts["debugfs_root"] if opts["verify_handover"] else None
         deadline = jumped_at + float(opts["kexec_timeout"])
         original_timeout = self._connection_timeout(opts["connect_timeout"])
         try:
@@ -167,8 +167,8 @@ class ActionModule(ActionBase):
             result.update(old_boot_answers=exc.old_answers, waited=round(time.monotonic() - jumped_at, 2))
             if exc.seen_down or not exc.old_answers:
                 return {**result, "failed": True, "changed": True, "msg": str(exc)}
-            self._rollback(task_vars)  # still on its old boot: as if the jump was never asked for
-            return {**result, "failed": True, "jumped": False, "msg": f"{exc}; the image was unloaded"}
+            # Still on its old boot: as if the jump was never asked for.
+            return {**result, "failed": True, "jumped": False, "msg": f"{exc}; {self._rollback(task_vars, load)}"}
         except AnsibleConnectionFailure as exc:  # test_command: the host is back, the test did not answer
             test = {"rc": -1, "stderr": str(exc)}
         finally:
@@ -191,5 +191,12 @@ class ActionModule(ActionBase):
         result["msg"] = f"back on boot {back['boot_id']} after {downtime:.1f} s"
         return result
 
-    def _rollback(self, task_vars):
-        self._execute_module(module_name=MODULE, module_args={"state": "unloaded"}, task_vars=task_vars)
+    def _rollback(self, task_vars, load: dict) -> str:
+        """Unload only an image this run loaded, or may have (the load's answer was lost); say what was done."""
+        if load.get("loaded_here") is False:
+            return "the image was loaded before this run and is left as it was"
+        whose = "this run loaded" if load.get("loaded_here") else "this run may have loaded (the load's answer was lost)"
+        res = self._execute_module(module_name=MODULE, module_args={"state": "unloaded"}, task_vars=task_vars)
+        if res.get("failed"):
+            return f"unloading the image {whose} failed: {res.get('msg')}"
+        return f"the image {whose} was unloaded" if res.get("changed") else "no image was loaded any more"

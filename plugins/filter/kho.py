@@ -1,6 +1,7 @@
 # Copyright (c) kexec.kho contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters: fdt_decode (a KHO blob to the structure the facts use) and kho_query (jmespath)."""
+"""Filters: fdt_decode (a KHO blob to the structure the facts use), kho_query (jmespath), and the verifications of a
+handover from the receiver's facts: kho_regions_verify and kho_liveupdate_verify."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import liveupdate
+from ansible_collections.kexec.kho.plugins.module_utils._kho import liveupdate, regions
 from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt, _handover
 
 try:
@@ -54,11 +55,50 @@ def kho_query(data, expression):
 
 
 def kho_liveupdate_verify(before, after, method):
-    if not isinstance(before, Mapping) or not isinstance(after, Mapping):
-        raise AnsibleFilterError("kho_liveupdate_verify takes ansible_facts.kho.liveupdate from before and after the jump")
-    return liveupdate.verify(_plain(before), _plain(after), str(method))
+    before, after = _plain(before), _plain(after)
+    try:
+        liveupdate.check_shape(before, "before")
+        liveupdate.check_shape(after, "after")
+    except ValueError as exc:
+        raise AnsibleFilterError(f"kho_liveupdate_verify takes ansible_facts.kho.liveupdate from before and after the "
+                                 f"jump: {exc}") from exc
+    if method not in liveupdate.METHODS[1:]:
+        raise AnsibleFilterError(f"kho_liveupdate_verify: method is {method!r}, expected kexec or systemctl (as the jump "
+                                 "resolved it)")
+    return liveupdate.verify(before, after, str(method))
+
+
+def _region_list(facts: dict, path: tuple, which: str) -> None:
+    value = facts
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    if value is None:
+        return
+    good = isinstance(value, list) and all(isinstance(r, dict) and isinstance(r.get("name"), str)
+                                           and all(isinstance(r.get(k), int) for k in ("start", "size")) for r in value)
+    if not good:
+        raise AnsibleFilterError(f"kho_regions_verify: {which}.{'.'.join(path)} is {value!r:.80}: expected a list of "
+                                 "{name, start, size} as kho_facts returns it")
+
+
+def kho_regions_verify(before, after, allowed=None):
+    before, after = _plain(before), _plain(after)
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        raise AnsibleFilterError("kho_regions_verify takes ansible_facts.kho from before and after the jump")
+    for facts, which in ((before, "before"), (after, "after")):
+        for side in ("in", "out"):
+            _region_list(facts, (side, "reserve_mem"), which)
+    for key in ("log", "reserve_mem_param"):
+        value = after.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(x, str) for x in value)):
+            raise AnsibleFilterError(f"kho_regions_verify: after.{key} is {value!r:.80}: expected a list of strings or null")
+    allowed = _plain(allowed) or []
+    if not isinstance(allowed, list) or not all(isinstance(x, str) for x in allowed):
+        raise AnsibleFilterError(f"kho_regions_verify: the regions allowed to go are {allowed!r:.80}: expected a list of names")
+    return regions.taken_up(before, after, allowed)
 
 
 class FilterModule:
     def filters(self):
-        return {"fdt_decode": fdt_decode, "kho_query": kho_query, "kho_liveupdate_verify": kho_liveupdate_verify}
+        return {"fdt_decode": fdt_decode, "kho_query": kho_query, "kho_liveupdate_verify": kho_liveupdate_verify,
+                "kho_regions_verify": kho_regions_verify}

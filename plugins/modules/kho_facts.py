@@ -110,6 +110,12 @@ options:
         elements: str
         choices: [fd_stores, process_sessions]
         default: []
+      drop_regions:
+        description: As M(kexec.kho.kho_kexec)'s O(kexec.kho.kho_kexec#module:drop_regions).
+        type: list
+        elements: str
+        default: []
+        version_added: 0.3.0
       state_dir:
         description: As M(kexec.kho.kho_kexec)'s O(kexec.kho.kho_kexec#module:state_dir).
         type: path
@@ -176,6 +182,16 @@ preflight:
   returned: with O(preflight)
   type: dict
   sample: {ok: true, msg: would load, kernel: /boot/vmlinuz-7.3.4, method: kexec}
+  version_added: 0.3.0
+controller_missing:
+  description:
+    - What this controller lacks to decode and verify a handover (C(pyfdt), C(jmespath), the collection's filters),
+      with how to install it; empty when it is ready. With O(lock), a controller that lacks anything is refused before
+      the lock is taken.
+  returned: always
+  type: list
+  elements: str
+  sample: []
   version_added: 0.3.0
 pstore_found:
   description: The strings of O(pstore_search) found in a pstore record, sorted.
@@ -332,10 +348,20 @@ ansible_facts:
           description: The kernel lockdown mode (V(none), V(integrity), V(confidentiality)); V(null) without LSM lockdown.
           type: str
         log:
-          description: KHO-related kernel log lines (V(null) when O(kernel_log=false) or C(/dev/kmsg) is unreadable).
+          description:
+            - KHO-related kernel log lines (V(null) when O(kernel_log=false) or C(/dev/kmsg) is unreadable), the
+              C(reserve_mem) revivals and C(ramoops) attachments among them.
           type: list
           elements: str
-          sample: ["[    0.632694] KHO: exec from: 7.3.4 (count 1)"]
+          sample: ["[    0.632694] KHO: exec from: 7.3.4 (count 1)", "[    0.000000] Revived memory reservation 'oops' from KHO"]
+        reserve_mem_param:
+          description:
+            - The names of the C(reserve_mem) regions this kernel reserved, from debugfs C(memblock/reserve_mem_param)
+              (7.x); V(null) where the file is absent (no region reserved, or an older kernel).
+          type: list
+          elements: str
+          sample: [oops]
+          version_added: 0.3.0
         out:
           description: What this kernel will hand over.
           type: dict

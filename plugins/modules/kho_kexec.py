@@ -97,6 +97,16 @@ options:
     choices: [fd_stores, process_sessions]
     default: []
     version_added: 0.3.0
+  drop_regions:
+    description:
+      - Names of C(reserve_mem) regions the new kernel may leave behind.
+      - The new kernel takes a region up only when its own command line has C(reserve_mem=) with the same name and
+        size, and an alignment the region's start meets. A load whose target command line would drop a region the
+        running kernel hands over is refused, before anything changes, unless the region is named here.
+    type: list
+    elements: str
+    default: []
+    version_added: 0.3.0
   connect_timeout:
     description:
       - Seconds each connection attempt may take while waiting for the host to come back.
@@ -345,6 +355,20 @@ accepted_loss:
   returned: O(state=loaded)
   type: list
   elements: str
+loaded_here:
+  description:
+    - This task ran the load (C(kexec -s -l)). V(false) where the same image was loaded already, or in check mode.
+    - A rollback unloads only an image its own run loaded.
+  returned: O(state=loaded); for O(state=executed) in RV(load)
+  type: bool
+  version_added: 0.3.0
+dropped_regions:
+  description: The C(reserve_mem) regions of the running kernel that the target command line does not keep (each
+    one named in O(drop_regions), else the load is refused).
+  returned: O(state=loaded); for O(state=executed) in RV(load)
+  type: list
+  elements: str
+  version_added: 0.3.0
 handover_received:
   description: The new kernel has handover data (C(kho/in)), checked with O(verify_handover); V(null) where the host
     did not come back on a new boot or the check was not asked for.

@@ -88,6 +88,7 @@ def gather(host: KhoHost, mounted: bool, read_log: bool = True, run_command=_no_
         "liveupdate": liveupdate.gather(host.devfs, host.procfs, cmdline, log, run_command),
         "lockdown": host.lockdown(),
         "log": log,
+        "reserve_mem_param": host.reserve_mem_param(),
         "out": out,
         "in": _side(host, host.in_dir),
     }

@@ -123,6 +123,11 @@ class KhoHost:
         return [{"phys": int(p, 16), "len": int(n, 16)}
                 for p, n in zip(phys.split(), lens.split())]
 
+    def reserve_mem_param(self) -> list | None:
+        """The names memblock/reserve_mem_param lists ("NAME\t\t(1.00 MiB)" per line), or None where it is absent."""
+        text = self.read_text(os.path.join(self.debugfs, "memblock", "reserve_mem_param"))
+        return None if text is None else [line.split()[0] for line in text.splitlines() if line.split()]
+
     def kexec_loaded(self) -> bool | None:
         text = self.read_text(self.kexec_loaded_path)
         return None if text is None else text.strip() == "1"
@@ -165,7 +170,7 @@ class KhoHost:
             return None
         return False
 
-    def kernel_log(self, pattern: str = r"KHO|kho|reserve_mem|memory reservation|luo:") -> list | None:
+    def kernel_log(self, pattern: str = r"KHO|kho|reserve_mem|memory reservation|FDT 'memblock'|ramoops:|luo:") -> list | None:
         """Matching lines of the kernel log, read from /dev/kmsg without blocking."""
         rx = re.compile(pattern)
         path = os.path.join(self.devfs, "kmsg")

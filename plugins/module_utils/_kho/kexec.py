@@ -16,7 +16,7 @@ import tempfile
 import time
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdline, GrammarError, parse_bool
-from ansible_collections.kexec.kho.plugins.module_utils._kho import host, liveupdate
+from ansible_collections.kexec.kho.plugins.module_utils._kho import host, liveupdate, regions
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError, require_kho, transition
 
 STATE_DIR = "/run/kexec-kho"
@@ -48,6 +48,7 @@ ARGUMENT_SPEC = {
     "state_dir": {"type": "path", "default": STATE_DIR},
     "method": {"type": "str", "default": "auto", "choices": list(liveupdate.METHODS)},
     "accept_loss": {"type": "list", "elements": "str", "default": [], "choices": list(liveupdate.LOSSES)},
+    "drop_regions": {"type": "list", "elements": "str", "default": []},
     "connect_timeout": {"type": "int", "default": 5},
     "kexec_timeout": {"type": "int", "default": 300},
     "post_kexec_delay": {"type": "float", "default": 0},
@@ -277,14 +278,19 @@ def ensure_loaded(module, host, kexec: Kexec, p: dict, check: bool | None = None
     kexec.require()
     generation = require_kho(host)
     boot_id = host.boot_id()
-    cmdline = target_cmdline(host.cmdline(), p["cmdline"], p["append"], p["ensure_kho"])
+    running = host.cmdline()
+    cmdline = target_cmdline(running, p["cmdline"], p["append"], p["ensure_kho"])
+    lost = regions.refused(running, cmdline, p["drop_regions"])
+    if lost:
+        raise KexecError(lost)
     wanted = describe(p["kernel"], p["initrd"], cmdline, boot_id)
     record = kexec.read_record()
     method, accepted = jump_method(module, host, p, lu)
     result = {"interface": generation, "image_kind": kind, "cmdline": cmdline, "lockdown": host.lockdown(),
               "competing_loaders": competing_loaders(), "previous": record, "finalized_here": False,
               "argv": kexec.load_argv(p["kernel"], p["initrd"], cmdline), "method": method,
-              "accepted_loss": accepted, **wanted}
+              "accepted_loss": accepted, "loaded_here": False,
+              "dropped_regions": [d["name"] for d in regions.dropped_by(running, cmdline)], **wanted}
     if host.kexec_loaded() and matches(record, wanted) and not p["force"]:
         return {**result, "changed": False, "loaded": True, "msg": "this image is loaded already"}
     if generation == "finalize" and not host.finalized():
@@ -306,7 +312,7 @@ def ensure_loaded(module, host, kexec: Kexec, p: dict, check: bool | None = None
         kexec.forget()
         undo(host, exc, result["finalized_here"])
     kexec.write_record(wanted)
-    return {**result, "changed": True, "loaded": True, "msg": "loaded"}
+    return {**result, "changed": True, "loaded": True, "loaded_here": True, "msg": "loaded"}
 
 
 def jump_job(method: str, kexec: str, pid: int, status: str, loaded: str) -> str:
@@ -392,7 +398,7 @@ def start_jump(module, host, kexec: Kexec, p: dict) -> dict:
 
 
 PREFLIGHT_OPTIONS = ("kernel", "initrd", "cmdline", "append", "ensure_kho", "finalize", "method", "accept_loss",
-                     "state_dir")
+                     "drop_regions", "state_dir")
 
 
 def preflight(module, kho, options: dict, images: dict, lu: dict | None = None) -> dict:

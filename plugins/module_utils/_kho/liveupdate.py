@@ -211,6 +211,41 @@ def choose_method(lu: dict, requested: str, accept_loss=()) -> tuple:
     return requested, ([loss_name[requested]] if lost else [])
 
 
+def _int_or_none(value, where: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{where} is {value!r}: expected a whole number or null")
+
+
+def _records(value, where: str, key: str, kind) -> list:
+    """A list of mappings, each with ``key`` of type ``kind`` (None allowed for ints)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValueError(f"{where} is {value!r:.80}: expected a list of mappings")
+    for i, item in enumerate(value):
+        if kind is int:
+            _int_or_none(item.get(key, "missing"), f"{where}[{i}].{key}")
+        elif not isinstance(item.get(key), kind):
+            raise ValueError(f"{where}[{i}].{key} is {item.get(key)!r:.80}: expected {kind.__name__}")
+    return value
+
+
+def check_shape(lu, which: str) -> None:
+    """ValueError naming the first part of ``lu`` (kho_facts' liveupdate facts) that is not as kho_facts returns it."""
+    if not isinstance(lu, dict):
+        raise ValueError(f"{which} is {type(lu).__name__}: expected ansible_facts.kho.liveupdate (a mapping)")
+    _records(lu.get("sessions"), f"{which}.sessions", "pid", int)
+    _int_or_none(lu.get("incoming_number"), f"{which}.incoming_number")
+    for part in ("systemd", "outgoing"):
+        if lu.get(part) is not None and not isinstance(lu.get(part), dict):
+            raise ValueError(f"{which}.{part} is {lu.get(part)!r:.80}: expected a mapping or null")
+    sd = lu.get("systemd") or {}
+    _int_or_none(sd.get("kexec_count"), f"{which}.systemd.kexec_count")
+    for i, unit in enumerate(_records(sd.get("preserving_units"), f"{which}.systemd.preserving_units", "unit", str)):
+        _int_or_none(unit.get("fd_store"), f"{which}.systemd.preserving_units[{i}].fd_store")
+    _int_or_none((lu.get("outgoing") or {}).get("next_number"), f"{which}.outgoing.next_number")
+
+
 def verify(before: dict, after: dict, method: str) -> dict:
     """What came across a jump of live update state, and what was lost (each loss a sentence); also on the controller.
 

@@ -46,7 +46,7 @@ class Host:
         self.boot_id, self.test_rc, self.hang = boot_id, test_rc, hang
         self.load = load if load is not None else {
             "changed": True, "method": "kexec", "argv": ["/usr/sbin/kexec", "-s", "-l", "/boot/vmlinuz"],
-            "triggered": True}
+            "triggered": True, "loaded_here": True}
         self.log, self.module_args = [], []
 
     def command(self, cmd, sudoable=True):
@@ -130,16 +130,36 @@ def test_back_without_handover_data(monkeypatch):
     assert "received no handover data" in res["msg"]
 
 
-@pytest.mark.parametrize(("load", "status", "why"), [
-    (None, "exit 1", "the jump command returned (exit 1)"),
-    (AnsibleConnectionFailure("broken pipe"), "none", "the trigger never ran"),
+@pytest.mark.parametrize(("load", "status", "why", "undone"), [
+    (None, "exit 1", "the jump command returned (exit 1)", "the image this run loaded was unloaded"),
+    (AnsibleConnectionFailure("broken pipe"), "none", "the trigger never ran",
+     "the image this run may have loaded (the load's answer was lost) was unloaded"),
 ])
-def test_a_jump_that_did_not_happen_is_undone(monkeypatch, load, status, why):
+def test_a_jump_that_did_not_happen_is_undone(monkeypatch, load, status, why, undone):
     host = Host(polls=[poll(OLD, status)], load=load)
     res = run(host, monkeypatch)
     assert res["failed"] and res["jumped"] is False and res["boot_id_after"] is None
-    assert res["msg"].startswith("the jump did not happen: " + why) and res["msg"].endswith("the image was unloaded")
+    assert res["msg"].startswith("the jump did not happen: " + why) and res["msg"].endswith(undone)
     assert host.log[-1] == "module unloaded"
+
+
+def test_an_image_this_run_did_not_load_is_left_loaded(monkeypatch):
+    """The same image was loaded already (loaded_here false): a jump that did not happen unloads nothing."""
+    load = {"changed": False, "method": "kexec", "triggered": True, "loaded_here": False}
+    host = Host(polls=[poll(OLD, "exit 1")], load=load)
+    res = run(host, monkeypatch)
+    assert res["failed"] and res["jumped"] is False
+    assert res["msg"].endswith("the image was loaded before this run and is left as it was")
+    assert "module unloaded" not in host.log
+
+
+def test_options_are_used_as_validated(monkeypatch):
+    """An integer expect_boot_id is refused by name (not an AttributeError); a ~ path reaches the host expanded."""
+    res = run(Host(polls=[poll(NEW, "none")]), monkeypatch, expect_boot_id=12345)
+    assert res["failed"] and "expect_boot_id is '12345', not a boot id" in res["msg"]
+    host = Host(polls=[poll(NEW, "none")])
+    run(host, monkeypatch, debugfs_root="~/debug")
+    assert host.module_args[0]["debugfs_root"].startswith("/") and "~" not in host.module_args[0]["debugfs_root"]
 
 
 def test_a_jump_the_host_could_not_queue_is_not_waited_for(monkeypatch):

@@ -122,7 +122,7 @@ def params(tmp_path, **kw):
     kernel = tmp_path / "vmlinuz"
     kernel.write_bytes(BZIMAGE)
     return {"kernel": str(kernel), "initrd": None, "cmdline": None, "append": None, "ensure_kho": True,
-            "finalize": False, "force": False, "method": "auto", "accept_loss": [], "pmsg": None, **kw}
+            "finalize": False, "force": False, "method": "auto", "accept_loss": [], "drop_regions": [], "pmsg": None, **kw}
 
 
 def test_load_then_idempotent_then_unload(tmp_path, fixtures):
