@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_role import KERNEL, facts, handover
+from test_role import KERNEL, NO_REGIONS_CMDLINE, facts, handover
 from test_targets import run_playbook
 
 pytestmark = pytest.mark.lab_full  # make test-lab; the lean tier is in test_role and test_targets
@@ -210,3 +210,23 @@ def test_kho_off_is_refused_then_enabled_through_grub_and_handed_over(lab_factor
     guest_run(guests, tmp_path, "    - ansible.builtin.slurp: {src: /boot/grub/grub.cfg}\n      register: cfg\n"
                                 "    - ansible.builtin.assert:\n"
                                 "        that: \"'kho=on' in (cfg.content | b64decode)\"\n")
+
+
+def test_regions_allowed_to_go_are_named_in_the_verdict_never_verified(lab_factory, tmp_path):
+    """The target line without reserve_mem=, the region allowed to go: handed over, and the new kernel's own
+    record (no revival line, no memblock in its out/ tree) makes the verdict name it as dropped."""
+    guests = lab_factory()
+    name = guests["guests"][0]["name"]
+    proc, summary = handover(guests, tmp_path, kho_handover_cmdline=NO_REGIONS_CMDLINE,
+                             kho_handover_drop_regions=["oops"])
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    r = summary[name]
+    assert r["verdict"] == "handed over, regions dropped: oops", r
+    oops = next(g for g in r["regions"] if g["name"] == "oops")
+    assert oops["revived"] is False and oops["start_after"] == oops["start_before"], r["regions"]  # sent, not kept
+    assert oops["ramoops"] is False, r["regions"]  # ramoops was on it before, not after
+    after = facts(guests, tmp_path)[name]
+    assert not any("Revived memory reservation 'oops'" in line for line in after["log"]), after["log"]
+    assert "memblock" not in after["out"]["sub_blobs"] and after["in"]["reserve_mem"], after["out"]
+    print("the new kernel's own evidence:", [line for line in after["log"] if "KHO" in line or "ramoops" in line],
+          "out/sub_fdts:", sorted(after["out"]["sub_blobs"]), "reserve_mem_param:", after["reserve_mem_param"])

@@ -12,7 +12,9 @@ from test_targets import COLLECTION, run_playbook
 
 PLAYBOOK = COLLECTION / "playbooks" / "handover.yml"
 KERNEL = "/boot/vmlinuz-kho"
-BAD_CMDLINE = "root=/dev/nonexistent console=ttyS0 8250.nr_uarts=1 panic=-1 kho=on"
+# Keeps the lab's regions (a line that dropped them would be refused in preflight), then panics: no root.
+BAD_CMDLINE = ("root=/dev/nonexistent console=ttyS0 8250.nr_uarts=1 panic=-1 kho=on reserve_mem=1M:4096:oops "
+               "ramoops.mem_name=oops ramoops.pmsg_size=65536")
 
 
 def installed_under_oldest_core(tmp_path: Path) -> dict:
@@ -119,3 +121,34 @@ def test_panic_and_cold_boot_is_not_a_success(lab_factory, tmp_path):
     assert summary[name]["verdict"] == "failed after the jump"
     assert "received no handover data" in summary[name]["error"]
     assert summary[name]["boot_id_after"] is None or summary[name]["boot_id_after"] != summary[name]["boot_id_before"]
+
+
+NO_REGIONS_CMDLINE = "root=/dev/vda rw console=ttyS0 8250.nr_uarts=1 net.ifnames=0 panic=-1 kho=on"
+
+
+def without_pyfdt(tmp_path: Path) -> dict:
+    """An environment whose controller Python cannot import pyfdt (the hosts' Python is not touched)."""
+    shadow = tmp_path / "no-pyfdt" / "pyfdt"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('pyfdt blocked on this controller by the test')\n")
+    return {"PYTHONPATH": str(shadow.parent)}
+
+
+def test_runs_that_must_not_start_change_nothing(lab_factory, tmp_path):
+    """Refused before any change: a controller without pyfdt, then a target line that would drop the regions."""
+    guests = lab_factory()
+    name = guests["guests"][0]["name"]
+    before = facts(guests, tmp_path)[name]
+    proc, summary = handover(guests, tmp_path, env=without_pyfdt(tmp_path))
+    assert proc.returncode != 0
+    assert "this controller cannot decode or verify a handover: it lacks the Python library pyfdt" in proc.stdout
+    assert summary[name]["verdict"] == "failed, rolled back", summary
+    assert "this run undid: nothing left to undo" in proc.stdout, proc.stdout[-3000:]
+
+    proc, summary = handover(guests, tmp_path, kho_handover_cmdline=NO_REGIONS_CMDLINE)
+    assert proc.returncode != 0
+    assert "the new kernel would not take up every region handed over: the target command line has no reserve_mem= for 'oops'" in proc.stdout
+    assert "drop_regions" in proc.stdout and summary[name]["verdict"] == "failed, rolled back", summary
+    assert "this run undid: its handover lock released" in proc.stdout, proc.stdout[-3000:]
+    after = facts(guests, tmp_path)[name]
+    assert after["boot_id"] == before["boot_id"] and after["kexec_loaded"] is False and after["in"]["present"] is False

@@ -49,7 +49,7 @@ def refused(running: str, target: str, allowed=()) -> str | None:
     lost = [d for d in dropped_by(running, target) if d["name"] not in set(allowed or ())]
     if not lost:
         return None
-    return ("the new kernel would not take up " + "; ".join(d["reason"] for d in lost) + ": its memory would be free "
+    return ("the new kernel would not take up every region handed over: " + "; ".join(d["reason"] for d in lost) + ": its memory would be free "
             "memory after the jump. Give the target command line the same reserve_mem= (kho_kexec cmdline or append), "
             "or name the regions that may go in drop_regions (kho_handover_drop_regions in the role)")
 
