@@ -30,16 +30,50 @@ BEGIN_NODE, END_NODE, PROP, NOP, END = 1, 2, 3, 4, 9
 MAX_DEPTH = 32
 MAX_TOKENS = 65536
 MAX_NAME = 255  # node and property names; the spec says 31, KHO's are shorter still
-MAX_VALUE = 4096  # a longer property value is summarised (size, sha256, first bytes), not expanded
+# Summarised (size, sha256, first bytes), not expanded: a longer property value, a longer list of strings,
+# a longer name (KHO's values are at most 16 bytes, its names a few words).
+MAX_VALUE = 1024
+MAX_STRINGS = 64
+MAX_NAME_SHOWN = 64
 MAX_RSVMAP = 256  # memory reservation entries (KHO writes none); pyfdt's cost grows with their square
 # pyfdt compares each new child of a node (property or node) with every earlier one: the sum of
 # those comparisons over the blob is bounded, so that no blob costs it more than a fraction of a second.
 MAX_SIBLING_PAIRS = 600_000
 PRINTABLE = frozenset(range(0x20, 0x7F))
+# What decoding everything one host returned may cost the controller, summed over its blobs: sized so that the
+# worst host within every limit takes well under 1 s and 64 MB (bench/run.py --only decode, docs/bench-decode.md).
+BUDGET = {"blobs": 64, "bytes": 32 << 20, "tokens": 8192, "pairs": MAX_SIBLING_PAIRS, "name_bytes": 256 << 10,
+          "value_bytes": 256 << 10}
+BUDGET_UNITS = {"blobs": "sub-blobs", "bytes": "bytes of blobs", "tokens": "FDT structure tokens",
+                "pairs": "sibling pairs to compare", "name_bytes": "bytes of node and property names",
+                "value_bytes": "bytes of property values to expand"}
 
 
 class FdtError(ValueError):
     """A blob that is not a well-formed flattened device tree."""
+
+
+class OverBudget(FdtError):
+    """More decoding than one host may cost the controller."""
+
+
+class Budget:
+    """The decode budget of one host: each charge adds to what was spent; past a limit it is spent for good."""
+
+    def __init__(self, **limits):
+        self.limits = {**BUDGET, **limits}
+        self.spent = dict.fromkeys(self.limits, 0)
+        self.exceeded: str | None = None
+
+    def charge(self, **costs: int) -> None:
+        if self.exceeded:
+            raise OverBudget(f"not decoded: the host's decode budget is spent ({self.exceeded})")
+        for what, amount in costs.items():
+            self.spent[what] += amount
+            if self.spent[what] > self.limits[what]:
+                self.exceeded = (f"more than {self.limits[what]:,} {BUDGET_UNITS[what]} in one host's blobs "
+                                 "(the controller's decode budget per host)")
+                raise OverBudget(f"refused: {self.exceeded}")
 
 
 def is_fdt(data: bytes) -> bool:
@@ -62,11 +96,20 @@ def summary(raw: bytes) -> dict:
     return {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest(), "head": raw[:32].hex()}
 
 
+def shown_name(name: str) -> str:
+    """A node or property name as the facts show it: a long one by its start, length and hash."""
+    if len(name) <= MAX_NAME_SHOWN:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"{name[:32]}... ({len(name)} bytes, sha256 {digest})"
+
+
 def check(data: bytes, max_depth: int = MAX_DEPTH) -> dict:
     """Validate a blob's whole structure without trusting any number in it.
 
-    Returns the header, with ``rsvmap_end`` and ``long_values`` (where each property value longer
-    than MAX_VALUE stands).  Raises FdtError naming the first thing that is wrong.
+    Returns the header, with ``rsvmap_end``, ``long_values`` (where each property value longer than
+    MAX_VALUE stands) and what parsing it costs (``tokens``, ``pairs``, ``name_bytes``, ``value_bytes``).
+    Raises FdtError naming the first thing that is wrong.
     """
     if len(data) > MAX_READ:
         raise FdtError(f"{len(data)} bytes is more than the {MAX_READ} a host may send for one blob")
@@ -99,7 +142,7 @@ def check(data: bytes, max_depth: int = MAX_DEPTH) -> dict:
         if rsv - hdr["off_mem_rsvmap"] > 16 * MAX_RSVMAP:
             raise FdtError(f"memory reservation map has more than {MAX_RSVMAP} entries")
     hdr["rsvmap_end"] = rsv + 16
-    hdr["long_values"] = _walk(data, s_off, s_off + s_size, t_off, t_off + t_size, max_depth)
+    hdr.update(_walk(data, s_off, s_off + s_size, t_off, t_off + t_size, max_depth))
     return hdr
 
 
@@ -110,16 +153,18 @@ def _sibling_pairs(siblings: set, pairs: int) -> int:
     return len(siblings)
 
 
-def _walk(data: bytes, pos: int, end: int, t_off: int, t_end: int, max_depth: int) -> list:
-    """Check the structure block; returns (node path, name, length field offset, length) of each long value."""
+def _walk(data: bytes, pos: int, end: int, t_off: int, t_end: int, max_depth: int) -> dict:
+    """Check the structure block; returns the (node path, name, length field offset, length) of each long value
+    and the cost of the parse: tokens, sibling pairs, the bytes of names pyfdt reads (one per node and property)
+    and of the values it expands."""
     depth = 0
     seen_root = False
     siblings: list[set] = []
     path: list = []
     long_values = []
-    pairs = 0
+    pairs = name_bytes = value_bytes = 0
     names: dict = {}  # property names by string offset: each one validated once
-    for _token in range(MAX_TOKENS):
+    for token in range(MAX_TOKENS):
         if pos + 4 > end:
             raise FdtError(f"structure block ends at offset {end} without FDT_END")
         tag = struct.unpack_from(">I", data, pos)[0]
@@ -135,7 +180,8 @@ def _walk(data: bytes, pos: int, end: int, t_off: int, t_end: int, max_depth: in
             if depth:
                 pairs += _sibling_pairs(siblings[-1], pairs)
                 siblings[-1].add(name)
-                path.append(name.decode())
+                path.append(shown_name(name.decode()))
+            name_bytes += len(name)
             pos += (len(name) + 4) & ~3
             depth += 1
             seen_root = True
@@ -169,15 +215,19 @@ def _walk(data: bytes, pos: int, end: int, t_off: int, t_end: int, max_depth: in
                 raise FdtError(f"duplicate property or node name {name.decode()!r}")
             pairs += _sibling_pairs(siblings[-1], pairs)
             siblings[-1].add(name)
+            name_bytes += len(name)
             if length > MAX_VALUE:
-                long_values.append((tuple(path), name.decode(), pos - 8, length))
+                long_values.append((tuple(path), shown_name(name.decode()), pos - 8, length))
+            else:
+                value_bytes += length
             pos += (length + 3) & ~3
         elif tag == NOP:
             continue
         elif tag == END:
             if depth or not seen_root:
                 raise FdtError("FDT_END before the root node was closed")
-            return long_values
+            return {"long_values": long_values, "tokens": token + 1, "pairs": pairs, "name_bytes": name_bytes,
+                    "value_bytes": value_bytes}
         else:
             raise FdtError(f"unknown structure tag 0x{tag:x} at offset {pos - 4}")
     raise FdtError(f"more than {MAX_TOKENS} structure tokens")
@@ -199,9 +249,11 @@ def value(raw: bytes, byteorder: str):
         return True
     if len(raw) > MAX_VALUE:
         return summary(raw)
-    if raw.endswith(b"\0") and all(s and all(c in PRINTABLE for c in s) for s in raw[:-1].split(b"\0")):
-        strings = [s.decode("ascii") for s in raw[:-1].split(b"\0")]
-        return strings[0] if len(strings) == 1 else strings
+    strings = raw[:-1].split(b"\0") if raw.endswith(b"\0") else ()
+    if strings and all(s and PRINTABLE.issuperset(s) for s in strings):
+        if len(strings) > MAX_STRINGS:
+            return summary(raw)
+        return strings[0].decode("ascii") if len(strings) == 1 else [s.decode("ascii") for s in strings]
     if len(raw) in (4, 8):
         return int.from_bytes(raw, byteorder)
     if len(raw) % 4 == 0:
@@ -216,9 +268,9 @@ def _tree(node) -> dict:
         if isinstance(item, FdtNop):
             continue
         if isinstance(item, FdtNode):
-            nodes[item.get_name()] = _tree(item)
+            nodes[shown_name(item.get_name())] = _tree(item)
         else:
-            props[item.get_name()] = _raw(item)
+            props[shown_name(item.get_name())] = _raw(item)
     return {"properties": props, "nodes": nodes}
 
 
@@ -242,11 +294,15 @@ def _slim(data: bytes, hdr: dict) -> bytes:
     return header + rsvmap + structure + strings
 
 
-def parse(data: bytes) -> dict:
-    """Check then parse a blob into {'properties': {name: raw bytes}, 'nodes': {...}}."""
+def parse(data: bytes, budget: Budget | None = None) -> dict:
+    """Check then parse a blob into {'properties': {name: raw bytes}, 'nodes': {...}}, charged to ``budget``
+    (the host's; by default one of the blob's own) before pyfdt runs."""
     if not HAS_PYFDT:
         raise FdtError(f"the controller lacks pyfdt: {PYFDT_IMPORT_ERROR}")
+    budget = budget or Budget()
+    budget.charge()  # a spent budget refuses before the walk
     hdr = check(data)
+    budget.charge(**{k: hdr[k] for k in ("tokens", "pairs", "name_bytes", "value_bytes")})
     blob = _slim(data, hdr) if hdr["long_values"] else data[:hdr["totalsize"]]
     try:
         root = FdtBlobParse(io.BytesIO(blob)).to_fdt().get_rootnode()

@@ -9,13 +9,14 @@ or an opaque binary.  Every number KHO writes is in the CPU's byte order.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
+import re
 import struct
 
 from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt
 
+BASE64 = re.compile("[A-Za-z0-9+/]*={0,2}")
 ROOT_VERSIONS = {"kho-v1": 1, "kho-v2": 2, "kho-v3": 3, "kho-v4": 4}
 METADATA_NAME = "kexec-metadata"
 METADATA_FIELDS = "I65sI"  # u32 version, char previous_release[65], u32 kexec_count; packed
@@ -82,12 +83,13 @@ def reserve_mem(tree: dict, byteorder: str = "little") -> list:
     return regions
 
 
-def decode_blob(data: bytes, name: str | None = None, byteorder: str = "little") -> dict:
-    """One sub-blob (or any blob): its format and decoded content; raises on a bad one."""
+def decode_blob(data: bytes, name: str | None = None, byteorder: str = "little",
+                budget: _fdt.Budget | None = None) -> dict:
+    """One sub-blob (or any blob): its format and decoded content; raises on a bad one or one over ``budget``."""
     byteorder = _order(byteorder)
     rec: dict = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     if _fdt.is_fdt(data):
-        tree = _fdt.parse(data)
+        tree = _fdt.parse(data, budget)
         rec["format"] = "fdt"
         rec["compatible"] = _string(tree["properties"], "compatible")
         rec["tree"] = _fdt.readable(tree, byteorder)
@@ -152,9 +154,11 @@ def b64decode(value) -> bytes:
     elif len(value) > (_fdt.MAX_READ + 2) // 3 * 4:
         raise BlobError(f"{len(value)} characters of base64 is more than the {_fdt.MAX_READ} bytes a host may send")
     else:
+        if not BASE64.fullmatch(value):
+            raise BlobError("not valid base64: a character outside its alphabet, or padding inside")
         try:
-            data = base64.b64decode(value, validate=True)
-        except (binascii.Error, TypeError, ValueError) as exc:
+            data = binascii.a2b_base64(value)  # from the text itself: base64.b64decode would copy it first
+        except (binascii.Error, ValueError) as exc:
             raise BlobError(f"not valid base64: {exc}") from exc
     if len(data) > _fdt.MAX_READ:
         raise BlobError(f"{len(data)} bytes is more than the {_fdt.MAX_READ} a host may send for one blob")
@@ -171,23 +175,45 @@ def _mapping(value, where: str, errors: list) -> dict:
     return {}
 
 
-def decode_side(raw: dict, side: str, byteorder: str = "little") -> tuple[dict, list]:
+def _size(encoded) -> int:
+    """The bytes a blob decodes to, told before decoding it."""
+    return len(encoded) if isinstance(encoded, bytes) else len(encoded) * 3 // 4 if isinstance(encoded, str) else 0
+
+
+def _charge_sub_blobs(sub_blobs: dict, where: str, budget: _fdt.Budget, errors: list) -> dict:
+    """The sub-blobs to decode: all of them, or none when their count or size is over the budget."""
+    if not sub_blobs:
+        return sub_blobs
+    try:
+        budget.charge(blobs=len(sub_blobs), bytes=sum(_size(v) for v in sub_blobs.values()))
+    except _fdt.OverBudget as exc:
+        errors.append({"blob": where, "error": f"{exc}; none of the {len(sub_blobs)} sub-blobs decoded"})
+        return {}
+    return sub_blobs
+
+
+def decode_side(raw: dict, side: str, byteorder: str = "little",
+                budget: _fdt.Budget | None = None) -> tuple[dict, list]:
     """Build the ``in`` or ``out`` facts from the module's raw reads.
 
-    ``raw`` holds ``fdt`` (base64 or None) and ``sub_blobs`` ({name: base64}).
+    ``raw`` holds ``fdt`` (base64 or None) and ``sub_blobs`` ({name: base64}).  Decoding is charged to
+    ``budget`` (the host's; by default one of this side's own).
     Returns (facts, errors); each error names its blob, nothing raises.
     """
+    budget = budget or _fdt.Budget()
     errors: list = []
     facts: dict = {"fdt": {"status": "absent"}, "sub_blobs": {}, "reserve_mem": [], "kexec_metadata": None}
     listed: dict = {}
     raw = _mapping(raw, side, errors)
     sub_blobs = _mapping(raw.get("sub_blobs"), f"{side}/sub_fdts", errors)
+    sub_blobs = _charge_sub_blobs(sub_blobs, f"{side}/sub_fdts", budget, errors)
     if raw.get("fdt") is not None:
         where = f"{side}/fdt"
         try:
+            budget.charge(bytes=_size(raw["fdt"]))
             data = b64decode(raw["fdt"])
             facts["fdt"] = {"status": "complete", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-            root = root_listing(_fdt.parse(data), byteorder)
+            root = root_listing(_fdt.parse(data, budget), byteorder)
             listed = root.pop("listed")
             facts.update(root)
         except (_fdt.FdtError, BlobError) as exc:
@@ -209,7 +235,7 @@ def decode_side(raw: dict, side: str, byteorder: str = "little") -> tuple[dict, 
                 data = b64decode(encoded)
                 if rec["blob_size"] is not None and rec["blob_size"] != len(data):
                     problems.append(f"the root lists blob-size {rec['blob_size']}, the file has {len(data)} bytes")
-                rec.update(decode_blob(data, name, byteorder))
+                rec.update(decode_blob(data, name, byteorder, budget))
             except (_fdt.FdtError, BlobError) as exc:
                 problems.append(str(exc))
         if problems:
@@ -224,7 +250,12 @@ def decode_side(raw: dict, side: str, byteorder: str = "little") -> tuple[dict, 
 
 
 def facts_from_raw(raw: dict, include_raw: bool = False) -> dict:
-    """The kho_facts module's raw reads turned into ``ansible_facts.kho``."""
+    """The kho_facts module's raw reads turned into ``ansible_facts.kho``.
+
+    Both sides share one decode budget (_fdt.BUDGET): the facts of a host over it have ``over_budget``, the
+    reason, and its task fails.
+    """
+    budget = _fdt.Budget()
     errors: list = []
     raw = _mapping(raw, "facts", errors)
     byteorder = raw.get("byteorder") or "little"
@@ -234,7 +265,7 @@ def facts_from_raw(raw: dict, include_raw: bool = False) -> dict:
     facts = {k: v for k, v in raw.items() if k not in ("in", "out")}
     for side in ("out", "in"):
         side_raw = _mapping(raw.get(side), side, [])  # decode_side reports it
-        decoded, side_errors = decode_side(raw.get(side), side, byteorder)
+        decoded, side_errors = decode_side(raw.get(side), side, byteorder, budget)
         facts[side] = {k: v for k, v in side_raw.items() if k not in ("fdt", "sub_blobs")}
         facts[side].update(decoded)
         errors.extend(side_errors)
@@ -242,6 +273,8 @@ def facts_from_raw(raw: dict, include_raw: bool = False) -> dict:
     if isinstance(lu, dict):  # the outgoing entry, decoded here with the other blobs
         facts["liveupdate"] = {**lu, "outgoing": facts["out"]["sub_blobs"].get(LUO_NAME, {}).get("luo")}
     facts["errors"] = errors
+    if budget.exceeded:
+        facts["over_budget"] = budget.exceeded
     if include_raw:
         facts["raw"] = {}
         for side in ("out", "in"):
