@@ -1,6 +1,7 @@
 """Handover benchmarks on the lab: kexec.kho against the floor and what an operator would write.
 
     .venv/bin/python bench/run.py [--repeat 5] [--fleet 1,2,4] [--only NAME ...]
+    .venv/bin/python bench/run.py --only decode     # the controller's figures alone, no lab
 
 Prints a table (median and spread of each scenario) and writes it as JSON under
 bench/results/.  Boots only the lab guests it needs and stops every one it started.
@@ -34,6 +35,7 @@ KERNEL = lab.GUEST_KERNEL
 LIMIT = 150  # seconds a scenario may take before it is recorded as 'did not return' (--limit)
 # The reboot plugin's scenarios: a dead session ends after about 3 s without an answer, not never.
 REBOOT_SSH_ARGS = "-o ServerAliveInterval=1 -o ServerAliveCountMax=3"
+CONTROLLER_ONLY = {"decode", "report", "hostile"}  # --only names that need no lab: always measured, on the controller
 
 
 class Console(threading.Thread):
@@ -238,6 +240,23 @@ def report_cost(hosts: int) -> dict:
     return out
 
 
+def cost(fn, repeat: int = 3) -> tuple:
+    """(fn's result, its median seconds untraced, its peak MiB under tracemalloc in a run of its own)."""
+    times = []
+    for _i in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    result = None
+    tracemalloc.start()
+    try:
+        result = fn()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return result, round(statistics.median(times), 3), round(peak / 2**20, 1)
+
+
 def hostile_inputs() -> dict:
     """Each hostile blob of tests/hostile.py through the controller's decoder: time, peak memory, outcome."""
     from ansible_collections.kexec.kho.plugins.plugin_utils import _handover  # pylint: disable=import-outside-toplevel
@@ -246,15 +265,26 @@ def hostile_inputs() -> dict:
     for name, (what, build, expected) in hostile.CASES.items():
         data = build()
         raw = {"fdt": None, "sub_blobs": {"x": base64.b64encode(data).decode()}}
-        tracemalloc.start()
-        started = time.perf_counter()
-        _facts, errors = _handover.decode_side(raw, "in")
-        seconds = time.perf_counter() - started
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        out[name] = {"input": what, "bytes": len(data), "seconds": round(seconds, 3), "peak_mib": round(peak / 2**20, 1),
+        (_facts, errors), seconds, peak = cost(lambda raw=raw: _handover.decode_side(raw, "in"))
+        out[name] = {"input": what, "bytes": len(data), "seconds": seconds, "peak_mib": peak,
                      "result": "refused" if errors else "decoded", "expected": expected,
                      "error": errors[0]["error"] if errors else None}
+    return out
+
+
+def hostile_hosts() -> dict:
+    """Each hostile host of tests/hostile.py (all it returned) through facts_from_raw, as kho_facts decodes it:
+    time, peak memory, outcome against the per-host budget."""
+    from ansible_collections.kexec.kho.plugins.plugin_utils import _handover  # pylint: disable=import-outside-toplevel
+    import hostile  # pylint: disable=import-outside-toplevel
+    out = {}
+    for name, (what, build, expected) in hostile.HOSTS.items():
+        raw = build()
+        facts, seconds, peak = cost(lambda raw=raw: _handover.facts_from_raw(raw))
+        sent = sum(len(v) for side in ("in", "out") for v in (raw.get(side) or {}).get("sub_blobs", {}).values())
+        out[name] = {"input": what, "base64_mib": round(sent / 2**20, 1), "seconds": seconds, "peak_mib": peak,
+                     "result": "refused" if facts.get("over_budget") else "decoded", "expected": expected,
+                     "reason": facts.get("over_budget")}
     return out
 
 
@@ -268,12 +298,14 @@ def main() -> None:
     ap.add_argument("--no-lab", action="store_true", help="the controller-side figures only (decode, hostile inputs)")
     args = ap.parse_args()
     LIMIT = args.limit
-    why = "--no-lab was given" if args.no_lab else lab.unavailable()
+    controller_only = args.only and CONTROLLER_ONLY.issuperset(args.only)
+    why = "--no-lab was given" if args.no_lab else "only controller figures asked for" if controller_only else lab.unavailable()
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} cores",
                      "repeat": args.repeat, "limit_seconds": LIMIT}
     results["decode"] = decode_cost(max(args.repeat, 20))
     results["report"] = report_cost(1000)
     results["hostile"] = hostile_inputs()
+    results["hostile_hosts"] = hostile_hosts()
     if why:
         print(f"lab scenarios skipped: {why}")
     else:
@@ -357,6 +389,10 @@ def report(results: dict) -> None:
           f"HTML {rep['html']['seconds']} s ({rep['html']['bytes'] / 2**20:.1f} MiB); total {rep['total_seconds']} s")
     for name, s in results["decode"].items():
         print(f"  decode {name:17} {s['median'] * 1000:.1f} ms [{s['min'] * 1000:.1f}-{s['max'] * 1000:.1f}]")
+    print("hostile hosts (all one host returned, through facts_from_raw; budget per host: < 1 s and < 64 MiB):")
+    for name, h in results["hostile_hosts"].items():
+        print(f"  {name:18} {h['base64_mib']:6.1f} MiB sent  {h['seconds']:6.3f} s  peak {h['peak_mib']:5.1f} MiB  "
+              f"{h['result']}{'' if h['result'] == h['expected'] else ' (EXPECTED ' + h['expected'] + ')'}")
     print("hostile inputs (controller decode; target: each refused or decoded in < 1 s and < 100 MB):")
     for name, h in results["hostile"].items():
         print(f"  {name:16} {h['bytes'] / 2**20:6.2f} MiB  {h['seconds']:6.3f} s  peak {h['peak_mib']:6.1f} MiB  "
@@ -377,6 +413,8 @@ def report(results: dict) -> None:
         "synthetic 1000-node decode, seconds (target < 0.5)": results["decode"]["synthetic_1000_nodes"]["median"],
         "slowest hostile input, seconds (target < 1)": max(h["seconds"] for h in results["hostile"].values()),
         "largest hostile peak, MiB (target < 100)": max(h["peak_mib"] for h in results["hostile"].values()),
+        "slowest hostile host, seconds (target < 1)": max(h["seconds"] for h in results["hostile_hosts"].values()),
+        "largest hostile host peak, MiB (target < 64)": max(h["peak_mib"] for h in results["hostile_hosts"].values()),
     }
     results["targets"] = targets
     print("targets:")
