@@ -45,4 +45,7 @@ class ActionModule(ActionBase):
             return result
         facts = facts_from_raw(raw, include_raw)
         result["ansible_facts"] = {"kho": facts}
+        if facts.get("over_budget"):  # this host fails; the others go on
+            result.update(failed=True, msg="kho_facts: the controller refused to decode this host's KHO blobs: "
+                                           f"{facts['over_budget']}")
         return result

@@ -17,7 +17,10 @@ description:
   - The module only reads files on the host (it writes only the lock file, with O(lock), and mounts debugfs, with
     O(mount_debugfs)) and returns the raw handover blobs; the action plugin of the
     same name decodes them on the controller with C(pyfdt), after a strict structural check of each blob.
-    A corrupt, truncated or hostile blob becomes an entry in RV(ansible_facts.kho.errors), never a failure.
+    A corrupt, truncated or hostile blob becomes an entry in RV(ansible_facts.kho.errors), never a failure, unless
+    decoding all of one host's blobs would go over the controller's budget per host (64 sub-blobs, 32 MiB, 8,192 FDT
+    tokens, and bounded names and values); then the task fails for that host, saying why in
+    RV(ansible_facts.kho.over_budget).
   - Numbers in KHO blobs are in the CPU's byte order; the host's order is used.
 author:
   - kexec.kho contributors (@kexec-kho)
@@ -354,6 +357,11 @@ ansible_facts:
           type: list
           elements: str
           sample: ["[    0.632694] KHO: exec from: 7.3.4 (count 1)", "[    0.000000] Revived memory reservation 'oops' from KHO"]
+        over_budget:
+          description: Why the controller refused to decode this host's blobs (over its decode budget per host).
+          returned: when over the budget
+          type: str
+          version_added: 0.3.0
         reserve_mem_param:
           description:
             - The names of the C(reserve_mem) regions this kernel reserved, from debugfs C(memblock/reserve_mem_param)

@@ -25,6 +25,7 @@ LABEL = re.compile(r"[A-Za-z0-9_.+-]{1,15}")
 LABEL_FORM = "1 to 15 of A-Z a-z 0-9 _ . + -"
 BOOLEANS = {"on": True, "off": False, "y": True, "n": False, "yes": True, "no": False, "1": True, "0": False,
             "true": True, "false": False, "enable": True, "disable": False}
+MAX_DIGITS = 64  # of one number: 2^64 has 20 decimal, 22 octal, 16 hex digits
 SIZE_FORM = "a number (decimal, 0x hex or 0 octal) with an optional K, M, G, T, P or E suffix, below 2^64"
 # The writer's gate: a token kho_cmdline writes is made of these only (no quote, $, `, ;, |, &, <, >,
 # bracket, brace, backslash, whitespace or control character), whatever the validators let through.
@@ -158,6 +159,8 @@ def memparse(text: str, pos: int = 0) -> tuple[int, int] | None:
     if not m:
         return None
     digits = m.group(1)
+    if len(digits) > MAX_DIGITS:  # no size has them; Python's int() refuses 4,300 decimal digits with a ValueError
+        raise GrammarError(f"{digits[:24]}... has {len(digits)} digits; the form is {SIZE_FORM}")
     if digits[:2].lower() == "0x":
         number = int(digits, 16)
     else:

@@ -12,12 +12,12 @@ from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt, _ready
 RAW = {"out": {"present": True, "fdt": None, "sub_blobs": {"memblock": "AAAA"}}, "in": {"present": False}}
 
 
-def run(monkeypatch, **args):
+def run(monkeypatch, raw=None, **args):
     runs = []
 
     def module(module_name, module_args, task_vars):
         runs.append(module_args)
-        return {"changed": False, "kho_raw": RAW}
+        return {"changed": False, "kho_raw": raw or RAW}
     task = SimpleNamespace(args=args, check_mode=False, async_val=0, action="kexec.kho.kho_facts")
     plugin = action.ActionModule(task, SimpleNamespace(_shell=SimpleNamespace(tmpdir=None)), SimpleNamespace(),
                                  None, None, None)
@@ -48,3 +48,12 @@ def test_include_raw_is_read_as_a_boolean(monkeypatch, value, raw):
 def test_include_raw_that_is_no_boolean_is_refused(monkeypatch):
     res, runs = run(monkeypatch, include_raw="maybe")
     assert res["failed"] and "include_raw" in res["msg"] and runs == []
+
+
+def test_a_host_over_the_decode_budget_fails_with_the_reason(monkeypatch):
+    many = {"out": {"present": True, "fdt": None, "sub_blobs": {f"b{n}": "AAAA" for n in range(100)}}}
+    res, _runs = run(monkeypatch, raw=many)
+    assert res["failed"] and "refused to decode this host's KHO blobs" in res["msg"]
+    assert res["ansible_facts"]["kho"]["over_budget"] in res["msg"]
+    res, _runs = run(monkeypatch)
+    assert not res.get("failed") and "over_budget" not in res["ansible_facts"]["kho"]

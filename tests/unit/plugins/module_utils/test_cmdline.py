@@ -207,3 +207,10 @@ def test_kho_params_reports_bad_values_without_raising():
     assert p["scratch"] == {"param": "kho_bootmem", "value": "50%", "kind": "percent", "percent": 50}
     assert [r["label"] for r in p["reserve_mem"]] == ["a"]
     assert {i["param"] for i in p["invalid"]} == {"kho", "reserve_mem"}
+
+
+@pytest.mark.parametrize("value", ["5" * 5000, "0x" + "f" * 70, "1" * 65 + "M"])
+def test_a_number_with_too_many_digits_is_a_grammar_error_not_a_traceback(value):
+    with pytest.raises(C.GrammarError, match="digits"):
+        C.memparse(value)
+    assert C.kho_params(f"reserve_mem={value}:4096:oops")["invalid"][0]["param"] == "reserve_mem"
