@@ -2,7 +2,8 @@
 
     python tests/simtree.py GENERATION DEST     (prints the module options as JSON)
 
-Generations: none, builtin-off, finalize-6.16, finalize-6.19, live-cold, live-handover.
+Generations: none, builtin-off, finalize-6.16, finalize-6.19, live-cold, live-handover, and live-7.4 (the
+handover with 7.4's names: the scratch area's files as bootmem_phys/bootmem_len, the line's kho_bootmem=).
 The blobs come from the real 7.3.4 handover recorded in tests/fixtures/kho-7.3.4 (see its README).
 """
 
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kho-7.3.4"
-GENERATIONS = ("none", "builtin-off", "finalize-6.16", "finalize-6.19", "live-cold", "live-handover")
+GENERATIONS = ("none", "builtin-off", "finalize-6.16", "finalize-6.19", "live-cold", "live-handover", "live-7.4")
 BOOT_ID = "4b1f3b0e-6c1d-4c47-9d4c-0d3c1c0e2a11"
 
 
@@ -42,6 +43,8 @@ def build(generation: str, dest: Path, kexec_loaded: bool = False) -> dict:
     cmdline = (FIXTURES / "cold" / "proc_cmdline").read_text()
     if generation in ("none", "builtin-off"):
         cmdline = cmdline.replace("kho=on ", "")
+    if generation == "live-7.4":
+        cmdline = cmdline.replace("kho=on ", "kho=on kho_bootmem=10% ")
     _write(dest / "proc" / "cmdline", cmdline)
     _write(dest / "proc" / "mounts", f"sysfs /sys sysfs rw 0 0\ndebugfs {dest / 'debug'} debugfs rw 0 0\n")
     _write(dest / "proc" / "sys" / "kernel" / "random" / "boot_id", BOOT_ID + "\n")
@@ -55,7 +58,7 @@ def build(generation: str, dest: Path, kexec_loaded: bool = False) -> dict:
     (dest / "debug").mkdir(parents=True, exist_ok=True)
     kmsg = "6,1,0,-;Linux version 7.3.4\n"
     if generation.startswith(("live", "finalize")):
-        cold = generation != "live-handover"
+        cold = generation not in ("live-handover", "live-7.4")
         _side(dest, "cold" if cold else "handover1", "out", "out", with_fdt=cold)
         if generation.startswith("finalize"):
             _write(dest / "debug" / "kho" / "out" / "finalize", "0\n")
@@ -65,6 +68,10 @@ def build(generation: str, dest: Path, kexec_loaded: bool = False) -> dict:
                 stamp, message = line.split("] ", 1)
                 usec = int(float(stamp.strip("[ ")) * 1e6)
                 kmsg += f"6,{n + 2},{usec},-;{message}\n"
+    if generation == "live-7.4":
+        out = dest / "debug" / "kho" / "out"
+        for old, new in (("scratch_phys", "bootmem_phys"), ("scratch_len", "bootmem_len")):
+            (out / old).rename(out / new)
     _write(dest / "dev" / "kmsg", kmsg)
     return options(dest)
 

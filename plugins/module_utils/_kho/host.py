@@ -14,6 +14,9 @@ import os
 import re
 
 MAX_READ = 16 << 20  # no debugfs blob comes near this; a larger read is refused
+# The scratch area's files under kho/out, newest spelling last: 7.4 renames the area "bootmem" ("kho: rename KHO
+# scratch to KHO bootmem"); the new names are the KHO reference's (section 8), not yet read in 7.4 sources here.
+SCRATCH_FILES = (("scratch_phys", "scratch_len"), ("bootmem_phys", "bootmem_len"))
 KHO_SYMBOLS = (b" kho_populate\n", b" kho_init\n", b" kho_is_enabled\n")
 GENERATIONS = ("none", "finalize", "live", "unknown")
 
@@ -118,10 +121,13 @@ class KhoHost:
             raise NeedsRoot(self.finalize_path) from exc
 
     def scratch(self) -> list:
-        phys = self.read_text(os.path.join(self.out_dir, "scratch_phys")) or ""
-        lens = self.read_text(os.path.join(self.out_dir, "scratch_len")) or ""
-        return [{"phys": int(p, 16), "len": int(n, 16)}
-                for p, n in zip(phys.split(), lens.split())]
+        """The scratch (7.4: bootmem) areas, from whichever pair of files this kernel has."""
+        for phys_name, len_name in SCRATCH_FILES:
+            phys = self.read_text(os.path.join(self.out_dir, phys_name))
+            if phys is not None:
+                lens = self.read_text(os.path.join(self.out_dir, len_name)) or ""
+                return [{"phys": int(p, 16), "len": int(n, 16)} for p, n in zip(phys.split(), lens.split())]
+        return []
 
     def reserve_mem_param(self) -> list | None:
         """The names memblock/reserve_mem_param lists ("NAME\t\t(1.00 MiB)" per line), or None where it is absent."""

@@ -26,6 +26,7 @@ def gather(tmp_path, generation, **kw):
     ("finalize-6.19", True, True, "finalize"),
     ("live-cold", True, True, "live"),
     ("live-handover", True, True, "live"),
+    ("live-7.4", True, True, "live"),
 ])
 def test_generation_detection(tmp_path, fixtures, generation, supported, enabled, interface):
     _kho, f = gather(tmp_path, generation)
@@ -50,6 +51,14 @@ def test_live_handover_facts(tmp_path, fixtures):
     assert "[    0.700904] test_kho: KHO restore succeeded" in f["log"]
     assert f["params"]["reserve_mem"][0]["label"] == "oops"
     assert f["errors"] == []
+
+
+def test_the_scratch_area_is_read_under_either_name(tmp_path, fixtures):
+    """7.3's scratch_phys/scratch_len and 7.4's bootmem_phys/bootmem_len give the same areas; the line's spelling too."""
+    areas = [gather(tmp_path, g)[1]["out"]["scratch"] for g in ("live-handover", "live-7.4")]
+    assert areas[0] == areas[1] and areas[0][0] == {"phys": 0x37800000, "len": 0x6C00000}
+    params = gather(tmp_path, "live-7.4")[1]["params"]
+    assert params["scratch"]["param"] == "kho_bootmem" and params["scratch"]["percent"] == 10
 
 
 def test_finalize_state_read(tmp_path, fixtures):
