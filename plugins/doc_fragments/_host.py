@@ -10,26 +10,26 @@ class ModuleDocFragment:
 options:
   debugfs_root:
     description:
+      - For tests against a simulated tree only; on a real host the default is right.
       - Where debugfs is (or is to be) mounted. KHO's files live under C(<debugfs_root>/kho).
-      - Change it only to point the module at a simulated tree in tests.
     type: path
     default: /sys/kernel/debug
   sysfs_root:
     description:
+      - For tests against a simulated tree only; on a real host the default is right.
       - Root of sysfs, read for C(kernel/kexec_loaded) and C(kernel/security/lockdown).
-      - Change it only to point the module at a simulated tree in tests.
     type: path
     default: /sys
   procfs_root:
     description:
+      - For tests against a simulated tree only; on a real host the default is right.
       - Root of procfs, read for C(cmdline), C(mounts), C(kallsyms), C(config.gz) and the boot id.
-      - Change it only to point the module at a simulated tree in tests.
     type: path
     default: /proc
   devfs_root:
     description:
+      - For tests against a simulated tree only; on a real host the default is right.
       - Root of the device tree, read for C(kmsg) and C(liveupdate).
-      - Change it only to point the module at a simulated tree in tests.
     type: path
     default: /dev
   mount_debugfs:
