@@ -82,11 +82,24 @@ options:
     type: str
   scratch_param:
     description:
-      - Which spelling to write. V(auto) keeps the one the line already has, else V(kho_scratch) (the one every
-        released kernel knows; V(kho_bootmem) is the 7.4 development cycle's name). The other spelling is removed.
+      - Which spelling of the scratch size to write, with O(scratch); the other spelling is removed.
+      - V(auto) writes the one the kernel that boots next parses (7.4 renames C(kho_scratch=) to C(kho_bootmem=)):
+        read from that kernel's image (the parameter names in its decompressed payload), or from its release where
+        the image cannot be read (7.4 and later, C(kho_bootmem)). Where neither tells, V(auto) keeps the spelling
+        the line has, else V(kho_scratch).
+      - An explicit spelling that the next kernel would ignore is replaced by the one it parses, and reported in
+        RV(next_kernel).
+      - The area's size is set by the first kernel of a kexec chain and reused by the next ones (7.x): a new value
+        takes effect at the next cold boot.
     type: str
     default: auto
     choices: [auto, kho_scratch, kho_bootmem]
+  next_kernel:
+    description:
+      - The image of the kernel that boots next, read to choose O(scratch_param). By default, C(grubby
+        --default-kernel) where grubby is the boot loader, else the newest C(/boot/vmlinuz-*).
+    type: path
+    version_added: 0.3.0
   reserve_mem:
     description:
       - The C(reserve_mem=SIZE:ALIGN:LABEL) regions, in order; they replace every C(reserve_mem=) on the line.
@@ -192,6 +205,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+next_kernel:
+  description:
+    - With O(scratch), the kernel that boots next as read to choose the spelling (C(path), C(release),
+      C(readable)), the spelling written (C(scratch_param)), and C(replaced) where an explicit O(scratch_param) was
+      replaced because that kernel would ignore it.
+  returned: with O(scratch) and O(state=present)
+  type: dict
+  sample: {path: /boot/vmlinuz-7.4.0, release: 7.4.0, readable: true, scratch_param: kho_bootmem, replaced: null}
+  version_added: 0.3.0
 bootloader:
   description: The backend used.
   returned: success
@@ -257,7 +279,7 @@ regenerated:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import bootloader, files
+from ansible_collections.kexec.kho.plugins.module_utils._kho import bootloader, files, image
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import GrammarError, apply_kho, check_request, kho_signature
 from ansible_collections.kexec.kho.plugins.module_utils._kho.host import KhoHost
 
@@ -273,6 +295,27 @@ def diffs(plan: dict) -> list:
                    "after_header": header}]
 
 
+def default_next_kernel(module) -> str | None:
+    """The boot loader's default kernel (grubby), else the newest /boot/vmlinuz-*."""
+    grubby = module.get_bin_path("grubby")
+    if grubby:
+        rc, out, _err = module.run_command([grubby, "--default-kernel"])
+        if rc == 0 and out.strip().startswith("/"):
+            return out.strip()
+    return image.newest_in_boot()
+
+
+def next_kernel(module) -> dict:
+    """The kernel that boots next and the scratch spelling it parses; an explicit spelling it would ignore replaced."""
+    path = module.params["next_kernel"] or default_next_kernel(module)
+    target = image.inspect(path) if path else {"readable": False, "release": None}
+    parsed = image.scratch_spelling(target)
+    asked = module.params["scratch_param"]
+    written = parsed or asked
+    return {"path": path, "release": target.get("release"), "readable": target.get("readable"), "scratch_param": written,
+            "replaced": asked if asked not in ("auto", written) else None}
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -280,6 +323,7 @@ def main():
             "kho": {"type": "raw"},
             "scratch": {"type": "str"},
             "scratch_param": {"type": "str", "default": "auto", "choices": ["auto", "kho_scratch", "kho_bootmem"]},
+            "next_kernel": {"type": "path"},
             "reserve_mem": {"type": "list", "elements": "dict", "options": {
                 "size": {"type": "raw", "required": True},
                 "align": {"type": "raw", "default": 0},
@@ -305,9 +349,11 @@ def main():
     except GrammarError as exc:
         module.fail_json(msg=str(exc))
     running = KhoHost().cmdline()
+    nxt = next_kernel(module) if wanted["scratch"] is not None and p["state"] == "present" else None
+    spelling = nxt["scratch_param"] if nxt else p["scratch_param"]
 
     def edit(line):
-        return apply_kho(line, p["state"], wanted["kho"], wanted["scratch"], p["scratch_param"], wanted["reserve_mem"])
+        return apply_kho(line, p["state"], wanted["kho"], wanted["scratch"], spelling, wanted["reserve_mem"])
 
     def clean(line):
         return apply_kho(line, "absent")
@@ -326,6 +372,8 @@ def main():
                   "cmdline_after": plan["after"], "running_cmdline": running, "regenerated": [],
                   "conflicts": plan["conflicts"], "changed": changed,
                   "reboot_required": kho_signature(plan["after"]) != kho_signature(running)}
+        if nxt:
+            result["next_kernel"] = nxt
         if "entries" in plan:
             result["entries"] = plan["entries"]
         if module._diff:

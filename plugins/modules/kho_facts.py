@@ -119,6 +119,12 @@ options:
         elements: str
         default: []
         version_added: 0.3.0
+      target_check:
+        description: As M(kexec.kho.kho_kexec)'s O(kexec.kho.kho_kexec#module:target_check).
+        type: str
+        default: refuse
+        choices: [refuse, report]
+        version_added: 0.3.0
       state_dir:
         description: As M(kexec.kho.kho_kexec)'s O(kexec.kho.kho_kexec#module:state_dir).
         type: path

@@ -107,6 +107,21 @@ options:
     elements: str
     default: []
     version_added: 0.3.0
+  target_check:
+    description:
+      - Before the load, the target kernel's image is read (its bzImage header and its payload, decompressed with
+        the host's Python - gzip, xz, zstd where available - or, where the payload cannot be read, its embedded or
+        C(/boot/config-REL) config) for the KHO formats it accepts (C(kho-vN), C(memblock-vN), C(reserve-mem-vN),
+        C(luo-vN), C(memfd-vN)), and compared with what the running kernel hands over (its outgoing blobs'
+        compatibles, and the memfd handler of the LUO sessions processes hold). The result is RV(target).
+      - V(refuse) refuses the load, before anything changes, where the target lacks a format that is handed over
+        (a target that does not accept the root's version skips the whole handover; one without the memfd handler
+        cannot restore the sessions), or where what it reads is unknown and LUO sessions are held.
+      - V(report) loads anyway and only reports it.
+    type: str
+    default: refuse
+    choices: [refuse, report]
+    version_added: 0.3.0
   connect_timeout:
     description:
       - Seconds each connection attempt may take while waiting for the host to come back.
@@ -355,6 +370,17 @@ accepted_loss:
   returned: O(state=loaded)
   type: list
   elements: str
+target:
+  description:
+    - Whether the target kernel reads what this kernel hands over (see O(target_check)). C(status) V(compatible),
+      V(incompatible) or V(unknown); C(handed_over), the compatibles handed over; C(missing), those the target lacks;
+      C(consequences), what would happen; C(target_release) and C(source_release); C(target_compatibles); C(source),
+      where the target's support was read (V(image), a config file, V(embedded)); C(msg) where not compatible.
+  returned: O(state=loaded); for O(state=executed) in RV(load)
+  type: dict
+  sample: {status: incompatible, handed_over: [kho-v4, luo-v5, memblock-v1, memfd-v2, reserve-mem-v1], missing: [memfd-v2],
+           target_release: 7.3.4, source_release: 7.3.4, source: image}
+  version_added: 0.3.0
 loaded_here:
   description:
     - This task ran the load (C(kexec -s -l)). V(false) where the same image was loaded already, or in check mode.

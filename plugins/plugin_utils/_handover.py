@@ -14,6 +14,7 @@ import hashlib
 import re
 import struct
 
+from ansible_collections.kexec.kho.plugins.module_utils._kho.image import compatible_tokens
 from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt
 
 BASE64 = re.compile("[A-Za-z0-9+/]*={0,2}")
@@ -73,7 +74,7 @@ def reserve_mem(tree: dict, byteorder: str = "little") -> list:
     for label, node in tree["nodes"].items():
         props = node["properties"]
         where = f"memblock/{label}"
-        if _string(props, "compatible") != "reserve-mem-v1":
+        if "reserve-mem-v1" not in compatible_tokens(_string(props, "compatible")):
             raise BlobError(f"{where}: compatible {_string(props, 'compatible')!r}, expected 'reserve-mem-v1'")
         start = _u64(props, "start", byteorder, where)
         size = _u64(props, "size", byteorder, where)
@@ -93,9 +94,10 @@ def decode_blob(data: bytes, name: str | None = None, byteorder: str = "little",
         rec["format"] = "fdt"
         rec["compatible"] = _string(tree["properties"], "compatible")
         rec["tree"] = _fdt.readable(tree, byteorder)
-        if rec["compatible"] == "memblock-v1":
+        tokens = compatible_tokens(rec["compatible"])
+        if "memblock-v1" in tokens:
             rec["reserve_mem"] = reserve_mem(tree, byteorder)
-        elif (rec["compatible"] or "").startswith("kho-v"):  # kho-v1..v4, and later ones reported as unknown
+        elif any(t.startswith("kho-v") for t in tokens):  # kho-v1..v4, and later ones reported as unknown
             rec["handover"] = root_listing(tree, byteorder)
     elif name == METADATA_NAME:
         rec["format"] = METADATA_NAME
@@ -120,9 +122,8 @@ def decode_luo(data: bytes, byteorder: str = "little") -> dict:
 
 
 def root_version(compatible) -> int | None:
-    """The kho-vN of a root compatible, also in a composite such as 'kho-v4;radix-v1'."""
-    first = str(compatible or "").split(";", 1)[0].strip()
-    return ROOT_VERSIONS.get(first)
+    """The kho-vN of a root compatible, also in a composite such as 'kho-v4;radix-v1' (any token of it)."""
+    return next((ROOT_VERSIONS[t] for t in compatible_tokens(compatible) if t in ROOT_VERSIONS), None)
 
 
 def root_listing(tree: dict, byteorder: str = "little") -> dict:

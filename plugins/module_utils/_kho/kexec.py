@@ -16,7 +16,8 @@ import tempfile
 import time
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdline, GrammarError, parse_bool
-from ansible_collections.kexec.kho.plugins.module_utils._kho import host, liveupdate, regions
+from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, host, liveupdate, regions
+from ansible_collections.kexec.kho.plugins.module_utils._kho import image
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError, require_kho, transition
 
 STATE_DIR = "/run/kexec-kho"
@@ -49,6 +50,7 @@ ARGUMENT_SPEC = {
     "method": {"type": "str", "default": "auto", "choices": list(liveupdate.METHODS)},
     "accept_loss": {"type": "list", "elements": "str", "default": [], "choices": list(liveupdate.LOSSES)},
     "drop_regions": {"type": "list", "elements": "str", "default": []},
+    "target_check": {"type": "str", "default": "refuse", "choices": ["refuse", "report"]},
     "connect_timeout": {"type": "int", "default": 5},
     "kexec_timeout": {"type": "int", "default": 300},
     "post_kexec_delay": {"type": "float", "default": 0},
@@ -266,6 +268,18 @@ def undo(host, exc: Exception, finalized_here: bool, loaded: Kexec | None = None
     raise exc
 
 
+def target_support(kho, p: dict, lu: dict | None) -> dict:
+    """Whether the target kernel reads what this one hands over (compat.check); KexecError where refused."""
+    held = any(s.get("pid") != 1 for s in (lu or {}).get("sessions") or [])
+    running_image = host.boot_images(kho.release()).get("kernel")
+    support = compat.check(compat.handed_over(kho, lu, running_image), image.inspect(p["kernel"]), held)
+    support["source_release"] = kho.release()
+    why = compat.refusal(support, held, p["target_check"])
+    if why:
+        raise KexecError(why)
+    return support
+
+
 def ensure_loaded(module, host, kexec: Kexec, p: dict, check: bool | None = None, lu: dict | None = None) -> dict:
     """state=loaded: validate everything, finalize where needed, load unless our image is already there.
 
@@ -283,13 +297,16 @@ def ensure_loaded(module, host, kexec: Kexec, p: dict, check: bool | None = None
     lost = regions.refused(running, cmdline, p["drop_regions"])
     if lost:
         raise KexecError(lost)
+    if lu is None and os.path.exists(os.path.join(host.devfs, "liveupdate")):
+        lu = liveupdate.gather(host.devfs, host.procfs, running, None, module.run_command)
     wanted = describe(p["kernel"], p["initrd"], cmdline, boot_id)
     record = kexec.read_record()
     method, accepted = jump_method(module, host, p, lu)
+    support = target_support(host, p, lu)
     result = {"interface": generation, "image_kind": kind, "cmdline": cmdline, "lockdown": host.lockdown(),
               "competing_loaders": competing_loaders(), "previous": record, "finalized_here": False,
               "argv": kexec.load_argv(p["kernel"], p["initrd"], cmdline), "method": method,
-              "accepted_loss": accepted, "loaded_here": False,
+              "accepted_loss": accepted, "loaded_here": False, "target": support,
               "dropped_regions": [d["name"] for d in regions.dropped_by(running, cmdline)], **wanted}
     if host.kexec_loaded() and matches(record, wanted) and not p["force"]:
         return {**result, "changed": False, "loaded": True, "msg": "this image is loaded already"}
@@ -398,7 +415,7 @@ def start_jump(module, host, kexec: Kexec, p: dict) -> dict:
 
 
 PREFLIGHT_OPTIONS = ("kernel", "initrd", "cmdline", "append", "ensure_kho", "finalize", "method", "accept_loss",
-                     "drop_regions", "state_dir")
+                     "drop_regions", "target_check", "state_dir")
 
 
 def preflight(module, kho, options: dict, images: dict, lu: dict | None = None) -> dict:

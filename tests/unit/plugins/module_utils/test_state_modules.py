@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 
+import kimage
 import pytest
 import simtree
 
@@ -12,7 +13,7 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho import finalize as 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import host as H
 from ansible_collections.kexec.kho.plugins.module_utils._kho import kexec as K
 
-BZIMAGE = b"\0" * 0x202 + b"HdrS" + b"\0" * 64
+BZIMAGE = kimage.bzimage()  # a 7.3.4-like image: reads every format the lab kernel hands over
 
 
 class FakeKernelFinalize:
@@ -122,7 +123,7 @@ def params(tmp_path, **kw):
     kernel = tmp_path / "vmlinuz"
     kernel.write_bytes(BZIMAGE)
     return {"kernel": str(kernel), "initrd": None, "cmdline": None, "append": None, "ensure_kho": True,
-            "finalize": False, "force": False, "method": "auto", "accept_loss": [], "drop_regions": [], "pmsg": None, **kw}
+            "finalize": False, "force": False, "method": "auto", "accept_loss": [], "drop_regions": [], "target_check": "refuse", "pmsg": None, **kw}
 
 
 def test_load_then_idempotent_then_unload(tmp_path, fixtures):
