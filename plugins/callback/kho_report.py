@@ -13,8 +13,15 @@ author:
 description:
   - Collects every host's C(kho_handover_result) (set by the P(kexec.kho.handover#role) role, also when it fails)
     and, at the end of the run, even one where every host failed, prints one line per host and writes the
-    summary as JSON and as a self-contained HTML page with a timeline per host (preflight, jump and downtime,
-    verify) and the verdicts.
+    summary as JSON and as a self-contained HTML page - the fleet on one time axis (each host's phases as bars -
+    preflight, load, jump to banner, banner to answer, verify - batch by batch, with each host's downtime), then
+    each host's verdict, kernels, regions and live update.
+  - The JSON has one shape whatever the controller's ansible-core (2.16 templates numbers as strings and nulls as
+    empty strings, later versions keep their types) - numbers are numbers, what is not known is V(null), and each
+    host's C(kho_handover_result) has every documented field. The callback adds C(batch) (the C(serial) batch the
+    host ran in, from 1), C(finished_at) (when its result reached the controller,
+    seconds since the epoch) and C(started_at) (C(finished_at) less C(timings.total), else when its batch started).
+  - The lines on screen and in the HTML say C(unknown) for what is not known.
   - A result is data from the hosts; any value renders (a text where a number was expected), control characters
     are shown as C(\xNN) on the terminal, never sent to it, and the files are written atomically with mode 0600
     (or stricter, as the umask says).
@@ -40,10 +47,11 @@ options:
 """
 
 import json
+import time
 
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.kexec.kho.plugins.plugin_utils._report import render_html, summary_line, write_private
+from ansible_collections.kexec.kho.plugins.plugin_utils._report import normalise, render_html, summary_line, write_private
 
 
 class CallbackModule(CallbackBase):
@@ -55,11 +63,24 @@ class CallbackModule(CallbackBase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.results: dict = {}
+        self.starts: dict = {}
+        self.batch, self.batch_started = None, None
+
+    def v2_playbook_on_play_start(self, play):
+        # Sent once per serial batch of a play: the batch a result arrives in is the play's count so far.
+        name = play.get_name()
+        self.starts[name] = self.starts.get(name, 0) + 1
+        self.batch, self.batch_started = self.starts[name], round(time.time(), 3)
 
     def v2_runner_on_ok(self, result):
         facts = result._result.get("ansible_facts") or {}
         if "kho_handover_result" in facts:
-            self.results[result._host.get_name()] = json.loads(json.dumps(facts["kho_handover_result"], default=str))
+            r = normalise(json.loads(json.dumps(facts["kho_handover_result"], default=str)))
+            finished = time.time()
+            total = r["timings"]["total"]
+            r.update(batch=self.batch, finished_at=round(finished, 3),
+                     started_at=round(finished - total, 3) if total is not None else self.batch_started)
+            self.results[result._host.get_name()] = r
 
     def v2_playbook_on_stats(self, stats):
         if not self.results:
