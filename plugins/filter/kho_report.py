@@ -1,0 +1,16 @@
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filter: kho_summary_line, the handover summary's line for a host, as the kho_report callback prints it."""
+
+from __future__ import annotations
+
+from ansible_collections.kexec.kho.plugins.plugin_utils import _report
+
+
+def kho_summary_line(result, host):
+    return _report.summary_line(host, result)
+
+
+class FilterModule:
+    def filters(self):
+        return {"kho_summary_line": kho_summary_line}
