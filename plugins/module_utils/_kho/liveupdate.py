@@ -18,6 +18,9 @@ import re
 
 SESSION_LINK = re.compile(r"^anon_inode:\[luo_session\] ?(.*)$")
 INCOMING_LOG = re.compile(r"luo: Retrieved live update data, liveupdate number: (\d+)")
+# The new kernel's own word that it could not restore what it was handed (7.3: at the first open of /dev/liveupdate).
+SESSION_FAILED = re.compile(r"luo: Failed to deserialize files for session \[([^\]]{1,64})\]")
+NO_HANDLER = re.compile(r"luo: No registered handler for compatible '([^']{1,64})'")
 MAX_PIDS = 65536  # /proc entries read at most (bounded on a host with a runaway process count)
 MAX_FDS = 4096  # fds read per process at most
 MAX_LISTED = 256  # sessions and holders reported at most
@@ -150,6 +153,18 @@ def incoming_number(log_lines) -> int | None:
     return None
 
 
+def restore_failures(log_lines) -> dict:
+    """The sessions the kernel logged it could not restore, and the file handlers it lacked."""
+    lines = [str(x) for x in (log_lines or [])[:4096]]
+    found = {"sessions": [], "handlers": []}
+    for key, rx in (("sessions", SESSION_FAILED), ("handlers", NO_HANDLER)):
+        for line in lines:
+            m = rx.search(line)
+            if m and m.group(1) not in found[key]:
+                found[key].append(m.group(1))
+    return found
+
+
 def gather(devfs: str, procfs: str, cmdline: str, log_lines, run_command) -> dict:
     device = os.path.exists(os.path.join(devfs, "liveupdate"))
     param = re.findall(r"(?:^|\s)liveupdate=(\S*)", cmdline or "")
@@ -159,6 +174,7 @@ def gather(devfs: str, procfs: str, cmdline: str, log_lines, run_command) -> dic
         "param": param[-1] if param else None,
         **held,
         "incoming_number": incoming_number(log_lines),
+        "restore_failures": restore_failures(log_lines),
         "systemd": systemd(run_command),
     }
 
@@ -236,7 +252,7 @@ def check_shape(lu, which: str) -> None:
         raise ValueError(f"{which} is {type(lu).__name__}: expected ansible_facts.kho.liveupdate (a mapping)")
     _records(lu.get("sessions"), f"{which}.sessions", "pid", int)
     _int_or_none(lu.get("incoming_number"), f"{which}.incoming_number")
-    for part in ("systemd", "outgoing"):
+    for part in ("systemd", "outgoing", "restore_failures"):
         if lu.get(part) is not None and not isinstance(lu.get(part), dict):
             raise ValueError(f"{which}.{part} is {lu.get(part)!r:.80}: expected a mapping or null")
     sd = lu.get("systemd") or {}
@@ -277,6 +293,10 @@ def verify(before: dict, after: dict, method: str) -> dict:
         if now.get("active") != "active" or (now.get("fd_store") or 0) < (u.get("fd_store") or 0):
             lost.append(f"{u['unit']} came back {now.get('active') or 'without its preservation'} with "
                         f"{now.get('fd_store') or 0} of its {u.get('fd_store') or 0} stored fds")
+    failed = after.get("restore_failures") or {}
+    handlers = ", ".join(failed.get("handlers") or []) or "not named"
+    lost += [f"LUO session {name} could not be restored by the new kernel (its log: Failed to deserialize files; "
+             f"no registered handler for {handlers})" for name in failed.get("sessions") or []]
     sessions = [s for s in before.get("sessions") or [] if s.get("pid") != 1]
     if method == "systemctl":
         lost += [f"LUO session {s.get('name') or '?'} held by pid {s['pid']} ({s.get('comm') or '?'}) was lost: "

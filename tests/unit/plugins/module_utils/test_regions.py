@@ -145,3 +145,18 @@ def test_the_live_update_filter_refuses_malformed_facts_with_the_reason(before, 
 def test_the_live_update_filter_refuses_an_unresolved_method():
     with pytest.raises(AnsibleFilterError, match="expected kexec or systemctl"):
         kho_liveupdate_verify({}, {}, "auto")
+
+
+def test_sessions_the_new_kernel_could_not_restore_are_lost_from_its_own_log():
+    """As on the lab with a target built without CONFIG_LIVEUPDATE_MEMFD: the number came, the sessions did not."""
+    from ansible_collections.kexec.kho.plugins.module_utils._kho import liveupdate
+    log = ["[    0.8] luo: Retrieved live update data, liveupdate number: 1",
+           "[   12.1] luo: No registered handler for compatible 'memfd-v2'",
+           "[   12.1] luo: Failed to deserialize files for session [kexec_simple_state] -ENOENT"]
+    after = {"device": True, "incoming_number": 1, "restore_failures": liveupdate.restore_failures(log)}
+    before = {"device": True, "outgoing": {"next_number": 1}, "sessions": [{"name": "kexec_simple_state", "pid": 167}]}
+    result = kho_liveupdate_verify(before, after, "kexec")
+    assert result["lost"] == ["LUO session kexec_simple_state could not be restored by the new kernel (its log: Failed to "
+                              "deserialize files; no registered handler for memfd-v2)"]
+    assert kho_liveupdate_verify(before, {**after, "restore_failures": liveupdate.restore_failures(log[:1])},
+                                 "kexec")["lost"] == []
