@@ -25,8 +25,8 @@ DOWNTIME_COLOUR = "#c62828"
 UNKNOWN = "unknown"
 
 # The documented fields of kho_handover_result (and what the callback adds: batch, started_at, finished_at).
-STRINGS = ("host", "verdict", "failed_step", "error", "release_before", "release_after", "boot_id_before",
-           "boot_id_after", "previous_release", "detection", "method")
+STRINGS = ("host", "verdict", "failed_step", "error", "release_before", "release_after", "target_release",
+           "target_support", "boot_id_before", "boot_id_after", "previous_release", "detection", "method")
 FLOATS = ("downtime", "detect_latency", "started_at", "finished_at")
 INTS = ("kexec_count", "batch")
 TIMINGS = ("preflight", "load", "jump_to_banner", "banner_to_answer", "jump", "verify", "total")
