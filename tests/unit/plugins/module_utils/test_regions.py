@@ -160,3 +160,19 @@ def test_sessions_the_new_kernel_could_not_restore_are_lost_from_its_own_log():
                               "deserialize files; no registered handler for memfd-v2)"]
     assert kho_liveupdate_verify(before, {**after, "restore_failures": liveupdate.restore_failures(log[:1])},
                                  "kexec")["lost"] == []
+
+
+def test_the_recorded_handover_without_the_regions_is_lost(fixtures):
+    """Recorded on the lab (no-regions/): sent (the incoming memblock lists oops), not taken up (no revival line,
+    no memblock in the new kernel's own out/ tree)."""
+    incoming = side(fixtures, "no-regions", "in")
+    assert [r["name"] for r in incoming["reserve_mem"]] == ["oops"]
+    before = {"out": {"reserve_mem": incoming["reserve_mem"]},
+              "log": [f"[    1.2] ramoops: using 0x100000@{OOPS_START:#x}, ecc: 0"]}
+    after = {"interface": "live", "in": incoming, "out": side(fixtures, "no-regions", "out"),
+             "log": log(fixtures, "no-regions"), "reserve_mem_param": None}
+    assert "memblock" not in after["out"]["sub_blobs"]
+    result = regions.taken_up(before, after)
+    assert result["kept"] == [] and result["lost"][0].startswith("oops: handed over but not revived")
+    assert result["regions"][0]["evidence"] == {"out_tree": False} and result["ramoops_detached"] == ["oops"]
+    assert regions.taken_up(before, after, allowed=["oops"])["dropped"] == ["oops"]
