@@ -25,7 +25,7 @@ def test_two_runs_at_once_make_one_jump(lab_factory, tmp_path):
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(PLAYBOOK.parents[3]), ANSIBLE_NOCOLOR="1",
                    ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_LOCAL_TEMP=str(tmp_path / str(n) / "tmp"))
         procs.append(subprocess.Popen(["ansible-playbook", "-i", guests["inventory"], str(PLAYBOOK),
-                                       "-e", json.dumps({"kho_handover_kernel": KERNEL})],
+                                       "-e", json.dumps({"kho_handover_kernel": KERNEL, "kho_targets": "all"})],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
     outs = [p.communicate(timeout=900)[0] for p in procs]
     codes = sorted(p.returncode for p in procs)

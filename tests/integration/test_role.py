@@ -51,7 +51,7 @@ def handover(guests: dict, tmp_path: Path, host_vars: dict | None = None, cli: t
     summary = tmp_path / "summary.json"
     args = tuple(x for inv in inventories[1:] for x in ("-i", inv)) + cli
     proc = run_playbook(playbook, inventories[0], tmp_path, check=False, args=args,
-                        extra={"kho_handover_kernel": KERNEL, **extra},
+                        extra={"kho_handover_kernel": KERNEL, "kho_targets": "all", **extra},
                         env={"ANSIBLE_CALLBACKS_ENABLED": "kexec.kho.kho_report", "KHO_REPORT_JSON": str(summary),
                              "KHO_REPORT_HTML": str(tmp_path / "report.html"), "ANSIBLE_SHOW_CUSTOM_STATS": "1",
                              **(env or {})})

@@ -74,3 +74,13 @@ def test_simulated(target, tmp_path, fixtures):
 def test_lab(target, tags, tmp_path, request, lab_reason):  # lab_reason: marks it `lab`, skips where no lab
     guest = request.getfixturevalue("lab_factory")() if target in DESTRUCTIVE else request.getfixturevalue("lab")
     run_playbook(TARGETS / target / "lab.yml", guest["inventory"], tmp_path, args=tags)
+
+
+def test_the_handover_playbook_refuses_to_start_without_kho_targets(tmp_path):
+    """playbooks/handover.yml kexecs every host it targets: without an explicit kho_targets it stops at once."""
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n"
+                         "[kho]\nweb-1 ansible_host=192.0.2.1\n")
+    proc = run_playbook(COLLECTION / "playbooks" / "handover.yml", str(inventory), tmp_path, check=False)
+    assert proc.returncode != 0 and "set kho_targets (-e kho_targets=GROUP)" in proc.stdout, proc.stdout[-3000:]
+    assert "web-1" not in proc.stdout  # no task ran on any host to hand over

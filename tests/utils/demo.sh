@@ -25,6 +25,6 @@ cache_state() {  # what kho-cache.service says it found when it started
 [ "$live" = live ] && cache_state
 # sid's user space takes minutes to come back under emulation: a longer wait there
 ANSIBLE_NOCOLOR=${ANSIBLE_NOCOLOR:-} ansible-playbook -i "$inventory" playbooks/handover.yml \
-  -e kho_handover_kernel=/boot/vmlinuz-kho -e kho_handover_kexec_timeout="$([ "$live" = live ] && echo 900 || echo 300)"
+  -e kho_targets=all -e kho_handover_kernel=/boot/vmlinuz-kho -e kho_handover_kexec_timeout="$([ "$live" = live ] && echo 900 || echo 300)"
 [ "$live" = live ] && cache_state
 exit 0
