@@ -83,13 +83,13 @@ options:
   scratch_param:
     description:
       - Which spelling of the scratch size to write, with O(scratch); the other spelling is removed.
-      - V(auto) writes the one the kernel that boots next parses (7.4 renames C(kho_scratch=) to C(kho_bootmem=)):
+      - V(auto) writes the one the kernel that boots next parses (7.4 renames C(kho_scratch=) to C(kho_bootmem=)),
         read from that kernel's image (the parameter names in its decompressed payload), or from its release where
         the image cannot be read (7.4 and later, C(kho_bootmem)). Where neither tells, V(auto) keeps the spelling
         the line has, else V(kho_scratch).
       - An explicit spelling that the next kernel would ignore is replaced by the one it parses, and reported in
         RV(next_kernel).
-      - The area's size is set by the first kernel of a kexec chain and reused by the next ones (7.x): a new value
+      - The area's size is set by the first kernel of a kexec chain and reused by the next ones (7.x), so a new value
         takes effect at the next cold boot.
     type: str
     default: auto

@@ -35,6 +35,9 @@ def handed_over(host, lu: dict | None, running_image: str | None) -> dict:
     for data in host.blobs(os.path.join(host.out_dir, "sub_fdts")).values():
         found |= _tokens(data)
     needed = {image.family(t): t for t in sorted(found)}
+    if "kho" not in needed:  # after a handover out/fdt is gone (7.x): the root this kernel accepted is the one it writes
+        needed.update({image.family(t): t for t in sorted(_tokens(host.read_bytes(os.path.join(host.in_dir, "fdt"))))
+                       if image.family(t) == "kho"})
     held = [s for s in (lu or {}).get("sessions") or [] if s.get("pid") != 1]
     wanted = [f for f in ("kho", "memfd" if held else None) if f and f not in needed]
     if wanted and host.exists(host.kho):
