@@ -151,9 +151,11 @@ class ActionModule(ActionBase):
                 self._connection.reset()  # never poll through the dead kernel's connection
                 return self._shell(_jump.arrival_command(root), limit, "a poll")["stdout"]
 
+            progress = self._progress(task_vars, jumped_at)
+            progress(_jump.EVENT_SENT, 0.0)
             back = _jump.wait_for_new_boot(read_new, old_id, float(opts["kexec_timeout"]),
                                            float(opts["poll_interval"]), probe,
-                                           not_jumped_after=float(opts["not_jumped_after"]))
+                                           not_jumped_after=float(opts["not_jumped_after"]), on_event=progress)
             downtime = time.monotonic() - jumped_at
             result.update(jumped=True, old_boot_answers=back["old_answers"], boot_id_after=back["boot_id"],
                           downtime=round(downtime, 2))
@@ -190,6 +192,15 @@ class ActionModule(ActionBase):
                 return result
         result["msg"] = f"back on boot {back['boot_id']} after {downtime:.1f} s"
         return result
+
+    @staticmethod
+    def _progress(task_vars, since: float):
+        """One line per host per state of the jump, at default verbosity, with the seconds since the trigger."""
+        host = (task_vars or {}).get("inventory_hostname", "?")
+
+        def say(state: str, _seconds: float) -> None:
+            display.display(f"{host}: kho_kexec: {state} after {time.monotonic() - since:.1f} s")
+        return say
 
     def _rollback(self, task_vars, load: dict) -> str:
         """Unload only an image this run loaded, or may have (the load's answer was lost); say what was done."""

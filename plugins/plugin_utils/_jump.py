@@ -139,9 +139,16 @@ def handover_failure(output: str, debugfs_root: str) -> str | None:
 BACKOFF, MAX_PAUSE = 1.5, 2.0  # the pause between polls grows by half each round, up to 2 s (or the interval)
 
 
+# The states of a jump as the wait sees them (progress lines; the phases of kho_kexec's return are spans between them).
+EVENT_SENT = "trigger sent"
+EVENT_GONE = "old kernel gone"
+EVENT_BANNER = "SSH banner back"
+EVENT_BACK = "new boot answered"
+
+
 def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25, probe=None,
                       wait_gone: float = 30.0, not_jumped_after: float | None = None, check_every: float = 5.0,
-                      clock=time.monotonic, sleep=time.sleep) -> dict:
+                      clock=time.monotonic, sleep=time.sleep, on_event=None) -> dict:
     """Poll until read() shows a well-formed boot id other than old_id.
 
     ``read`` runs arrival_command on the host and returns its output.  ``probe`` (optional) is a
@@ -155,14 +162,19 @@ def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25,
     starts trips its MaxStartups and drops the very login that was waited for.
     Raises NotJumped when the old boot reports that the jump failed or never started, or still
     answers ``not_jumped_after`` seconds in and was never seen gone; NotBack after ``timeout``.
-    Each carries the old boot's answers.
+    Each carries the old boot's answers.  ``on_event(state, seconds)`` is told each state as it is seen (progress).
     """
     start = clock()
     st = {"attempts": 0, "first_answer": None, "last_error": None, "seen_down": False, "old_answers": 0, "gone": None}
 
+    def tell(state):
+        if on_event is not None:
+            on_event(state, round(clock() - start, 1))
+
     def down():
         if not st["seen_down"]:
             st["seen_down"], st["gone"] = True, clock() - start
+            tell(EVENT_GONE)
 
     def attempt():
         st["attempts"] += 1
@@ -176,6 +188,7 @@ def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25,
         if new and new != old_id:
             # Without a probe, the host's first answer is the attempt that read the new boot id.
             first = st["first_answer"] if probe is not None else began
+            tell(EVENT_BACK)
             return {"boot_id": new, "attempts": st["attempts"], "waited": clock() - start, "gone": st["gone"],
                     "first_answer": first, "old_answers": st["old_answers"], "check": check}
         if new == old_id:
@@ -210,6 +223,7 @@ def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25,
         if answering:
             if probe is not None and st["seen_down"] and st["first_answer"] is None:  # back after being seen gone
                 st["first_answer"] = clock() - start
+                tell(EVENT_BANNER)
             back = attempt()
             if back:
                 return back

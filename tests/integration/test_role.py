@@ -81,7 +81,8 @@ def test_failed_load_rolls_back_under_the_oldest_core(lab_factory, tmp_path):
     run_playbook(prep, guests["inventory"], tmp_path)
     proc, summary = handover(guests, tmp_path, kho_handover_kernel="/tmp/truncated", **oldest)
     assert proc.returncode != 0
-    assert "KHO handover failed at 'Load, jump and wait for the new kernel'" in proc.stdout
+    assert "KHO handover failed in phase jump at 'Load, jump and wait for the new kernel'" in proc.stdout
+    assert summary[name]["failed_step"] == "jump"
     assert "kexec -s -l /tmp/truncated failed" in proc.stdout
     assert summary[name]["verdict"] == "failed, rolled back"
     after = facts(guests, tmp_path)[name]

@@ -213,3 +213,14 @@ def test_check_mode_loads_in_check_mode_and_never_triggers(monkeypatch):
 def test_a_failed_test_command_fails_after_the_jump(monkeypatch):
     res = run(Host(polls=[poll(NEW, "none")], test_rc=1), monkeypatch, test_command="systemctl is-active web")
     assert res["failed"] and res["jumped"] is True and "the test command failed: the test failed" in res["msg"]
+
+
+def test_the_jump_prints_each_state_as_it_happens(monkeypatch):
+    lines = []
+    monkeypatch.setattr(action.display, "display", lambda msg, *a, **k: lines.append(msg))
+    host = Host(polls=[poll(OLD, "started"), AnsibleConnectionFailure("reset"), poll(NEW, "none")])
+    res = run(host, monkeypatch)
+    assert not res.get("failed")
+    states = [line.split("kho_kexec: ", 1)[1].rsplit(" after ", 1)[0] for line in lines if "kho_kexec: " in line]
+    assert states == [_jump.EVENT_SENT, _jump.EVENT_GONE, _jump.EVENT_BACK], lines
+    assert all(line.endswith(" s") for line in lines)

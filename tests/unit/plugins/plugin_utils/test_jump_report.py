@@ -58,6 +58,15 @@ def test_connection_errors_count_as_not_yet():
     assert _jump.wait_for_new_boot(read, OLD, 60, 0.5, clock=clock, sleep=clock.sleep)["attempts"] == 4
 
 
+def test_each_state_of_the_jump_is_told_as_it_is_seen():
+    clock = Clock()
+    events = []
+    back = _jump.wait_for_new_boot(lambda: NEW, OLD, 60, 0.25, probe=lambda: clock.now < 1 or clock.now >= 12.3,
+                                   clock=clock, sleep=clock.sleep, on_event=lambda s, t: events.append((s, t)))
+    assert [s for s, _t in events] == [_jump.EVENT_GONE, _jump.EVENT_BANNER, _jump.EVENT_BACK]
+    assert events[0][1] == pytest.approx(1.0, abs=0.3) and events[1][1] >= 12.3 and back["boot_id"] == NEW
+
+
 def test_probe_waits_for_the_old_kernel_to_go_then_detects_fast():
     clock = Clock()
 
