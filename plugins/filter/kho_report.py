@@ -1,6 +1,7 @@
 # Copyright (c) kexec.kho contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filter: kho_summary_line, the handover summary's line for a host, as the kho_report callback prints it."""
+"""Filters: kho_summary_line, the handover summary's line for a host, as the kho_report callback prints it; and
+kho_result_normalise, a handover result in its one documented shape (the same on every ansible-core)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ def kho_summary_line(result, host):
     return _report.summary_line(host, result)
 
 
+def kho_result_normalise(result):
+    return _report.normalise(result)
+
+
 class FilterModule:
     def filters(self):
-        return {"kho_summary_line": kho_summary_line}
+        return {"kho_summary_line": kho_summary_line, "kho_result_normalise": kho_result_normalise}
