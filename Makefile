@@ -67,11 +67,15 @@ layout-lab: venv
 LABTEST = cd $(LAB_COLL) && KHO_OLDEST_VENV=$(if $(PY_OLDEST),$(abspath .venv-oldest)) \
 	ANSIBLE_COLLECTIONS_PATH=$(LAB_BUILD) python -m pytest -ra -p no:cacheprovider --durations=0
 
+# Each tier's pytest leaves a JUnit report; ran.py fails a tier that passed no test where the lab can run, and
+# records it as skipped, with the reason, where it cannot (tests/utils/tier.py shows it so).
 lab-lean: layout-lab host venv-oldest
-	$(LABTEST) -m "lab and not lab_full" tests/integration
+	$(LABTEST) -m "lab and not lab_full" tests/integration --junitxml=$(BUILD)/logs/lab-lean.xml
+	$(PYTHON) tests/utils/ran.py $(BUILD)/logs/lab-lean.xml lab-lean
 
 lab-full: layout-lab host venv-oldest
-	$(LABTEST) -m lab tests/integration
+	$(LABTEST) -m lab tests/integration --junitxml=$(BUILD)/logs/lab-full.xml
+	$(PYTHON) tests/utils/ran.py $(BUILD)/logs/lab-full.xml lab-full
 
 newest:
 	tests/utils/leg.sh newest "$(PY_NEWEST)" $(abspath .venv-newest) tests/requirements-newest.txt \

@@ -22,6 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG = ROOT / "build" / "logs" / "lab.log"
+# A stage that cannot run on this machine writes its reason to SKIPS/<target> (tests/utils/leg.sh, ran.py): the
+# table then says "skipped: reason", never "passed".
+SKIPS = ROOT / "build" / "logs" / "skips"
 LAB_BUILD = ("lab: host packages, kernel, root fs, disk, snapshot", "lab-build")
 
 # tier: (stages in the foreground, the lab chain in the background)
@@ -47,8 +50,12 @@ def fmt(seconds: float) -> str:
 
 def run(make: list, target: str, out=None) -> tuple[float, str]:
     started = time.monotonic()
+    skipped = SKIPS / target
+    skipped.unlink(missing_ok=True)
     rc = subprocess.run([*make, target], stdout=out, stderr=subprocess.STDOUT if out else None,
-                        check=False).returncode
+                        check=False, env={**os.environ, "KHO_SKIP_DIR": str(SKIPS)}).returncode
+    if rc == 0 and skipped.exists():
+        return time.monotonic() - started, f"skipped: {skipped.read_text().strip()}"
     return time.monotonic() - started, "passed" if rc == 0 else f"FAILED (rc {rc})"
 
 
@@ -61,7 +68,7 @@ def chain(make: list, stages: list, rows: list, venv_ready: threading.Event) -> 
                 venv_ready.wait()
             seconds, result = run(make, target, out)
             rows.append((name, seconds, result))
-            if result != "passed":
+            if result != "passed" and not result.startswith("skipped"):
                 rows += [(later, 0.0, f"not run: {target} failed") for later, _t in stages[i + 1:]]
                 return
 
@@ -89,13 +96,13 @@ def main() -> int:
         print(f"== {name} (make {target})", flush=True)
         rows.append((name, *run(fg_make, target)))
         venv_ready.set()
-        if target in dict(later).values() and rows[-1][2] != "passed":
+        if target in dict(later).values() and rows[-1][2] != "passed" and not rows[-1][2].startswith("skipped"):
             break
     if lab.ident:
         print("== waiting for the lab's background stages", flush=True)
         lab.join()
         text = LOG.read_text(errors="replace").splitlines()
-        failed = any(r[2] != "passed" for r in lab_rows)
+        failed = any(r[2].startswith(("FAILED", "not run")) for r in lab_rows)
         print("\n".join(text[-300:] if failed else text[-15:]), flush=True)
         rows += lab_rows
     total = time.monotonic() - started
@@ -105,7 +112,7 @@ def main() -> int:
     for name, seconds, result in rows:
         print(f"  {name:<{width}}  {fmt(seconds):>8}  {result}")
     print(f"  {'total':<{width}}  {fmt(total):>8}")
-    return 0 if all(r[2] == "passed" for r in rows) else 1
+    return 0 if all(r[2] == "passed" or r[2].startswith("skipped") for r in rows) else 1
 
 
 if __name__ == "__main__":
