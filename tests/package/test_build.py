@@ -22,12 +22,9 @@ def _run(argv, **kw):
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    dist = tmp_path_factory.mktemp("dist")
-    _run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(dist), str(ROOT)])
-    (tarball,) = dist.glob("kexec-kho-*.tar.gz")
-    dest = tmp_path_factory.mktemp("collections")
-    _run([str(BIN / "ansible-galaxy"), "collection", "install", "-p", str(dest), str(tarball)])
+def installed(shipped):
+    """The tarball built and installed once for the package tests (conftest.py's shipped)."""
+    dest, tarball, _names = shipped
     return dest, tarball
 
 
