@@ -9,6 +9,7 @@ passes the tokens it adds through cmdline.gate, whatever validated them before.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
@@ -26,6 +27,13 @@ _LONG_NUMBER = re.compile(r"[0-9]{64,}")
 _MENUENTRY = re.compile(r"""^\s*menuentry\s+(?:'([^']*)'|"([^"]*)"|(\S+))""")
 _LINUX = re.compile(r"^\s*linux(?:16|efi)?\s+\S+(.*)$")
 _BLSCFG = re.compile(r"""^\s*(?:export\s+)?GRUB_ENABLE_BLSCFG=["']?true["']?\s*$""", re.M)
+
+
+def needs_root(exc: OSError) -> str:
+    """The way out of a permission error for a user other than root."""
+    if exc.errno in (errno.EACCES, errno.EPERM) and os.geteuid() != 0:
+        return ": changing the boot loader configuration needs root, run with become: true"
+    return ""
 
 
 class BootloaderError(Exception):
@@ -122,7 +130,7 @@ class FileBackend(Backend):
                 try:
                     files.write_atomic(targets[path], new, module=self.module)
                 except OSError as exc:
-                    raise BootloaderError(f"writing {path} failed ({exc.strerror or exc})") from exc
+                    raise BootloaderError(f"writing {path} failed ({exc.strerror or exc}){needs_root(exc)}") from exc
                 written.append(path)
             for argv in commands:
                 self._run(argv)
