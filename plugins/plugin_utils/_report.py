@@ -147,8 +147,10 @@ def _hex(value) -> str:
 
 
 def _region(g: dict) -> str:
+    """A region as sent and as received; one the new kernel did not take up says so (received is not kept)."""
     after = _hex(g["start_after"]) if g["start_after"] is not None else "missing"
-    return f"{_text(g['name'])} {_hex(g['start_before'])} -> {after}"
+    kept = " (not taken up by the new kernel)" if g.get("revived") is False else ""
+    return f"{_text(g['name'])} {_hex(g['start_before'])} -> {after}{kept}"
 
 
 def plain(text: str) -> str:

@@ -331,3 +331,13 @@ def test_the_fleet_timeline_in_headless_chromium(tmp_path):
     tints = {_rgb("#f3f6fb"): hosts[0], _rgb("#fbf6ec"): hosts[3]}
     for tint, y in tints.items():
         assert any(_near(p, tint, 1) for p in rows[y][:40]), (tint, rows[y][:40])
+
+
+def test_a_region_not_taken_up_is_never_shown_as_kept():
+    r = _report.normalise({"verdict": "handed over, regions dropped: oops", "regions": [
+        {"name": "oops", "size": 1048576, "start_before": 0x3EB00000, "start_after": 0x3EB00000, "revived": False},
+        {"name": "trace", "size": 4194304, "start_before": 0x3E600000, "start_after": 0x3E600000, "revived": True}]})
+    line = _report.summary_line("web-1", r)
+    assert "oops 0x3eb00000 -> 0x3eb00000 (not taken up by the new kernel)" in line
+    assert "trace 0x3e600000 -> 0x3e600000 (not" not in line and "trace 0x3e600000 -> 0x3e600000" in line
+    assert "oops 0x3eb00000 -&gt; 0x3eb00000 (not taken up by the new kernel)" in _report.render_html({"web-1": r})
