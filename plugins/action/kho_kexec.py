@@ -18,6 +18,7 @@ from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
 display = Display()
 
 MODULE = "kexec.kho.kho_kexec"
+PATH_OPTIONS = tuple(k for k, spec in ARGUMENT_SPEC.items() if spec.get("type") == "path")
 ATTEMPT_SLACK = 10.0  # seconds a remote command may take beyond connect_timeout before it is abandoned
 
 
@@ -38,10 +39,16 @@ class ActionModule(ActionBase):
             check_values(valid)
         except (AnsibleActionFail, ValueError) as exc:
             return {**result, "failed": True, "jumped": False, "msg": f"kho_kexec: {exc}"}
-        opts = {**{k: valid[k] for k in JUMP_OPTIONS}, "debugfs_root": valid["debugfs_root"]}
+        root = args.get("debugfs_root") or ARGUMENT_SPEC["debugfs_root"]["default"]
+        if not isinstance(root, str) or not root.startswith("/") or "$" in root:
+            return {**result, "failed": True, "jumped": False,
+                    "msg": f"kho_kexec: debugfs_root is {root!r}: state=executed needs an absolute path on the host "
+                           "(no ~ or $: the controller polls it after the jump)"}
+        opts = {**{k: valid[k] for k in JUMP_OPTIONS}, "debugfs_root": root}
         # The host's part, in one run: load (the method resolved, auto: what keeps the host's live-update state),
-        # the pstore message, the queued jump.  The values as validated (typed, paths expanded), never the raw ones.
-        load_args = {k: valid[k] for k in args if k not in JUMP_OPTIONS}
+        # the pstore message, the queued jump.  The values as validated and typed, but paths as given: the module
+        # expands them on the host (a ~ is the host user's home, not the controller's).
+        load_args = {k: (args[k] if k in PATH_OPTIONS else valid[k]) for k in args if k not in JUMP_OPTIONS}
         return self._execute(result, load_args, opts, task_vars)
 
     # ------------------------------------------------------------ steps
@@ -170,7 +177,8 @@ class ActionModule(ActionBase):
             if exc.seen_down or not exc.old_answers:
                 return {**result, "failed": True, "changed": True, "msg": str(exc)}
             # Still on its old boot: as if the jump was never asked for.
-            return {**result, "failed": True, "jumped": False, "msg": f"{exc}; {self._rollback(task_vars, load)}"}
+            undone, unloaded = self._rollback(task_vars, load)
+            return {**result, "failed": True, "jumped": False, "unloaded": unloaded, "msg": f"{exc}; {undone}"}
         except AnsibleConnectionFailure as exc:  # test_command: the host is back, the test did not answer
             test = {"rc": -1, "stderr": str(exc)}
         finally:
@@ -182,7 +190,7 @@ class ActionModule(ActionBase):
         result.update(changed=True, rebooted=True, elapsed=round(time.monotonic() - started, 2),
                       detect_latency=(round(back["waited"] - back["first_answer"], 2)
                                       if back["first_answer"] is not None else None),
-                      attempts=back["attempts"], method=load.get("method"))
+                      attempts=back["attempts"], method=load.get("method"))  # null where the load's answer was lost
         if root:
             # Answered by the same command that read the new boot id: a shell test, not a kho_facts run.
             why = _jump.handover_failure(back["check"], root)
@@ -202,12 +210,14 @@ class ActionModule(ActionBase):
             display.display(f"{host}: kho_kexec: {state} after {time.monotonic() - since:.1f} s")
         return say
 
-    def _rollback(self, task_vars, load: dict) -> str:
-        """Unload only an image this run loaded, or may have (the load's answer was lost); say what was done."""
+    def _rollback(self, task_vars, load: dict) -> tuple:
+        """Unload only an image this run loaded, or may have (the load's answer was lost): (what was done, unloaded)."""
         if load.get("loaded_here") is False:
-            return "the image was loaded before this run and is left as it was"
+            return "the image was loaded before this run and is left as it was", False
         whose = "this run loaded" if load.get("loaded_here") else "this run may have loaded (the load's answer was lost)"
         res = self._execute_module(module_name=MODULE, module_args={"state": "unloaded"}, task_vars=task_vars)
         if res.get("failed"):
-            return f"unloading the image {whose} failed: {res.get('msg')}"
-        return f"the image {whose} was unloaded" if res.get("changed") else "no image was loaded any more"
+            return f"unloading the image {whose} failed: {res.get('msg')}", False
+        if res.get("changed"):
+            return f"the image {whose} was unloaded", True
+        return "no image was loaded any more", False

@@ -69,9 +69,10 @@ def kho_liveupdate_verify(before, after, method):
 
 
 def _region_list(facts: dict, path: tuple, which: str) -> None:
-    value = facts
-    for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
+    side = facts.get(path[0])
+    if side is not None and not isinstance(side, dict):
+        raise AnsibleFilterError(f"kho_regions_verify: {which}.{path[0]} is {side!r:.80}: expected a mapping or null")
+    value = (side or {}).get(path[1])
     if value is None:
         return
     good = isinstance(value, list) and all(isinstance(r, dict) and isinstance(r.get("name"), str)
@@ -88,10 +89,10 @@ def kho_regions_verify(before, after, allowed=None):
     for facts, which in ((before, "before"), (after, "after")):
         for side in ("in", "out"):
             _region_list(facts, (side, "reserve_mem"), which)
-    for key in ("log", "reserve_mem_param"):
-        value = after.get(key)
+    for facts, which, key in ((before, "before", "log"), (after, "after", "log"), (after, "after", "reserve_mem_param")):
+        value = facts.get(key)
         if value is not None and not (isinstance(value, list) and all(isinstance(x, str) for x in value)):
-            raise AnsibleFilterError(f"kho_regions_verify: after.{key} is {value!r:.80}: expected a list of strings or null")
+            raise AnsibleFilterError(f"kho_regions_verify: {which}.{key} is {value!r:.80}: expected a list of strings or null")
     allowed = _plain(allowed) or []
     if not isinstance(allowed, list) or not all(isinstance(x, str) for x in allowed):
         raise AnsibleFilterError(f"kho_regions_verify: the regions allowed to go are {allowed!r:.80}: expected a list of names")

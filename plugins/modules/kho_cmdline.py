@@ -97,7 +97,8 @@ options:
   next_kernel:
     description:
       - The image of the kernel that boots next, read to choose O(scratch_param). By default, C(grubby
-        --default-kernel) where grubby is the boot loader, else the newest C(/boot/vmlinuz-*).
+        --default-kernel) where grubby is installed, else the newest C(/boot/vmlinuz-*) by release (a C(-rc) before
+        its final release).
     type: path
     version_added: 0.3.0
   reserve_mem:

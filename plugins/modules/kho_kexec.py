@@ -375,11 +375,19 @@ target:
     - Whether the target kernel reads what this kernel hands over (see O(target_check)). C(status) V(compatible),
       V(incompatible) or V(unknown); C(handed_over), the compatibles handed over; C(missing), those the target lacks;
       C(consequences), what would happen; C(target_release) and C(source_release); C(target_compatibles); C(source),
-      where the target's support was read (V(image), a config file, V(embedded)); C(msg) where not compatible.
+      where the target's support was read (V(image), or the path of the config file read instead); C(msg) where not
+      compatible. The LUO entry counts as handed over only where something rides on it (sessions that processes
+      hold, units that preserve through it).
   returned: O(state=loaded); for O(state=executed) in RV(load)
   type: dict
   sample: {status: incompatible, handed_over: [kho-v4, luo-v5, memblock-v1, memfd-v2, reserve-mem-v1], missing: [memfd-v2],
            target_release: 7.3.4, source_release: 7.3.4, source: image}
+  version_added: 0.3.0
+unloaded:
+  description: With O(state=executed), a jump that did not happen unloaded the image this run loaded (or may have, the
+    load's answer being lost); V(false) where it left the image as it was.
+  returned: O(state=executed), when the jump did not happen
+  type: bool
   version_added: 0.3.0
 loaded_here:
   description:

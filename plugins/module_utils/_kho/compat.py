@@ -29,14 +29,35 @@ def _tokens(data: bytes | None) -> set:
     return {m.decode() for m in image.TOKEN.findall((data or b"")[:READ_LIMIT])}
 
 
+def _read(host, path: str) -> bytes | None:
+    try:
+        return host.read_bytes(path)
+    except OSError:  # an unreadable blob names no format: what it would have named is then not checked
+        return None
+
+
+def _carried_by_luo(lu: dict | None) -> bool:
+    """Whether anything rides on LUO: sessions processes hold, or systemd units preserving through it."""
+    lu = lu or {}
+    held = any(s.get("pid") != 1 for s in lu.get("sessions") or [])
+    units = [u for u in ((lu.get("systemd") or {}).get("preserving_units") or []) if u.get("fd_store") or u.get("luo_session")]
+    return held or bool(units)
+
+
 def handed_over(host, lu: dict | None, running_image: str | None) -> dict:
     """{family: token} the running kernel is about to hand over; the running image is read only where needed."""
-    found = _tokens(host.read_bytes(os.path.join(host.out_dir, "fdt")))
-    for data in host.blobs(os.path.join(host.out_dir, "sub_fdts")).values():
+    found = _tokens(_read(host, os.path.join(host.out_dir, "fdt")))
+    try:
+        blobs = host.blobs(os.path.join(host.out_dir, "sub_fdts")).values()
+    except OSError:
+        blobs = []
+    for data in blobs:
         found |= _tokens(data)
     needed = {image.family(t): t for t in sorted(found)}
+    if not _carried_by_luo(lu):  # an empty LUO entry loses nothing on a target without LUO
+        needed.pop("luo", None)
     if "kho" not in needed:  # after a handover out/fdt is gone (7.x): the root this kernel accepted is the one it writes
-        needed.update({image.family(t): t for t in sorted(_tokens(host.read_bytes(os.path.join(host.in_dir, "fdt"))))
+        needed.update({image.family(t): t for t in sorted(_tokens(_read(host, os.path.join(host.in_dir, "fdt"))))
                        if image.family(t) == "kho"})
     held = [s for s in (lu or {}).get("sessions") or [] if s.get("pid") != 1]
     wanted = [f for f in ("kho", "memfd" if held else None) if f and f not in needed]

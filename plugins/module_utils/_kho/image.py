@@ -11,7 +11,7 @@ decompressed kernel, so they are looked for there: bounded reads, decompressed w
 
 from __future__ import annotations
 
-import gzip
+import io
 import os
 import re
 import struct
@@ -42,14 +42,20 @@ def family(token: str) -> str:
 
 
 def _zstd(data: bytes) -> bytes | None:
+    """The first frame, at most MAX_KERNEL bytes of it, with Python 3.14's compression.zstd or zstandard; None else.
+    (A bzImage follows the frame with its 4-byte size, so only one frame is read.)"""
     for name in ("compression.zstd", "zstandard"):
         try:
             mod = __import__(name, fromlist=["_"])
         except ImportError:
             continue
-        if hasattr(mod, "ZstdDecompressor") and hasattr(mod.ZstdDecompressor(), "decompressobj"):
-            return mod.ZstdDecompressor().decompressobj().decompress(data)[:MAX_KERNEL]
-        return mod.decompress(data)[:MAX_KERNEL]
+        try:
+            if name == "compression.zstd":
+                return mod.ZstdDecompressor().decompress(data, max_length=MAX_KERNEL)
+            reader = mod.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=False)
+            return reader.read(MAX_KERNEL)
+        except Exception:  # pylint: disable=broad-except  # either module's own error type: unreadable, not a crash
+            return None
     return None
 
 
@@ -95,7 +101,7 @@ def embedded_config(kernel: bytes) -> dict | None:
     if start < 0 or end < 0:
         return None
     try:
-        text = gzip.decompress(kernel[start + 8:end]).decode("utf-8", "replace")
+        text = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(kernel[start + 8:end], 4 << 20).decode("utf-8", "replace")
     except (OSError, EOFError, zlib.error):
         return None
     return config_of(text)
@@ -145,7 +151,9 @@ def inspect(path: str, boot: str = "/boot") -> dict:
 
 
 def _version_key(name: str) -> tuple:
-    return tuple(int(x) if x.isdigit() else -1 for x in re.split(r"[.+~-]", name))
+    """A release's sort key: numbers as numbers, and a -rc before its final release (7.4.0-rc3 < 7.4.0)."""
+    parts = re.split(r"[.+~-]", name)
+    return tuple((int(x), 1) if x.isdigit() else ((-1, 0) if x.startswith("rc") else (-1, 1)) for x in parts) + ((0, 2),)
 
 
 def newest_in_boot(boot: str = "/boot") -> str | None:

@@ -409,8 +409,8 @@ def start_jump(module, host, kexec: Kexec, p: dict) -> dict:
         if p["pmsg"] is not None:
             result["pmsg_path"] = write_pmsg(host, p["pmsg"])
         result["trigger"] = queue_jump(module, host, kexec, result["method"])
-    except KexecError as exc:
-        undo(host, exc, result["finalized_here"], kexec)
+    except KexecError as exc:  # unload only an image this run loaded
+        undo(host, exc, result["finalized_here"], kexec if result["loaded_here"] else None)
     return {**result, "triggered": True, "msg": "loaded; the jump is queued"}
 
 

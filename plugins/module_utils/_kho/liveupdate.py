@@ -260,6 +260,9 @@ def check_shape(lu, which: str) -> None:
     for i, unit in enumerate(_records(sd.get("preserving_units"), f"{which}.systemd.preserving_units", "unit", str)):
         _int_or_none(unit.get("fd_store"), f"{which}.systemd.preserving_units[{i}].fd_store")
     _int_or_none((lu.get("outgoing") or {}).get("next_number"), f"{which}.outgoing.next_number")
+    for key, value in (lu.get("restore_failures") or {}).items():
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise ValueError(f"{which}.restore_failures.{key} is {value!r:.80}: expected a list of names")
 
 
 def verify(before: dict, after: dict, method: str) -> dict:

@@ -20,9 +20,16 @@ RAMOOPS = re.compile(r"ramoops: using (0x[0-9a-fA-F]+|\d+)@(0x[0-9a-fA-F]+|\d+)"
 MAX_LINES = 4096  # log lines looked at, at most
 
 
+CACHE_LINE = 64  # SMP_CACHE_BYTES on x86: reserve_mem() rounds a smaller alignment up to it
+
+
 def on_line(line: str) -> dict:
-    """{label: {"size", "align"}} of the well-formed reserve_mem= values of a command line (the last one wins)."""
-    return {r["label"]: {"size": r["size"], "align": r["align"]} for r in kho_params(line or "")["reserve_mem"]}
+    """{label: {"size", "align"}} of the well-formed reserve_mem= values of a command line; the kernel keeps the
+    first one of a name (a later one is refused, -EBUSY), and aligns to at least a cache line."""
+    found: dict = {}
+    for r in kho_params(line or "")["reserve_mem"]:
+        found.setdefault(r["label"], {"size": r["size"], "align": max(r["align"], CACHE_LINE)})
+    return found
 
 
 def dropped_by(running: str, target: str) -> list:
@@ -35,9 +42,10 @@ def dropped_by(running: str, target: str) -> list:
             why = f"the target command line has no reserve_mem= for {label!r}"
         elif other["size"] != region["size"]:
             why = f"the target command line asks {other['size']} bytes for {label!r}, the running kernel has {region['size']}"
-        elif other["align"] > region["align"] and region["align"]:
+        elif other["align"] > region["align"]:
             why = (f"the target command line asks an alignment of {other['align']} for {label!r}, the running kernel "
-                   f"placed it with {region['align']} (revived only where the old start is aligned so)")
+                   f"placed it with {region['align']}: the kernel revives it only where its start is aligned so, which "
+                   "this line does not promise")
         else:
             continue
         dropped.append({"name": label, "reason": why})

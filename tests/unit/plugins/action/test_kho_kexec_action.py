@@ -140,7 +140,7 @@ def test_a_jump_that_did_not_happen_is_undone(monkeypatch, load, status, why, un
     res = run(host, monkeypatch)
     assert res["failed"] and res["jumped"] is False and res["boot_id_after"] is None
     assert res["msg"].startswith("the jump did not happen: " + why) and res["msg"].endswith(undone)
-    assert host.log[-1] == "module unloaded"
+    assert host.log[-1] == "module unloaded" and res["unloaded"] is True
 
 
 def test_an_image_this_run_did_not_load_is_left_loaded(monkeypatch):
@@ -150,16 +150,21 @@ def test_an_image_this_run_did_not_load_is_left_loaded(monkeypatch):
     res = run(host, monkeypatch)
     assert res["failed"] and res["jumped"] is False
     assert res["msg"].endswith("the image was loaded before this run and is left as it was")
-    assert "module unloaded" not in host.log
+    assert "module unloaded" not in host.log and res["unloaded"] is False
 
 
 def test_options_are_used_as_validated(monkeypatch):
-    """An integer expect_boot_id is refused by name (not an AttributeError); a ~ path reaches the host expanded."""
+    """An integer expect_boot_id is refused by name (not an AttributeError); paths reach the host as given (the module
+    expands them there); a debugfs_root the controller could not poll is refused with the reason."""
     res = run(Host(polls=[poll(NEW, "none")]), monkeypatch, expect_boot_id=12345)
     assert res["failed"] and "expect_boot_id is '12345', not a boot id" in res["msg"]
     host = Host(polls=[poll(NEW, "none")])
-    run(host, monkeypatch, debugfs_root="~/debug")
-    assert host.module_args[0]["debugfs_root"].startswith("/") and "~" not in host.module_args[0]["debugfs_root"]
+    run(host, monkeypatch, kernel="~/vmlinuz", state_dir="/run/x")
+    assert host.module_args[0]["kernel"] == "~/vmlinuz" and host.module_args[0]["state_dir"] == "/run/x"
+    for root in ("~/debug", "$D/debug", "debug"):
+        host = Host(polls=[poll(NEW, "none")])
+        res = run(host, monkeypatch, debugfs_root=root)
+        assert res["failed"] and "needs an absolute path on the host" in res["msg"] and host.module_args == []
 
 
 def test_a_jump_the_host_could_not_queue_is_not_waited_for(monkeypatch):

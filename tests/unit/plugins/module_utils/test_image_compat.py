@@ -110,3 +110,21 @@ def test_an_unreadable_target_whose_config_lacks_a_handler_is_incompatible(runni
     target = image.inspect(write(tmp_path, "target", compression="lz4"), boot=str(tmp_path))
     support = compat.check(needed, target, True)
     assert support["status"] == "incompatible" and support["missing"] == ["memfd-v2"]
+
+
+def test_an_rc_comes_before_its_final_release(tmp_path):
+    for rel in ("7.4.0-rc3", "7.4.0", "7.3.4"):
+        (tmp_path / f"vmlinuz-{rel}").write_bytes(b"x")
+    assert image.newest_in_boot(str(tmp_path)).endswith("vmlinuz-7.4.0")
+
+
+def test_the_luo_entry_is_handed_over_only_where_something_rides_on_it(running, tmp_path, fixtures):
+    luo = fixtures / "liveupdate" / "out_sub_fdts_LUO"
+    (tmp_path / "host" / "debug" / "kho" / "out" / "sub_fdts" / "LUO").write_bytes(luo.read_bytes())
+    no_luo = write(tmp_path, "target", tokens=("kho-v4", "memblock-v1", "reserve-mem-v1"))
+    quiet = compat.handed_over(running, {"sessions": []}, write(tmp_path, "running"))
+    assert "luo" not in quiet and compat.check(quiet, image.inspect(no_luo), False)["status"] == "compatible"
+    held = compat.handed_over(running, SESSIONS, write(tmp_path, "running"))
+    assert held["luo"] == "luo-v5" and compat.check(held, image.inspect(no_luo), True)["missing"] == ["luo-v5", "memfd-v2"]
+    units = {"systemd": {"preserving_units": [{"unit": "kho-cache.service", "fd_store": 1}]}}
+    assert compat.handed_over(running, units, write(tmp_path, "running"))["luo"] == "luo-v5"

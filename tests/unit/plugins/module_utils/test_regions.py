@@ -117,11 +117,18 @@ def test_a_region_missing_from_the_incoming_tree_is_lost(before, kept):
     ({"out": {"reserve_mem": [{"name": "oops", "start": "0", "size": 1}]}}, "after.out.reserve_mem"),
     ({"log": "Revived"}, "after.log"),
     ({"reserve_mem_param": [1]}, "after.reserve_mem_param"),
+    ({"in": "x"}, "after.in is"),
+    ({"out": ["x"]}, "after.out is"),
     ([], "ansible_facts.kho"),
 ])
 def test_the_regions_filter_refuses_malformed_facts_with_the_reason(before, after, needle):
     with pytest.raises(AnsibleFilterError, match=needle.replace(".", r"\.")):
         kho_regions_verify(before, after)
+
+
+def test_the_regions_filter_refuses_a_bad_log_before(before, kept):
+    with pytest.raises(AnsibleFilterError, match=r"before\.log is"):
+        kho_regions_verify({**before, "log": {"a": 1}}, kept)
 
 
 def test_the_regions_filter_refuses_a_bad_allowed_list(before, kept):
@@ -135,6 +142,7 @@ def test_the_regions_filter_refuses_a_bad_allowed_list(before, kept):
     ({"systemd": {"kexec_count": "1"}}, r"before\.systemd\.kexec_count"),
     ({"systemd": {"preserving_units": [{"fd_store": 1}]}}, r"preserving_units\[0\]\.unit"),
     ({"outgoing": {"next_number": True}}, "next_number"),
+    ({"restore_failures": {"sessions": "abc"}}, r"restore_failures\.sessions"),
     (None, "expected ansible_facts.kho.liveupdate"),
 ])
 def test_the_live_update_filter_refuses_malformed_facts_with_the_reason(before, needle):
@@ -176,3 +184,13 @@ def test_the_recorded_handover_without_the_regions_is_lost(fixtures):
     assert result["kept"] == [] and result["lost"][0].startswith("oops: handed over but not revived")
     assert result["regions"][0]["evidence"] == {"out_tree": False} and result["ramoops_detached"] == ["oops"]
     assert regions.taken_up(before, after, allowed=["oops"])["dropped"] == ["oops"]
+
+
+@pytest.mark.parametrize("running, target, dropped", [
+    ("reserve_mem=1M:0:oops", "reserve_mem=1M:64:oops", []),  # both a cache line: the kernel rounds 0 up to 64
+    ("reserve_mem=1M:0:oops", "reserve_mem=1M:8M:oops", ["oops"]),  # the start is not promised to be 8M-aligned
+    ("reserve_mem=1M:4096:oops", "reserve_mem=1M:4096:oops reserve_mem=2M:4096:oops", []),  # the first one counts
+    ("reserve_mem=1M:4096:oops", "reserve_mem=2M:4096:oops reserve_mem=1M:4096:oops", ["oops"]),
+])
+def test_the_kernels_own_rules_decide_what_a_line_keeps(running, target, dropped):
+    assert [d["name"] for d in regions.dropped_by(running, target)] == dropped
