@@ -35,7 +35,7 @@ KERNEL = lab.GUEST_KERNEL
 LIMIT = 150  # seconds a scenario may take before it is recorded as 'did not return' (--limit)
 # The reboot plugin's scenarios: a dead session ends after about 3 s without an answer, not never.
 REBOOT_SSH_ARGS = "-o ServerAliveInterval=1 -o ServerAliveCountMax=3"
-CONTROLLER_ONLY = {"decode", "report", "hostile"}  # --only names that need no lab: always measured, on the controller
+CONTROLLER_ONLY = {"decode", "report", "hostile", "controller"}  # --only names that need no lab: always measured, on the controller
 
 
 class Console(threading.Thread):
@@ -288,6 +288,57 @@ def hostile_hosts() -> dict:
     return out
 
 
+def _one_host(recorded: dict, log: list) -> str:
+    """The controller's part of one host's handover against recorded answers: the jump's wait loop (old boot, gone,
+    back), the decode of the facts before and after, the regions and live update verdicts, the summary line."""
+    from ansible_collections.kexec.kho.plugins.filter import kho as filters  # pylint: disable=import-outside-toplevel
+    from ansible_collections.kexec.kho.plugins.plugin_utils import _handover, _jump, _report  # pylint: disable=import-outside-toplevel
+    old, new = "11111111-2222-3333-4444-555555555555", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+    answers = iter([f"{old}\nstarted\nin\n", OSError("gone"), OSError("gone"), f"{new}\nnone\nin\n"])
+    clock = [0.0]
+
+    def read():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+    _jump.wait_for_new_boot(read, old, 300, 0.25, clock=lambda: clock[0],
+                            sleep=lambda s: clock.__setitem__(0, clock[0] + s))
+    before, after = _handover.facts_from_raw(recorded["before"]), _handover.facts_from_raw(recorded["after"])
+    after["log"] = log
+    taken = filters.kho_regions_verify(before, after, [])
+    lu = filters.kho_liveupdate_verify({"device": False}, {"device": False}, "kexec")
+    result = _report.normalise({"verdict": "verified" if not taken["lost"] else "failed", "downtime": 20.0,
+                                "regions": taken["regions"], "liveupdate": lu})
+    return _report.summary_line("host", result)
+
+
+def controller_fleet(sizes=(1, 100, 1000), forks: int = 50) -> dict:
+    """The controller's CPU seconds per host handover, for simulated fleets (no guests), forks workers at a time."""
+    import concurrent.futures  # pylint: disable=import-outside-toplevel
+    import resource  # pylint: disable=import-outside-toplevel
+    from simtree import FIXTURES  # pylint: disable=import-outside-toplevel
+
+    def side(directory: str, name: str) -> dict:
+        return {"present": True, "fdt": None, "sub_blobs": {
+            p.name[len(name) + len("_sub_fdts_"):]: base64.b64encode(p.read_bytes()).decode()
+            for p in (FIXTURES / directory).glob(f"{name}_sub_fdts_*")}}
+    recorded = {"before": {"interface": "live", "out": side("cold", "out"), "in": {"present": False}},
+                "after": {"interface": "live", "out": side("handover1", "out"), "in": side("handover1", "in")}}
+    log = (FIXTURES / "handover1" / "dmesg_kho.txt").read_text().splitlines()
+    out = {}
+    for n in sizes:
+        start = resource.getrusage(resource.RUSAGE_SELF)
+        wall = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=forks) as pool:
+            lines = list(pool.map(lambda _i: _one_host(recorded, log), range(n)))
+        end = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (end.ru_utime - start.ru_utime) + (end.ru_stime - start.ru_stime)
+        out[str(n)] = {"hosts": n, "cpu_seconds": round(cpu, 3), "cpu_per_host": round(cpu / n, 4),
+                       "wall_seconds": round(time.perf_counter() - wall, 3), "verified": sum("verified" in x for x in lines)}
+    return out
+
+
 def main() -> None:
     global LIMIT  # pylint: disable=global-statement  # one figure the scenarios and their reboot_timeout share
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -306,6 +357,7 @@ def main() -> None:
     results["report"] = report_cost(1000)
     results["hostile"] = hostile_inputs()
     results["hostile_hosts"] = hostile_hosts()
+    results["controller_fleet"] = controller_fleet()
     if why:
         print(f"lab scenarios skipped: {why}")
     else:
@@ -393,6 +445,10 @@ def report(results: dict) -> None:
     for name, h in results["hostile_hosts"].items():
         print(f"  {name:18} {h['base64_mib']:6.1f} MiB sent  {h['seconds']:6.3f} s  peak {h['peak_mib']:5.1f} MiB  "
               f"{h['result']}{'' if h['result'] == h['expected'] else ' (EXPECTED ' + h['expected'] + ')'}")
+    print("the controller's own work per host (simulated fleet, recorded answers, 50 at a time; target <= 1 CPU-second):")
+    for n, f in results["controller_fleet"].items():
+        print(f"  {n:>5} hosts  {f['cpu_seconds']:8.3f} CPU-s  {f['cpu_per_host']:.4f} per host  wall {f['wall_seconds']} s  "
+              f"verified {f['verified']}")
     print("hostile inputs (controller decode; target: each refused or decoded in < 1 s and < 100 MB):")
     for name, h in results["hostile"].items():
         print(f"  {name:16} {h['bytes'] / 2**20:6.2f} MiB  {h['seconds']:6.3f} s  peak {h['peak_mib']:6.1f} MiB  "
@@ -415,6 +471,9 @@ def report(results: dict) -> None:
         "largest hostile peak, MiB (target < 100)": max(h["peak_mib"] for h in results["hostile"].values()),
         "slowest hostile host, seconds (target < 1)": max(h["seconds"] for h in results["hostile_hosts"].values()),
         "largest hostile host peak, MiB (target < 64)": max(h["peak_mib"] for h in results["hostile_hosts"].values()),
+        "controller CPU-seconds per host, 1000 simulated hosts (target <= 1)": results["controller_fleet"]["1000"]["cpu_per_host"],
+        "controller CPU per host, 1000 hosts / 100 hosts (linear growth: near 1)": ratio(
+            results["controller_fleet"]["1000"]["cpu_per_host"], results["controller_fleet"]["100"]["cpu_per_host"]),
     }
     results["targets"] = targets
     print("targets:")
