@@ -13,6 +13,7 @@ import sys
 
 import pytest
 from test_faults import assert_untouched, guest_run
+from test_role import facts as facts_of
 from test_role import handover
 from test_targets import HERE
 
@@ -142,3 +143,42 @@ def test_kexec_e_would_lose_the_fd_store_refused_then_an_accepted_loss_fails(lab
     assert lost["verdict"] == "failed after the jump", lost
     assert "kho-cache.service's fd store (1 fds) was lost" in lost["error"], lost
     assert cache_service(guests, tmp_path)["state"].startswith("created on boot "), "the store was lost"
+
+
+# ---------------------------------------------------------------- targets that cannot read what they are handed (#27)
+
+@pytest.fixture(scope="module")
+def variants(lab_reason):
+    """The lab kernel's source built twice more: without CONFIG_LIVEUPDATE_MEMFD, and without CONFIG_LIVEUPDATE."""
+    found = {}
+    for variant in ("nomemfd", "noluo"):
+        proc = subprocess.run([sys.executable, str(LAB), "variant", variant], capture_output=True, text=True, check=False)
+        if proc.returncode:
+            pytest.fail(f"building the {variant} kernel failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        found[variant] = json.loads(proc.stdout.strip().splitlines()[-1])["bzImage"]
+    return found
+
+
+def test_a_target_that_cannot_restore_the_sessions_is_refused(lab_factory, tmp_path, selftests, variants):
+    """Sessions held: each variant refused before any change, naming what it lacks; forced, never verified.
+    No sessions: the target without LUO takes the handover, its regions verified."""
+    guests = lab_factory(2, "--append", "liveupdate=on")
+    quiet, holder = (g["name"] for g in guests["guests"])
+    guest_run(guests, tmp_path, "".join(f"    - ansible.builtin.copy: {{src: '{path}', dest: /boot/vmlinuz-{v}, mode: '0644'}}\n"
+                                        for v, path in variants.items()))
+    proc, summary = handover(guests, tmp_path, kho_targets=quiet, kho_handover_kernel="/boot/vmlinuz-noluo")
+    assert proc.returncode == 0 and summary[quiet]["verdict"] == "verified", proc.stdout[-4000:]
+    assert summary[quiet]["target_support"] == "compatible" and summary[quiet]["regions"][0]["revived"] is True
+    stage(guests, tmp_path, selftests, 1, ("luo_kexec_simple",))  # the quiet guest's stage fails: no LUO there
+    for variant, lacks in (("nomemfd", "memfd-v2"), ("noluo", "luo-v5")):
+        proc, summary = handover(guests, tmp_path, kho_targets=holder, kho_handover_kernel=f"/boot/vmlinuz-{variant}")
+        refused = summary[holder]
+        assert proc.returncode != 0 and refused["verdict"] == "failed, rolled back", refused
+        assert f"cannot read {lacks}" in refused["error"] or lacks in refused["error"], refused
+    state = facts_of(guests, tmp_path)[holder]
+    assert state["kexec_loaded"] is False and state["in"]["present"] is False  # nothing changed on it
+    proc, summary = handover(guests, tmp_path, kho_targets=holder, kho_handover_kernel="/boot/vmlinuz-nomemfd",
+                             kho_handover_target_check="report")
+    forced = summary[holder]
+    assert forced["verdict"] == "failed after the jump" and forced["target_support"] == "incompatible", forced
+    assert "kexec_simple_state" in forced["error"] and "not confirmed" in forced["error"], forced

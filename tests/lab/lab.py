@@ -209,13 +209,32 @@ def source_tree(deb: Path) -> Path:
 
 # ---------------------------------------------------------------- kernel
 
-def kernel_dir() -> Path:
+# Target kernels built from the same source with one part of live update left out (issue 27): a guest holding
+# LUO sessions must be refused before any change when asked to hand over to them.
+VARIANTS = {"nomemfd": "# CONFIG_LIVEUPDATE_MEMFD is not set\n", "noluo": "# CONFIG_LIVEUPDATE is not set\n"}
+
+
+def kernel_dir(variant: str | None = None) -> Path:
     deb = fetch_source()
-    return CACHE / f"kernel-{digest(deb.name, FRAGMENT.read_bytes(), KERNEL_RECIPE)}"
+    extra = (VARIANTS[variant],) if variant else ()
+    return CACHE / f"kernel-{digest(deb.name, FRAGMENT.read_bytes(), KERNEL_RECIPE, *extra)}"
 
 
-def build_kernel() -> Path:
-    out = kernel_dir()
+def check_config(final: str, variant: str | None) -> None:
+    """Every option the fragment sets is in the final config (a variant: its own option off, KHO still on)."""
+    if variant:
+        off = VARIANTS[variant].split()[1]
+        if f"{off}=y\n" in final or "CONFIG_KEXEC_HANDOVER=y\n" not in final:
+            raise SystemExit(f"kernel variant {variant}: {off} still set, or KHO dropped")
+        return
+    wanted = re.findall(r"^(CONFIG_\w+)=y$", FRAGMENT.read_text(), re.M)
+    lost = [w for w in wanted if f"{w}=y\n" not in final]
+    if lost:
+        raise SystemExit(f"kernel config dropped: {', '.join(lost)}")
+
+
+def build_kernel(variant: str | None = None) -> Path:
+    out = kernel_dir(variant)
     if (out / "bzImage").exists():
         log(f"kernel cached: {out / 'bzImage'}")
         return out
@@ -226,15 +245,14 @@ def build_kernel() -> Path:
     log(f"configuring kernel in {build}")
     make = ["make", "-C", str(src), f"O={build}", f"-j{os.cpu_count() or 1}", "-s"]
     run([*make, "tinyconfig"])
-    run([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build),
-         str(build / ".config"), str(src / "kernel/configs/kvm_guest.config"), str(FRAGMENT)],
+    fragments = [str(src / "kernel/configs/kvm_guest.config"), str(FRAGMENT)]
+    if variant:
+        (build / "variant.config").write_text(VARIANTS[variant])
+        fragments.append(str(build / "variant.config"))
+    run([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build), str(build / ".config"), *fragments],
         stdout=subprocess.DEVNULL)
     run([*make, "olddefconfig"])
-    final = (build / ".config").read_text()
-    wanted = re.findall(r"^(CONFIG_\w+)=y$", FRAGMENT.read_text(), re.M)
-    lost = [w for w in wanted if f"{w}=y\n" not in final]
-    if lost:
-        raise SystemExit(f"kernel config dropped: {', '.join(lost)}")
+    check_config((build / ".config").read_text(), variant)
     log("building bzImage (minutes)")
     run([*make, "bzImage"])
     tmp = out.with_name(out.name + ".tmp")
@@ -870,6 +888,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build")
     p.set_defaults(func=build_command)
     p.add_argument("--snapshot", action="store_true", help="also the booted-guest snapshot that `up` restores")
+    p = sub.add_parser("variant", help="a target kernel from the same source with part of live update left out")
+    p.add_argument("variant", choices=sorted(VARIANTS))
+    p.set_defaults(func=lambda a: print(json.dumps({"bzImage": str(build_kernel(a.variant) / "bzImage")})))
     sub.add_parser("selftests", help="build the kernel's LUO selftests from the lab's source").set_defaults(
         func=build_selftests)
     sub.add_parser("unavailable", help="print why the lab cannot run here (nothing when it can)").set_defaults(

@@ -147,6 +147,13 @@ def test_verify_passes_when_everything_came_across():
     assert lu.verify(before, after, "systemctl")["lost"] == []
 
 
+def test_an_luo_entry_that_carried_nothing_loses_nothing():
+    """A target without LUO logs no liveupdate number; with no session and no preserved store, nothing was lost."""
+    assert lu.verify(facts(number=1), facts(incoming=None), "kexec")["lost"] == []
+    assert lu.verify(facts(sessions=[SESSION], number=1), facts(incoming=None), "kexec")["lost"][0].startswith(
+        "the new kernel logged liveupdate number None")
+
+
 def test_verify_names_every_loss():
     before = facts(sessions=[SESSION], units=[STORE], number=3, count=0)
     after = facts(units=[{**STORE, "fd_store": 0}], incoming=None, count=0)
