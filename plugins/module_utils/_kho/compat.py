@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import image
+from ansible_collections.kexec.kho.plugins.module_utils._kho import image, liveupdate
 
 READ_LIMIT = 1 << 20  # bytes of each outgoing blob looked through
 CONSEQUENCE = {
@@ -36,14 +36,6 @@ def _read(host, path: str) -> bytes | None:
         return None
 
 
-def _carried_by_luo(lu: dict | None) -> bool:
-    """Whether anything rides on LUO: sessions processes hold, or systemd units preserving through it."""
-    lu = lu or {}
-    held = any(s.get("pid") != 1 for s in lu.get("sessions") or [])
-    units = [u for u in ((lu.get("systemd") or {}).get("preserving_units") or []) if u.get("fd_store") or u.get("luo_session")]
-    return held or bool(units)
-
-
 def handed_over(host, lu: dict | None, running_image: str | None) -> dict:
     """{family: token} the running kernel is about to hand over; the running image is read only where needed."""
     found = _tokens(_read(host, os.path.join(host.out_dir, "fdt")))
@@ -54,12 +46,12 @@ def handed_over(host, lu: dict | None, running_image: str | None) -> dict:
     for data in blobs:
         found |= _tokens(data)
     needed = {image.family(t): t for t in sorted(found)}
-    if not _carried_by_luo(lu):  # an empty LUO entry loses nothing on a target without LUO
+    held = liveupdate.held_sessions(lu)
+    if not held and not liveupdate.preserving_units(lu):  # an LUO entry that carries nothing loses nothing
         needed.pop("luo", None)
     if "kho" not in needed:  # after a handover out/fdt is gone (7.x): the root this kernel accepted is the one it writes
         needed.update({image.family(t): t for t in sorted(_tokens(_read(host, os.path.join(host.in_dir, "fdt"))))
                        if image.family(t) == "kho"})
-    held = [s for s in (lu or {}).get("sessions") or [] if s.get("pid") != 1]
     wanted = [f for f in ("kho", "memfd" if held else None) if f and f not in needed]
     if wanted and host.exists(host.kho):
         running = image.inspect(running_image) if running_image else {"compatibles": []}

@@ -270,7 +270,7 @@ def undo(host, exc: Exception, finalized_here: bool, loaded: Kexec | None = None
 
 def target_support(kho, p: dict, lu: dict | None) -> dict:
     """Whether the target kernel reads what this one hands over (compat.check); KexecError where refused."""
-    held = any(s.get("pid") != 1 for s in (lu or {}).get("sessions") or [])
+    held = bool(liveupdate.held_sessions(lu))
     running_image = host.boot_images(kho.release()).get("kernel")
     support = compat.check(compat.handed_over(kho, lu, running_image), image.inspect(p["kernel"]), held)
     support["source_release"] = kho.release()

@@ -179,13 +179,20 @@ def gather(devfs: str, procfs: str, cmdline: str, log_lines, run_command) -> dic
     }
 
 
+def held_sessions(lu: dict | None) -> list:
+    """The LUO sessions processes hold; PID 1's own (LUOSession= units, fd stores) are systemd's to carry."""
+    return [s for s in ((lu or {}).get("sessions") or []) if s.get("pid") != 1]
+
+
+def preserving_units(lu: dict | None) -> list:
+    """The systemd units that preserve state through the jump: an fd store, or an LUO session of their own."""
+    units = ((lu or {}).get("systemd") or {}).get("preserving_units") or []
+    return [u for u in units if u.get("fd_store") or u.get("luo_session")]
+
+
 def at_risk(lu: dict) -> dict:
     """What each jump method would lose: {'kexec': [...fd stores...], 'systemctl': [...process sessions...]}."""
-    lu = lu or {}
-    stores = [u for u in ((lu.get("systemd") or {}).get("preserving_units") or [])
-              if u.get("fd_store") or u.get("luo_session")]
-    # PID 1's own sessions (LUOSession= units, fd stores) are systemd's to carry, not a process's.
-    sessions = [s for s in (lu.get("sessions") or []) if s.get("pid") != 1]
+    stores, sessions = preserving_units(lu), held_sessions(lu)
     return {"kexec": [f"{u['unit']} (fd store: {u.get('fd_store') or 0} fds"
                       + (f", LUO session {u['luo_session']}" if u.get("luo_session") else "") + ")" for u in stores],
             "systemctl": [f"session {s.get('name') or '?'} held by pid {s['pid']} ({s.get('comm') or '?'}"
@@ -278,10 +285,9 @@ def verify(before: dict, after: dict, method: str) -> dict:
     expected = (before.get("outgoing") or {}).get("next_number")
     incoming = after.get("incoming_number")
     lost = []
-    kept = [u for u in sd_b.get("preserving_units") or [] if u.get("fd_store") or u.get("luo_session")]
-    carried = kept or [s for s in before.get("sessions") or [] if s.get("pid") != 1]
+    kept, sessions = preserving_units(before), held_sessions(before)
     # An LUO entry that carried nothing loses nothing: a target without LUO may drop it (issue 27).
-    if before.get("device") and carried and expected is not None and incoming != expected:
+    if before.get("device") and (kept or sessions) and expected is not None and incoming != expected:
         lost.append(f"the new kernel logged liveupdate number {incoming}, the old one was to hand over {expected}: "
                     "the LUO state did not come across")
     count_b, count_a = sd_b.get("kexec_count"), sd_a.get("kexec_count")
@@ -302,7 +308,6 @@ def verify(before: dict, after: dict, method: str) -> dict:
     handlers = ", ".join(failed.get("handlers") or []) or "not named"
     lost += [f"LUO session {name} could not be restored by the new kernel (its log: Failed to deserialize files; "
              f"no registered handler for {handlers})" for name in failed.get("sessions") or []]
-    sessions = [s for s in before.get("sessions") or [] if s.get("pid") != 1]
     if method == "systemctl":
         lost += [f"LUO session {s.get('name') or '?'} held by pid {s['pid']} ({s.get('comm') or '?'}) was lost: "
                  "systemctl kexec stopped its process" for s in sessions]
