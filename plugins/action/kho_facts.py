@@ -8,7 +8,7 @@ from __future__ import annotations
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho.lock import DEFAULT_PATH
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 from ansible_collections.kexec.kho.plugins.plugin_utils import _owner, _ready
 from ansible_collections.kexec.kho.plugins.plugin_utils._handover import facts_from_raw
 
@@ -36,7 +36,7 @@ class ActionModule(ActionBase):
                 lock = {**taking, "break_lock": break_lock} if break_lock else taking
                 return self._execute_module(module_name=MODULE, module_args={**args, "lock": lock},
                                             task_vars=task_vars)
-            module = _owner.acquire(execute, owner, taking.get("path") or DEFAULT_PATH, lambda res: res.get("lock") or {})
+            module = _owner.acquire(execute, owner, taking.get("path") or paths.LOCK, lambda res: res.get("lock") or {})
         else:
             module = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
         result.update(module)

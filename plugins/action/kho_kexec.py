@@ -14,6 +14,7 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import (
     ARGUMENT_SPEC, JUMP_OPTIONS, MUTUALLY_EXCLUSIVE, REQUIRED_IF, check_values,
 )
 from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
 display = Display()
 
@@ -62,7 +63,7 @@ class ActionModule(ActionBase):
             raise AnsibleConnectionFailure(str(exc)) from exc
 
     def _read_boot_id(self, limit: float) -> str | None:
-        res = self._shell(f"cat {_jump.BOOT_ID_PATH}", limit, "reading the boot id")
+        res = self._shell(f"cat {paths.BOOT_ID}", limit, "reading the boot id")
         return None if res["rc"] else _jump.boot_id(res["stdout"])
 
     def _connection_timeout(self, value=None):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho.lock import DEFAULT_PATH
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 from ansible_collections.kexec.kho.plugins.plugin_utils import _owner
 
 MODULE = "kexec.kho.kho_lock"
@@ -24,4 +24,4 @@ class ActionModule(ActionBase):
                                         module_args={**args, **({"break_lock": break_lock} if break_lock else {})})
         if args.get("state", "acquired") != "acquired":
             return {**result, **execute()}
-        return {**result, **_owner.acquire(execute, args["owner"], args.get("path") or DEFAULT_PATH)}
+        return {**result, **_owner.acquire(execute, args["owner"], args.get("path") or paths.LOCK)}

@@ -283,6 +283,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kexec.kho.plugins.module_utils._kho import bootloader, files, image
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import GrammarError, apply_kho, check_request, kho_signature
 from ansible_collections.kexec.kho.plugins.module_utils._kho.host import KhoHost
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
 
 def diffs(plan: dict) -> list:
@@ -331,9 +332,9 @@ def main():
                 "label": {"type": "str", "required": True},
             }},
             "bootloader": {"type": "str", "default": "auto", "choices": ["auto", "grub", "grubby", "kernel-install"]},
-            "grub_file": {"type": "path", "default": "/etc/default/grub"},
+            "grub_file": {"type": "path", "default": paths.GRUB_DEFAULT},
             "grub_cfg": {"type": "path"},
-            "kernel_cmdline_file": {"type": "path", "default": "/etc/kernel/cmdline"},
+            "kernel_cmdline_file": {"type": "path", "default": paths.KERNEL_CMDLINE},
             "grubby_kernel": {"type": "str", "default": "ALL"},
             "grub_conflicts": {"type": "str", "default": "remove", "choices": ["remove", "fail"]},
             "follow_symlinks": {"type": "bool", "default": True},

@@ -13,10 +13,10 @@ import socket
 import threading
 import time
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import JUMP_STATUS_PATH, NOT_LOADED
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
+
 
 BOOT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
 class AttemptTimeout(Exception):
@@ -47,7 +47,7 @@ def bounded(fn, seconds: float, what: str):
     return box["value"]
 
 
-def controller_boot_id(path: str = BOOT_ID_PATH) -> str | None:
+def controller_boot_id(path: str = paths.BOOT_ID) -> str | None:
     """The controller's own boot id, where it has one (Linux)."""
     try:
         with open(path, encoding="ascii") as f:
@@ -86,11 +86,11 @@ def ssh_banner(host: str, port: int, timeout: float) -> bool:
 
 def jump_failure(status: str) -> str | None:
     """Why the jump did not happen, from the old boot's jump status; None while it may still happen."""
-    if status.startswith("exit "):
+    if status.startswith(paths.JUMP_EXIT + " "):
         return f"the jump command returned ({status}) and the host stayed on its old boot"
-    if status == NOT_LOADED:
+    if status == paths.JUMP_NOT_LOADED:
         return "no kexec image was loaded any more when the jump was due (something unloaded it): nothing was jumped"
-    if status == "none":
+    if status == paths.JUMP_NONE:
         return "the trigger never ran on the host (no jump status was written)"
     return None
 
@@ -106,7 +106,7 @@ HANDOVER_STATES = {
 
 def handover_check_command(debugfs_root: str) -> str:
     """One command printing in / no-in / no-kho: what the new kernel shows under debugfs."""
-    kho = shlex.quote(debugfs_root.rstrip("/") + "/kho")
+    kho = shlex.quote(debugfs_root.rstrip("/") + "/" + paths.KHO)
     return f"if [ -d {kho}/in ]; then echo in; elif [ -d {kho} ]; then echo no-in; else echo no-kho; fi"
 
 
@@ -115,9 +115,9 @@ def arrival_command(debugfs_root: str | None) -> str:
 
     One round trip on the first connection to the new boot: no second command before the task returns.
     """
-    status = f"cat {JUMP_STATUS_PATH} 2>/dev/null || echo none"
+    status = f"cat {paths.JUMP_STATUS} 2>/dev/null || echo {paths.JUMP_NONE}"
     check = handover_check_command(debugfs_root) if debugfs_root else "echo unchecked"
-    return f"cat {BOOT_ID_PATH}; {status}; {check}"
+    return f"cat {paths.BOOT_ID}; {status}; {check}"
 
 
 def parse_arrival(text) -> tuple:
@@ -133,7 +133,7 @@ def handover_failure(output: str, debugfs_root: str) -> str | None:
     if state[0] not in HANDOVER_STATES:
         return f"the handover check printed {output!r}, not one of {sorted(HANDOVER_STATES)}"
     msg = HANDOVER_STATES[state[0]]
-    return msg and msg.format(kho=debugfs_root.rstrip("/") + "/kho")
+    return msg and msg.format(kho=debugfs_root.rstrip("/") + "/" + paths.KHO)
 
 
 BACKOFF, MAX_PAUSE = 1.5, 2.0  # the pause between polls grows by half each round, up to 2 s (or the interval)

@@ -16,6 +16,7 @@ import re
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import files
 from ansible_collections.kexec.kho.plugins.module_utils._kho import grub_shell as sh
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import (
     KHO_KEYS, SAFE_TOKEN, SIZE_FORM, Cmdline, GrammarError, check_length, gate, key_value, kho_signature, written_tokens,
 )
@@ -175,7 +176,7 @@ class Grub(FileBackend):
     """
 
     name = "grub"
-    bls_entries = "/boot/loader/entries"
+    bls_entries = paths.BLS_ENTRIES
 
     def __init__(self, module, path: str, grub_cfg: str | None):
         super().__init__(module)
@@ -301,14 +302,13 @@ class Grub(FileBackend):
     def regenerate_argv(self) -> list:
         update = self.module.get_bin_path("update-grub")
         if update and not self.module.params["grub_cfg"]:
-            self.cfg_written = "/boot/grub/grub.cfg"
+            self.cfg_written = paths.GRUB_CFGS[-1]
             return [[update]]
         mkconfig = self.module.get_bin_path("grub2-mkconfig") or self.module.get_bin_path("grub-mkconfig")
         if not mkconfig:
             raise BootloaderError("neither update-grub nor grub2-mkconfig/grub-mkconfig is installed: "
                                   "install GRUB's tools, or set regenerate: false")
-        self.cfg_written = self.grub_cfg or next((p for p in ("/boot/grub2/grub.cfg", "/boot/grub/grub.cfg")
-                                                  if os.path.exists(p)), "/boot/grub/grub.cfg")
+        self.cfg_written = self.grub_cfg or next((p for p in paths.GRUB_CFGS if os.path.exists(p)), paths.GRUB_CFGS[-1])
         return [[mkconfig, "-o", self.cfg_written]]
 
     def check_cfg(self, after: str) -> dict | None:
@@ -367,7 +367,7 @@ class KernelInstall(FileBackend):
         if not tool:
             return []
         return [[tool, "add", os.path.basename(os.path.dirname(image)), image]
-                for image in sorted(glob.glob("/usr/lib/modules/*/vmlinuz"))]
+                for image in sorted(glob.glob(paths.MODULES_IMAGES))]
 
     def undo(self, done: list) -> str:
         """Entries regenerated before the failure are regenerated again from the restored file."""

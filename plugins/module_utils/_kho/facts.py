@@ -11,8 +11,8 @@ import sys
 from ansible_collections.kexec.kho.plugins.module_utils._kho import liveupdate
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import kho_params
 from ansible_collections.kexec.kho.plugins.module_utils._kho.host import KhoHost, boot_images
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
-SYSTEMD_PSTORE = "/var/lib/systemd/pstore"  # where systemd-pstore moves the records at boot
 PSTORE_FILES, PSTORE_BYTES = 4096, 1 << 22  # bounds of a pstore search: files walked, bytes read from each
 ENABLE_HINT = "add kho=on to the kernel command line (kexec.kho.kho_cmdline) and reboot"
 
@@ -96,7 +96,7 @@ def gather(host: KhoHost, mounted: bool, read_log: bool = True, run_command=_no_
 
 def pstore_dirs(host: KhoHost) -> list:
     """Where this boot's pstore records are: the pstore filesystem, and systemd-pstore's archive."""
-    return [os.path.join(host.sysfs, "fs", "pstore"), SYSTEMD_PSTORE]
+    return [os.path.join(host.sysfs, "fs", "pstore"), paths.SYSTEMD_PSTORE]
 
 
 def pstore_search(dirs: list, needles: list, max_files: int = PSTORE_FILES, max_bytes: int = PSTORE_BYTES) -> list:

@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The running kernel's KHO interface, read from debugfs, sysfs and procfs.  Not a public API.
 
-Every path the collection touches on a host is spelled here once.  The roots
+Every path the collection touches on a host is spelled once, in paths.py; the roots
 are parameters so that tests can point them at simulated trees.
 """
 
@@ -12,6 +12,8 @@ import errno
 import gzip
 import os
 import re
+
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
 MAX_READ = 16 << 20  # no debugfs blob comes near this; a larger read is refused
 # The scratch area's files under kho/out, newest spelling last: 7.4 renames the area "bootmem" ("kho: rename KHO
@@ -31,16 +33,16 @@ class NeedsRoot(Exception):
 
 
 class KhoHost:
-    def __init__(self, debugfs_root="/sys/kernel/debug", sysfs_root="/sys", procfs_root="/proc", devfs_root="/dev"):
+    def __init__(self, debugfs_root=paths.DEBUGFS, sysfs_root=paths.SYSFS, procfs_root=paths.PROCFS, devfs_root=paths.DEVFS):
         self.debugfs = debugfs_root.rstrip("/") or "/"
         self.sysfs = sysfs_root.rstrip("/") or "/"
         self.procfs = procfs_root.rstrip("/") or "/"
         self.devfs = devfs_root.rstrip("/") or "/"
-        self.kho = os.path.join(self.debugfs, "kho")
+        self.kho = os.path.join(self.debugfs, paths.KHO)
         self.out_dir = os.path.join(self.kho, "out")
         self.in_dir = os.path.join(self.kho, "in")
         self.finalize_path = os.path.join(self.out_dir, "finalize")
-        self.kexec_loaded_path = os.path.join(self.sysfs, "kernel", "kexec_loaded")
+        self.kexec_loaded_path = os.path.join(self.sysfs, paths.KEXEC_LOADED)
 
     # ------------------------------------------------------------ reading
 
@@ -212,18 +214,6 @@ class KhoHost:
         return lines
 
 
-# The running kernel's image and initrd, per distribution family, in the order looked for:
-# Debian/Ubuntu name them vmlinuz-REL / initrd.img-REL, EL and Fedora vmlinuz-REL / initramfs-REL.img
-# (BLS systems also keep the kernel as /usr/lib/modules/REL/vmlinuz); /vmlinuz is the last resort.
-BOOT_IMAGES = (
-    ("debian", "/boot/vmlinuz-{release}", "/boot/initrd.img-{release}"),
-    ("el", "/boot/vmlinuz-{release}", "/boot/initramfs-{release}.img"),
-    ("bls", "/usr/lib/modules/{release}/vmlinuz", "/boot/initramfs-{release}.img"),
-    ("bls", "/usr/lib/modules/{release}/vmlinuz", "/usr/lib/modules/{release}/initrd"),
-    ("symlink", "/vmlinuz", "/initrd.img"),
-)
-
-
 def boot_images(release: str | None, root: str = "/") -> dict:
     """The running release's kernel image and its initrd (None where absent), and the layout they follow.
 
@@ -234,7 +224,7 @@ def boot_images(release: str | None, root: str = "/") -> dict:
         return os.path.isfile(os.path.join(root, path.lstrip("/")))
 
     found = []
-    for layout, kernel, initrd in BOOT_IMAGES if release else ():
+    for layout, kernel, initrd in paths.BOOT_IMAGES if release else ():
         kernel, initrd = kernel.format(release=release), initrd.format(release=release)
         if exists(kernel):
             found.append({"kernel": kernel, "initrd": initrd if exists(initrd) else None, "layout": layout})
@@ -244,10 +234,10 @@ def boot_images(release: str | None, root: str = "/") -> dict:
 
 
 ARGUMENT_SPEC = {
-    "debugfs_root": {"type": "path", "default": "/sys/kernel/debug"},
-    "sysfs_root": {"type": "path", "default": "/sys"},
-    "procfs_root": {"type": "path", "default": "/proc"},
-    "devfs_root": {"type": "path", "default": "/dev"},
+    "debugfs_root": {"type": "path", "default": paths.DEBUGFS},
+    "sysfs_root": {"type": "path", "default": paths.SYSFS},
+    "procfs_root": {"type": "path", "default": paths.PROCFS},
+    "devfs_root": {"type": "path", "default": paths.DEVFS},
     "mount_debugfs": {"type": "bool", "default": False},
 }
 

@@ -17,6 +17,8 @@ import re
 import struct
 import zlib
 
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
+
 try:
     import lzma
 except ImportError:  # a Python built without liblzma: xz images are then unknown, never an error
@@ -120,7 +122,7 @@ def _read(path: str, limit: int = MAX_IMAGE) -> bytes:
     return data
 
 
-def inspect(path: str, boot: str = "/boot") -> dict:
+def inspect(path: str, boot: str = paths.BOOT) -> dict:
     """The image's release, compression, the compatibles and parameters it knows, and its config.
 
     ``readable`` false (with ``why``) where the payload cannot be read: then only the header's release and a
@@ -156,7 +158,7 @@ def _version_key(name: str) -> tuple:
     return tuple((int(x), 1) if x.isdigit() else ((-1, 0) if x.startswith("rc") else (-1, 1)) for x in parts) + ((0, 2),)
 
 
-def newest_in_boot(boot: str = "/boot") -> str | None:
+def newest_in_boot(boot: str = paths.BOOT) -> str | None:
     """The newest /boot/vmlinuz-REL by release (what update-grub puts first), or None."""
     try:
         names = [n for n in os.listdir(boot) if n.startswith("vmlinuz-") and os.path.isfile(os.path.join(boot, n))]

@@ -19,14 +19,9 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdl
 from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, host, liveupdate, regions
 from ansible_collections.kexec.kho.plugins.module_utils._kho import image
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError, require_kho, transition
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
-STATE_DIR = "/run/kexec-kho"
-JUMP_STATUS_PATH = "/run/kexec-kho.jump"  # on a tmpfs: the next kernel starts without it
-PMSG_DEVICE = "pmsg0"  # pstore's message log, under the devfs root
-NOT_LOADED = "not-loaded"  # the jump status when no image was loaded any more when the jump was due
 JUMP_WAIT_STEPS = 100  # the queued jump waits at most this many 50 ms steps for the module's process to exit
-DEBIAN_KEXEC_DEFAULTS = "/etc/default/kexec"
-SYSTEMD_RUNTIME = "/run/systemd/system"
 HEADER_BYTES = 0x240
 
 
@@ -46,7 +41,7 @@ ARGUMENT_SPEC = {
     "ensure_kho": {"type": "bool", "default": True},
     "finalize": {"type": "bool", "default": False},
     "force": {"type": "bool", "default": False},
-    "state_dir": {"type": "path", "default": STATE_DIR},
+    "state_dir": {"type": "path", "default": paths.STATE_DIR},
     "method": {"type": "str", "default": "auto", "choices": list(liveupdate.METHODS)},
     "accept_loss": {"type": "list", "elements": "str", "default": [], "choices": list(liveupdate.LOSSES)},
     "drop_regions": {"type": "list", "elements": "str", "default": []},
@@ -142,7 +137,7 @@ def target_cmdline(running: str, cmdline: str | None = None, append: str | None 
     return line.strip()
 
 
-def competing_loaders(defaults: str = DEBIAN_KEXEC_DEFAULTS, systemd: str = SYSTEMD_RUNTIME) -> list:
+def competing_loaders(defaults: str = paths.DEBIAN_KEXEC_DEFAULTS, systemd: str = paths.SYSTEMD_RUNTIME) -> list:
     """What on the host loads its own image, without -s, when none is loaded."""
     found = []
     try:
@@ -160,7 +155,7 @@ def competing_loaders(defaults: str = DEBIAN_KEXEC_DEFAULTS, systemd: str = SYST
 class Kexec:
     """kexec-tools on the managed host, through AnsibleModule.run_command with argument lists."""
 
-    def __init__(self, module, state_dir: str = STATE_DIR):
+    def __init__(self, module, state_dir: str = paths.STATE_DIR):
         self.module = module
         self.state_dir = state_dir
         self.record_path = os.path.join(state_dir, "loaded.json")
@@ -344,9 +339,9 @@ def jump_job(method: str, kexec: str, pid: int, status: str, loaded: str) -> str
     """
     wait = (f"n=0; while kill -0 {int(pid)} 2>/dev/null && [ $n -lt {JUMP_WAIT_STEPS} ]; "
             "do sleep 0.05; n=$((n+1)); done; sleep 0.3")
-    record = f"echo \"exit $?\" > {shlex.quote(status)}"
+    record = f"echo \"{paths.JUMP_EXIT} $?\" > {shlex.quote(status)}"
     # Checked again when the jump is due: an image unloaded meanwhile would let systemctl kexec load its own.
-    guard = (f"grep -qx 1 {shlex.quote(loaded)} || {{ echo {NOT_LOADED} > {shlex.quote(status)}; exit 3; }}")
+    guard = (f"grep -qx 1 {shlex.quote(loaded)} || {{ echo {paths.JUMP_NOT_LOADED} > {shlex.quote(status)}; exit 3; }}")
     jump = f"systemctl kexec || {record}" if method == "systemctl" else f"{shlex.quote(kexec)} -e; {record}"
     return f"{wait}; {guard}; {jump}"
 
@@ -357,17 +352,17 @@ def queue_jump(module, host, kexec: Kexec, method: str, status: str | None = Non
     Writes ``started`` to ``status`` first, so that a poll of the old boot can tell a trigger that ran from one
     that never did.  Returns the argv that queued it.
     """
-    status = status or JUMP_STATUS_PATH
+    status = status or paths.JUMP_STATUS
     if host.kexec_loaded() is not True:
         raise KexecError("no kexec image is loaded right before the jump")
     try:
         with open(status, "w", encoding="ascii") as fh:
-            fh.write("started\n")
+            fh.write(paths.JUMP_STARTED + "\n")
     except OSError as exc:
         raise KexecError(f"cannot write the jump status {status}: {exc}") from exc
     job = ["/bin/sh", "-c", jump_job(method, kexec.binary or "kexec", os.getpid(), status, host.kexec_loaded_path)]
     systemd_run = module.get_bin_path("systemd-run")
-    if systemd_run and os.path.isdir(SYSTEMD_RUNTIME):
+    if systemd_run and os.path.isdir(paths.SYSTEMD_RUNTIME):
         argv = [systemd_run, "--quiet", "--collect", *job]
         rc, out, err = module.run_command(argv)
         if rc:
@@ -386,7 +381,7 @@ def queue_jump(module, host, kexec: Kexec, method: str, status: str | None = Non
 
 def write_pmsg(host, text: str) -> str:
     """Write text to pstore's message log (the canary a verification looks for after the jump)."""
-    path = os.path.join(host.devfs, PMSG_DEVICE)
+    path = os.path.join(host.devfs, paths.PMSG)
     try:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import re
 
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
+
 SESSION_LINK = re.compile(r"^anon_inode:\[luo_session\] ?(.*)$")
 INCOMING_LOG = re.compile(r"luo: Retrieved live update data, liveupdate number: (\d+)")
 # The new kernel's own word that it could not restore what it was handed (7.3: at the first open of /dev/liveupdate).
@@ -51,7 +53,7 @@ def _comm(procfs: str, pid: str) -> str | None:
         return None
 
 
-def holders(procfs: str = "/proc", devfs: str = "/dev") -> dict:
+def holders(procfs: str = paths.PROCFS, devfs: str = paths.DEVFS) -> dict:
     """LUO session fds held now (name, pid, comm, unit), and who holds /dev/liveupdate, from /proc/PID/fd."""
     device = os.path.join(devfs, "liveupdate")
     sessions, device_holders, truncated = [], [], False

@@ -16,12 +16,11 @@ import json
 import os
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho.files import write_atomic
-
-DEFAULT_PATH = "/run/kexec-kho/handover.lock"
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
 # What taking the lock needs: kho_lock's options, and kho_facts' lock suboptions.
 ARGUMENT_SPEC = {
-    "path": {"type": "path", "default": DEFAULT_PATH},
+    "path": {"type": "path", "default": paths.LOCK},
     "break_lock": {"type": "str"},
     "owner": {"type": "dict"},
 }

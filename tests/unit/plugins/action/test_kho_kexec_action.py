@@ -13,6 +13,7 @@ from ansible.errors import AnsibleConnectionFailure
 
 from ansible_collections.kexec.kho.plugins.action import kho_kexec as action
 from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
 OLD = "11111111-2222-3333-4444-555555555555"
 NEW = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -52,10 +53,10 @@ class Host:
     def command(self, cmd, sudoable=True):
         if self.hang and self.hang in cmd:
             time.sleep(30)
-        if cmd == f"cat {_jump.BOOT_ID_PATH}":
+        if cmd == f"cat {paths.BOOT_ID}":
             self.log.append("boot_id")
             return {"rc": 0, "stdout": self.boot_id + "\n", "stderr": ""}
-        if cmd.startswith(f"cat {_jump.BOOT_ID_PATH};"):
+        if cmd.startswith(f"cat {paths.BOOT_ID};"):
             self.log.append("poll")
             reply = self.polls.pop(0) if len(self.polls) > 1 else self.polls[0]
             if isinstance(reply, Exception):
@@ -185,7 +186,7 @@ def test_a_host_that_never_returns_is_unknown_and_left_alone(monkeypatch):
 def test_a_hung_poll_is_abandoned_within_one_attempt(monkeypatch):
     """A half-open session: the poll never answers; the task ends within kexec_timeout plus one attempt."""
     started = time.monotonic()
-    res = run(Host(polls=[poll(NEW, "none")], hang=f"cat {_jump.BOOT_ID_PATH};"), monkeypatch, kexec_timeout=1)
+    res = run(Host(polls=[poll(NEW, "none")], hang=f"cat {paths.BOOT_ID};"), monkeypatch, kexec_timeout=1)
     assert res["failed"] and res["jumped"] is None
     assert time.monotonic() - started < 1 + (1 + action.ATTEMPT_SLACK) + 1.5
     assert "a poll: no answer within 2 s" in res["msg"]

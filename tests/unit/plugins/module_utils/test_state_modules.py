@@ -12,6 +12,7 @@ import simtree
 from ansible_collections.kexec.kho.plugins.module_utils._kho import finalize as F
 from ansible_collections.kexec.kho.plugins.module_utils._kho import host as H
 from ansible_collections.kexec.kho.plugins.module_utils._kho import kexec as K
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
 BZIMAGE = kimage.bzimage()  # a 7.3.4-like image: reads every format the lab kernel hands over
 
@@ -165,8 +166,8 @@ def test_a_method_that_would_lose_a_luo_session_is_refused_before_the_load(tmp_p
 def systemd(tmp_path, monkeypatch):
     """A host where systemd runs (its runtime directory), and the jump status under tmp_path."""
     (tmp_path / "systemd").mkdir()
-    monkeypatch.setattr(K, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
-    monkeypatch.setattr(K, "JUMP_STATUS_PATH", str(tmp_path / "jump-status"))
+    monkeypatch.setattr(paths, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
+    monkeypatch.setattr(paths, "JUMP_STATUS", str(tmp_path / "jump-status"))
     return tmp_path / "jump-status"
 
 

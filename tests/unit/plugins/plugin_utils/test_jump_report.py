@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from ansible_collections.kexec.kho.plugins.module_utils._kho import kexec as K
 from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import check_values
 from ansible_collections.kexec.kho.plugins.plugin_utils import _jump, _report
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
 OLD = "11111111-2222-3333-4444-555555555555"
 NEW = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -250,7 +251,7 @@ def jump_host(tmp_path, monkeypatch):
     kexec = tmp_path / "my kexec"  # a path with a space: the job quotes it
     kexec.write_text(f"#!/bin/sh\necho \"$@\" > '{tmp_path}/jumped'\nexit 7\n")
     kexec.chmod(0o755)
-    monkeypatch.setattr(K, "SYSTEMD_RUNTIME", str(tmp_path / "no-systemd"))
+    monkeypatch.setattr(paths, "SYSTEMD_RUNTIME", str(tmp_path / "no-systemd"))
     return tmp_path, K.Kexec(Module(), str(tmp_path / "run")), str(tmp_path / "status")
 
 
@@ -309,7 +310,7 @@ def test_the_jump_is_queued_detached_without_systemd(jump_host, monkeypatch):
 def test_the_jump_prefers_a_transient_systemd_unit(jump_host, monkeypatch, method, jump):
     tmp_path, kx, status = jump_host
     (tmp_path / "systemd").mkdir()
-    monkeypatch.setattr(K, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
+    monkeypatch.setattr(paths, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
     kx.module, kx.binary = Module("/usr/bin/systemd-run"), "/usr/sbin/my kexec"
     argv = K.queue_jump(kx.module, Loaded(True, tmp_path / "kexec_loaded"), kx, method, status)
     assert kx.module.commands == [argv] and argv[:5] == ["/usr/bin/systemd-run", "--quiet", "--collect", "/bin/sh", "-c"]
@@ -324,7 +325,7 @@ def test_the_jump_prefers_a_transient_systemd_unit(jump_host, monkeypatch, metho
 def test_a_jump_that_cannot_be_queued_raises(jump_host, monkeypatch, loaded, rc, message):
     tmp_path, kx, status = jump_host
     (tmp_path / "systemd").mkdir()
-    monkeypatch.setattr(K, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
+    monkeypatch.setattr(paths, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
     with pytest.raises(K.KexecError, match=message):
         K.queue_jump(Module("/usr/bin/systemd-run", rc), Loaded(loaded, tmp_path / "kexec_loaded"), kx, "kexec", status)
     time.sleep(0.5)
@@ -351,7 +352,7 @@ def test_arrival_is_one_command_with_the_boot_id_first(tmp_path):
     out = subprocess.run(["sh", "-c", _jump.arrival_command(str(tmp_path))], capture_output=True, text=True,
                          check=True).stdout
     new, status, check = _jump.parse_arrival(out)
-    assert new == Path(_jump.BOOT_ID_PATH).read_text().strip() == _jump.controller_boot_id()
+    assert new == Path(paths.BOOT_ID).read_text().strip() == _jump.controller_boot_id()
     assert status == "none" and _jump.jump_failure(status) == (
         "the trigger never ran on the host (no jump status was written)")
     assert check == "in" and _jump.handover_failure(check, str(tmp_path)) is None
