@@ -14,8 +14,9 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping
+
+from ansible_collections.kexec.kho.plugins.module_utils._kho import files
 
 # The timeline's bars: the jump split where kho_kexec timed its parts, else as one bar.
 PHASES = (("preflight", "#6c8ebf"), ("load", "#b85450"), ("jump_to_banner", "#d79b00"),
@@ -199,20 +200,10 @@ def summary_line(host, r) -> str:
 
 
 def write_private(path: str, text: str) -> None:
-    """Written atomically (temporary file beside it, renamed), mode 0600 or stricter if the umask is."""
+    """Written atomically (files.write_atomic), mode 0600 or stricter if the umask is."""
     umask = os.umask(0o077)
     os.umask(umask)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o600 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    files.write_atomic(path, text.encode("utf-8"), mode=0o600 & ~umask, dir_mode=0o700)
 
 
 def _bars(r: dict) -> list:

@@ -33,17 +33,23 @@ def target(path: str, follow: bool = True) -> str:
     return real
 
 
-def write_atomic(path: str, data: bytes, like: str | None = None, module=None) -> None:
-    """Temp file in the same directory, same owner and mode as ``like`` (or the file), fsync, rename, fsync
-    the directory.  With ``module``, the file keeps its SELinux context (as AnsibleModule.atomic_move does)."""
+def write_atomic(path: str, data: bytes, like: str | None = None, module=None, mode: int | None = None,
+                 dir_mode: int = 0o755) -> None:
+    """Every file the collection writes, written one way: a temp file in the same directory, fsync, rename,
+    fsync the directory, so that a crash leaves the old file or the new one, never a part.
+
+    The file gets the owner and mode of ``like`` (or of the file it replaces; 0644 for a new one), or exactly
+    ``mode`` when given (private records).  A missing directory is made with ``dir_mode``.  With ``module``,
+    the file keeps its SELinux context (as AnsibleModule.atomic_move does)."""
     ref = like or path
     try:
         st = os.stat(ref)
-        mode, uid, gid = st.st_mode & 0o7777, st.st_uid, st.st_gid
+        old_mode, uid, gid = st.st_mode & 0o7777, st.st_uid, st.st_gid
     except FileNotFoundError:
-        mode, uid, gid = 0o644, None, None
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
+        old_mode, uid, gid = 0o644, None, None
+    mode = old_mode if mode is None else mode
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=dir_mode, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
     try:
         with os.fdopen(fd, "wb") as fh:

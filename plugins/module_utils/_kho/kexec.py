@@ -12,12 +12,11 @@ import hashlib
 import json
 import os
 import shlex
-import tempfile
 import time
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdline, GrammarError, parse_bool
 from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, host, liveupdate, regions
-from ansible_collections.kexec.kho.plugins.module_utils._kho import image
+from ansible_collections.kexec.kho.plugins.module_utils._kho import files, image
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError, require_kho, transition
 from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
@@ -205,11 +204,8 @@ class Kexec:
             return None
 
     def write_record(self, record: dict) -> None:
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".loaded.")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({**record, "loaded_at": time.time()}, fh)
-        os.replace(tmp, self.record_path)
+        files.write_atomic(self.record_path, json.dumps({**record, "loaded_at": time.time()}).encode(),
+                           mode=0o600, dir_mode=0o700)
 
     def forget(self) -> None:
         try:
@@ -356,8 +352,7 @@ def queue_jump(module, host, kexec: Kexec, method: str, status: str | None = Non
     if host.kexec_loaded() is not True:
         raise KexecError("no kexec image is loaded right before the jump")
     try:
-        with open(status, "w", encoding="ascii") as fh:
-            fh.write(paths.JUMP_STARTED + "\n")
+        files.write_atomic(status, (paths.JUMP_STARTED + "\n").encode(), mode=0o644)
     except OSError as exc:
         raise KexecError(f"cannot write the jump status {status}: {exc}") from exc
     job = ["/bin/sh", "-c", jump_job(method, kexec.binary or "kexec", os.getpid(), status, host.kexec_loaded_path)]

@@ -433,3 +433,19 @@ def test_grub_is_refused_where_bls_entries_carry_the_options(tmp_path):
     (entries / "a1b2-6.12.0-55.el10.x86_64.conf").write_text("title EL\noptions ro\n")
     with pytest.raises(B.BootloaderError, match="boots the BLS entries in .*GRUB_ENABLE_BLSCFG=true.*bootloader: grubby"):
         grub.plan(*edit_for())
+
+
+def test_write_atomic_with_a_mode_makes_a_private_record_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """The one writer of the load record, the jump status, the lock and the report: a given mode is the file's
+    whatever it replaces, a missing directory gets dir_mode, each write reaches the disk (fsync of the file and
+    of the directory) before the rename is trusted."""
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    record = tmp_path / "state" / "loaded.json"
+    files.write_atomic(str(record), b"{}", mode=0o600, dir_mode=0o700)
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600 and stat.S_IMODE(record.parent.stat().st_mode) == 0o700
+    os.chmod(record, 0o644)
+    files.write_atomic(str(record), b'{"a": 1}', mode=0o600)
+    assert record.read_text() == '{"a": 1}' and stat.S_IMODE(record.stat().st_mode) == 0o600
+    assert len(synced) == 4 and sorted(p.name for p in record.parent.iterdir()) == ["loaded.json"]
