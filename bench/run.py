@@ -226,7 +226,7 @@ def report_cost(hosts: int) -> dict:
             "verdict": "verified" if ok else "failed, rolled back", "release_before": "7.3.4", "release_after": "7.3.5",
             "kexec_count": 1, "previous_release": "7.3.4", "downtime": 20.0 + i % 7, "failed_step": None if ok else "Load",
             "error": None if ok else "kexec -s -l failed", "boot_phases": {"kernel": 3.1, "userspace": 9.9},
-            "timings": {"preflight": 8.0, "load": 6.0, "jump_to_banner": 19.0, "banner_to_answer": 1.0, "verify": 4.0},
+            "timings": {"preflight": 8.0, "load": 6.0, "to_gone": 1.0, "gone_to_banner": 18.0, "banner_to_answer": 1.0, "verify": 4.0},
             "regions": [{"name": f"r{j}", "start_before": 0x3EB00000 + j * 4096, "start_after": 0x3EB00000 + j * 4096,
                          "size": 4096} for j in range(4)]}
     out = {}

@@ -14,7 +14,7 @@ description:
   - Collects every host's C(kho_handover_result) (set by the P(kexec.kho.handover#role) role, also when it fails)
     and, at the end of the run, even one where every host failed, prints one line per host and writes the
     summary as JSON and as a self-contained HTML page - the fleet on one time axis (each host's phases as bars -
-    preflight, load, jump to banner, banner to answer, verify - batch by batch, with each host's downtime), then
+    preflight, load, to gone, gone to banner, banner to answer, verify - batch by batch, with each host's downtime), then
     each host's verdict, kernels, regions and live update.
   - The JSON has one shape whatever the controller's ansible-core (2.16 templates numbers as strings and nulls as
     empty strings, later versions keep their types) - numbers are numbers, what is not known is V(null), and each

@@ -235,10 +235,15 @@ def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25,
                   f"({st['attempts']} attempts{detail})", st["old_answers"], st["seen_down"])
 
 
+# The wait's phases, the names kho_kexec returns in phases and the role and the report use in timings.
+WAIT_PHASES = ("to_gone", "gone_to_banner", "banner_to_answer", "to_answer")
+
+
 def wait_phases(back: dict, watched: bool) -> dict:
     """The wait split at what was seen: the old kernel gone, an SSH banner back, the new boot id read."""
     def span(a, b):
         return round(b - a, 2) if a is not None and b is not None else None
     banner = back["first_answer"] if watched else None
-    return {"to_gone": span(0.0, back["gone"]) if watched else None, "gone_to_banner": span(back["gone"], banner),
-            "banner_to_answer": span(banner, back["waited"]), "to_answer": round(back["waited"], 2)}
+    spans = (span(0.0, back["gone"]) if watched else None, span(back["gone"], banner), span(banner, back["waited"]),
+             round(back["waited"], 2))
+    return dict(zip(WAIT_PHASES, spans))

@@ -17,11 +17,14 @@ import re
 from collections.abc import Mapping
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import files
+from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
 
-# The timeline's bars: the jump split where kho_kexec timed its parts, else as one bar.
-PHASES = (("preflight", "#6c8ebf"), ("load", "#b85450"), ("jump_to_banner", "#d79b00"),
-          ("banner_to_answer", "#9673a6"), ("jump", "#d79b00"), ("verify", "#82b366"))
-SPLIT = ("load", "jump_to_banner", "banner_to_answer")
+# The timeline's bars, in kho_kexec's own phase names (_jump.WAIT_PHASES): the jump split where kho_kexec timed
+# its parts, else as one bar; to_answer stands for the wait where it was not watched in parts (no banner check).
+PHASES = (("preflight", "#6c8ebf"), ("load", "#b85450"), ("to_gone", "#f0a30a"), ("gone_to_banner", "#d79b00"),
+          ("banner_to_answer", "#9673a6"), ("to_answer", "#d79b00"), ("jump", "#d79b00"), ("verify", "#82b366"))
+SPLIT = ("load", *_jump.WAIT_PHASES)
+DOWNTIME_BAR = ("jump", "gone_to_banner", "to_answer")  # the bar that carries the downtime in its label
 DOWNTIME_COLOUR = "#c62828"
 UNKNOWN = "unknown"
 
@@ -30,7 +33,7 @@ STRINGS = ("host", "verdict", "failed_step", "error", "release_before", "release
            "target_support", "boot_id_before", "boot_id_after", "previous_release", "detection", "method")
 FLOATS = ("downtime", "detect_latency", "started_at", "finished_at")
 INTS = ("kexec_count", "batch")
-TIMINGS = ("preflight", "load", "jump_to_banner", "banner_to_answer", "jump", "verify", "total")
+TIMINGS = ("preflight", "load", *_jump.WAIT_PHASES, "jump", "verify", "total")
 LIVEUPDATE = {"method": "str", "expected_number": "int", "incoming_number": "int", "kexec_count_before": "int",
               "kexec_count_after": "int", "sessions_before": "strs", "units_before": "strs", "lost": "strs"}
 REGION = {"name": "str", "size": "int", "start_before": "int", "start_after": "int", "revived": "bool",
@@ -177,7 +180,7 @@ def boot_phases(r: dict) -> str:
 
 
 def timeline(r: dict) -> str:
-    """The timed phases in order ('preflight 8.0 s, load 6.0 s, jump to banner 19.0 s, ...'), or ''."""
+    """The timed phases in order ('preflight 8.0 s, load 6.0 s, to gone 1.0 s, gone to banner 18.0 s, ...'), or ''."""
     return ", ".join(f"{phase.replace('_', ' ')} {seconds:.1f} s" for phase, seconds, _c in _bars(r))
 
 
@@ -210,9 +213,11 @@ def _bars(r: dict) -> list:
     """(phase, seconds, colour) of a normalised result: the jump split where it was timed in parts."""
     timings = r["timings"]
     split = timings["load"] is not None
+    parts = timings["gone_to_banner"] is not None  # else the wait is one bar, to_answer
     return [(phase, timings[phase], colour) for phase, colour in PHASES
             if timings[phase] is not None and timings[phase] >= 0
-            and not (phase == "jump" and split) and not (phase in SPLIT and not split)]
+            and not (phase == "jump" and split) and not (phase in SPLIT and not split)
+            and not (phase == "to_answer" and parts)]
 
 
 def fleet(results: dict) -> tuple:
@@ -294,7 +299,7 @@ def _host_section(host: str, r: dict, scale: float, batch) -> str:
     bars = []
     for phase, seconds, colour in _bars(r):
         label = f"{phase.replace('_', ' ')} {seconds:.1f} s"
-        if phase in ("jump", "jump_to_banner") and r["downtime"] is not None:
+        if phase in DOWNTIME_BAR and r["downtime"] is not None:
             label += f" (downtime {r['downtime']:.1f} s)"
         bars.append(f'<div class="bar {phase}" style="width:{100 * seconds / scale:.2f}%;background:{colour}" '
                     f'title="{html.escape(label)}">{html.escape(label)}</div>')
@@ -336,7 +341,7 @@ def render_html(results) -> str:
                         f'{html.escape(verdict)}: {len(hosts)} host{"s" if len(hosts) != 1 else ""}</h2></summary>'
                         + "".join(_host_section(h, results[h], scale, labels.get(results[h]["batch"])) for h in hosts) + "</details>")
     verified = len(groups.get("verified", []))
-    legend = "".join(f'<span style="background:{c}">{p.replace("_", " ")}</span>' for p, c in PHASES if p != "jump")
+    legend = "".join(f'<span style="background:{c}">{p.replace("_", " ")}</span>' for p, c in PHASES if p not in ("jump", "to_answer"))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>KHO handover report</title>
 <style>

@@ -49,6 +49,6 @@ def test_report_renders_in_chromium(rolling, tmp_path):
     for g in guests["guests"]:
         section = dom.split(f'id="host-{g["name"]}"')[1].split("</section>")[0]
         assert "verified" in section
-        for phase in ("preflight", "load", "jump_to_banner", "banner_to_answer", "verify"):
+        for phase in ("preflight", "load", "to_gone", "gone_to_banner", "banner_to_answer", "verify"):
             assert f'class="bar {phase}"' in section and f"{phase.replace('_', ' ')} " in section
         assert f"downtime {summary[g['name']]['downtime']:.1f} s" in section

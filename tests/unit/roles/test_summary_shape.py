@@ -58,7 +58,8 @@ def test_the_summary_has_one_shape_on_this_core(tmp_path):
     assert r["downtime"] == 25.48 and r["detect_latency"] == 1.28 and r["kexec_count"] == 1
     assert r["previous_release"] == "7.3.4" and r["target_release"] == "7.3.4" and r["target_support"] == "compatible"
     assert r["timings"]["preflight"] == 9.5 and r["timings"]["verify"] == 1.25 and r["timings"]["total"] == 41.25
-    assert r["timings"]["load"] == 6.0 and r["timings"]["jump_to_banner"] == 24.0
+    assert r["timings"]["load"] == 6.0 and r["timings"]["to_answer"] == 24.0
+    assert r["timings"]["to_gone"] is None and r["timings"]["gone_to_banner"] is None
     assert r["timings"]["banner_to_answer"] is None and r["liveupdate"] is None and r["plan"] is None
     assert r["regions"] == [{"name": "oops", "size": 1048576, "start_before": 1051721728, "start_after": 1051721728,
                              "revived": True, "ramoops": None}]

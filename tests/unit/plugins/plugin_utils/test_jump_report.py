@@ -407,13 +407,18 @@ def test_html_is_self_contained_and_escaped():
 
 
 def test_the_jump_is_drawn_in_its_parts_where_they_were_timed():
-    r = {**RESULTS["web-1"], "timings": {"preflight": 3.0, "jump": 15.0, "load": 4.0, "jump_to_banner": 9.5,
-                                         "banner_to_answer": 1.5, "verify": 2.0}}
+    r = {**RESULTS["web-1"], "timings": {"preflight": 3.0, "jump": 15.0, "load": 4.0, "to_gone": 1.0,
+                                         "gone_to_banner": 8.5, "banner_to_answer": 1.5, "to_answer": 11.0,
+                                         "verify": 2.0}}
     page = _report.render_html({"web-1": r})
-    assert [p for p in ("preflight", "load", "jump_to_banner", "banner_to_answer", "verify")
-            if f'class="bar {p}"' in page] == ["preflight", "load", "jump_to_banner", "banner_to_answer", "verify"]
-    assert 'class="bar jump"' not in page and "jump to banner 9.5 s (downtime 12.5 s)" in page
-    assert "downtime 12.5 s (preflight 3.0 s, load 4.0 s, jump to banner 9.5 s, banner to answer 1.5 s, verify 2.0 s);" \
+    order = ["preflight", "load", "to_gone", "gone_to_banner", "banner_to_answer", "verify"]
+    assert [p for p in (*order, "to_answer") if f'class="bar {p}"' in page] == order  # to_answer: the parts' sum
+    assert 'class="bar jump"' not in page and "gone to banner 8.5 s (downtime 12.5 s)" in page
+    # A wait not watched in parts (no banner check): the load, then the wait as one bar.
+    unwatched = {**r, "timings": {**r["timings"], "to_gone": None, "gone_to_banner": None, "banner_to_answer": None}}
+    page = _report.render_html({"web-1": unwatched})
+    assert 'class="bar load"' in page and "to answer 11.0 s (downtime 12.5 s)" in page
+    assert "downtime 12.5 s (preflight 3.0 s, load 4.0 s, to gone 1.0 s, gone to banner 8.5 s, banner to answer 1.5 s, verify 2.0 s);" \
         in _report.summary_line("web-1", r)
 
 

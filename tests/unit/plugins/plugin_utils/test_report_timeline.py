@@ -21,7 +21,7 @@ from ansible_collections.kexec.kho.plugins.plugin_utils import _report
 
 ROOT = Path(__file__).resolve().parents[4]
 T0 = 1_780_000_000.0
-FULL = {"preflight": 8.0, "load": 6.0, "jump_to_banner": 19.0, "banner_to_answer": 1.5, "verify": 4.0}
+FULL = {"preflight": 8.0, "load": 6.0, "to_gone": 1.0, "gone_to_banner": 18.0, "banner_to_answer": 1.5, "verify": 4.0}
 REGION = {"name": "oops", "size": 1048576, "start_before": 0x3EB00000, "start_after": 0x3EB00000, "revived": True,
           "ramoops": None}
 
@@ -29,8 +29,8 @@ REGION = {"name": "oops", "size": 1048576, "start_before": 0x3EB00000, "start_af
 def _host(name, batch, start, timings, verdict="verified", downtime=None, **extra):
     """A result as the callback keeps it on ansible-core 2.19 and later: native types, nulls."""
     ok = verdict == "verified"
-    times = {"preflight": None, "jump": None, "load": None, "jump_to_banner": None, "banner_to_answer": None,
-             "verify": None, **timings}
+    times = {"preflight": None, "jump": None, "load": None, "to_gone": None, "gone_to_banner": None,
+             "banner_to_answer": None, "to_answer": None, "verify": None, **timings}
     times["total"] = round(sum(v for v in times.values() if v is not None) + 1.0, 2)
     r = {"host": name, "verdict": verdict, "failed_step": None, "error": None, "release_before": "7.3.4",
          "release_after": "7.3.5" if ok else None, "boot_id_before": "11111111-2222-3333-4444-555555555555",
@@ -47,11 +47,11 @@ def fleet() -> dict:
     """Five hosts in two serial batches; web-3 failed at its load."""
     return {
         "web-1": _host("web-1", 1, 0.0, FULL, downtime=20.5, regions=[REGION]),
-        "web-2": _host("web-2", 1, 0.4, {**FULL, "preflight": 9.5, "jump_to_banner": 24.0}, downtime=25.48,
+        "web-2": _host("web-2", 1, 0.4, {**FULL, "preflight": 9.5, "gone_to_banner": 23.0}, downtime=25.48,
                        regions=[REGION]),
         "web-3": _host("web-3", 1, 0.8, {"preflight": 7.0}, verdict="failed, rolled back", failed_step="load",
                        error="kexec_load failed: Cannot allocate memory"),
-        "db-1": _host("db-1", 2, 41.0, {**FULL, "jump_to_banner": 30.0}, downtime=31.5),
+        "db-1": _host("db-1", 2, 41.0, {**FULL, "gone_to_banner": 29.0}, downtime=31.5),
         "db-2": _host("db-2", 2, 41.3, {**FULL, "preflight": 5.0}, downtime=20.4,
                       liveupdate={"method": "systemctl", "expected_number": 2, "incoming_number": 2,
                                   "kexec_count_before": 0, "kexec_count_after": 1, "sessions_before": [],
@@ -150,7 +150,7 @@ def test_the_filter_is_the_summary_line():
     r = fleet()["web-2"]
     assert filt(r, "web-2") == filt(as_2_16(r), "web-2") == _report.summary_line("web-2", r)
     assert filt(r, "web-2").startswith("web-2: verified; 7.3.4 -> 7.3.5 (previous release 7.3.4), kexec count 1, "
-                                       "downtime 25.48 s (preflight 9.5 s, load 6.0 s, jump to banner 24.0 s,")
+                                       "downtime 25.48 s (preflight 9.5 s, load 6.0 s, to gone 1.0 s, gone to banner 23.0 s,")
 
 
 def _collections_path():
@@ -213,8 +213,8 @@ def test_the_fleet_is_laid_out_on_one_axis_batch_by_batch():
     offsets = {h: offset for _b, h, offset, _bars, _r in rows}
     assert offsets["web-1"] == 0 and offsets["db-1"] == pytest.approx(41.0) and axis == pytest.approx(41.0 + 50.5)
     bars = {h: [(p, round(start, 2)) for p, start, _s, _c in b] for _b, h, _o, b, _r in rows}
-    assert bars["web-2"] == [("preflight", 0.4), ("load", 9.9), ("jump_to_banner", 15.9), ("banner_to_answer", 39.9),
-                             ("verify", 41.4)]
+    assert bars["web-2"] == [("preflight", 0.4), ("load", 9.9), ("to_gone", 15.9), ("gone_to_banner", 16.9),
+                             ("banner_to_answer", 39.9), ("verify", 41.4)]
     assert bars["web-3"] == [("preflight", 0.8)]
     # Without the callback's clock (an older JSON, the bench): a batch starts where the one before it ended.
     bare = {h: {k: v for k, v in r.items() if k not in ("started_at", "finished_at")} for h, r in fleet().items()}
@@ -318,7 +318,7 @@ def test_the_fleet_timeline_in_headless_chromium(tmp_path):
         assert any(_runs(rows[y + 3], colours["preflight"]))
     # Every phase appears in the timeline, in order, on a verified host's row (web-2: the second of batch 1).
     row = rows[hosts[1] + 3]
-    order = ("preflight", "load", "jump_to_banner", "banner_to_answer", "verify")
+    order = ("preflight", "load", "to_gone", "gone_to_banner", "banner_to_answer", "verify")
     starts = [min(s for s, _e in _runs(row, colours[p])) for p in order]
     assert starts == sorted(starts), starts
     # One time axis: batch 2 starts right of where batch 1's hosts started, and web-3 (failed) has preflight only.
