@@ -108,45 +108,60 @@ class ActionModule(ActionBase):
         return probe if probe() else None
 
     def _execute(self, result, load_args, opts, task_vars):
-        started = time.monotonic()
+        """state=executed in named phases, as ansible.builtin.reboot's: pre-jump, trigger, wait, verdict.
+
+        Each phase returns the task's result when the run ends there, else None; every return from the trigger on
+        says what is known of the jump (``jumped``: false, null for unknown, true)."""
+        run = {"started": time.monotonic(), "limit": float(opts["connect_timeout"]) + ATTEMPT_SLACK,
+               "phases": {"boot_id": None}}
         result["jumped"] = False
-        limit = float(opts["connect_timeout"]) + ATTEMPT_SLACK
-        phases = {"boot_id": None}
+        return (self._pre_jump(result, load_args, run) or self._trigger(result, load_args, run, task_vars)
+                or self._wait(result, opts, run, task_vars) or self._verdict(result, opts, run))
+
+    def _pre_jump(self, result, load_args, run):
+        """The old boot id (given, or read), never the controller's own."""
         old_id = _jump.boot_id(load_args.get("expect_boot_id"))
         if load_args.get("expect_boot_id") and not old_id:
             return {**result, "failed": True, "msg": f"expect_boot_id is {load_args['expect_boot_id']!r}, not a boot "
                                                      "id (8-4-4-4-12 lowercase hex digits)"}
         if not old_id:  # the module checks expect_boot_id on the host before it changes anything
-            old_id = self._read_boot_id(limit)
-            phases["boot_id"] = round(time.monotonic() - started, 2)
+            old_id = self._read_boot_id(run["limit"])
+            run["phases"]["boot_id"] = round(time.monotonic() - run["started"], 2)
         if not old_id:
             return {**result, "failed": True, "msg": "could not read a well-formed boot id before the jump"}
         if old_id == _jump.controller_boot_id():
             return {**result, "failed": True, "msg": f"the host is the controller itself (boot id {old_id}): the jump "
                                                      "would replace the kernel this run executes on"}
-        result["boot_id_before"] = old_id
-        probe = None if self._task.check_mode else self._probe()  # the same probe must answer while the host is up
+        result["boot_id_before"] = run["old_id"] = old_id
+        run["probe"] = None if self._task.check_mode else self._probe()  # it must answer while the host is up
+        return None
+
+    def _trigger(self, result, load_args, run, task_vars):
+        """The host's one run: load, canary, queue the jump.  A lost answer is 'triggered: null', never 'not'."""
         # Clean up any remote temporary directory first: after the jump it belongs to a kernel that is gone.
         self._remove_tmp_path(self._connection._shell.tmpdir)
         self._connection._shell.tmpdir = None
         loading = time.monotonic()
         try:
-            load = self._execute_module(module_name=MODULE, module_args={**load_args, "expect_boot_id": old_id},
+            load = self._execute_module(module_name=MODULE, module_args={**load_args, "expect_boot_id": run["old_id"]},
                                         task_vars=task_vars)
         except AnsibleConnectionFailure as exc:
             # The jump may or may not have been queued: the polls ask the host (its jump status says which).
             display.vvv(f"kho_kexec: connection failed while loading and queueing the jump: {exc}")
             load = {"triggered": None, "msg": str(exc)}
-        phases["load"] = round(time.monotonic() - loading, 2)
-        result["load"] = load
+        run["phases"]["load"] = round(time.monotonic() - loading, 2)
+        result["load"] = run["load"] = load
         if self._task.check_mode and not load.get("failed"):
             return {**result, "changed": True, "msg": "would load and jump to the new kernel"}
         if load.get("triggered") is False:  # refused or failed before the jump was queued, and undone
             return {**result, "failed": True, "msg": f"nothing was jumped: {load.get('msg')}"}
         # Queued, or unknown (the connection broke, the run crashed): the polls ask the host.
-        # From the trigger on, every return says what is known of the jump.
         result.update(jumped=None, old_boot_answers=0, boot_id_after=None, handover_received=None, downtime=None,
-                      detection="ssh banner" if probe else "connection", phases=phases)
+                      detection="ssh banner" if run["probe"] else "connection", phases=run["phases"])
+        return None
+
+    def _wait(self, result, opts, run, task_vars):
+        """Until the new boot answers (then test_command), or the wait ends: rolled back where it never left."""
         jumped_at = time.monotonic()
         root = opts["debugfs_root"] if opts["verify_handover"] else None
         deadline = jumped_at + float(opts["kexec_timeout"])
@@ -157,50 +172,57 @@ class ActionModule(ActionBase):
 
             def read_new():
                 self._connection.reset()  # never poll through the dead kernel's connection
-                return self._shell(_jump.arrival_command(root), limit, "a poll")["stdout"]
+                return self._shell(_jump.arrival_command(root), run["limit"], "a poll")["stdout"]
 
             progress = self._progress(task_vars, jumped_at)
             progress(_jump.EVENT_SENT, 0.0)
-            back = _jump.wait_for_new_boot(read_new, old_id, float(opts["kexec_timeout"]),
-                                           float(opts["poll_interval"]), probe,
+            back = _jump.wait_for_new_boot(read_new, run["old_id"], float(opts["kexec_timeout"]),
+                                           float(opts["poll_interval"]), run["probe"],
                                            not_jumped_after=float(opts["not_jumped_after"]), on_event=progress)
-            downtime = time.monotonic() - jumped_at
+            run.update(back=back, downtime=time.monotonic() - jumped_at)
             result.update(jumped=True, old_boot_answers=back["old_answers"], boot_id_after=back["boot_id"],
-                          downtime=round(downtime, 2))
-            phases.update(_jump.wait_phases(back, probe is not None))
-            testing = time.monotonic()
-            test = ({"rc": 0} if not opts["test_command"] else
-                    self._shell(opts["test_command"], max(deadline - time.monotonic(), limit), "test_command"))
-            phases["test_command"] = round(time.monotonic() - testing, 2) if opts["test_command"] else None
+                          downtime=round(run["downtime"], 2))
+            run["phases"].update(_jump.wait_phases(back, run["probe"] is not None))
+            run["test"] = self._test_command(opts, run, deadline)
         except _jump.NotBack as exc:
-            self._connection.reset()  # later tasks must not reuse a connection to the kernel that left
-            result.update(old_boot_answers=exc.old_answers, waited=round(time.monotonic() - jumped_at, 2))
-            if exc.seen_down or not exc.old_answers:
-                return {**result, "failed": True, "changed": True, "msg": str(exc)}
-            # Still on its old boot: as if the jump was never asked for.
-            undone, unloaded = self._rollback(task_vars, load)
-            return {**result, "failed": True, "jumped": False, "unloaded": unloaded, "msg": f"{exc}; {undone}"}
-        except AnsibleConnectionFailure as exc:  # test_command: the host is back, the test did not answer
-            test = {"rc": -1, "stderr": str(exc)}
+            return self._not_back(result, exc, run, task_vars, jumped_at)
         finally:
             if original_timeout is not None:
                 self._connection_timeout(original_timeout)
-        if test["rc"]:
-            return {**result, "failed": True, "changed": True,
-                    "msg": f"the host is back on a new boot, but the test command failed: {test.get('stderr')}"}
-        result.update(changed=True, rebooted=True, elapsed=round(time.monotonic() - started, 2),
+        return None
+
+    def _test_command(self, opts, run, deadline) -> dict:
+        run["phases"]["test_command"] = None
+        if not opts["test_command"]:
+            return {"rc": 0}
+        testing = time.monotonic()
+        try:
+            return self._shell(opts["test_command"], max(deadline - time.monotonic(), run["limit"]), "test_command")
+        except AnsibleConnectionFailure as exc:  # the host is back, the test did not answer
+            return {"rc": -1, "stderr": str(exc)}
+        finally:
+            run["phases"]["test_command"] = round(time.monotonic() - testing, 2)
+
+    def _not_back(self, result, exc, run, task_vars, jumped_at):
+        """No new boot: unknown (it may have jumped) fails as is; a host still on its old boot is rolled back."""
+        self._connection.reset()  # later tasks must not reuse a connection to the kernel that left
+        result.update(old_boot_answers=exc.old_answers, waited=round(time.monotonic() - jumped_at, 2))
+        if _jump.after_not_back(exc) is None:
+            return {**result, "failed": True, "changed": True, "msg": str(exc)}
+        whose = _jump.unload_plan(run["load"])
+        res = (self._execute_module(module_name=MODULE, module_args={"state": "unloaded"}, task_vars=task_vars)
+               if whose else None)
+        undone, unloaded = _jump.unload_outcome(whose, res)
+        return {**result, "failed": True, "jumped": False, "unloaded": unloaded, "msg": f"{exc}; {undone}"}
+
+    def _verdict(self, result, opts, run):
+        back, load = run["back"], run["load"]
+        result.update(changed=True, rebooted=True, elapsed=round(time.monotonic() - run["started"], 2),
                       detect_latency=(round(back["waited"] - back["first_answer"], 2)
                                       if back["first_answer"] is not None else None),
                       attempts=back["attempts"], method=load.get("method"))  # null where the load's answer was lost
-        if root:
-            # Answered by the same command that read the new boot id: a shell test, not a kho_facts run.
-            why = _jump.handover_failure(back["check"], root)
-            result["handover_received"] = why is None
-            if why:
-                result.update(failed=True, msg=why)
-                return result
-        result["msg"] = f"back on boot {back['boot_id']} after {downtime:.1f} s"
-        return result
+        root = opts["debugfs_root"] if opts["verify_handover"] else None
+        return {**result, **_jump.verdict(back, run["downtime"], run["test"], root)}
 
     @staticmethod
     def _progress(task_vars, since: float):
@@ -210,15 +232,3 @@ class ActionModule(ActionBase):
         def say(state: str, _seconds: float) -> None:
             display.display(f"{host}: kho_kexec: {state} after {time.monotonic() - since:.1f} s")
         return say
-
-    def _rollback(self, task_vars, load: dict) -> tuple:
-        """Unload only an image this run loaded, or may have (the load's answer was lost): (what was done, unloaded)."""
-        if load.get("loaded_here") is False:
-            return "the image was loaded before this run and is left as it was", False
-        whose = "this run loaded" if load.get("loaded_here") else "this run may have loaded (the load's answer was lost)"
-        res = self._execute_module(module_name=MODULE, module_args={"state": "unloaded"}, task_vars=task_vars)
-        if res.get("failed"):
-            return f"unloading the image {whose} failed: {res.get('msg')}", False
-        if res.get("changed"):
-            return f"the image {whose} was unloaded", True
-        return "no image was loaded any more", False

@@ -146,10 +146,8 @@ EVENT_BANNER = "SSH banner back"
 EVENT_BACK = "new boot answered"
 
 
-def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25, probe=None,
-                      wait_gone: float = 30.0, not_jumped_after: float | None = None, check_every: float = 5.0,
-                      clock=time.monotonic, sleep=time.sleep, on_event=None) -> dict:
-    """Poll until read() shows a well-formed boot id other than old_id.
+class Wait:
+    """Poll until read() shows a well-formed boot id other than old_id: one wait, as a small state machine.
 
     ``read`` runs arrival_command on the host and returns its output.  ``probe`` (optional) is a
     cheap check run first on each round, such as an SSH banner read, so that a host that is back
@@ -160,79 +158,154 @@ def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25,
     between polls grows by half each round up to MAX_PAUSE: a connection attempt made while the host is down is
     not always lost (a NAT, or QEMU's user network, keeps retrying it), and a burst of them reaching sshd as it
     starts trips its MaxStartups and drops the very login that was waited for.
-    Raises NotJumped when the old boot reports that the jump failed or never started, or still
+    run() raises NotJumped when the old boot reports that the jump failed or never started, or still
     answers ``not_jumped_after`` seconds in and was never seen gone; NotBack after ``timeout``.
     Each carries the old boot's answers.  ``on_event(state, seconds)`` is told each state as it is seen (progress).
     """
-    start = clock()
-    st = {"attempts": 0, "first_answer": None, "last_error": None, "seen_down": False, "old_answers": 0, "gone": None}
 
-    def tell(state):
-        if on_event is not None:
-            on_event(state, round(clock() - start, 1))
+    def __init__(self, read, old_id: str, timeout: float, interval: float = 0.25, probe=None,
+                 wait_gone: float = 30.0, not_jumped_after: float | None = None, check_every: float = 5.0,
+                 clock=time.monotonic, sleep=time.sleep, on_event=None):
+        self.read, self.old_id, self.timeout, self.interval, self.probe = read, old_id, timeout, interval, probe
+        self.wait_gone, self.not_jumped_after, self.check_every = wait_gone, not_jumped_after, check_every
+        self.clock, self.sleep, self.on_event = clock, sleep, on_event
+        self.start = clock()
+        self.attempts, self.old_answers = 0, 0
+        self.first_answer = self.gone = self.last_error = None
+        self.seen_down = False
 
-    def down():
-        if not st["seen_down"]:
-            st["seen_down"], st["gone"] = True, clock() - start
-            tell(EVENT_GONE)
+    def elapsed(self) -> float:
+        return self.clock() - self.start
 
-    def attempt():
-        st["attempts"] += 1
-        began = clock() - start
+    def tell(self, state: str) -> None:
+        if self.on_event is not None:
+            self.on_event(state, round(self.elapsed(), 1))
+
+    def down(self) -> None:
+        """The old kernel stopped answering (first time only)."""
+        if not self.seen_down:
+            self.seen_down, self.gone = True, self.elapsed()
+            self.tell(EVENT_GONE)
+
+    def attempt(self) -> dict | None:
+        """One real read: the arrival on a new boot, None while not yet; raises NotJumped from the old boot."""
+        self.attempts += 1
+        began = self.elapsed()
         try:
-            new, status, check = parse_arrival(read())
-        except Exception as exc:  # pylint: disable=broad-except
-            st["last_error"] = exc
-            down()
+            new, status, check = parse_arrival(self.read())
+        except Exception as exc:  # pylint: disable=broad-except  # every failure is 'not yet'
+            self.last_error = exc
+            self.down()
             return None
-        if new and new != old_id:
+        if new and new != self.old_id:
             # Without a probe, the host's first answer is the attempt that read the new boot id.
-            first = st["first_answer"] if probe is not None else began
-            tell(EVENT_BACK)
-            return {"boot_id": new, "attempts": st["attempts"], "waited": clock() - start, "gone": st["gone"],
-                    "first_answer": first, "old_answers": st["old_answers"], "check": check}
-        if new == old_id:
-            st["old_answers"] += 1
-            why = jump_failure(status)
-            if why and not st["seen_down"]:
-                raise NotJumped(f"the jump did not happen: {why}", st["old_answers"], False)
-            if not st["seen_down"] and not_jumped_after is not None and clock() - start >= not_jumped_after:
-                raise NotJumped(f"the jump did not happen: the host still answers on its old boot {old_id} "
-                                f"{clock() - start:.0f} s after the trigger and was never seen gone",
-                                st["old_answers"], False)
+            first = self.first_answer if self.probe is not None else began
+            self.tell(EVENT_BACK)
+            return {"boot_id": new, "attempts": self.attempts, "waited": self.elapsed(), "gone": self.gone,
+                    "first_answer": first, "old_answers": self.old_answers, "check": check}
+        if new == self.old_id:
+            self.old_answers += 1
+            self.check_still_old(status)
         return None
 
-    last_check = start
-    while probe is not None and clock() - start < min(wait_gone, timeout):
-        if not probe():
-            down()
-            break
-        if clock() - last_check >= check_every:
-            last_check = clock()
-            back = attempt()
-            if back or st["seen_down"]:
+    def check_still_old(self, status: str) -> None:
+        """The old boot answered: a jump that failed there, or one never seen leaving, ends the wait."""
+        if self.seen_down:
+            return
+        why = jump_failure(status)
+        if not why and self.not_jumped_after is not None and self.elapsed() >= self.not_jumped_after:
+            why = (f"the host still answers on its old boot {self.old_id} {self.elapsed():.0f} s after the trigger "
+                   "and was never seen gone")
+        if why:
+            raise NotJumped(f"the jump did not happen: {why}", self.old_answers, False)
+
+    def watch_old(self) -> dict | None:
+        """With a probe: until the old kernel stops answering it, one real read every check_every seconds."""
+        last_check = self.start
+        while self.probe is not None and self.elapsed() < min(self.wait_gone, self.timeout):
+            if not self.probe():
+                self.down()
+                return None
+            if self.clock() - last_check >= self.check_every:
+                last_check = self.clock()
+                back = self.attempt()
+                if back or self.seen_down:
+                    return back
+            self.sleep(self.interval)
+        return None
+
+    def poll(self) -> dict | None:
+        """Until the timeout: a read whenever the probe (if any) answers, with a growing pause."""
+        pause = self.interval
+        while self.elapsed() < self.timeout:
+            answering = self.probe is None or self.probe()
+            if not answering:
+                self.down()
+            else:
+                if self.probe is not None and self.seen_down and self.first_answer is None:  # back after gone
+                    self.first_answer = self.elapsed()
+                    self.tell(EVENT_BANNER)
+                back = self.attempt()
                 if back:
                     return back
-                break
-        sleep(interval)
-    pause = interval
-    while clock() - start < timeout:
-        answering = probe is None or probe()
-        if not answering:
-            down()
-        if answering:
-            if probe is not None and st["seen_down"] and st["first_answer"] is None:  # back after being seen gone
-                st["first_answer"] = clock() - start
-                tell(EVENT_BANNER)
-            back = attempt()
-            if back:
-                return back
-        sleep(pause)
-        pause = min(pause * BACKOFF, max(interval, MAX_PAUSE))
-    last = st["last_error"]
-    detail = f"; last error: {last}" if last else ""
-    raise NotBack(f"the host did not answer on a new boot id within {timeout:.0f} s "
-                  f"({st['attempts']} attempts{detail})", st["old_answers"], st["seen_down"])
+            self.sleep(pause)
+            pause = min(pause * BACKOFF, max(self.interval, MAX_PAUSE))
+        return None
+
+    def run(self) -> dict:
+        back = self.watch_old() or self.poll()
+        if back:
+            return back
+        detail = f"; last error: {self.last_error}" if self.last_error else ""
+        raise NotBack(f"the host did not answer on a new boot id within {self.timeout:.0f} s "
+                      f"({self.attempts} attempts{detail})", self.old_answers, self.seen_down)
+
+
+def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25, probe=None, **kw) -> dict:
+    """Wait(...).run(): the arrival on a new boot (see Wait)."""
+    return Wait(read, old_id, timeout, interval, probe, **kw).run()
+
+
+def after_not_back(exc: NotBack) -> bool | None:
+    """Whether the host jumped, from a wait that ended without a new boot: None (unknown: it was seen gone, or the
+    old boot never answered, so it may have jumped and not come back), False (it still answers on its old boot)."""
+    return None if exc.seen_down or not exc.old_answers else False
+
+
+def unload_plan(load: dict) -> str | None:
+    """Whose image a rollback unloads (a host still on its old boot): this run's, one this run may have loaded (the
+    load's answer was lost), or None (loaded before this run: left as it was)."""
+    if load.get("loaded_here") is False:
+        return None
+    return "this run loaded" if load.get("loaded_here") else "this run may have loaded (the load's answer was lost)"
+
+
+def unload_outcome(whose: str | None, res: dict | None) -> tuple:
+    """(what was done, unloaded) from unload_plan's answer and the unload's result (None where none ran)."""
+    if whose is None:
+        return "the image was loaded before this run and is left as it was", False
+    if res.get("failed"):
+        return f"unloading the image {whose} failed: {res.get('msg')}", False
+    if res.get("changed"):
+        return f"the image {whose} was unloaded", True
+    return "no image was loaded any more", False
+
+
+def verdict(back: dict, downtime: float, test: dict, root: str | None) -> dict:
+    """What a jump that came back on a new boot amounts to: the fields of kho_kexec's return.
+
+    ``test`` is test_command's result ({"rc": 0} where none ran); ``root`` the debugfs root where the handover is
+    checked (None: not checked).  Decided from fields only: the test's rc and the arrival's handover check.
+    """
+    if test["rc"]:
+        return {"failed": True, "msg": f"the host is back on a new boot, but the test command failed: {test.get('stderr')}"}
+    out = {"handover_received": None, "msg": f"back on boot {back['boot_id']} after {downtime:.1f} s"}
+    if root:  # answered by the same command that read the new boot id: a shell test, not a kho_facts run
+        why = handover_failure(back["check"], root)
+        out["handover_received"] = why is None
+        if why:
+            out.update(failed=True, msg=why)
+    return out
 
 
 # The wait's phases, the names kho_kexec returns in phases and the role and the report use in timings.

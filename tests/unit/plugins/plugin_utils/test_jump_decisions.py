@@ -1,0 +1,72 @@
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""kho_kexec's decisions as pure functions: whether a host that did not come back jumped, whose image a rollback
+unloads, and what a jump that came back amounts to.  Decided from fields only."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
+
+NEW = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+BACK = {"boot_id": NEW, "check": "in", "attempts": 3, "waited": 20.0, "first_answer": 19.0}
+
+
+@pytest.mark.parametrize("seen_down, old_answers, jumped", [
+    (True, 0, None),   # gone and never back: it may have jumped
+    (True, 4, None),   # answered on the old boot, then gone: it may have jumped late
+    (False, 0, None),  # never answered at all: unknown
+    (False, 3, False),  # still on its old boot, never seen gone: it did not jump
+])
+def test_a_wait_without_a_new_boot_is_unknown_unless_the_old_boot_kept_answering(seen_down, old_answers, jumped):
+    assert _jump.after_not_back(_jump.NotBack("x", old_answers, seen_down)) is jumped
+
+
+@pytest.mark.parametrize("load, whose", [
+    ({"loaded_here": True}, "this run loaded"),
+    ({"triggered": None, "msg": "connection reset"}, "this run may have loaded (the load's answer was lost)"),
+    ({"loaded_here": False}, None),  # another run's image (or the operator's): never unloaded by this run
+])
+def test_a_rollback_unloads_only_an_image_this_run_loaded_or_may_have(load, whose):
+    assert _jump.unload_plan(load) == whose
+
+
+def test_the_rollback_says_what_it_did():
+    whose = "this run loaded"
+    assert _jump.unload_outcome(None, None) == ("the image was loaded before this run and is left as it was", False)
+    assert _jump.unload_outcome(whose, {"changed": True}) == ("the image this run loaded was unloaded", True)
+    assert _jump.unload_outcome(whose, {"changed": False}) == ("no image was loaded any more", False)
+    assert _jump.unload_outcome(whose, {"failed": True, "msg": "EBUSY"}) == (
+        "unloading the image this run loaded failed: EBUSY", False)
+
+
+def test_the_verdict_of_a_jump_that_came_back():
+    ok = _jump.verdict(BACK, 21.04, {"rc": 0}, "/sys/kernel/debug")
+    assert ok == {"handover_received": True, "msg": f"back on boot {NEW} after 21.0 s"}
+    unchecked = _jump.verdict(BACK, 21.0, {"rc": 0}, None)
+    assert unchecked["handover_received"] is None and "failed" not in unchecked
+    for check, words in (("no-in", "received no handover data"), ("no-kho", "/sys/kernel/debug/kho directory"),
+                         ("garbage", "not one of")):
+        out = _jump.verdict({**BACK, "check": check}, 21.0, {"rc": 0}, "/sys/kernel/debug")
+        assert out["failed"] is True and out["handover_received"] is False and words in out["msg"], out
+    failed = _jump.verdict(BACK, 21.0, {"rc": 1, "stderr": "nope"}, "/sys/kernel/debug")
+    assert failed == {"failed": True, "msg": "the host is back on a new boot, but the test command failed: nope"}
+
+
+def test_the_wait_is_one_state_object_whose_phases_are_spans_between_its_states():
+    clock = [0.0]
+    answers = iter([OSError("gone"), OSError("gone"), f"{NEW}\nnone\nin\n"])
+
+    def read():
+        value = next(answers)
+        if isinstance(value, Exception):
+            raise value
+        return value
+    events = []
+    wait = _jump.Wait(read, "11111111-2222-3333-4444-555555555555", 60, 1.0, clock=lambda: clock[0],
+                      sleep=lambda s: clock.__setitem__(0, clock[0] + s), on_event=lambda e, t: events.append((e, t)))
+    back = wait.run()
+    assert back["boot_id"] == NEW and wait.seen_down and wait.gone == 0.0 and wait.attempts == 3
+    assert [e for e, _t in events] == [_jump.EVENT_GONE, _jump.EVENT_BACK]
+    assert set(_jump.wait_phases(back, False)) == set(_jump.WAIT_PHASES)
