@@ -214,9 +214,11 @@ class Kexec:
             pass
 
 
+WANTED = ("kernel", "kernel_sha256", "initrd", "initrd_sha256", "cmdline", "boot_id")  # a load's record
+
+
 def describe(kernel: str, initrd: str | None, cmdline: str, boot_id: str | None) -> dict:
-    return {"kernel": kernel, "kernel_sha256": sha256_file(kernel), "initrd": initrd,
-            "initrd_sha256": sha256_file(initrd), "cmdline": cmdline, "boot_id": boot_id}
+    return dict(zip(WANTED, (kernel, sha256_file(kernel), initrd, sha256_file(initrd), cmdline, boot_id)))
 
 
 def matches(record: dict | None, wanted: dict) -> bool:
@@ -240,23 +242,27 @@ def jump_method(module, host, p: dict, lu: dict | None = None) -> tuple:
         raise KexecError(str(exc)) from exc
 
 
-def undo(host, exc: Exception, finalized_here: bool, loaded: Kexec | None = None) -> None:
-    """Undo what this run changed before ``exc`` (the image it ``loaded``, then a finalize done here), and raise
-    KexecError saying what was undone; or, where undoing fails, what is left."""
+def undo(host, finalized_here: bool, loaded: Kexec | None = None) -> list:
+    """Undo what this run changed: the image it ``loaded``, then a finalize done here.  Returns what was undone;
+    raises KexecError or FinalizeError where undoing fails."""
     undone = []
+    if loaded is not None:
+        loaded.unload()
+        loaded.forget()
+        undone.append("the image unloaded")
+    if finalized_here:
+        transition(host, False, False)
+        undone.append("the finalize done by this task aborted")
+    return undone
+
+
+def backed_out(host, exc: Exception, finalized_here: bool, loaded: Kexec | None = None) -> Exception:
+    """``exc`` after undo(): the error to raise, saying what was undone, or what is left where undoing failed."""
     try:
-        if loaded is not None:
-            loaded.unload()
-            loaded.forget()
-            undone.append("the image unloaded")
-        if finalized_here:
-            transition(host, False, False)
-            undone.append("the finalize done by this task aborted")
+        undone = undo(host, finalized_here, loaded)
     except (KexecError, FinalizeError) as undo_exc:
-        raise KexecError(f"{exc}; undoing it failed: {undo_exc}") from exc
-    if undone:
-        raise KexecError(f"{exc}; nothing was jumped: {', '.join(undone)}") from exc
-    raise exc
+        return KexecError(f"{exc}; undoing it failed: {undo_exc}")
+    return KexecError(f"{exc}; nothing was jumped: {', '.join(undone)}") if undone else exc
 
 
 def target_support(kho, p: dict, lu: dict | None) -> dict:
@@ -271,18 +277,17 @@ def target_support(kho, p: dict, lu: dict | None) -> dict:
     return support
 
 
-def ensure_loaded(module, host, kexec: Kexec, p: dict, check: bool | None = None, lu: dict | None = None) -> dict:
-    """state=loaded: validate everything, finalize where needed, load unless our image is already there.
+def plan_load(module, host, kexec: Kexec, p: dict, lu: dict | None = None) -> tuple:
+    """Everything state=loaded decides, changing nothing: (the result so far, the steps it would take).
 
-    ``check`` (default: the module's check mode) only says what would be done; ``lu`` as in jump_method.
+    The steps: none (this image is loaded already), ["load"], or ["finalize", "load"].  Everything is validated
+    here, so that preflight, check mode and the load itself refuse the same things.  ``lu`` as in jump_method.
     """
-    check = module.check_mode if check is None else check
     kind = image_kind(p["kernel"])
     if p["initrd"]:
         check_readable(p["initrd"], "initrd")
     kexec.require()
     generation = require_kho(host)
-    boot_id = host.boot_id()
     running = host.cmdline()
     cmdline = target_cmdline(running, p["cmdline"], p["append"], p["ensure_kho"])
     lost = regions.refused(running, cmdline, p["drop_regions"])
@@ -290,37 +295,58 @@ def ensure_loaded(module, host, kexec: Kexec, p: dict, check: bool | None = None
         raise KexecError(lost)
     if lu is None and os.path.exists(os.path.join(host.devfs, "liveupdate")):
         lu = liveupdate.gather(host.devfs, host.procfs, running, None, module.run_command)
-    wanted = describe(p["kernel"], p["initrd"], cmdline, boot_id)
+    wanted = describe(p["kernel"], p["initrd"], cmdline, host.boot_id())
     record = kexec.read_record()
     method, accepted = jump_method(module, host, p, lu)
-    support = target_support(host, p, lu)
     result = {"interface": generation, "image_kind": kind, "cmdline": cmdline, "lockdown": host.lockdown(),
               "competing_loaders": competing_loaders(), "previous": record, "finalized_here": False,
               "argv": kexec.load_argv(p["kernel"], p["initrd"], cmdline), "method": method,
-              "accepted_loss": accepted, "loaded_here": False, "target": support,
+              "accepted_loss": accepted, "loaded_here": False, "target": target_support(host, p, lu),
               "dropped_regions": [d["name"] for d in regions.dropped_by(running, cmdline)], **wanted}
     if host.kexec_loaded() and matches(record, wanted) and not p["force"]:
-        return {**result, "changed": False, "loaded": True, "msg": "this image is loaded already"}
+        return result, []
     if generation == "finalize" and not host.finalized():
         if not p["finalize"]:
             raise KexecError("this kernel has a finalize state and is not finalized: on 6.16 to 6.18 kernels the "
                              "handover data is only taken at load time when finalized. Run kexec.kho.kho_finalize "
                              "state=finalized first, or set finalize: true")
-        if check:
-            return {**result, "changed": True, "loaded": True, "msg": "would finalize, then load"}
+        return result, ["finalize", "load"]
+    return result, ["load"]
+
+
+PLANNED = {(): "this image is loaded already", ("load",): "would load", ("finalize", "load"): "would finalize, then load"}
+
+
+def planned(result: dict, steps: list) -> dict:
+    """A plan as the module's answer where nothing is done (check mode, preflight, or nothing to do)."""
+    return {**result, "changed": bool(steps), "loaded": True, "msg": PLANNED[tuple(steps)]}
+
+
+def do_load(host, kexec: Kexec, result: dict, steps: list) -> dict:
+    """Carry out plan_load's steps; a failure after a change is undone, and raised saying what was undone."""
+    if "finalize" in steps:
         transition(host, True, False)
-        result["finalized_here"] = True
-    if check:
-        return {**result, "changed": True, "loaded": True, "msg": "would load"}
+        result = {**result, "finalized_here": True}
     try:
-        kexec.load(p["kernel"], p["initrd"], cmdline, result["lockdown"])
+        kexec.load(result["kernel"], result["initrd"], result["cmdline"], result["lockdown"])
         if host.kexec_loaded() is False:
             raise KexecError("kexec -s -l returned 0 but /sys/kernel/kexec_loaded is still 0")
     except KexecError as exc:
         kexec.forget()
-        undo(host, exc, result["finalized_here"])
-    kexec.write_record(wanted)
+        err = backed_out(host, exc, result["finalized_here"])
+        if err is exc:
+            raise
+        raise err from exc
+    kexec.write_record({k: result[k] for k in WANTED})
     return {**result, "changed": True, "loaded": True, "loaded_here": True, "msg": "loaded"}
+
+
+def ensure_loaded(module, host, kexec: Kexec, p: dict, lu: dict | None = None) -> dict:
+    """state=loaded: plan (validate everything), then, unless in check mode or loaded already, do."""
+    result, steps = plan_load(module, host, kexec, p, lu)
+    if not steps or module.check_mode:
+        return planned(result, steps)
+    return do_load(host, kexec, result, steps)
 
 
 def jump_job(method: str, kexec: str, pid: int, status: str, loaded: str) -> str:
@@ -400,7 +426,10 @@ def start_jump(module, host, kexec: Kexec, p: dict) -> dict:
             result["pmsg_path"] = write_pmsg(host, p["pmsg"])
         result["trigger"] = queue_jump(module, host, kexec, result["method"])
     except KexecError as exc:  # unload only an image this run loaded
-        undo(host, exc, result["finalized_here"], kexec if result["loaded_here"] else None)
+        err = backed_out(host, exc, result["finalized_here"], kexec if result["loaded_here"] else None)
+        if err is exc:
+            raise
+        raise err from exc
     return {**result, "triggered": True, "msg": "loaded; the jump is queued"}
 
 
@@ -422,7 +451,7 @@ def preflight(module, kho, options: dict, images: dict, lu: dict | None = None) 
                 "msg": "no kernel image found for the running release (/boot/vmlinuz-REL, /usr/lib/modules/REL/vmlinuz,"
                        " /vmlinuz): give one"}
     try:
-        return {**ensure_loaded(module, kho, Kexec(module, p["state_dir"]), p, check=True, lu=lu), "ok": True}
+        return {**planned(*plan_load(module, kho, Kexec(module, p["state_dir"]), p, lu)), "ok": True}
     except (KexecError, FinalizeError, host.NeedsRoot) as exc:
         return {"ok": False, "kernel": p["kernel"], "initrd": p["initrd"], "msg": str(exc)}
 

@@ -147,6 +147,22 @@ def test_load_then_idempotent_then_unload(tmp_path, fixtures):
     assert K.ensure_unloaded(mod, kho, kx)["changed"] is False
 
 
+def test_the_plan_is_what_preflight_check_mode_and_the_load_share_and_undo_says_what_it_undid(tmp_path, fixtures):
+    kho = make_host(tmp_path, "live-cold")
+    mod = FakeModule(kho)
+    kx = K.Kexec(mod, str(tmp_path / "run"))
+    p = params(tmp_path)
+    result, steps = K.plan_load(mod, kho, kx, p)
+    assert steps == ["load"] and not mod.commands[1:] and not kho.kexec_loaded()  # planned: kexec --help only
+    assert K.planned(result, steps)["msg"] == "would load" and K.preflight(mod, kho, p, {})["msg"] == "would load"
+    done = K.do_load(kho, kx, result, steps)
+    assert done["loaded_here"] and kho.kexec_loaded() and K.plan_load(mod, kho, kx, p)[1] == []
+    assert K.undo(kho, False, kx) == ["the image unloaded"] and not kho.kexec_loaded() and kx.read_record() is None
+    assert K.undo(kho, False) == []
+    failing = K.KexecError("the pstore message could not be written")
+    assert K.backed_out(kho, failing, False) is failing  # nothing to undo: the error itself
+
+
 def test_a_method_that_would_lose_a_luo_session_is_refused_before_the_load(tmp_path, fixtures):
     kho = make_host(tmp_path, "live-cold")
     open(os.path.join(kho.devfs, "liveupdate"), "w").close()
