@@ -34,7 +34,7 @@ from pathlib import Path
 # pylint: disable=unused-import
 from lab_build import (HOST_PACKAGES, SELFTESTS, VARIANTS, build_kernel, build_selftests,  # noqa: F401
                        check_config, fetch_source, kernel_dir, setup_host, source_tree, unavailable)
-from lab_common import (BASE_CMDLINE, CACHE, DEBIAN_SUITE, DISK_RECIPE, FRAGMENT, GRUB_RECIPE,  # noqa: F401
+from lab_common import (BASE_CMDLINE, BUILD_LOCK, CACHE, DEBIAN_SUITE, DISK_RECIPE, FRAGMENT, GRUB_RECIPE,  # noqa: F401
                         GUEST_CMDLINE, GUEST_KERNEL, HERE, KERNEL_RECIPE, MIRROR, RESERVE_MEM, ROOTFS_RECIPE,
                         SNAPSHOT, SNAPSHOT_RECIPE, SOURCE_PACKAGE, SOURCE_SUITE, digest, locked, log, run,
                         run_dir, ssh_key)
@@ -63,13 +63,27 @@ def build_command(args) -> None:
     print(json.dumps(info))
 
 
+# Builds into the cache one at a time (two test workers may ask for one artefact at once): up's build() and
+# GRUB disk, the variant kernels and the selftests wait for the build lock; a snapshot has its own lock.
+def variant_command(args) -> None:
+    with locked(BUILD_LOCK):
+        kdir = build_kernel(args.variant)
+    print(json.dumps({"bzImage": str(kdir / "bzImage")}))
+
+
+def selftests_command(_args) -> dict:
+    with locked(BUILD_LOCK):
+        return build_selftests()
+
+
 def up(args) -> dict:
     info = build(flavour=args.flavour)
     if args.boot == "grub":
         if args.append:
             raise SystemExit("--append needs --boot kernel: a GRUB-booted guest takes its command line from "
                              "its own /etc/default/grub")
-        info["disk"] = str(build_grub_disk())
+        with locked(BUILD_LOCK):  # its staging shares the cache with the other builds
+            info["disk"] = str(build_grub_disk())
     rd = run_dir(args.name)
     accel = args.accel
     if accel == "auto":
@@ -178,9 +192,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot", action="store_true", help="also the booted-guest snapshot that `up` restores")
     p = sub.add_parser("variant", help="a target kernel from the same source with part of live update left out")
     p.add_argument("variant", choices=sorted(VARIANTS))
-    p.set_defaults(func=lambda a: print(json.dumps({"bzImage": str(build_kernel(a.variant) / "bzImage")})))
+    p.set_defaults(func=variant_command)
     sub.add_parser("selftests", help="build the kernel's LUO selftests from the lab's source").set_defaults(
-        func=build_selftests)
+        func=selftests_command)
     sub.add_parser("unavailable", help="print why the lab cannot run here (nothing when it can)").set_defaults(
         func=lambda a: print(unavailable() or ""))
     for name, func in (("up", up), ("down", down), ("status", status), ("roundtrip", roundtrip)):

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from lab_common import CACHE, SNAPSHOT, SNAPSHOT_RECIPE, cpu_model, digest, log, run, run_dir
+from lab_common import CACHE, SNAPSHOT, SNAPSHOT_RECIPE, cpu_model, digest, locked, log, run, run_dir
 from lab_guests import boot_guest, monitor, pid_of, ssh_argv, stop_guest
 
 
@@ -62,6 +62,14 @@ def build_snapshot(info: dict, accel: str, memory: int, cmdline: str, timeout: f
     snap = snapshot_path(info, accel, memory, cmdline)
     if snap.exists():
         return snap
+    with locked(snap.with_suffix(".lock")):  # two `up`s wanting one snapshot: one boots it, the other waits
+        if not snap.exists():
+            save_snapshot(snap, info, accel, memory, cmdline, timeout)
+    return snap
+
+
+def save_snapshot(snap: Path, info: dict, accel: str, memory: int, cmdline: str, timeout: float) -> None:
+    """build_snapshot's work: the cold boot, systemd settled, `savevm`, then the qcow2 renamed into the cache."""
     rd = run_dir(f"snapshot-{os.getpid()}")
     rd.mkdir(parents=True, exist_ok=True)
     try:
@@ -90,4 +98,3 @@ def build_snapshot(info: dict, accel: str, memory: int, cmdline: str, timeout: f
         log(f"snapshot {snap.name} saved in {round(time.monotonic() - started, 1)} s")
     finally:
         shutil.rmtree(rd, ignore_errors=True)
-    return snap
