@@ -73,8 +73,12 @@ lab-lean: layout-lab host venv-oldest
 	$(LABTEST) -m "lab and not lab_full" tests/integration --junitxml=$(BUILD)/logs/lab-lean.xml
 	$(PYTHON) tests/utils/ran.py $(BUILD)/logs/lab-lean.xml lab-lean
 
+# The whole matrix two tests at a time (pytest-xdist), tests sharing a guest on one worker, longest first
+# (tests/conftest.py); the lean tier one at a time.
+LAB_FULL_XDIST = -n 2 --dist loadgroup --no-loadscope-reorder
+
 lab-full: layout-lab host venv-oldest
-	$(LABTEST) -m lab tests/integration --junitxml=$(BUILD)/logs/lab-full.xml
+	$(LABTEST) $(LAB_FULL_XDIST) -m lab tests/integration --junitxml=$(BUILD)/logs/lab-full.xml
 	$(PYTHON) tests/utils/ran.py $(BUILD)/logs/lab-full.xml lab-full
 
 newest:

@@ -90,10 +90,71 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "lab_full: in the whole lab matrix (make test-lab) only, not the lean tier")
 
 
-def pytest_collection_modifyitems(items):
+# The whole lab matrix runs two tests at a time (make lab-full: pytest-xdist, `-n 2 --dist loadgroup`); the lean
+# tier, one.  Two tests at once share nothing but the read-only cache: each lab_factory call is a lab name of its
+# own (its worker's pid in it), so its own run dir, ports, monitor, pid file and overlay, and each restored guest
+# boots its own copy of the booted snapshot (lab_guests.start_qemu), whose backing disk QEMU only reads.  Tests
+# that share a guest (a module- or session-scoped fixture's) are one xdist group: one worker, in their order.
+# Seconds the longest tests took in the last whole matrix, one at a time (make test-lab of 6d27dff; the variant
+# kernels' test in its own run; the repeats at five handovers): longest handed out first, so both workers end
+# together.  A test not named counts SHORT seconds; a wrong figure costs time, never a result.
+LONGEST = {
+    "test_a_target_that_cannot_restore_the_sessions_is_refused": 516,
+    "test_repeated_handovers_with_a_pstore_canary": 490,
+    "test_the_default_method_keeps_a_services_fd_store": 262,
+    "test_the_readme_quick_start_then_ansible_runner_hand_the_guest_over": 203,
+    "test_kho_off_is_refused_then_enabled_through_grub_and_handed_over": 198,
+    "test_rolling_handover_of_two_guests": 174,
+    "test_lab[kho_kexec]": 160,
+    "test_lab[kho_cmdline]": 153,
+    "test_kexec_e_would_lose_the_fd_store_refused_then_an_accepted_loss_fails": 142,
+    "test_the_default_method_keeps_the_selftests_sessions": 141,
+    "test_a_run_refused_by_the_lock_leaves_the_holders_lock_and_image": 140,
+    "test_connection_cut_before_the_jump_then_a_rerun_completes": 135,
+    "test_host_that_never_returns_fails_alone": 130,
+    "test_a_method_that_would_lose_sessions_is_refused_and_an_accepted_loss_fails": 119,
+    "test_connection_cut_between_the_load_and_the_jump_is_still_one_verified_handover": 118,
+    "test_lab[kho_cmdline-full_matrix]": 115,
+    "test_molecule_default_scenario": 114,
+    "test_alias_and_bastion_hand_over_verified": 107,
+    "test_two_runs_at_once_make_one_jump": 106,
+}
+SHORT = 30
+
+
+def shared_guest(item) -> str | None:
+    """The xdist group of a test that shares a guest with others, or None for a test with guests of its own."""
+    names = getattr(item, "fixturenames", ())
+    if "module_lab_factory" in names:
+        return f"{item.module.__name__}-guest"  # the module's guests (test_faults' quiet guest, test_rolling's fleet)
+    if "lab" in names:
+        return "session-guest"  # the session's read-only guest
+    callspec = getattr(item, "callspec", None)  # test_targets' test_lab: the read-only guest, unless DESTRUCTIVE
+    if getattr(item, "originalname", "") == "test_lab" and callspec is not None \
+            and callspec.params.get("target") not in getattr(item.module, "DESTRUCTIVE", ()):
+        return "session-guest"
+    return None
+
+
+def two_at_a_time(items) -> None:
+    """Group the tests that share a guest, and order the groups longest first (stable: else as collected)."""
+    groups: dict = {}
+    for item in items:
+        group = shared_guest(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+        groups.setdefault(group or item.nodeid, []).append(item)
+    ordered = sorted(groups.values(), key=lambda group: -sum(LONGEST.get(i.name, SHORT) for i in group))
+    items[:] = [item for group in ordered for item in group]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
     for item in items:
         if "lab_reason" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.lab)
+    if getattr(config.option, "loadgroup", False):  # an xdist worker of a `--dist loadgroup` run
+        two_at_a_time(items)
 
 
 def pytest_terminal_summary(terminalreporter):
