@@ -318,39 +318,35 @@ def next_kernel(module) -> dict:
             "replaced": asked if asked not in ("auto", written) else None}
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
-            "kho": {"type": "raw"},
-            "scratch": {"type": "str"},
-            "scratch_param": {"type": "str", "default": "auto", "choices": ["auto", "kho_scratch", "kho_bootmem"]},
-            "next_kernel": {"type": "path"},
-            "reserve_mem": {"type": "list", "elements": "dict", "options": {
-                "size": {"type": "raw", "required": True},
-                "align": {"type": "raw", "default": 0},
-                "label": {"type": "str", "required": True},
-            }},
-            "bootloader": {"type": "str", "default": "auto", "choices": ["auto", "grub", "grubby", "kernel-install"]},
-            "grub_file": {"type": "path", "default": paths.GRUB_DEFAULT},
-            "grub_cfg": {"type": "path"},
-            "kernel_cmdline_file": {"type": "path", "default": paths.KERNEL_CMDLINE},
-            "grubby_kernel": {"type": "str", "default": "ALL"},
-            "grub_conflicts": {"type": "str", "default": "remove", "choices": ["remove", "fail"]},
-            "follow_symlinks": {"type": "bool", "default": True},
-            "regenerate": {"type": "bool", "default": True},
-            "backup": {"type": "bool", "default": False},
-        },
-        supports_check_mode=True,
-    )
+ARGUMENT_SPEC = {
+    "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+    "kho": {"type": "raw"},
+    "scratch": {"type": "str"},
+    "scratch_param": {"type": "str", "default": "auto", "choices": ["auto", "kho_scratch", "kho_bootmem"]},
+    "next_kernel": {"type": "path"},
+    "reserve_mem": {"type": "list", "elements": "dict", "options": {
+        "size": {"type": "raw", "required": True},
+        "align": {"type": "raw", "default": 0},
+        "label": {"type": "str", "required": True},
+    }},
+    "bootloader": {"type": "str", "default": "auto", "choices": ["auto", "grub", "grubby", "kernel-install"]},
+    "grub_file": {"type": "path", "default": paths.GRUB_DEFAULT},
+    "grub_cfg": {"type": "path"},
+    "kernel_cmdline_file": {"type": "path", "default": paths.KERNEL_CMDLINE},
+    "grubby_kernel": {"type": "str", "default": "ALL"},
+    "grub_conflicts": {"type": "str", "default": "remove", "choices": ["remove", "fail"]},
+    "follow_symlinks": {"type": "bool", "default": True},
+    "regenerate": {"type": "bool", "default": True},
+    "backup": {"type": "bool", "default": False},
+}
+
+
+def decide(module) -> tuple:
+    """The request, validated before anything is read: (the edit of a line, the clean-up of a line, next_kernel)."""
     p = module.params
-    try:
-        bootloader.check_option_numbers(p)
-        wanted = check_request("on" if p["kho"] is None and p["state"] == "present" else p["kho"],
-                               p["scratch"], p["reserve_mem"])
-    except GrammarError as exc:
-        module.fail_json(msg=str(exc))
-    running = KhoHost().cmdline()
+    bootloader.check_option_numbers(p)
+    wanted = check_request("on" if p["kho"] is None and p["state"] == "present" else p["kho"],
+                           p["scratch"], p["reserve_mem"])
     nxt = next_kernel(module) if wanted["scratch"] is not None and p["state"] == "present" else None
     spelling = nxt["scratch_param"] if nxt else p["scratch_param"]
 
@@ -359,34 +355,60 @@ def main():
 
     def clean(line):
         return apply_kho(line, "absent")
+    return edit, clean, nxt
 
+
+def refuse_grub_conflicts(module, plan: dict) -> None:
+    """GRUB: with grub_conflicts=fail, KHO parameters in the other variables or drop-ins are refused."""
+    p = module.params
+    if plan["conflicts"] and p["grub_conflicts"] == "fail" and p["state"] == "present":
+        where = "; ".join(f"{c['file']} line {c['line']} {c['variable']}: {' '.join(c['parameters'])}"
+                          for c in plan["conflicts"])
+        module.fail_json(msg=f"KHO parameters outside {plan['target']}'s GRUB_CMDLINE_LINUX would override or "
+                             f"repeat what is asked: {where}; remove them, or set grub_conflicts: remove",
+                         conflicts=plan["conflicts"])
+
+
+def report(module, backend, plan: dict, running: str, nxt: dict | None) -> dict:
+    """The answer for the plan, before anything is written (check and diff mode stop here)."""
+    result = {"bootloader": backend.name, "file": plan["target"], "cmdline_before": plan["before"],
+              "cmdline_after": plan["after"], "running_cmdline": running, "regenerated": [],
+              "conflicts": plan["conflicts"], "changed": bool(plan["files"] or plan.get("commands")),
+              "reboot_required": kho_signature(plan["after"]) != kho_signature(running)}
+    if nxt:
+        result["next_kernel"] = nxt
+    if "entries" in plan:
+        result["entries"] = plan["entries"]
+    if module._diff:
+        result["diff"] = diffs(plan)
+    return result
+
+
+def write(module, backend, plan: dict) -> dict:
+    """Apply the plan (all or nothing), then check the generated grub.cfg where GRUB regenerated one."""
+    done = backend.apply(plan)
+    if getattr(backend, "cfg_written", None) and done["regenerated"]:
+        done["grub_cfg"] = backend.check_cfg(plan["after"])
+        if done["grub_cfg"] and done["grub_cfg"]["missing"]:
+            module.warn(f"{done['grub_cfg']['path']}: these entries do not carry the KHO parameters "
+                        f"asked for: {', '.join(done['grub_cfg']['missing'])}")
+    return done
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    try:
+        edit, clean, nxt = decide(module)
+    except GrammarError as exc:
+        module.fail_json(msg=str(exc))
+    running = KhoHost().cmdline()
     try:
         backend = bootloader.select(module, running)
         plan = backend.plan(edit, clean)
-        if plan["conflicts"] and p["grub_conflicts"] == "fail" and p["state"] == "present":
-            where = "; ".join(f"{c['file']} line {c['line']} {c['variable']}: {' '.join(c['parameters'])}"
-                              for c in plan["conflicts"])
-            module.fail_json(msg=f"KHO parameters outside {plan['target']}'s GRUB_CMDLINE_LINUX would override or "
-                                 f"repeat what is asked: {where}; remove them, or set grub_conflicts: remove",
-                             conflicts=plan["conflicts"])
-        changed = bool(plan["files"] or plan.get("commands"))
-        result = {"bootloader": backend.name, "file": plan["target"], "cmdline_before": plan["before"],
-                  "cmdline_after": plan["after"], "running_cmdline": running, "regenerated": [],
-                  "conflicts": plan["conflicts"], "changed": changed,
-                  "reboot_required": kho_signature(plan["after"]) != kho_signature(running)}
-        if nxt:
-            result["next_kernel"] = nxt
-        if "entries" in plan:
-            result["entries"] = plan["entries"]
-        if module._diff:
-            result["diff"] = diffs(plan)
-        if changed and not module.check_mode:
-            result.update(backend.apply(plan))
-            if getattr(backend, "cfg_written", None) and result["regenerated"]:
-                result["grub_cfg"] = backend.check_cfg(plan["after"])
-                if result["grub_cfg"] and result["grub_cfg"]["missing"]:
-                    module.warn(f"{result['grub_cfg']['path']}: these entries do not carry the KHO parameters "
-                                f"asked for: {', '.join(result['grub_cfg']['missing'])}")
+        refuse_grub_conflicts(module, plan)
+        result = report(module, backend, plan, running, nxt)
+        if result["changed"] and not module.check_mode:
+            result.update(write(module, backend, plan))
     except (bootloader.BootloaderError, files.Refused, GrammarError) as exc:
         module.fail_json(msg=str(exc))
     except PermissionError as exc:

@@ -460,48 +460,60 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host, kexec, lock
 
 
+ARGUMENT_SPEC = {
+    **host.ARGUMENT_SPEC,
+    "kernel_log": {"type": "bool", "default": True},
+    "include_raw": {"type": "bool", "default": False},
+    "lock": {"type": "dict", "options": lock.ARGUMENT_SPEC},
+    "preflight": {"type": "dict", "options": {k: kexec.ARGUMENT_SPEC[k] for k in kexec.PREFLIGHT_OPTIONS}},
+    "pstore_search": {"type": "list", "elements": "str"},
+}
+
+
+def take_lock(module) -> tuple:
+    """The handover lock, before anything is read (the state is read under it): (its answer, the lock this task
+    took, to give back if the read fails, or None)."""
+    options = module.params["lock"]
+    try:
+        held = lock.take(options, module.check_mode)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    except PermissionError as exc:
+        module.fail_json(msg=f"cannot lock {options['path']}: {exc}; this needs root: use become: true")
+    return held, (held if held["changed"] and not module.check_mode else None)
+
+
+def read(module, kho) -> dict:
+    """The host's KHO state and, in the same run, what a load would do (nothing changed) and what pstore holds."""
+    p = module.params
+    raw = facts.gather(kho, kho.debugfs_mounted(), p["kernel_log"], module.run_command)
+    out = {"kho_raw": raw}
+    if p["preflight"] is not None:
+        out["preflight"] = kexec.preflight(module, kho, p["preflight"], raw["images"], raw["liveupdate"])
+    if p["pstore_search"]:
+        out["pstore_found"] = facts.pstore_search(facts.pstore_dirs(kho), p["pstore_search"])
+    return out
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec={
-            **host.ARGUMENT_SPEC,
-            "kernel_log": {"type": "bool", "default": True},
-            "include_raw": {"type": "bool", "default": False},
-            "lock": {"type": "dict", "options": lock.ARGUMENT_SPEC},
-            "preflight": {"type": "dict", "options": {k: kexec.ARGUMENT_SPEC[k] for k in kexec.PREFLIGHT_OPTIONS}},
-            "pstore_search": {"type": "list", "elements": "str"},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     kho = host.from_params(module.params)
-    extra, taken = {}, None
     changed = host.ensure_debugfs(module, kho)
-    if module.params["lock"] is not None:  # before anything is read: the state is read under the lock
-        try:
-            extra["lock"] = lock.take(module.params["lock"], module.check_mode)
-        except ValueError as exc:
-            module.fail_json(msg=str(exc))
-        except PermissionError as exc:
-            module.fail_json(msg=f"cannot lock {module.params['lock']['path']}: {exc}; this needs root: use become: true")
+    extra, taken = {}, None
+    if module.params["lock"] is not None:
+        extra["lock"], taken = take_lock(module)
         if not extra["lock"]["acquired"]:  # nothing read: the action plugin takes an ended run's lock over, or fails
             module.exit_json(changed=changed, **extra)
         changed = changed or extra["lock"]["changed"]
-        taken = extra["lock"] if extra["lock"]["changed"] and not module.check_mode else None
-
-    def fail(**kwargs):
+    try:
+        extra.update(read(module, kho))
+    except (host.NeedsRoot, OSError) as exc:
         if taken:  # this task took the lock: a read that failed gives it back
             lock.release(taken["path"], taken["holder"])
-        module.fail_json(**kwargs)
-    try:
-        raw = facts.gather(kho, kho.debugfs_mounted(), module.params["kernel_log"], module.run_command)
-        if module.params["preflight"] is not None:  # the same run: what a load would do, nothing changed
-            extra["preflight"] = kexec.preflight(module, kho, module.params["preflight"], raw["images"], raw["liveupdate"])
-        if module.params["pstore_search"]:
-            extra["pstore_found"] = facts.pstore_search(facts.pstore_dirs(kho), module.params["pstore_search"])
-    except host.NeedsRoot as exc:
-        fail(msg=str(exc), path=exc.path)
-    except OSError as exc:
-        fail(msg=f"reading KHO state failed: {exc}")
-    module.exit_json(changed=changed, kho_raw=raw, **extra)
+        if isinstance(exc, host.NeedsRoot):
+            module.fail_json(msg=str(exc), path=exc.path)
+        module.fail_json(msg=f"reading KHO state failed: {exc}")
+    module.exit_json(changed=changed, **extra)
 
 
 if __name__ == "__main__":
