@@ -1,6 +1,7 @@
 """The kexec.kho lab: a real KHO kernel and a Debian guest in QEMU.
 
     lab.py setup-host        install what the lab needs from Debian (idempotent)
+    lab.py install PKG...    install these Debian packages where missing (the unit tests' dtc)
     lab.py build             build (or reuse) the kernel, the root fs and the disk
     lab.py build --snapshot  ... and the booted-guest snapshot that `up` restores
     lab.py up [-n N]         start N guests (restored from the booted snapshot, or --cold),
@@ -32,7 +33,7 @@ from pathlib import Path
 
 # Every name the lab had when it was one file stays importable from here (`import lab; lab.up(...)`).
 # pylint: disable=unused-import
-from lab_build import (HOST_PACKAGES, SELFTESTS, VARIANTS, build_kernel, build_selftests,  # noqa: F401
+from lab_build import (HOST_PACKAGES, install_command, SELFTESTS, VARIANTS, build_kernel, build_selftests,  # noqa: F401
                        check_config, fetch_source, kernel_dir, setup_host, source_tree, unavailable)
 from lab_common import (BASE_CMDLINE, BUILD_LOCK, CACHE, DEBIAN_SUITE, DISK_RECIPE, FRAGMENT, GRUB_RECIPE,  # noqa: F401
                         GUEST_CMDLINE, GUEST_KERNEL, HERE, KERNEL_RECIPE, MIRROR, RESERVE_MEM, ROOTFS_RECIPE,
@@ -187,6 +188,9 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("setup-host").set_defaults(func=setup_host)
+    p = sub.add_parser("install", help="install these Debian packages where missing (one apt-get at a time)")
+    p.add_argument("packages", nargs="+")
+    p.set_defaults(func=install_command)
     p = sub.add_parser("build")
     p.set_defaults(func=build_command)
     p.add_argument("--snapshot", action="store_true", help="also the booted-guest snapshot that `up` restores")

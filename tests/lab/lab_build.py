@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from lab_common import (CACHE, FRAGMENT, KERNEL_RECIPE, MIRROR, SOURCE_PACKAGE, SOURCE_SUITE, digest, log,
+from lab_common import (CACHE, locked, FRAGMENT, KERNEL_RECIPE, MIRROR, SOURCE_PACKAGE, SOURCE_SUITE, digest, log,
                         run)
 
 HOST_PACKAGES = [
@@ -53,17 +53,33 @@ def setup_host(_args=None) -> None:
     if why:
         log(f"lab skipped: {why}")
         return
-    missing = [p for p in HOST_PACKAGES
-               if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p],
-                                 capture_output=True, text=True, check=False).stdout
-               != "install ok installed"]
-    if missing:
-        log(f"installing from Debian: {' '.join(missing)}")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        run(["apt-get", "update", "-qq"], env=env)
-        run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
-    else:
+    install(HOST_PACKAGES)
+
+
+def install(packages: list[str]) -> None:
+    """apt-get install what is missing of ``packages``, one install at a time: the lab chain's set-up and the unit
+    tests' prerequisite (dtc) may ask at once, and a second apt-get would fail on dpkg's lock."""
+    def missing() -> list[str]:
+        return [p for p in packages
+                if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p],
+                                  capture_output=True, text=True, check=False).stdout != "install ok installed"]
+    if not missing():
         log("host packages present")
+        return
+    with locked(CACHE / "apt.lock"):
+        wanted = missing()
+        if wanted:
+            log(f"installing from Debian: {' '.join(wanted)}")
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+            run(["apt-get", "update", "-qq"], env=env)
+            run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *wanted], env=env)
+
+
+def install_command(args) -> None:
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        log(f"not installing {' '.join(args.packages)}: that needs root on a Debian host (apt-get)")
+        return
+    install(args.packages)
 
 
 def fetch_source() -> Path:
