@@ -14,6 +14,7 @@ import argparse
 import base64
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -71,6 +72,27 @@ class Console(threading.Thread):
                             self.seen[mark] = time.monotonic()  # the last one: the boot the run waited for
 
 
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's waited-for children (ansible-playbook, its workers, ssh)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+# A run's parts on the guest's console: ours before the old kernel goes, the guest's boot (not ours: the emulated
+# guest's kernel and user space to sshd), ours from sshd to the verdict.  The targets are on ours only.
+PARTS = {"before": ("start->kernel_gone",), "boot": ("kernel_gone->kernel_start", "kernel_start->init", "init->sshd"),
+         "after": ("sshd->returned",)}
+
+
+def parts(console: dict) -> dict:
+    """The run's parts (PARTS) from console_phases' spans; None where a mark was missed."""
+    out = {}
+    for part, spans in PARTS.items():
+        values = [console.get(k) for k in spans]
+        out[part] = round(sum(values), 2) if values and None not in values else None
+    return out
+
+
 def console_phases(start: float, console: Console, returned: float | None) -> dict:
     """Seconds of each part of the run, from the console marks; None where a mark was not seen."""
     marks = [("start", start), *((m, console.seen.get(m)) for m in Console.MARKS), ("returned", returned)]
@@ -119,7 +141,7 @@ def playbook(inventory: str, tasks: str, extra: dict | None = None, limit: float
 def floor(guest: dict) -> dict:
     console = Console(guest["serial"])
     console.start()
-    start = time.monotonic()
+    start, cpu = time.monotonic(), children_cpu()
     subprocess.run(lab.ssh_argv(guest, f"kexec -s -l {KERNEL} --reuse-cmdline && "
                                        "(setsid sh -c 'sleep 0.2; kexec -e' </dev/null >/dev/null 2>&1 &)"),
                    check=True, capture_output=True)
@@ -130,7 +152,8 @@ def floor(guest: dict) -> dict:
     subprocess.run(lab.ssh_argv(guest, "true"), check=True)
     console.stop = True
     returned = time.monotonic()
-    return {"seconds": returned - start, "console": console_phases(start, console, returned)}
+    return {"seconds": returned - start, "console": console_phases(start, console, returned),
+            "cpu": round(children_cpu() - cpu, 2)}
 
 
 def warm(up: dict) -> dict:
@@ -142,15 +165,16 @@ def warm(up: dict) -> dict:
 def with_banner(guest: dict, fn) -> dict:
     console = Console(guest["serial"])
     console.start()
-    start = time.monotonic()
+    start, cpu = time.monotonic(), children_cpu()
     seconds, returned, out, summary = fn()
+    cpu = round(children_cpu() - cpu, 2)  # the controller's: ansible-playbook's process tree
     console.stop = True
     sshd = console.seen.get("sshd")
     latency = (returned - sshd) if returned and sshd else None
     phases = [json.loads(x.split("PHASES ", 1)[1].rstrip('"').replace('\\"', '"'))
               for x in (out or "").splitlines() if '"PHASES {' in x]
     return {"seconds": seconds, "detect_latency": latency, "note": None if seconds else out, "summary": summary,
-            "console": console_phases(start, console, returned), "phases": (phases or [None])[0]}
+            "console": console_phases(start, console, returned), "phases": (phases or [None])[0], "cpu": cpu}
 
 
 def scenarios(guest: dict, inventory: str) -> dict:
@@ -347,6 +371,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--limit", type=int, default=LIMIT, help="seconds before a run counts as 'did not return'")
     ap.add_argument("--no-lab", action="store_true", help="the controller-side figures only (decode, hostile inputs)")
+    ap.add_argument("--compare", help="an earlier results JSON: how far each part's median moved (stability)")
     args = ap.parse_args()
     LIMIT = args.limit
     controller_only = args.only and CONTROLLER_ONLY.issuperset(args.only)
@@ -392,6 +417,8 @@ def main() -> None:
                        "role_phases": [r["summary"] for r in rs if r.get("summary")][:1],
                        "console": {k: stats([(r.get("console") or {}).get(k) for r in rs])
                                    for k in sorted({k for r in rs for k in (r.get("console") or {})})},
+                       "parts": {k: stats([parts(r.get("console") or {})[k] for r in rs]) for k in PARTS},
+                       "controller_cpu": stats([r.get("cpu") for r in rs]),
                        "kho_kexec_phases": {k: stats([(r.get("phases") or {}).get(k) for r in rs])
                                             for k in sorted({k for r in rs for k in (r.get("phases") or {})})}}
                 for name, rs in runs.items()}
@@ -412,6 +439,20 @@ def main() -> None:
             for name in started:
                 lab.down(lab.command("down", "--name", name))
     report(results)
+    if args.compare:
+        compare(json.loads(Path(args.compare).read_text()), results)
+
+
+def compare(old: dict, new: dict) -> None:
+    """How far each scenario's parts moved between two runs on the same machine (the issue asks within 10%)."""
+    print(f"stability against {old['date']}: change of each part's median (ours: before, after; the guest's: boot)")
+    for name, s in (new.get("scenarios") or {}).items():
+        before = ((old.get("scenarios") or {}).get(name) or {}).get("parts") or {}
+        moved = []
+        for part, v in (s.get("parts") or {}).items():
+            a, b = (before.get(part) or {}).get("median"), v["median"]
+            moved.append(f"{part} {a} -> {b} ({(b - a) / a * 100:+.0f}%)" if a and b else f"{part} {a} -> {b}")
+        print(f"  {name:24} {'  '.join(moved)}")
 
 
 def ratio(a, b):
@@ -454,9 +495,22 @@ def report(results: dict) -> None:
         print(f"  {name:16} {h['bytes'] / 2**20:6.2f} MiB  {h['seconds']:6.3f} s  peak {h['peak_mib']:6.1f} MiB  "
               f"{h['result']}{'' if h['result'] == h['expected'] else ' (EXPECTED ' + h['expected'] + ')'}")
     sc = results.get("scenarios") or {}
+    print("our parts (median s; the guest's boot apart, not ours) and the controller's CPU per handover:")
+    for name, s in sc.items():
+        p, cpu = s.get("parts") or {}, s.get("controller_cpu") or {}
+        print(f"  {name:24} " + "  ".join(f"{k} {(p.get(k) or {}).get('median')}" for k in PARTS)
+              + f"  controller CPU {cpu.get('median')} s")
     med = {k: v["seconds"]["median"] for k, v in sc.items()}
+    part = {(k, x): ((v.get("parts") or {}).get(x) or {}).get("median") for k, v in sc.items() for x in PARTS}
     lat = {k: v["detect_latency"]["median"] for k, v in sc.items()}
     targets = {
+        "role / floor, before the old kernel goes (target <= 2)": ratio(part.get(("role", "before")), part.get(("floor", "before"))),
+        "role / floor, sshd to the verdict (target <= 1.5)": ratio(part.get(("role", "after")), part.get(("floor", "after"))),
+        "kho_kexec / floor, before the old kernel goes (target <= 1.3)": ratio(part.get(("kho_kexec", "before")),
+                                                                               part.get(("floor", "before"))),
+        "kho_kexec / floor, sshd to the return (target <= 1.3)": ratio(part.get(("kho_kexec", "after")), part.get(("floor", "after"))),
+        "controller CPU-seconds per role handover, ansible-playbook's process tree (target <= 1)": (
+            (sc.get("role") or {}).get("controller_cpu") or {}).get("median"),
         "kho_kexec, sshd started to return (older target < 0.5 s)": lat.get("kho_kexec"),
         "reboot(systemctl kexec) / kho_kexec, sshd started to return (older target >= 3)":
             ratio(lat.get("reboot_systemctl_kexec"), lat.get("kho_kexec")),
