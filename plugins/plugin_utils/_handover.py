@@ -204,43 +204,13 @@ def decode_side(raw: dict, side: str, byteorder: str = "little",
     budget = budget or _fdt.Budget()
     errors: list = []
     facts: dict = {"fdt": {"status": "absent"}, "sub_blobs": {}, "reserve_mem": [], "kexec_metadata": None}
-    listed: dict = {}
     raw = _mapping(raw, side, errors)
     sub_blobs = _mapping(raw.get("sub_blobs"), f"{side}/sub_fdts", errors)
     sub_blobs = _charge_sub_blobs(sub_blobs, f"{side}/sub_fdts", budget, errors)
-    if raw.get("fdt") is not None:
-        where = f"{side}/fdt"
-        try:
-            budget.charge(bytes=_size(raw["fdt"]))
-            data = b64decode(raw["fdt"])
-            facts["fdt"] = {"status": "complete", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-            root = root_listing(_fdt.parse(data, budget), byteorder)
-            listed = root.pop("listed")
-            facts.update(root)
-        except (_fdt.FdtError, BlobError) as exc:
-            status = "truncated" if str(exc).startswith("truncated") else "invalid"
-            facts["fdt"].update(status=status, error=str(exc))
-            if status == "invalid":  # a truncated out/fdt is what a cold boot exposes
-                errors.append({"blob": where, "error": str(exc)})
-    names = sorted(set(listed) | {str(name) for name in sub_blobs})
-    for name in names:
-        rec = {"name": name, **listed.get(name, {"phys": None, "blob_size": None})}
-        encoded = sub_blobs.get(name)
-        problems = []
-        if side == "in" and name == LUO_NAME:
-            # LUO consumes and frees its incoming entry early in boot: debugfs then shows freed memory.
-            rec.update(format="consumed", note="read the incoming number from the kernel log (liveupdate)")
-            encoded = None
-        if encoded is not None:
-            try:
-                data = b64decode(encoded)
-                if rec["blob_size"] is not None and rec["blob_size"] != len(data):
-                    problems.append(f"the root lists blob-size {rec['blob_size']}, the file has {len(data)} bytes")
-                rec.update(decode_blob(data, name, byteorder, budget))
-            except (_fdt.FdtError, BlobError) as exc:
-                problems.append(str(exc))
-        if problems:
-            rec["error"] = "; ".join(problems)
+    listed = _decode_root(raw.get("fdt"), side, byteorder, budget, facts, errors) if raw.get("fdt") is not None else {}
+    for name in sorted(set(listed) | {str(name) for name in sub_blobs}):
+        rec = _decode_sub(name, listed.get(name), sub_blobs.get(name), side, byteorder, budget)
+        if "error" in rec:
             errors.append({"blob": f"{side}/sub_fdts/{name}", "error": rec["error"]})
         facts["sub_blobs"][name] = rec
         if "reserve_mem" in rec:
@@ -248,6 +218,46 @@ def decode_side(raw: dict, side: str, byteorder: str = "little",
         if "metadata" in rec:
             facts["kexec_metadata"] = rec["metadata"]
     return facts, errors
+
+
+def _decode_root(encoded: str, side: str, byteorder: str, budget: _fdt.Budget, facts: dict, errors: list) -> dict:
+    """The side's root tree into ``facts``; returns the sub-blobs it lists ({name: phys, blob_size})."""
+    try:
+        budget.charge(bytes=_size(encoded))
+        data = b64decode(encoded)
+        facts["fdt"] = {"status": "complete", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        root = root_listing(_fdt.parse(data, budget), byteorder)
+        listed = root.pop("listed")
+        facts.update(root)
+        return listed
+    except (_fdt.FdtError, BlobError) as exc:
+        status = "truncated" if str(exc).startswith("truncated") else "invalid"
+        facts["fdt"].update(status=status, error=str(exc))
+        if status == "invalid":  # a truncated out/fdt is what a cold boot exposes
+            errors.append({"blob": f"{side}/fdt", "error": str(exc)})
+        return {}
+
+
+def _decode_sub(name: str, listed: dict | None, encoded: str | None, side: str, byteorder: str,
+                budget: _fdt.Budget) -> dict:
+    """One sub-blob's record: where the root lists it, and what it decodes to; ``error`` where it does not."""
+    rec = {"name": name, **(listed or {"phys": None, "blob_size": None})}
+    if side == "in" and name == LUO_NAME:
+        # LUO consumes and frees its incoming entry early in boot: debugfs then shows freed memory.
+        rec.update(format="consumed", note="read the incoming number from the kernel log (liveupdate)")
+        encoded = None
+    problems = []
+    if encoded is not None:
+        try:
+            data = b64decode(encoded)
+            if rec["blob_size"] is not None and rec["blob_size"] != len(data):
+                problems.append(f"the root lists blob-size {rec['blob_size']}, the file has {len(data)} bytes")
+            rec.update(decode_blob(data, name, byteorder, budget))
+        except (_fdt.FdtError, BlobError) as exc:
+            problems.append(str(exc))
+    if problems:
+        rec["error"] = "; ".join(problems)
+    return rec
 
 
 def facts_from_raw(raw: dict, include_raw: bool = False) -> dict:
