@@ -216,12 +216,14 @@ class ActionModule(ActionBase):
         return {**result, "failed": True, "jumped": False, "unloaded": unloaded, "msg": f"{exc}; {undone}"}
 
     def _verdict(self, result, opts, run):
+        root = opts["debugfs_root"] if opts["verify_handover"] else None
+        if run["test"]["rc"]:  # back, but not well: the success fields stay out
+            return {**result, "changed": True, **_jump.verdict(run["back"], run["downtime"], run["test"], root)}
         back, load = run["back"], run["load"]
         result.update(changed=True, rebooted=True, elapsed=round(time.monotonic() - run["started"], 2),
                       detect_latency=(round(back["waited"] - back["first_answer"], 2)
                                       if back["first_answer"] is not None else None),
                       attempts=back["attempts"], method=load.get("method"))  # null where the load's answer was lost
-        root = opts["debugfs_root"] if opts["verify_handover"] else None
         return {**result, **_jump.verdict(back, run["downtime"], run["test"], root)}
 
     @staticmethod

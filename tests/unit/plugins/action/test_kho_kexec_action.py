@@ -219,6 +219,9 @@ def test_check_mode_loads_in_check_mode_and_never_triggers(monkeypatch):
 def test_a_failed_test_command_fails_after_the_jump(monkeypatch):
     res = run(Host(polls=[poll(NEW, "none")], test_rc=1), monkeypatch, test_command="systemctl is-active web")
     assert res["failed"] and res["jumped"] is True and "the test command failed: the test failed" in res["msg"]
+    assert res["changed"] and res["boot_id_after"] == NEW and res["phases"]["test_command"] is not None
+    # The fields documented as returned on success only stay out of a failed test's answer.
+    assert not {"rebooted", "elapsed", "detect_latency", "attempts", "method"} & set(res), sorted(res)
 
 
 def test_the_jump_prints_each_state_as_it_happens(monkeypatch):
