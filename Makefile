@@ -76,16 +76,16 @@ LABTEST = cd $(LAB_COLL) && KHO_OLDEST_VENV=$(if $(PY_OLDEST),$(abspath .venv-ol
 
 # Each tier's pytest leaves a JUnit report; ran.py fails a tier that passed no test where the lab can run, and
 # records it as skipped, with the reason, where it cannot (tests/utils/tier.py shows it so).
+# Both lab tiers run two tests at a time (pytest-xdist), tests sharing a guest on one worker, longest first
+# (tests/conftest.py): the lean tier is the cold make test's critical path after the kernel build.
+LAB_XDIST = -n 2 --dist loadgroup --no-loadscope-reorder
+
 lab-lean: layout-lab host venv-oldest
-	$(LABTEST) -m "lab and not lab_full" tests/integration --junitxml=$(BUILD)/logs/lab-lean.xml
+	$(LABTEST) $(LAB_XDIST) -m "lab and not lab_full" tests/integration --junitxml=$(BUILD)/logs/lab-lean.xml
 	$(PYTHON) tests/utils/ran.py $(BUILD)/logs/lab-lean.xml lab-lean
 
-# The whole matrix two tests at a time (pytest-xdist), tests sharing a guest on one worker, longest first
-# (tests/conftest.py); the lean tier one at a time.
-LAB_FULL_XDIST = -n 2 --dist loadgroup --no-loadscope-reorder
-
 lab-full: layout-lab host venv-oldest
-	$(LABTEST) $(LAB_FULL_XDIST) -m lab tests/integration --junitxml=$(BUILD)/logs/lab-full.xml
+	$(LABTEST) $(LAB_XDIST) -m lab tests/integration --junitxml=$(BUILD)/logs/lab-full.xml
 	$(PYTHON) tests/utils/ran.py $(BUILD)/logs/lab-full.xml lab-full
 
 newest:
