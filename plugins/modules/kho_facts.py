@@ -75,8 +75,10 @@ options:
   preflight:
     description:
       - In the same run, check what M(kexec.kho.kho_kexec) O(kexec.kho.kho_kexec#module:state=loaded) would do with
-        these options, as its check mode does (nothing is loaded, finalized or written), and return it as
+        these options, as its check mode does (nothing is loaded, finalized or recorded), and return it as
         RV(preflight). A refusal is reported there, not as a failure of this task.
+      - Outside check mode, what was read of the target image is kept under O(preflight.state_dir) (by the image's
+        sha256), so that the load on the same boot does not decompress the image again.
       - Without O(preflight.kernel), the image of RV(ansible_facts.kho.images) is used, with its initrd unless
         O(preflight.initrd) is given.
     type: dict

@@ -68,7 +68,10 @@ options:
     type: bool
     default: false
   state_dir:
-    description: Where the record of the load is kept; a tmpfs, so that it does not outlive the boot.
+    description:
+      - Where the record of the load is kept; a tmpfs, so that it does not outlive the boot.
+      - It also keeps what was read of the last target image (C(image.json), by its sha256), so that the load
+        after a preflight on the same boot does not decompress the image again; never written in check mode.
     type: path
     default: /run/kexec-kho
   method:

@@ -151,6 +151,9 @@ def competing_loaders(defaults: str = paths.DEBIAN_KEXEC_DEFAULTS, systemd: str 
     return found
 
 
+IMAGE_CACHE = "image.json"  # under the state directory: the last target image read (Kexec.inspect_image)
+
+
 class Kexec:
     """kexec-tools on the managed host, through AnsibleModule.run_command with argument lists."""
 
@@ -213,6 +216,28 @@ class Kexec:
         except FileNotFoundError:
             pass
 
+    def inspect_image(self, path: str, digest: str | None, keep: bool) -> dict:
+        """image.inspect, remembered for one image under the state directory, by its sha256: the role's preflight
+        reads the target and the load on the same boot takes that answer, without decompressing the image again
+        (seconds on a slow host).  ``keep`` false (check mode) writes nothing; a cache that cannot be read or
+        written is only a slower run."""
+        cache = os.path.join(self.state_dir, IMAGE_CACHE)
+        try:
+            with open(cache, encoding="utf-8") as fh:
+                saved = json.load(fh)
+            if digest and saved.get("sha256") == digest and saved.get("path") == path:
+                return saved["inspect"]
+        except (OSError, ValueError, AttributeError, KeyError):
+            pass
+        rec = image.inspect(path)
+        if keep and digest:
+            try:
+                files.write_atomic(cache, json.dumps({"sha256": digest, "path": path, "inspect": rec}).encode(),
+                                   mode=0o600, dir_mode=0o700)
+            except OSError:
+                pass
+        return rec
+
 
 WANTED = ("kernel", "kernel_sha256", "initrd", "initrd_sha256", "cmdline", "boot_id")  # a load's record
 
@@ -265,11 +290,12 @@ def backed_out(host, exc: Exception, finalized_here: bool, loaded: Kexec | None 
     return KexecError(f"{exc}; nothing was jumped: {', '.join(undone)}") if undone else exc
 
 
-def target_support(kho, p: dict, lu: dict | None) -> dict:
-    """Whether the target kernel reads what this one hands over (compat.check); KexecError where refused."""
+def target_support(kho, p: dict, lu: dict | None, target: dict) -> dict:
+    """Whether the target kernel (``target``: image.inspect's record of it) reads what this one hands over
+    (compat.check); KexecError where refused."""
     held = bool(liveupdate.held_sessions(lu))
     running_image = host.boot_images(kho.release()).get("kernel")
-    support = compat.check(compat.handed_over(kho, lu, running_image), image.inspect(p["kernel"]), held)
+    support = compat.check(compat.handed_over(kho, lu, running_image), target, held)
     support["source_release"] = kho.release()
     why = compat.refusal(support, held, p["target_check"])
     if why:
@@ -298,10 +324,11 @@ def plan_load(module, host, kexec: Kexec, p: dict, lu: dict | None = None) -> tu
     wanted = describe(p["kernel"], p["initrd"], cmdline, host.boot_id())
     record = kexec.read_record()
     method, accepted = jump_method(module, host, p, lu)
+    target = kexec.inspect_image(p["kernel"], wanted["kernel_sha256"], keep=not module.check_mode)
     result = {"interface": generation, "image_kind": kind, "cmdline": cmdline, "lockdown": host.lockdown(),
               "competing_loaders": competing_loaders(), "previous": record, "finalized_here": False,
               "argv": kexec.load_argv(p["kernel"], p["initrd"], cmdline), "method": method,
-              "accepted_loss": accepted, "loaded_here": False, "target": target_support(host, p, lu),
+              "accepted_loss": accepted, "loaded_here": False, "target": target_support(host, p, lu, target),
               "dropped_regions": [d["name"] for d in regions.dropped_by(running, cmdline)], **wanted}
     if host.kexec_loaded() and matches(record, wanted) and not p["force"]:
         return result, []

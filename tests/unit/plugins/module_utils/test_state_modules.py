@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 import kimage
 import pytest
@@ -89,6 +90,12 @@ def test_no_kho_names_the_parameter(tmp_path, fixtures):
 
 # ---------------------------------------------------------------- kho_kexec
 
+@pytest.fixture(autouse=True)
+def state_dir_default(tmp_path, monkeypatch):
+    """Nothing a test here runs writes under the controller's own /run/kexec-kho (preflight's default)."""
+    monkeypatch.setitem(K.ARGUMENT_SPEC["state_dir"], "default", str(tmp_path / "default-state"))
+
+
 class FakeModule:
     def __init__(self, kho: H.KhoHost, check_mode=False, load_rc=0, has_s=True, queue_rc=0):
         self.kho, self.check_mode, self.load_rc, self.has_s = kho, check_mode, load_rc, has_s
@@ -161,6 +168,28 @@ def test_the_plan_is_what_preflight_check_mode_and_the_load_share_and_undo_says_
     assert K.undo(kho, False) == []
     failing = K.KexecError("the pstore message could not be written")
     assert K.backed_out(kho, failing, False) is failing  # nothing to undo: the error itself
+
+
+def test_the_target_image_is_read_once_per_image_and_never_cached_in_check_mode(tmp_path, fixtures, monkeypatch):
+    """Preflight reads (decompresses) the target; the load on the same boot takes that answer, for that image only."""
+    kho = make_host(tmp_path, "live-cold")
+    reads = []
+    real = K.image.inspect
+    monkeypatch.setattr(K.image, "inspect", lambda path, *a: reads.append(path) or real(path, *a))
+    p = params(tmp_path)
+    dry = FakeModule(kho, check_mode=True)
+    K.plan_load(dry, kho, K.Kexec(dry, str(tmp_path / "run")), p)
+    assert reads == [p["kernel"]] and not (tmp_path / "run" / K.IMAGE_CACHE).exists()  # a dry run writes nothing
+    mod = FakeModule(kho)
+    kx = K.Kexec(mod, str(tmp_path / "run"))
+    first = K.preflight(mod, kho, {**p, "state_dir": str(tmp_path / "run")}, {})
+    again = K.ensure_loaded(mod, kho, kx, p)
+    assert len(reads) == 2 and first["target"] == again["target"] and again["loaded_here"]
+    assert stat.S_IMODE((tmp_path / "run" / K.IMAGE_CACHE).stat().st_mode) == 0o600
+    other = tmp_path / "other"
+    other.write_bytes(BZIMAGE + b"\0")  # another image (another sha256): read again
+    K.plan_load(mod, kho, kx, {**p, "kernel": str(other)})
+    assert reads[-1] == str(other) and len(reads) == 3
 
 
 def test_a_method_that_would_lose_a_luo_session_is_refused_before_the_load(tmp_path, fixtures):
@@ -329,7 +358,7 @@ def test_preflight_reports_what_a_load_would_do_and_changes_nothing(tmp_path, fi
     assert res["ok"] and res["msg"] == "would load" and res["kernel"] == kernel and res["method"] == "kexec"
     assert res["cmdline"].endswith(" quiet") and res["argv"][:3] == ["/usr/sbin/kexec", "-s", "-l"]
     assert not kho.kexec_loaded() and not [c for c in mod.commands if c[1:3] == ["-s", "-l"]]
-    assert not os.path.exists(tmp_path / "run")
+    assert os.listdir(tmp_path / "run") == [K.IMAGE_CACHE]  # no record: only the reading of the target image
 
 
 def test_preflight_decides_from_the_live_update_its_run_gathered(tmp_path, fixtures, monkeypatch):
