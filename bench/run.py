@@ -371,7 +371,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--limit", type=int, default=LIMIT, help="seconds before a run counts as 'did not return'")
     ap.add_argument("--no-lab", action="store_true", help="the controller-side figures only (decode, hostile inputs)")
-    ap.add_argument("--compare", help="an earlier results JSON: how far each part's median moved (stability)")
+    ap.add_argument("--compare", help="an earlier results JSON, an absolute path: how far each part's median moved (stability)")
     args = ap.parse_args()
     LIMIT = args.limit
     controller_only = args.only and CONTROLLER_ONLY.issuperset(args.only)
