@@ -281,13 +281,16 @@ def undo(host, finalized_here: bool, loaded: Kexec | None = None) -> list:
     return undone
 
 
-def backed_out(host, exc: Exception, finalized_here: bool, loaded: Kexec | None = None) -> Exception:
-    """``exc`` after undo(): the error to raise, saying what was undone, or what is left where undoing failed."""
+def back_out(host, exc: Exception, finalized_here: bool, loaded: Kexec | None = None):
+    """Called while handling ``exc``: undo(), then raise ``exc`` saying what was undone (``exc`` itself where
+    nothing was), or what is left where undoing failed."""
     try:
         undone = undo(host, finalized_here, loaded)
     except (KexecError, FinalizeError) as undo_exc:
-        return KexecError(f"{exc}; undoing it failed: {undo_exc}")
-    return KexecError(f"{exc}; nothing was jumped: {', '.join(undone)}") if undone else exc
+        raise KexecError(f"{exc}; undoing it failed: {undo_exc}") from exc
+    if not undone:
+        raise exc
+    raise KexecError(f"{exc}; nothing was jumped: {', '.join(undone)}") from exc
 
 
 def target_support(kho, p: dict, lu: dict | None, target: dict) -> dict:
@@ -360,10 +363,7 @@ def do_load(host, kexec: Kexec, result: dict, steps: list) -> dict:
             raise KexecError("kexec -s -l returned 0 but /sys/kernel/kexec_loaded is still 0")
     except KexecError as exc:
         kexec.forget()
-        err = backed_out(host, exc, result["finalized_here"])
-        if err is exc:
-            raise
-        raise err from exc
+        back_out(host, exc, result["finalized_here"])  # raises
     kexec.write_record({k: result[k] for k in WANTED})
     return {**result, "changed": True, "loaded": True, "loaded_here": True, "msg": "loaded"}
 
@@ -453,10 +453,7 @@ def start_jump(module, host, kexec: Kexec, p: dict) -> dict:
             result["pmsg_path"] = write_pmsg(host, p["pmsg"])
         result["trigger"] = queue_jump(module, host, kexec, result["method"])
     except KexecError as exc:  # unload only an image this run loaded
-        err = backed_out(host, exc, result["finalized_here"], kexec if result["loaded_here"] else None)
-        if err is exc:
-            raise
-        raise err from exc
+        back_out(host, exc, result["finalized_here"], kexec if result["loaded_here"] else None)  # raises
     return {**result, "triggered": True, "msg": "loaded; the jump is queued"}
 
 
