@@ -13,13 +13,14 @@ from ansible.utils.display import Display
 from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import (
     ARGUMENT_SPEC, JUMP_OPTIONS, MUTUALLY_EXCLUSIVE, REQUIRED_IF, check_values,
 )
-from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
-from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
+from ansible_collections.kexec.kho.plugins.module_utils._kho.host import ARGUMENT_SPEC as HOST_SPEC
+from ansible_collections.kexec.kho.plugins.plugin_utils import _arrival, _jump
 
 display = Display()
 
 MODULE = "kexec.kho.kho_kexec"
 PATH_OPTIONS = tuple(k for k, spec in ARGUMENT_SPEC.items() if spec.get("type") == "path")
+ROOTS = tuple(k for k in HOST_SPEC if k.endswith("_root"))  # where the new boot's facts are read
 ATTEMPT_SLACK = 10.0  # seconds a remote command may take beyond connect_timeout before it is abandoned
 
 
@@ -45,7 +46,8 @@ class ActionModule(ActionBase):
             return {**result, "failed": True, "jumped": False,
                     "msg": f"kho_kexec: debugfs_root is {root!r}: state=executed needs an absolute path on the host "
                            "(no ~ or $: the controller polls it after the jump)"}
-        opts = {**{k: valid[k] for k in JUMP_OPTIONS}, "debugfs_root": root}
+        opts = {**{k: valid[k] for k in JUMP_OPTIONS}, **{k: args.get(k) or ARGUMENT_SPEC[k]["default"] for k in ROOTS},
+                "debugfs_root": root, "check_root": root if valid["verify_handover"] else None}
         # The host's part, in one run: load (the method resolved, auto: what keeps the host's live-update state),
         # the pstore message, the queued jump.  The values as validated and typed, but paths as given: the module
         # expands them on the host (a ~ is the host user's home, not the controller's).
@@ -61,10 +63,6 @@ class ActionModule(ActionBase):
         except _jump.AttemptTimeout as exc:
             self._connection.reset()  # the abandoned session must not be reused
             raise AnsibleConnectionFailure(str(exc)) from exc
-
-    def _read_boot_id(self, limit: float) -> str | None:
-        res = self._shell(f"cat {paths.BOOT_ID}", limit, "reading the boot id")
-        return None if res["rc"] else _jump.boot_id(res["stdout"])
 
     def _connection_timeout(self, value=None):
         """Get (and with a value, set) the connection plugin's connect timeout, as the reboot action does."""
@@ -119,20 +117,15 @@ class ActionModule(ActionBase):
                 or self._wait(result, opts, run, task_vars) or self._verdict(result, opts, run))
 
     def _pre_jump(self, result, load_args, run):
-        """The old boot id (given, or read), never the controller's own."""
+        """The old boot id where given; else the load's run reads it (and refuses the controller's own)."""
         old_id = _jump.boot_id(load_args.get("expect_boot_id"))
         if load_args.get("expect_boot_id") and not old_id:
             return {**result, "failed": True, "msg": f"expect_boot_id is {load_args['expect_boot_id']!r}, not a boot "
                                                      "id (8-4-4-4-12 lowercase hex digits)"}
-        if not old_id:  # the module checks expect_boot_id on the host before it changes anything
-            old_id = self._read_boot_id(run["limit"])
-            run["phases"]["boot_id"] = round(time.monotonic() - run["started"], 2)
-        if not old_id:
-            return {**result, "failed": True, "msg": "could not read a well-formed boot id before the jump"}
-        if old_id == _jump.controller_boot_id():
+        if old_id and old_id == _jump.controller_boot_id():
             return {**result, "failed": True, "msg": f"the host is the controller itself (boot id {old_id}): the jump "
                                                      "would replace the kernel this run executes on"}
-        result["boot_id_before"] = run["old_id"] = old_id
+        run["old_id"] = old_id
         run["probe"] = None if self._task.check_mode else self._probe()  # it must answer while the host is up
         return None
 
@@ -142,15 +135,18 @@ class ActionModule(ActionBase):
         self._remove_tmp_path(self._connection._shell.tmpdir)
         self._connection._shell.tmpdir = None
         loading = time.monotonic()
-        try:
-            load = self._execute_module(module_name=MODULE, module_args={**load_args, "expect_boot_id": run["old_id"]},
-                                        task_vars=task_vars)
+        try:  # the host checks its boot id (expected, or not the controller's) before it changes anything
+            load = self._execute_module(module_name=MODULE, task_vars=task_vars, module_args={
+                **load_args, "expect_boot_id": run["old_id"], "refuse_boot_id": _jump.controller_boot_id()})
         except AnsibleConnectionFailure as exc:
             # The jump may or may not have been queued: the polls ask the host (its jump status says which).
             display.vvv(f"kho_kexec: connection failed while loading and queueing the jump: {exc}")
             load = {"triggered": None, "msg": str(exc)}
         run["phases"]["load"] = round(time.monotonic() - loading, 2)
         result["load"] = run["load"] = load
+        run["old_id"] = run["old_id"] or _jump.boot_id(load.get("boot_id"))  # None: the answer was lost
+        if run["old_id"]:
+            result["boot_id_before"] = run["old_id"]
         if self._task.check_mode and not load.get("failed"):
             return {**result, "changed": True, "msg": "would load and jump to the new kernel"}
         if load.get("triggered") is False:  # refused or failed before the jump was queued, and undone
@@ -163,16 +159,19 @@ class ActionModule(ActionBase):
     def _wait(self, result, opts, run, task_vars):
         """Until the new boot answers (then test_command), or the wait ends: rolled back where it never left."""
         jumped_at = time.monotonic()
-        root = opts["debugfs_root"] if opts["verify_handover"] else None
+        root = opts["check_root"]
         deadline = jumped_at + float(opts["kexec_timeout"])
         original_timeout = self._connection_timeout(opts["connect_timeout"])
         try:
             if opts["post_kexec_delay"]:
                 time.sleep(float(opts["post_kexec_delay"]))
 
+            run["read"] = self._facts_command(opts, run)
+            command = _jump.arrival_command(root, run["old_id"], run["read"])
+
             def read_new():
                 self._connection.reset()  # never poll through the dead kernel's connection
-                return self._shell(_jump.arrival_command(root), run["limit"], "a poll")["stdout"]
+                return self._shell(command, run["limit"], "a poll")["stdout"]
 
             progress = self._progress(task_vars, jumped_at)
             progress(_jump.EVENT_SENT, 0.0)
@@ -181,7 +180,7 @@ class ActionModule(ActionBase):
                                            not_jumped_after=float(opts["not_jumped_after"]), on_event=progress)
             run.update(back=back, downtime=time.monotonic() - jumped_at)
             result.update(jumped=True, old_boot_answers=back["old_answers"], boot_id_after=back["boot_id"],
-                          downtime=round(run["downtime"], 2))
+                          boot_id_before=back["old_id"], downtime=round(run["downtime"], 2))
             run["phases"].update(_jump.wait_phases(back, run["probe"] is not None))
             run["test"] = self._test_command(opts, run, deadline)
         except _jump.NotBack as exc:
@@ -190,6 +189,15 @@ class ActionModule(ActionBase):
             if original_timeout is not None:
                 self._connection_timeout(original_timeout)
         return None
+
+    @staticmethod
+    def _facts_command(opts, run) -> str | None:
+        """With facts_after, the read of the new boot's facts that rides in the first poll to see it; None without
+        it, or where the load's answer (with the interpreter that ran it) was lost: then facts_read is false."""
+        if not opts["facts_after"]:
+            return None
+        params = {**{k: opts[k] for k in ROOTS}, "pstore_search": opts["pstore_search"]}
+        return _arrival.read_command(run["load"].get("python"), params)
 
     def _test_command(self, opts, run, deadline) -> dict:
         run["phases"]["test_command"] = None
@@ -216,7 +224,7 @@ class ActionModule(ActionBase):
         return {**result, "failed": True, "jumped": False, "unloaded": unloaded, "msg": f"{exc}; {undone}"}
 
     def _verdict(self, result, opts, run):
-        root = opts["debugfs_root"] if opts["verify_handover"] else None
+        root = opts["check_root"]
         if run["test"]["rc"]:  # back, but not well: the success fields stay out
             return {**result, "changed": True, **_jump.verdict(run["back"], run["downtime"], run["test"], root)}
         back, load = run["back"], run["load"]
@@ -224,7 +232,23 @@ class ActionModule(ActionBase):
                       detect_latency=(round(back["waited"] - back["first_answer"], 2)
                                       if back["first_answer"] is not None else None),
                       attempts=back["attempts"], method=load.get("method"))  # null where the load's answer was lost
-        return {**result, **_jump.verdict(back, run["downtime"], run["test"], root)}
+        return {**result, **_jump.verdict(back, run["downtime"], run["test"], root), **self._facts(opts, run)}
+
+    @staticmethod
+    def _facts(opts, run) -> dict:
+        """facts_after's return: the new boot's facts (as kho_facts returns them) where its first poll read them."""
+        if not opts["facts_after"]:
+            return {}
+        if not run["read"]:
+            got = {"error": "the interpreter that ran the load is not known (its answer was lost)"}
+        else:
+            got = _arrival.decode(run["back"]["read"]) if run["back"].get("read") else {"error": "no answer"}
+        if "error" not in got and got["facts"].get("over_budget"):  # as kho_facts: refused, and read again by it
+            got = {"error": f"the controller refused to decode them: {got['facts']['over_budget']}"}
+        if "error" in got:
+            display.warning(f"kho_kexec: the new boot's facts were not read with its first answer: {got['error']}")
+            return {"facts_read": False}
+        return {"facts_read": True, "ansible_facts": {"kho": got["facts"]}, "pstore_found": got["pstore_found"]}
 
     @staticmethod
     def _progress(task_vars, since: float):

@@ -468,7 +468,7 @@ ARGUMENT_SPEC = {
     "include_raw": {"type": "bool", "default": False},
     "lock": {"type": "dict", "options": lock.ARGUMENT_SPEC},
     "preflight": {"type": "dict", "options": {k: kexec.ARGUMENT_SPEC[k] for k in kexec.PREFLIGHT_OPTIONS}},
-    "pstore_search": {"type": "list", "elements": "str"},
+    "pstore_search": facts.PSTORE_SEARCH_SPEC,
 }
 
 
@@ -488,12 +488,10 @@ def take_lock(module) -> tuple:
 def read(module, kho) -> dict:
     """The host's KHO state and, in the same run, what a load would do (nothing changed) and what pstore holds."""
     p = module.params
-    raw = facts.gather(kho, kho.debugfs_mounted(), p["kernel_log"], module.run_command)
-    out = {"kho_raw": raw}
+    out = facts.read(kho, p["kernel_log"], p["pstore_search"], module.run_command)
     if p["preflight"] is not None:
+        raw = out["kho_raw"]
         out["preflight"] = kexec.preflight(module, kho, p["preflight"], raw["images"], raw["liveupdate"])
-    if p["pstore_search"]:
-        out["pstore_found"] = facts.pstore_search(facts.pstore_dirs(kho), p["pstore_search"])
     return out
 
 

@@ -20,15 +20,18 @@ description:
     6.16 to 6.18 kernels only take the handover data at load time when finalized. A load that fails after
     this task finalized aborts the finalize again, where the kernel can.
   - O(state=unloaded) runs C(kexec -u) when an image is loaded.
-  - O(state=executed) (an action plugin, modelled on M(ansible.builtin.reboot)) reads the boot id (unless
-    O(expect_boot_id) gives it), then runs the module once on the host, which ensures the image is loaded, writes
-    O(pmsg) where given, checks that an image is loaded and queues the jump detached from the SSH session. The
-    queued jump waits for that run to exit, so its answer reaches the controller before the kernel goes away.
-    The action then polls with a fresh connection each time until the host answers with a well-formed boot id
-    different from the old one and, where given, O(test_command) succeeds. With O(verify_handover) it then fails
-    unless the new kernel received handover data.
-  - One run on the host before the jump, besides the boot id read; a failure in it after the load unloads the
-    image again (and aborts a finalize it did).
+  - O(state=executed) (an action plugin, modelled on M(ansible.builtin.reboot)) runs the module once on the host,
+    which checks the boot id (the one O(expect_boot_id) gives, and never the controller's own), ensures the image
+    is loaded, writes O(pmsg) where given, checks that an image is loaded and queues the jump detached from the SSH
+    session, and returns the boot id it ran on. The queued jump waits for that run to exit, so its answer reaches
+    the controller before the kernel goes away. The action then polls with a fresh connection each time until the
+    host answers with a well-formed boot id different from the old one and, where given, O(test_command)
+    succeeds. With O(verify_handover) it then fails unless the new kernel received handover data.
+  - Where the load's answer is lost (the connection broke), the old boot is the one that still has the jump's
+    status file under C(/run/kexec-kho); a host that first answers on a boot without one may have jumped or not,
+    and the task fails with RV(jumped=null), changing nothing more.
+  - One run on the host before the jump; a failure in it after the load unloads the image again (and aborts a
+    finalize it did). With O(facts_after), none after it.
 author:
   - kexec.kho contributors (@kexec-kho)
 extends_documentation_fragment:
@@ -195,6 +198,29 @@ options:
         boot id read, one round trip fewer.
     type: str
     version_added: 0.3.0
+  refuse_boot_id:
+    description:
+      - A boot id the host must not be on; the module changes nothing on a host on that boot. O(state=executed)
+        passes the controller's own, so that a jump never replaces the kernel the run executes on.
+    type: str
+    version_added: 0.4.0
+  facts_after:
+    description:
+      - O(state=executed) only. The first command that sees the new boot also reads its KHO state, as
+        M(kexec.kho.kho_facts) does (the same code, run by the interpreter that ran the load, without
+        C(ansible.module_utils.basic)), and the controller decodes it: returned in RV(ansible_facts), so that no
+        module run is needed after the jump. RV(facts_read) says whether it was read (not where the load's answer
+        was lost, or the answer could not be decoded; a warning then says why).
+    type: bool
+    default: false
+    version_added: 0.4.0
+  pstore_search:
+    description:
+      - With O(facts_after), strings to look for in the new boot's pstore records, as
+        M(kexec.kho.kho_facts)'s O(kexec.kho.kho_facts#module:pstore_search); those found are in RV(pstore_found).
+    type: list
+    elements: str
+    version_added: 0.4.0
 requirements:
   - kexec-tools 2.0.14 or later on the managed host (C(kexec -s), for C(kexec_file_load)); an older one is refused
     before anything changes.
@@ -311,8 +337,8 @@ load:
   type: dict
 phases:
   description:
-    - Where the time went, in seconds. C(boot_id) the boot id read (V(null) with O(expect_boot_id)); C(load) the run
-      that loaded and queued the jump; C(to_gone) from that run's answer until the old kernel stopped answering;
+    - Where the time went, in seconds. C(boot_id) is V(null) (the boot id is read in the load's run since 0.4.0);
+      C(load) the run that loaded and queued the jump (and read the boot id); C(to_gone) from that run's answer until the old kernel stopped answering;
       C(gone_to_banner) until an SSH banner answered again; C(banner_to_answer) until the new boot id was read;
       C(test_command) the test. The last three are V(null) with RV(detection=connection) (no banner is watched), and
       C(to_answer) then covers the whole wait.
@@ -420,6 +446,23 @@ detection:
   type: str
   sample: connection
   version_added: 0.3.0
+facts_read:
+  description: With O(facts_after), whether the new boot's facts came with its first answer (RV(ansible_facts)).
+  returned: O(state=executed) with O(facts_after), on success
+  type: bool
+  version_added: 0.4.0
+ansible_facts:
+  description: With O(facts_after) and RV(facts_read), the new boot's C(kho) facts, as
+    M(kexec.kho.kho_facts) returns them (RV(kexec.kho.kho_facts#module:ansible_facts)).
+  returned: O(state=executed) with O(facts_after), when RV(facts_read)
+  type: dict
+  version_added: 0.4.0
+pstore_found:
+  description: With O(facts_after), the strings of O(pstore_search) found in the new boot's pstore records, sorted.
+  returned: O(state=executed) with O(facts_after), when RV(facts_read)
+  type: list
+  elements: str
+  version_added: 0.4.0
 waited:
   description: Seconds waited before giving up.
   returned: O(state=executed), when the host did not come back
@@ -450,7 +493,7 @@ def main():
     kho = host.from_params(module.params)
     kexec = Kexec(module, module.params["state_dir"])
     try:
-        check_boot(kho, module.params["expect_boot_id"])
+        check_boot(kho, module.params["expect_boot_id"], module.params["refuse_boot_id"])
         mounted = host.ensure_debugfs(module, kho)
         if module.params["state"] == "executed":  # the host's part of the action: load and queue the jump
             result = start_jump(module, kho, kexec, module.params)

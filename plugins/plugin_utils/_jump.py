@@ -110,21 +110,26 @@ def handover_check_command(debugfs_root: str) -> str:
     return f"if [ -d {kho}/in ]; then echo in; elif [ -d {kho} ]; then echo no-in; else echo no-kho; fi"
 
 
-def arrival_command(debugfs_root: str | None) -> str:
-    """What every poll runs: the boot id, the jump's status, and (given a debugfs root) the handover check.
+def arrival_command(debugfs_root: str | None, old_id: str | None = None, read: str | None = None) -> str:
+    """What every poll runs: the boot id, the jump's status, (given a debugfs root) the handover check, and (given
+    ``read``) that command, on a boot that has no jump status and is not ``old_id``: the new boot's facts.
 
     One round trip on the first connection to the new boot: no second command before the task returns.
     """
     status = f"cat {paths.JUMP_STATUS} 2>/dev/null || echo {paths.JUMP_NONE}"
     check = handover_check_command(debugfs_root) if debugfs_root else "echo unchecked"
-    return f"cat {paths.BOOT_ID}; {status}; {check}"
+    command = f"b=$(cat {paths.BOOT_ID}); echo \"$b\"; {status}; {check}"
+    if read:
+        differs = f' && [ "$b" != {shlex.quote(old_id)} ]' if old_id else ""
+        command += f"; if [ ! -e {paths.JUMP_STATUS} ]{differs}; then {read}; fi"
+    return command
 
 
 def parse_arrival(text) -> tuple:
-    """(boot id or None, jump status, handover check) from arrival_command's output."""
-    lines = (text or "").strip().splitlines()
+    """(boot id or None, jump status, handover check, the read's output or None) from arrival_command's output."""
+    lines = (text or "").rstrip().splitlines()
     lines += [""] * (3 - len(lines))
-    return boot_id(lines[0]), lines[1].strip(), lines[-1].strip()
+    return boot_id(lines[0]), lines[1].strip(), lines[2].strip(), "\n".join(lines[3:]) or None
 
 
 def handover_failure(output: str, debugfs_root: str) -> str | None:
@@ -161,9 +166,10 @@ class Wait:
     run() raises NotJumped when the old boot reports that the jump failed or never started, or still
     answers ``not_jumped_after`` seconds in and was never seen gone; NotBack after ``timeout``.
     Each carries the old boot's answers.  ``on_event(state, seconds)`` is told each state as it is seen (progress).
+    Without ``old_id`` (the load's answer was lost), the old boot is the one with a jump status (learn_old).
     """
 
-    def __init__(self, read, old_id: str, timeout: float, interval: float = 0.25, probe=None,
+    def __init__(self, read, old_id: str | None, timeout: float, interval: float = 0.25, probe=None,
                  wait_gone: float = 30.0, not_jumped_after: float | None = None, check_every: float = 5.0,
                  clock=time.monotonic, sleep=time.sleep, on_event=None):
         self.read, self.old_id, self.timeout, self.interval, self.probe = read, old_id, timeout, interval, probe
@@ -192,21 +198,33 @@ class Wait:
         self.attempts += 1
         began = self.elapsed()
         try:
-            new, status, check = parse_arrival(self.read())
+            new, status, check, read = parse_arrival(self.read())
         except Exception as exc:  # pylint: disable=broad-except  # every failure is 'not yet'
             self.last_error = exc
             self.down()
             return None
+        if new and self.old_id is None:
+            self.learn_old(new, status)
         if new and new != self.old_id:
             # Without a probe, the host's first answer is the attempt that read the new boot id.
             first = self.first_answer if self.probe is not None else began
             self.tell(EVENT_BACK)
             return {"boot_id": new, "attempts": self.attempts, "waited": self.elapsed(), "gone": self.gone,
-                    "first_answer": first, "old_answers": self.old_answers, "check": check}
+                    "first_answer": first, "old_answers": self.old_answers, "check": check, "read": read,
+                    "old_id": self.old_id}
         if new == self.old_id:
             self.old_answers += 1
             self.check_still_old(status)
         return None
+
+    def learn_old(self, answered: str, status: str) -> None:
+        """Without the old boot id (the load's answer was lost): a boot with a jump status is the old one; the first
+        answer from a boot without one may be the new boot or an old one whose run never queued the jump: unknown."""
+        if status == paths.JUMP_NONE:
+            raise NotBack(f"the host answers on boot {answered} without a jump status, and the boot before the jump "
+                          "is unknown (the load's answer was lost): whether it jumped is unknown",
+                          self.old_answers, True)
+        self.old_id = answered
 
     def check_still_old(self, status: str) -> None:
         """The old boot answered: a jump that failed there, or one never seen leaving, ends the wait."""
@@ -261,7 +279,7 @@ class Wait:
                       f"({self.attempts} attempts{detail})", self.old_answers, self.seen_down)
 
 
-def wait_for_new_boot(read, old_id: str, timeout: float, interval: float = 0.25, probe=None, **kw) -> dict:
+def wait_for_new_boot(read, old_id: str | None, timeout: float, interval: float = 0.25, probe=None, **kw) -> dict:
     """Wait(...).run(): the arrival on a new boot (see Wait)."""
     return Wait(read, old_id, timeout, interval, probe, **kw).run()
 

@@ -191,6 +191,38 @@ def test_connection_cut_between_the_load_and_the_jump_is_still_one_verified_hand
     assert result["kexec_count"] == 1 and result["boot_id_after"] != before["boot_id"], result
 
 
+CUT_AND_SILENT_AFTER_LOAD = kexec_wrapper(
+    "# Fires once: the load succeeds, then the old boot stops answering SSH at all (its listener stopped, every",
+    "# session killed) inside the run that loads, reads the boot id and queues the jump: that answer is lost.",
+    '/usr/sbin/kexec.real "$@"; rc=$?',
+    "if [ \"$2\" = -l ]; then",
+    "  mv -f /usr/sbin/kexec.real /usr/sbin/kexec",
+    "  systemctl stop ssh.socket 2>/dev/null; systemctl stop ssh.service",
+    "  pkill -KILL -f '^sshd: root'",
+    "fi",
+    "exit $rc",
+)
+
+
+def test_a_lost_boot_id_is_unknown_and_fails_safe(lab_factory, tmp_path):
+    """kho_kexec alone reads the old boot id in the load's run.  That answer lost and the old boot silent, the first
+    answer comes from a boot without a jump status: jumped is unknown (null), the task fails, nothing is undone."""
+    guests = lab_factory()
+    name = guests["guests"][0]["name"]
+    before = facts(guests, tmp_path)[name]
+    guest_run(guests, tmp_path, CUT_AND_SILENT_AFTER_LOAD)
+    proc = guest_run(guests, tmp_path, f"    - kexec.kho.kho_kexec: {{state: executed, kernel: {KERNEL}}}\n"
+                                       "      register: jump\n      ignore_errors: true\n"
+                                       "    - ansible.builtin.assert:\n        that:\n"
+                                       "          - jump is failed and jump.jumped is none\n"
+                                       "          - \"'whether it jumped is unknown' in jump.msg\"\n"
+                                       "          - jump.boot_id_before is not defined and jump.unloaded is not defined\n"
+                                       "          - jump.load.triggered is none\n", check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    after = facts(guests, tmp_path)[name]
+    assert after["boot_id"] != before["boot_id"] and after["in"]["present"], after  # it had jumped: left as it is
+
+
 def test_kho_off_is_refused_then_enabled_through_grub_and_handed_over(lab_factory, tmp_path):
     guests = lab_factory(1, "--boot", "grub")  # a real GRUB boots the guest, with KHO off
     name = guests["guests"][0]["name"]

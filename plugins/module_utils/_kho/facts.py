@@ -14,6 +14,7 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho.host import KhoHost
 from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
 PSTORE_FILES, PSTORE_BYTES = 4096, 1 << 22  # bounds of a pstore search: files walked, bytes read from each
+PSTORE_SEARCH_SPEC = {"type": "list", "elements": "str"}  # kho_facts' option, and kho_kexec's with facts_after
 ENABLE_HINT = "add kho=on to the kernel command line (kexec.kho.kho_cmdline) and reboot"
 
 
@@ -92,6 +93,14 @@ def gather(host: KhoHost, mounted: bool, read_log: bool = True, run_command=_no_
         "out": out,
         "in": _side(host, host.in_dir),
     }
+
+
+def read(host: KhoHost, read_log: bool, needles: list | None, run_command) -> dict:
+    """kho_facts' read (the lock and the preflight aside): the raw facts, and the needles found in pstore."""
+    out = {"kho_raw": gather(host, host.debugfs_mounted(), read_log, run_command)}
+    if needles:
+        out["pstore_found"] = pstore_search(pstore_dirs(host), needles)
+    return out
 
 
 def pstore_dirs(host: KhoHost) -> list:

@@ -12,10 +12,11 @@ import hashlib
 import json
 import os
 import shlex
+import sys
 import time
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdline, GrammarError, parse_bool
-from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, host, liveupdate, regions
+from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, facts, host, liveupdate, regions
 from ansible_collections.kexec.kho.plugins.module_utils._kho import files, image
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError, require_kho, transition
 from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
@@ -54,11 +55,14 @@ ARGUMENT_SPEC = {
     "verify_handover": {"type": "bool", "default": True},
     "pmsg": {"type": "str"},
     "expect_boot_id": {"type": "str"},
+    "refuse_boot_id": {"type": "str"},
+    "facts_after": {"type": "bool", "default": False},
+    "pstore_search": facts.PSTORE_SEARCH_SPEC,
 }
 REQUIRED_IF = [("state", "loaded", ("kernel",)), ("state", "executed", ("kernel",))]
 MUTUALLY_EXCLUSIVE = [("cmdline", "append")]
 JUMP_OPTIONS = ("connect_timeout", "kexec_timeout", "post_kexec_delay", "poll_interval", "not_jumped_after",
-                "test_command", "verify_handover")
+                "test_command", "verify_handover", "facts_after", "pstore_search")
 RANGES = {"connect_timeout": (1, 3600), "kexec_timeout": (1, 86400), "post_kexec_delay": (0, 3600),
           "poll_interval": (0.05, 60), "not_jumped_after": (1, 86400)}
 
@@ -454,7 +458,8 @@ def start_jump(module, host, kexec: Kexec, p: dict) -> dict:
         result["trigger"] = queue_jump(module, host, kexec, result["method"])
     except KexecError as exc:  # unload only an image this run loaded
         back_out(host, exc, result["finalized_here"], kexec if result["loaded_here"] else None)  # raises
-    return {**result, "triggered": True, "msg": "loaded; the jump is queued"}
+    # The interpreter that ran this: the action's first command on the new boot reads the facts with it.
+    return {**result, "triggered": True, "python": sys.executable, "msg": "loaded; the jump is queued"}
 
 
 PREFLIGHT_OPTIONS = ("kernel", "initrd", "cmdline", "append", "ensure_kho", "finalize", "method", "accept_loss",
@@ -480,11 +485,15 @@ def preflight(module, kho, options: dict, images: dict, lu: dict | None = None) 
         return {"ok": False, "kernel": p["kernel"], "initrd": p["initrd"], "msg": str(exc)}
 
 
-def check_boot(host, expected: str | None) -> None:
-    """With expect_boot_id, refuse (before anything changes) a host that is no longer on that boot."""
+def check_boot(host, expected: str | None, refused: str | None = None) -> None:
+    """Before anything changes: with expect_boot_id, refuse a host that is no longer on that boot; with
+    refuse_boot_id (the controller's own, which state=executed's action passes), a host on that boot."""
     if expected is not None and host.boot_id() != expected:
         raise KexecError(f"the host is on boot {host.boot_id()}, not the expected {expected} (expect_boot_id): it "
                          "rebooted since it was read; nothing was changed")
+    if refused is not None and host.boot_id() == refused:
+        raise KexecError(f"the host is the controller itself (boot id {refused}): the jump would replace the kernel "
+                         "this run executes on; nothing was changed")
 
 
 def ensure_unloaded(module, host, kexec: Kexec) -> dict:

@@ -5,6 +5,7 @@ The action's own code runs unchanged; only the remote side (commands, module run
 
 from __future__ import annotations
 
+import json
 import time
 from types import SimpleNamespace
 
@@ -53,10 +54,7 @@ class Host:
     def command(self, cmd, sudoable=True):
         if self.hang and self.hang in cmd:
             time.sleep(30)
-        if cmd == f"cat {paths.BOOT_ID}":
-            self.log.append("boot_id")
-            return {"rc": 0, "stdout": self.boot_id + "\n", "stderr": ""}
-        if cmd.startswith(f"cat {paths.BOOT_ID};"):
+        if cmd.startswith(f"b=$(cat {paths.BOOT_ID});"):
             self.log.append("poll")
             reply = self.polls.pop(0) if len(self.polls) > 1 else self.polls[0]
             if isinstance(reply, Exception):
@@ -72,7 +70,9 @@ class Host:
             return {"changed": True}
         if isinstance(self.load, Exception):
             raise self.load
-        return self.load
+        if module_args.get("refuse_boot_id") == self.boot_id:  # as the module's check_boot, before any change
+            return {"failed": True, "triggered": False, "msg": "the host is the controller itself"}
+        return {"boot_id": self.boot_id, **self.load}  # the module returns the boot id it ran on
 
 
 def run(host: Host, monkeypatch, check_mode=False, banner=False, **args):
@@ -99,8 +99,9 @@ def test_back_on_a_new_boot_with_the_handover(monkeypatch):
     assert not res.get("failed") and res["jumped"] is True and res["handover_received"] is True
     assert res["boot_id_before"] == OLD and res["boot_id_after"] == NEW and res["old_boot_answers"] == 1
     assert res["detection"] == "connection"  # no banner answered before the jump: every poll a real attempt
-    assert host.log == ["boot_id", "module executed", "poll", "poll", "poll"]  # one run loads and queues the jump
-    assert host.module_args[0]["expect_boot_id"] == OLD  # the module changes nothing unless still on that boot
+    assert host.log == ["module executed", "poll", "poll", "poll"]  # one run reads the boot id, loads, queues
+    assert host.module_args[0]["expect_boot_id"] is None  # read there, and never the controller's own:
+    assert host.module_args[0]["refuse_boot_id"] == _jump.controller_boot_id()
     assert set(res["phases"]) == {"boot_id", "load", "to_gone", "gone_to_banner", "banner_to_answer", "to_answer",
                                   "test_command"}
     assert res["phases"]["to_gone"] is None and res["phases"]["to_answer"] >= 0  # no banner watched: one span
@@ -138,7 +139,7 @@ def test_back_without_handover_data(monkeypatch):
 ])
 def test_a_jump_that_did_not_happen_is_undone(monkeypatch, load, status, why, undone):
     host = Host(polls=[poll(OLD, status)], load=load)
-    res = run(host, monkeypatch)
+    res = run(host, monkeypatch, expect_boot_id=OLD)  # the old boot known, whatever became of the load's answer
     assert res["failed"] and res["jumped"] is False and res["boot_id_after"] is None
     assert res["msg"].startswith("the jump did not happen: " + why) and res["msg"].endswith(undone)
     assert host.log[-1] == "module unloaded" and res["unloaded"] is True
@@ -173,7 +174,7 @@ def test_a_jump_the_host_could_not_queue_is_not_waited_for(monkeypatch):
                       "Failed; nothing was jumped: the image unloaded"})
     res = run(host, monkeypatch)
     assert res["failed"] and res["jumped"] is False and "could not queue the jump" in res["msg"]
-    assert host.log == ["boot_id", "module executed"]  # the module undid its own load: no poll, no second run
+    assert host.log == ["module executed"]  # the module undid its own load: no poll, no second run
 
 
 def test_a_host_that_never_returns_is_unknown_and_left_alone(monkeypatch):
@@ -186,7 +187,7 @@ def test_a_host_that_never_returns_is_unknown_and_left_alone(monkeypatch):
 def test_a_hung_poll_is_abandoned_within_one_attempt(monkeypatch):
     """A half-open session: the poll never answers; the task ends within kexec_timeout plus one attempt."""
     started = time.monotonic()
-    res = run(Host(polls=[poll(NEW, "none")], hang=f"cat {paths.BOOT_ID};"), monkeypatch, kexec_timeout=1)
+    res = run(Host(polls=[poll(NEW, "none")], hang=f"b=$(cat {paths.BOOT_ID});"), monkeypatch, kexec_timeout=1)
     assert res["failed"] and res["jumped"] is None
     assert time.monotonic() - started < 1 + (1 + action.ATTEMPT_SLACK) + 1.5
     assert "a poll: no answer within 2 s" in res["msg"]
@@ -196,7 +197,7 @@ def test_the_controller_itself_is_refused_before_anything_changes(monkeypatch):
     host = Host(boot_id=_jump.controller_boot_id() or pytest.skip("no boot id on this controller"))
     res = run(host, monkeypatch)
     assert res["failed"] and res["jumped"] is False and "the controller itself" in res["msg"]
-    assert host.log == ["boot_id"]
+    assert host.log == ["module executed"]  # the module refused it before any change (refuse_boot_id)
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -213,7 +214,7 @@ def test_bad_options_fail_before_the_host_is_touched(monkeypatch, args, message)
 def test_check_mode_loads_in_check_mode_and_never_triggers(monkeypatch):
     host = Host()
     res = run(host, monkeypatch, check_mode=True)
-    assert res["changed"] and res["jumped"] is False and host.log == ["boot_id", "module executed"]
+    assert res["changed"] and res["jumped"] is False and host.log == ["module executed"]
 
 
 def test_a_failed_test_command_fails_after_the_jump(monkeypatch):
@@ -233,3 +234,56 @@ def test_the_jump_prints_each_state_as_it_happens(monkeypatch):
     states = [line.split("kho_kexec: ", 1)[1].rsplit(" after ", 1)[0] for line in lines if "kho_kexec: " in line]
     assert states == [_jump.EVENT_SENT, _jump.EVENT_GONE, _jump.EVENT_BACK], lines
     assert all(line.endswith(" s") for line in lines)
+
+
+def test_a_lost_load_answer_learns_the_old_boot_from_its_jump_status(monkeypatch):
+    """The load's answer lost (no boot id from it): the boot that has a jump status is the old one; a later boot
+    without one is the new boot."""
+    host = Host(polls=[poll(OLD, "started"), AnsibleConnectionFailure("reset"), poll(NEW, "none")],
+                load=AnsibleConnectionFailure("broken pipe"))
+    res = run(host, monkeypatch)
+    assert not res.get("failed") and res["jumped"] is True, res
+    assert res["boot_id_before"] == OLD and res["boot_id_after"] == NEW and res["old_boot_answers"] == 1
+
+
+def test_a_lost_load_answer_then_a_boot_without_jump_status_is_unknown_and_left_alone(monkeypatch):
+    """Without the old boot id, a first answer from a boot with no jump status may be the new boot or an old one
+    whose run never queued the jump: jumped unknown, the task fails, nothing is unloaded."""
+    host = Host(polls=[poll(NEW, "none")], load=AnsibleConnectionFailure("broken pipe"))
+    res = run(host, monkeypatch)
+    assert res["failed"] and res["jumped"] is None and res["changed"] and "boot_id_before" not in res, res
+    assert "whether it jumped is unknown" in res["msg"] and "module unloaded" not in host.log
+
+
+def facts_line(found=()):
+    raw = {"interface": "live", "release": "7.3.4", "boot_id": NEW, "in": {"present": True, "fdt": None, "sub_blobs": {}},
+           "out": {"present": True, "fdt": None, "sub_blobs": {}}}
+    return json.dumps({"kho_raw": raw, "pstore_found": list(found)}) + "\n"
+
+
+def test_facts_after_come_with_the_first_answer_of_the_new_boot(monkeypatch):
+    host = Host(polls=[poll(OLD, "started"), poll(NEW, "none") + facts_line(["canary-1"])],
+                load={"changed": True, "method": "kexec", "triggered": True, "loaded_here": True,
+                      "python": "/usr/bin/python3"})
+    commands = []
+    real = host.command
+    monkeypatch.setattr(host, "command", lambda cmd, sudoable=True: commands.append(cmd) or real(cmd, sudoable))
+    res = run(host, monkeypatch, facts_after=True, pstore_search=["canary-1", "canary-2"])
+    assert not res.get("failed") and res["facts_read"] is True and res["pstore_found"] == ["canary-1"], res
+    kho = res["ansible_facts"]["kho"]
+    assert kho["release"] == "7.3.4" and kho["in"]["present"] is True and kho["boot_id"] == NEW
+    assert host.log == ["module executed", "poll", "poll"]  # no module run after the jump
+    assert all("/usr/bin/python3 -I -S -c" in c and f"[ \"$b\" != {OLD} ]" in c for c in commands)
+
+
+@pytest.mark.parametrize(("load", "line"), [
+    ({"triggered": True, "loaded_here": True}, facts_line()),  # no interpreter from the load: no read
+    ({"triggered": True, "loaded_here": True, "python": "/usr/bin/python3; reboot"}, facts_line()),
+    ({"triggered": True, "loaded_here": True, "python": "/usr/bin/python3"}, '{"error": "reading KHO state failed"}\n'),
+    ({"triggered": True, "loaded_here": True, "python": "/usr/bin/python3"}, "Traceback (most recent call last)\n"),
+])
+def test_facts_after_not_read_says_so_and_the_jump_still_counts(monkeypatch, load, line):
+    host = Host(polls=[poll(NEW, "none") + line], load=load)
+    res = run(host, monkeypatch, facts_after=True)
+    assert not res.get("failed") and res["jumped"] is True and res["facts_read"] is False, res
+    assert "ansible_facts" not in res and host.log == ["module executed", "poll"]

@@ -1,0 +1,87 @@
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The new boot's facts in the first command that sees it: no module run after the jump.  Not a public API.
+
+kho_kexec's polls run arrival_command (_jump.py).  With facts_after, a poll that finds no jump status (the old
+boot's file under /run, which a new boot does not have) also runs ``python -I -S -c BOOT SOURCES PARAMS``: BOOT
+imports the collection's own host-side readers from SOURCES (their source text, sent with the command; the
+standard library only, no ansible.module_utils.basic) and prints module_utils/_kho/bare.answer(PARAMS), the
+facts kho_facts would return, read by the same code.  The controller decodes them as kho_facts' action does.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import re
+import shlex
+import zlib
+from pathlib import Path
+
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
+from ansible_collections.kexec.kho.plugins.plugin_utils._handover import facts_from_raw
+
+PACKAGE = "ansible_collections.kexec.kho.plugins.module_utils._kho"
+MODULES = ("paths", "cmdline", "host", "liveupdate", "facts", "bare")  # bare.py and what it imports
+PYTHON = re.compile(r"/[A-Za-z0-9._+/-]{1,255}")  # an interpreter path as the host's load run reported it
+MAX_COMMAND = 96 << 10  # the kernel takes one argument of at most 128 KiB (sudo's sh -c carries the whole command)
+
+# Imports PACKAGE's modules from the sources in argv[1] (base64 of zlib of JSON {name: source}), then prints
+# bare.answer(argv[2]).  Only the names under PACKAGE are served from there; everything else is the standard library.
+BOOT = """\
+import base64, importlib.util, json, sys, zlib
+S = json.loads(zlib.decompress(base64.b64decode(sys.argv[1])))
+P = %r
+U = P.split('.')
+D = ['.'.join(U[:i]) for i in range(1, len(U) + 1)]
+class L:
+    @classmethod
+    def find_spec(c, n, p=None, t=None):
+        if n in D:
+            return importlib.util.spec_from_loader(n, c, is_package=True)
+        if n.rpartition('.')[0] == P and n.rpartition('.')[2] in S:
+            return importlib.util.spec_from_loader(n, c)
+    @staticmethod
+    def create_module(spec):
+        return None
+    @staticmethod
+    def exec_module(m):
+        n = m.__name__
+        src = '' if n in D else S[n.rpartition('.')[2]]
+        exec(compile(src, '<kexec.kho ' + n + '>', 'exec'), m.__dict__)
+sys.meta_path.insert(0, L)
+from ansible_collections.kexec.kho.plugins.module_utils._kho import bare
+sys.stdout.write(bare.answer(json.loads(sys.argv[2])) + '\\n')
+""" % PACKAGE
+
+
+@functools.lru_cache(maxsize=1)
+def sources() -> str:
+    """MODULES' source text, as BOOT reads it (made once per controller process)."""
+    here = Path(paths.__file__).resolve().parent
+    text = {name: (here / f"{name}.py").read_text(encoding="utf-8") for name in MODULES}
+    return base64.b64encode(zlib.compress(json.dumps(text).encode("utf-8"), 9)).decode("ascii")
+
+
+def read_command(python: str, params: dict) -> str | None:
+    """The read's shell command, or None where the interpreter is not a plain absolute path (no read then)."""
+    if not isinstance(python, str) or not PYTHON.fullmatch(python):
+        return None
+    command = " ".join(shlex.quote(a) for a in (python, "-I", "-S", "-c", BOOT, sources(),
+                                                   json.dumps(params, separators=(",", ":"))))
+    return command if len(command) <= MAX_COMMAND else None
+
+
+def decode(text: str) -> dict:
+    """The read's answer decoded as kho_facts' action does: {"facts", "pstore_found"} or {"error"}."""
+    try:
+        answer = json.loads(text)
+    except ValueError as exc:
+        return {"error": f"the new boot's facts are not JSON: {exc}"}
+    if not isinstance(answer, dict) or not isinstance(answer.get("kho_raw"), dict):
+        why = answer.get("error") if isinstance(answer, dict) else None
+        return {"error": why if isinstance(why, str) else "the new boot's facts came back without kho_raw"}
+    found = answer.get("pstore_found") or []
+    return {"facts": facts_from_raw(answer["kho_raw"]),
+            "pstore_found": sorted(x for x in found if isinstance(x, str)) if isinstance(found, list) else []}
