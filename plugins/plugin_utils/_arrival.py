@@ -68,8 +68,8 @@ def read_command(python: str, params: dict) -> str | None:
     """The read's shell command, or None where the interpreter is not a plain absolute path (no read then)."""
     if not isinstance(python, str) or not PYTHON.fullmatch(python):
         return None
-    command = " ".join(shlex.quote(a) for a in (python, "-I", "-S", "-c", BOOT, sources(),
-                                                   json.dumps(params, separators=(",", ":"))))
+    argv = (python, "-I", "-S", "-c", BOOT, sources(), json.dumps(params, separators=(",", ":")))
+    command = " ".join(shlex.quote(a) for a in argv)
     return command if len(command) <= MAX_COMMAND else None
 
 
