@@ -5,6 +5,8 @@ from __future__ import annotations
 import kimage
 import pytest
 import simtree
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, host, image
 from ansible_collections.kexec.kho.plugins.plugin_utils import _handover
@@ -128,3 +130,15 @@ def test_the_luo_entry_is_handed_over_only_where_something_rides_on_it(running, 
     assert held["luo"] == "luo-v5" and compat.check(held, image.inspect(no_luo), True)["missing"] == ["luo-v5", "memfd-v2"]
     units = {"systemd": {"preserving_units": [{"unit": "kho-cache.service", "fd_store": 1}]}}
     assert compat.handed_over(running, units, write(tmp_path, "running"))["luo"] == "luo-v5"
+
+
+PIECES = [b"kho-v4", b"kho-v12", b"memblock-v1", b"reserve-mem-v1", b"luo-v5", b"memfd-v2", b"kho-v", b"-v3", b"x",
+          b"_", b".", b"-", b"\x00", b";", b"1", b"memfd-v1234", b"xkho-v4", b"mem", b"kho"]
+
+
+@given(st.lists(st.sampled_from(PIECES), max_size=40))
+@settings(max_examples=400, deadline=None)
+def test_the_token_scan_finds_what_the_pattern_finds_everywhere(pieces):
+    """kernel_tokens tries TOKEN only where a family's name starts; the answer is findall's, for any bytes."""
+    kernel = b"".join(pieces)
+    assert image.kernel_tokens(kernel) == sorted({m.decode() for m in image.TOKEN.findall(kernel)})
