@@ -1,10 +1,12 @@
 # Copyright (c) kexec.kho contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters: fdt_decode (a KHO blob to the structure the facts use), kho_query (jmespath), and the verifications of a
-handover from the receiver's facts: kho_regions_verify and kho_liveupdate_verify."""
+handover from the receiver's facts: kho_regions_verify, kho_liveupdate_verify, and kho_handover_verify (all of the
+handover role's checks at once)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
@@ -99,7 +101,71 @@ def kho_regions_verify(before, after, allowed=None):
     return regions.taken_up(before, after, allowed)
 
 
+RESTORE_FAILED = re.compile(r"restore failed|KHO restore fail")
+
+
+def _side(facts: dict, name: str) -> dict:
+    return facts.get(name) if isinstance(facts.get(name), dict) else {}
+
+
+def _metadata_failure(before: dict, after: dict) -> str | None:
+    """kexec-metadata names the previous release with a count one higher (where either side has it)."""
+    meta_in, meta_out = _side(after, "in").get("kexec_metadata"), _side(before, "out").get("kexec_metadata")
+    if meta_in is None and meta_out is None:
+        return None
+    count = ((_side(before, "in").get("kexec_metadata") or {}).get("kexec_count") or 0) + 1
+    meta = meta_in if isinstance(meta_in, dict) else {}
+    if meta.get("previous_release") == before.get("release") and meta.get("kexec_count") == count:
+        return None
+    return f"kexec-metadata {meta_in}, expected previous release {before.get('release')} and count {count}"
+
+
+def _sessions_failure(before: dict, support, luo_checks: bool) -> str | None:
+    """Sessions held before the jump went to a target known to restore them, or their workloads check them."""
+    held = [s for s in (_side(before, "liveupdate").get("sessions") or []) if isinstance(s, dict) and s.get("pid") != 1]
+    if not held or support == "compatible" or luo_checks:
+        return None
+    return (f"LUO sessions {', '.join(str(s.get('name')) for s in held)} were held, and the target kernel's support for "
+            f"them was {support}: their restore is not confirmed. Give kho_handover_luo_checks that open them, or load a "
+            "target that reads them")
+
+
+def _region_rows(taken: dict, after: dict) -> list:
+    """The region report: sent at, received at, taken up by the new kernel, ramoops attached."""
+    received = {r["name"]: r["start"] for r in _side(after, "in").get("reserve_mem") or []}
+    return [{"name": r["name"], "size": r["size"], "start_before": r["start"], "start_after": received.get(r["name"]),
+             "revived": r["revived"], "ramoops": r.get("ramoops")} for r in taken["regions"]]
+
+
+def kho_handover_verify(before, after, method=None, found=None, canary=None, support=None, allowed=None,
+                        luo_checks=False):
+    """Every check of the handover role's verification at once, from the receiver's facts (see its docs)."""
+    before, after = _plain(before), _plain(after)
+    taken = kho_regions_verify(before, after, allowed)
+    lu = (kho_liveupdate_verify(before["liveupdate"], after.get("liveupdate"), method)
+          if _side(before, "liveupdate").get("device") else None)
+    sent, received = _side(before, "out").get("reserve_mem"), _side(after, "in").get("reserve_mem")
+    failed_lines = [x for x in after.get("log") or [] if RESTORE_FAILED.search(x)]
+    checks = [
+        (not _side(after, "in").get("present") or received != sent,
+         f"reserve_mem regions before the jump {sent}, after it {received}"),
+        (taken["lost"], f"handed over but not taken up by the new kernel: {'; '.join(taken['lost'])}"),
+        (not _side(after, "in").get("known_version"),
+         f"unknown incoming root compatible {_side(after, 'in').get('compatible')}"),
+        (True, _metadata_failure(before, after)),
+        (failed_lines, f"a producer reported a failed restore: {failed_lines}"),
+        (lu and lu["lost"], f"live update state was lost: {'; '.join((lu or {}).get('lost') or [])}"),
+        (True, _sessions_failure(before, support, bool(luo_checks))),
+        (canary and canary not in (found or []),
+         "the canary written through /dev/pmsg0 before the jump is in no pstore record of the new boot"
+         + (f": the new kernel did not attach ramoops to {', '.join(taken['ramoops_detached'])}"
+            if taken["ramoops_detached"] else "")),
+    ]
+    return {"failures": [msg for bad, msg in checks if bad and msg], "taken": taken, "liveupdate": lu,
+            "regions": _region_rows(taken, after)}
+
+
 class FilterModule:
     def filters(self):
         return {"fdt_decode": fdt_decode, "kho_query": kho_query, "kho_liveupdate_verify": kho_liveupdate_verify,
-                "kho_regions_verify": kho_regions_verify}
+                "kho_regions_verify": kho_regions_verify, "kho_handover_verify": kho_handover_verify}

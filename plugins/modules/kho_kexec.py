@@ -208,7 +208,7 @@ options:
     description:
       - O(state=executed) only. The first command that sees the new boot also reads its KHO state, as
         M(kexec.kho.kho_facts) does (the same code, run by the interpreter that ran the load, without
-        C(ansible.module_utils.basic)), and the controller decodes it: returned in RV(ansible_facts), so that no
+        C(ansible.module_utils.basic)), and the controller decodes it into RV(ansible_facts), so that no
         module run is needed after the jump. RV(facts_read) says whether it was read (not where the load's answer
         was lost, or the answer could not be decoded; a warning then says why).
     type: bool

@@ -28,8 +28,8 @@ PLAY = """
                              phases: {load: 6.0, to_answer: 24.0, banner_to_answer: null},
                              load: {kernel: /boot/vmlinuz, method: kexec, target: {status: compatible,
                                                                                    target_release: 7.3.4}}}
-        _kho_handover_regions: [{name: oops, size: 1048576, start_before: 1051721728, start_after: 1051721728,
-                                 revived: true, ramoops: null}]
+        _kho_handover_check: {regions: [{name: oops, size: 1048576, start_before: 1051721728, start_after: 1051721728,
+                                         revived: true, ramoops: null}], liveupdate: null}
     - name: The role's summary
       ansible.builtin.include_role:
         name: kexec.kho.handover
