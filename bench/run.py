@@ -335,9 +335,7 @@ def _one_host(recorded: dict, log: list) -> str:
     from ansible_collections.kexec.kho.plugins.filter import kho as filters  # pylint: disable=import-outside-toplevel
     from ansible_collections.kexec.kho.plugins.plugin_utils import _arrival, _handover, _jump, _report  # pylint: disable=import-outside-toplevel
     old, new = "11111111-2222-3333-4444-555555555555", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
-    # The new boot's first answer carries its facts (kho_kexec's facts_after, as the role asks for them).
-    arrival = f"{new}\nnone\nin\n{json.dumps({'kho_raw': {**recorded['after'], 'log': log}, 'pstore_found': []})}\n"
-    answers = iter([f"{old}\nstarted\nin\n", OSError("gone"), OSError("gone"), arrival])
+    answers = iter([f"{old}\nstarted\nin\n", OSError("gone"), OSError("gone"), f"{new}\nnone\nin\n"])
     clock = [0.0]
 
     def read():
@@ -345,9 +343,10 @@ def _one_host(recorded: dict, log: list) -> str:
         if isinstance(answer, Exception):
             raise answer
         return answer
-    back = _jump.wait_for_new_boot(read, old, 300, 0.25, clock=lambda: clock[0],
-                                   sleep=lambda s: clock.__setitem__(0, clock[0] + s))
-    before, after = _handover.facts_from_raw(recorded["before"]), _arrival.decode(back["read"])["facts"]
+    _jump.wait_for_new_boot(read, old, 300, 0.25, clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
+    # Then the new boot's facts, as kho_kexec's facts_after reads them (the role asks for them): one answer, decoded.
+    answer = json.dumps({"kho_raw": {**recorded["after"], "log": log}, "pstore_found": []})
+    before, after = _handover.facts_from_raw(recorded["before"]), _arrival.decode(answer)["facts"]
     taken = filters.kho_regions_verify(before, after, [])
     lu = filters.kho_liveupdate_verify({"device": False}, {"device": False}, "kexec")
     result = _report.normalise({"verdict": "verified" if not taken["lost"] else "failed", "downtime": 20.0,

@@ -41,6 +41,11 @@ class ActionModule(ActionBase):
             check_values(valid)
         except (AnsibleActionFail, ValueError) as exc:
             return {**result, "failed": True, "jumped": False, "msg": f"kho_kexec: {exc}"}
+        procfs = args.get("procfs_root") or ARGUMENT_SPEC["procfs_root"]["default"]
+        if procfs != ARGUMENT_SPEC["procfs_root"]["default"]:  # the polls read the real boot id, as the load must
+            return {**result, "failed": True, "jumped": False,
+                    "msg": f"kho_kexec: procfs_root is {procfs!r}: state=executed reads the boot id under "
+                           f"{ARGUMENT_SPEC['procfs_root']['default']} on the host (as its polls do); leave it unset"}
         root = args.get("debugfs_root") or ARGUMENT_SPEC["debugfs_root"]["default"]
         if not isinstance(root, str) or not root.startswith("/") or "$" in root:
             return {**result, "failed": True, "jumped": False,
@@ -127,6 +132,8 @@ class ActionModule(ActionBase):
                                                      "would replace the kernel this run executes on"}
         run["old_id"] = old_id
         run["probe"] = None if self._task.check_mode else self._probe()  # it must answer while the host is up
+        if self._task.args.get("facts_after"):
+            _arrival.sources()  # read here, before anything changes: after the trigger every return says jumped
         return None
 
     def _trigger(self, result, load_args, run, task_vars):
@@ -166,12 +173,9 @@ class ActionModule(ActionBase):
             if opts["post_kexec_delay"]:
                 time.sleep(float(opts["post_kexec_delay"]))
 
-            run["read"] = self._facts_command(opts, run)
-            command = _jump.arrival_command(root, run["old_id"], run["read"])
-
             def read_new():
                 self._connection.reset()  # never poll through the dead kernel's connection
-                return self._shell(command, run["limit"], "a poll")["stdout"]
+                return self._shell(_jump.arrival_command(root), run["limit"], "a poll")["stdout"]
 
             progress = self._progress(task_vars, jumped_at)
             progress(_jump.EVENT_SENT, 0.0)
@@ -183,6 +187,7 @@ class ActionModule(ActionBase):
                           boot_id_before=back["old_id"], downtime=round(run["downtime"], 2))
             run["phases"].update(_jump.wait_phases(back, run["probe"] is not None))
             run["test"] = self._test_command(opts, run, deadline)
+            run["facts"] = self._read_facts(opts, run) if not run["test"]["rc"] else None
         except _jump.NotBack as exc:
             return self._not_back(result, exc, run, task_vars, jumped_at)
         finally:
@@ -190,14 +195,22 @@ class ActionModule(ActionBase):
                 self._connection_timeout(original_timeout)
         return None
 
-    @staticmethod
-    def _facts_command(opts, run) -> str | None:
-        """With facts_after, the read of the new boot's facts that rides in the first poll to see it; None without
-        it, or where the load's answer (with the interpreter that ran it) was lost: then facts_read is false."""
-        if not opts["facts_after"]:
+    def _read_facts(self, opts, run) -> str | None:
+        """With facts_after, the new boot's facts, read once it answered and test_command passed (the host settled as
+        far as the play asks): one command, no module run.  None where there is nothing to read them with (the load's
+        answer, with the interpreter that ran it, was lost) or the read did not answer; then facts_read is false."""
+        command = opts["facts_after"] and _arrival.read_command(
+            run["load"].get("python"), {**{k: opts[k] for k in ROOTS}, "pstore_search": opts["pstore_search"]})
+        if not command:
             return None
-        params = {**{k: opts[k] for k in ROOTS}, "pstore_search": opts["pstore_search"]}
-        return _arrival.read_command(run["load"].get("python"), params)
+        reading = time.monotonic()
+        try:
+            return self._shell(command, run["limit"] + _arrival.READ_SECONDS, "reading the new boot's facts")["stdout"]
+        except AnsibleConnectionFailure as exc:
+            display.warning(f"kho_kexec: reading the new boot's facts failed: {exc}")
+            return None
+        finally:
+            run["phases"]["facts"] = round(time.monotonic() - reading, 2)
 
     def _test_command(self, opts, run, deadline) -> dict:
         run["phases"]["test_command"] = None
@@ -239,10 +252,7 @@ class ActionModule(ActionBase):
         """facts_after's return: the new boot's facts (as kho_facts returns them) where its first poll read them."""
         if not opts["facts_after"]:
             return {}
-        if not run["read"]:
-            got = {"error": "the interpreter that ran the load is not known (its answer was lost)"}
-        else:
-            got = _arrival.decode(run["back"]["read"]) if run["back"].get("read") else {"error": "no answer"}
+        got = _arrival.decode(run["facts"]) if run["facts"] else {"error": "nothing was read (see above)"}
         if "error" not in got and got["facts"].get("over_budget"):  # as kho_facts: refused, and read again by it
             got = {"error": f"the controller refused to decode them: {got['facts']['over_budget']}"}
         if "error" in got:

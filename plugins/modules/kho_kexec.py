@@ -28,7 +28,7 @@ description:
     host answers with a well-formed boot id different from the old one and, where given, O(test_command)
     succeeds. With O(verify_handover) it then fails unless the new kernel received handover data.
   - Where the load's answer is lost (the connection broke), the old boot is the one that still has the jump's
-    status file under C(/run/kexec-kho); a host that first answers on a boot without one may have jumped or not,
+    status file, C(/run/kexec-kho.jump); a host that first answers on a boot without one may have jumped or not,
     and the task fails with RV(jumped=null), changing nothing more.
   - One run on the host before the jump; a failure in it after the load unloads the image again (and aborts a
     finalize it did). With O(facts_after), none after it.
@@ -206,11 +206,11 @@ options:
     version_added: 0.4.0
   facts_after:
     description:
-      - O(state=executed) only. The first command that sees the new boot also reads its KHO state, as
-        M(kexec.kho.kho_facts) does (the same code, run by the interpreter that ran the load, without
-        C(ansible.module_utils.basic)), and the controller decodes it into RV(ansible_facts), so that no
-        module run is needed after the jump. RV(facts_read) says whether it was read (not where the load's answer
-        was lost, or the answer could not be decoded; a warning then says why).
+      - O(state=executed) only. Once the new boot answered and O(test_command) (where given) passed, one command
+        reads its KHO state as M(kexec.kho.kho_facts) does (the same code, run by the interpreter that ran the
+        load, without C(ansible.module_utils.basic)), and the controller decodes it into RV(ansible_facts), so
+        that no module run is needed after the jump. RV(facts_read) says whether it was read (not where the load's
+        answer was lost, or the read failed or could not be decoded; a warning then says why).
     type: bool
     default: false
     version_added: 0.4.0
@@ -340,7 +340,7 @@ phases:
     - Where the time went, in seconds. C(boot_id) is V(null) (the boot id is read in the load's run since 0.4.0);
       C(load) the run that loaded and queued the jump (and read the boot id); C(to_gone) from that run's answer until the old kernel stopped answering;
       C(gone_to_banner) until an SSH banner answered again; C(banner_to_answer) until the new boot id was read;
-      C(test_command) the test. The last three are V(null) with RV(detection=connection) (no banner is watched), and
+      C(test_command) the test; C(facts) the read of O(facts_after). The last three are V(null) with RV(detection=connection) (no banner is watched), and
       C(to_answer) then covers the whole wait.
   returned: O(state=executed), after the trigger
   type: dict
@@ -447,7 +447,7 @@ detection:
   sample: connection
   version_added: 0.3.0
 facts_read:
-  description: With O(facts_after), whether the new boot's facts came with its first answer (RV(ansible_facts)).
+  description: With O(facts_after), whether the new boot's facts were read (RV(ansible_facts)).
   returned: O(state=executed) with O(facts_after), on success
   type: bool
   version_added: 0.4.0

@@ -1,9 +1,9 @@
 # Copyright (c) kexec.kho contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The new boot's facts in the first command that sees it: no module run after the jump.  Not a public API.
+"""The new boot's facts in one command, without a module run after the jump.  Not a public API.
 
-kho_kexec's polls run arrival_command (_jump.py).  With facts_after, a poll that finds no jump status (the old
-boot's file under /run, which a new boot does not have) also runs ``python -I -S -c BOOT SOURCES PARAMS``: BOOT
+With facts_after, once the new boot answered (and test_command passed), kho_kexec runs
+``python -I -S -c BOOT SOURCES PARAMS`` there: BOOT
 imports the collection's own host-side readers from SOURCES (their source text, sent with the command; the
 standard library only, no ansible.module_utils.basic) and prints module_utils/_kho/bare.answer(PARAMS), the
 facts kho_facts would return, read by the same code.  The controller decodes them as kho_facts' action does.
@@ -25,6 +25,7 @@ from ansible_collections.kexec.kho.plugins.plugin_utils._handover import facts_f
 PACKAGE = "ansible_collections.kexec.kho.plugins.module_utils._kho"
 MODULES = ("paths", "cmdline", "host", "liveupdate", "facts", "bare")  # bare.py and what it imports
 PYTHON = re.compile(r"/[A-Za-z0-9._+/-]{1,255}")  # an interpreter path as the host's load run reported it
+READ_SECONDS = 45  # the read's bound beyond a poll's: its four systemd queries, 10 s each at most (bare.py)
 MAX_COMMAND = 96 << 10  # the kernel takes one argument of at most 128 KiB (sudo's sh -c carries the whole command)
 
 # Imports PACKAGE's modules from the sources in argv[1] (base64 of zlib of JSON {name: source}), then prints

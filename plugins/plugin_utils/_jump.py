@@ -110,26 +110,22 @@ def handover_check_command(debugfs_root: str) -> str:
     return f"if [ -d {kho}/in ]; then echo in; elif [ -d {kho} ]; then echo no-in; else echo no-kho; fi"
 
 
-def arrival_command(debugfs_root: str | None, old_id: str | None = None, read: str | None = None) -> str:
-    """What every poll runs: the boot id, the jump's status, (given a debugfs root) the handover check, and (given
-    ``read``) that command, on a boot that has no jump status and is not ``old_id``: the new boot's facts.
+def arrival_command(debugfs_root: str | None) -> str:
+    """What every poll runs: the boot id, the jump's status, and (given a debugfs root) the handover check.
 
-    One round trip on the first connection to the new boot: no second command before the task returns.
+    One round trip on the first connection to the new boot: no second command before the task returns (but
+    test_command and facts_after's read, each where asked for).
     """
     status = f"cat {paths.JUMP_STATUS} 2>/dev/null || echo {paths.JUMP_NONE}"
     check = handover_check_command(debugfs_root) if debugfs_root else "echo unchecked"
-    command = f"b=$(cat {paths.BOOT_ID}); echo \"$b\"; {status}; {check}"
-    if read:
-        differs = f' && [ "$b" != {shlex.quote(old_id)} ]' if old_id else ""
-        command += f"; if [ ! -e {paths.JUMP_STATUS} ]{differs}; then {read}; fi"
-    return command
+    return f"cat {paths.BOOT_ID}; {status}; {check}"
 
 
 def parse_arrival(text) -> tuple:
-    """(boot id or None, jump status, handover check, the read's output or None) from arrival_command's output."""
-    lines = (text or "").rstrip().splitlines()
+    """(boot id or None, jump status, handover check) from arrival_command's output."""
+    lines = (text or "").strip().splitlines()
     lines += [""] * (3 - len(lines))
-    return boot_id(lines[0]), lines[1].strip(), lines[2].strip(), "\n".join(lines[3:]) or None
+    return boot_id(lines[0]), lines[1].strip(), lines[-1].strip()
 
 
 def handover_failure(output: str, debugfs_root: str) -> str | None:
@@ -198,7 +194,7 @@ class Wait:
         self.attempts += 1
         began = self.elapsed()
         try:
-            new, status, check, read = parse_arrival(self.read())
+            new, status, check = parse_arrival(self.read())
         except Exception as exc:  # pylint: disable=broad-except  # every failure is 'not yet'
             self.last_error = exc
             self.down()
@@ -210,9 +206,8 @@ class Wait:
             first = self.first_answer if self.probe is not None else began
             self.tell(EVENT_BACK)
             return {"boot_id": new, "attempts": self.attempts, "waited": self.elapsed(), "gone": self.gone,
-                    "first_answer": first, "old_answers": self.old_answers, "check": check, "read": read,
-                    "old_id": self.old_id}
-        if new == self.old_id:
+                    "first_answer": first, "old_answers": self.old_answers, "check": check, "old_id": self.old_id}
+        if new and new == self.old_id:  # an answer without a boot id is no answer from the old boot
             self.old_answers += 1
             self.check_still_old(status)
         return None

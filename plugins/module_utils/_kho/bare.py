@@ -1,6 +1,6 @@
 # Copyright (c) kexec.kho contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""kho_facts' read on the host without AnsibleModule: kho_kexec's first command on a new boot runs it.
+"""kho_facts' read on the host without AnsibleModule: kho_kexec's facts_after runs it on the new boot.
 
 Importing ``ansible.module_utils.basic`` from an AnsiballZ payload is most of a module run's cost on a slow host
 (3 to 4 s under emulation); this reads the same facts, by the same code (facts.read), with the standard library
@@ -16,7 +16,7 @@ import subprocess
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host
 
-COMMAND_SECONDS = 30  # each systemctl or systemd-analyze call
+COMMAND_SECONDS = 10  # each systemctl or systemd-analyze call (four at most: within _arrival.READ_SECONDS)
 MAX_ANSWER = 24 << 20  # characters printed at most: the blobs' own cap (16 MiB of base64) and the rest
 
 

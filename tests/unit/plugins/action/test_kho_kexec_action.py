@@ -43,8 +43,8 @@ class Connection:
 class Host:
     """The scripted host: replies to the boot id read, the polls, the test command, module runs."""
 
-    def __init__(self, polls=(), boot_id=OLD, test_rc=0, load=None, hang=None):
-        self.polls = list(polls)
+    def __init__(self, polls=(), boot_id=OLD, test_rc=0, load=None, hang=None, facts=""):
+        self.polls, self.facts = list(polls), facts
         self.boot_id, self.test_rc, self.hang = boot_id, test_rc, hang
         self.load = load if load is not None else {
             "changed": True, "method": "kexec", "argv": ["/usr/sbin/kexec", "-s", "-l", "/boot/vmlinuz"],
@@ -54,12 +54,15 @@ class Host:
     def command(self, cmd, sudoable=True):
         if self.hang and self.hang in cmd:
             time.sleep(30)
-        if cmd.startswith(f"b=$(cat {paths.BOOT_ID});"):
+        if cmd.startswith(f"cat {paths.BOOT_ID};"):
             self.log.append("poll")
             reply = self.polls.pop(0) if len(self.polls) > 1 else self.polls[0]
             if isinstance(reply, Exception):
                 raise reply
             return {"rc": 0, "stdout": reply, "stderr": ""}
+        if " -I -S -c " in cmd:  # facts_after's read
+            self.log.append("facts")
+            return {"rc": 0, "stdout": self.facts, "stderr": ""}
         self.log.append("test")
         return {"rc": self.test_rc, "stdout": "", "stderr": "the test failed" if self.test_rc else ""}
 
@@ -187,7 +190,7 @@ def test_a_host_that_never_returns_is_unknown_and_left_alone(monkeypatch):
 def test_a_hung_poll_is_abandoned_within_one_attempt(monkeypatch):
     """A half-open session: the poll never answers; the task ends within kexec_timeout plus one attempt."""
     started = time.monotonic()
-    res = run(Host(polls=[poll(NEW, "none")], hang=f"b=$(cat {paths.BOOT_ID});"), monkeypatch, kexec_timeout=1)
+    res = run(Host(polls=[poll(NEW, "none")], hang=f"cat {paths.BOOT_ID};"), monkeypatch, kexec_timeout=1)
     assert res["failed"] and res["jumped"] is None
     assert time.monotonic() - started < 1 + (1 + action.ATTEMPT_SLACK) + 1.5
     assert "a poll: no answer within 2 s" in res["msg"]
@@ -261,29 +264,58 @@ def facts_line(found=()):
     return json.dumps({"kho_raw": raw, "pstore_found": list(found)}) + "\n"
 
 
-def test_facts_after_come_with_the_first_answer_of_the_new_boot(monkeypatch):
-    host = Host(polls=[poll(OLD, "started"), poll(NEW, "none") + facts_line(["canary-1"])],
+def test_facts_after_are_one_command_after_the_test(monkeypatch):
+    host = Host(polls=[poll(OLD, "started"), poll(NEW, "none")], facts=facts_line(["canary-1"]),
                 load={"changed": True, "method": "kexec", "triggered": True, "loaded_here": True,
                       "python": "/usr/bin/python3"})
     commands = []
     real = host.command
     monkeypatch.setattr(host, "command", lambda cmd, sudoable=True: commands.append(cmd) or real(cmd, sudoable))
-    res = run(host, monkeypatch, facts_after=True, pstore_search=["canary-1", "canary-2"])
+    res = run(host, monkeypatch, facts_after=True, pstore_search=["canary-1", "canary-2"], test_command="true")
     assert not res.get("failed") and res["facts_read"] is True and res["pstore_found"] == ["canary-1"], res
     kho = res["ansible_facts"]["kho"]
     assert kho["release"] == "7.3.4" and kho["in"]["present"] is True and kho["boot_id"] == NEW
-    assert host.log == ["module executed", "poll", "poll"]  # no module run after the jump
-    assert all("/usr/bin/python3 -I -S -c" in c and f"[ \"$b\" != {OLD} ]" in c for c in commands)
+    assert host.log == ["module executed", "poll", "poll", "test", "facts"]  # after the test; no module run
+    assert commands[-1].startswith("/usr/bin/python3 -I -S -c ") and res["phases"]["facts"] is not None
 
 
-@pytest.mark.parametrize(("load", "line"), [
-    ({"triggered": True, "loaded_here": True}, facts_line()),  # no interpreter from the load: no read
-    ({"triggered": True, "loaded_here": True, "python": "/usr/bin/python3; reboot"}, facts_line()),
-    ({"triggered": True, "loaded_here": True, "python": "/usr/bin/python3"}, '{"error": "reading KHO state failed"}\n'),
-    ({"triggered": True, "loaded_here": True, "python": "/usr/bin/python3"}, "Traceback (most recent call last)\n"),
+def test_no_facts_are_read_when_the_test_fails(monkeypatch):
+    host = Host(polls=[poll(NEW, "none")], test_rc=1, facts=facts_line(),
+                load={"triggered": True, "loaded_here": True, "python": "/usr/bin/python3"})
+    res = run(host, monkeypatch, facts_after=True, test_command="false")
+    assert res["failed"] and res["jumped"] is True and "facts" not in host.log and "facts_read" not in res
+
+
+@pytest.mark.parametrize(("load", "facts", "read"), [
+    ({"triggered": True, "loaded_here": True}, facts_line(), False),  # no interpreter from the load: no read
+    ({"triggered": True, "loaded_here": True, "python": "/usr/bin/python3; reboot"}, facts_line(), False),
+    ({"triggered": True, "loaded_here": True, "python": "/usr/bin/python3"}, '{"error": "reading KHO state failed"}\n', True),
+    ({"triggered": True, "loaded_here": True, "python": "/usr/bin/python3"}, "Traceback (most recent call last)\n", True),
+    ({"triggered": True, "loaded_here": True, "python": "/usr/bin/python3"}, AnsibleConnectionFailure("gone"), True),
 ])
-def test_facts_after_not_read_says_so_and_the_jump_still_counts(monkeypatch, load, line):
-    host = Host(polls=[poll(NEW, "none") + line], load=load)
+def test_facts_after_not_read_says_so_and_the_jump_still_counts(monkeypatch, load, facts, read):
+    host = Host(polls=[poll(NEW, "none")], load=load, facts=facts)
+    if isinstance(facts, Exception):
+        real = host.command
+
+        def command(cmd, sudoable=True):
+            if " -I -S -c " in cmd:
+                raise facts
+            return real(cmd, sudoable)
+        monkeypatch.setattr(host, "command", command)
     res = run(host, monkeypatch, facts_after=True)
     assert not res.get("failed") and res["jumped"] is True and res["facts_read"] is False, res
-    assert "ansible_facts" not in res and host.log == ["module executed", "poll"]
+    assert "ansible_facts" not in res and ("facts" in host.log) is (read and not isinstance(facts, Exception))
+
+
+def test_an_answer_without_a_boot_id_is_not_the_old_boot(monkeypatch):
+    """The load's answer lost: answers that carry no boot id never count as the old boot's (no false rollback)."""
+    host = Host(polls=["\n\n\n"], load=AnsibleConnectionFailure("broken pipe"))
+    res = run(host, monkeypatch, kexec_timeout=2, not_jumped_after=1)
+    assert res["failed"] and res["jumped"] is None and "module unloaded" not in host.log, res
+
+
+def test_a_procfs_root_the_polls_do_not_read_is_refused(monkeypatch):
+    host = Host()
+    res = run(host, monkeypatch, procfs_root="/tmp/proc")
+    assert res["failed"] and res["jumped"] is False and "procfs_root is '/tmp/proc'" in res["msg"] and host.log == []

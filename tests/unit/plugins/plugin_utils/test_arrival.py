@@ -1,4 +1,5 @@
-"""The new boot's facts in kho_kexec's first poll: the real command, run by real interpreters, against simulated trees.
+"""The new boot's facts in one command (kho_kexec's facts_after): the real command, run by real interpreters, against
+simulated trees.
 
 The command is what the controller sends; sh and each host Python run it here as a host would.  What it prints
 must decode to what kho_facts' own read gives for the same tree (the same code, without AnsibleModule).
@@ -14,10 +15,9 @@ import pytest
 import simtree
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import bare, facts, host
-from ansible_collections.kexec.kho.plugins.plugin_utils import _arrival, _jump
+from ansible_collections.kexec.kho.plugins.plugin_utils import _arrival
 from ansible_collections.kexec.kho.plugins.plugin_utils._handover import facts_from_raw
 
-OTHER = "11111111-2222-3333-4444-555555555555"  # an old boot id that is not this machine's
 PYENV = Path.home() / ".pyenv" / "versions"
 HOST_PYTHONS = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13")  # the managed hosts' Pythons the README names
 
@@ -30,19 +30,15 @@ def tree(tmp_path, generation="live-handover", canary="kexec-kho-canary-1"):
     return opts
 
 
-def poll(opts: dict, python: str, old_id: str, needles=("kexec-kho-canary-1", "absent")) -> tuple:
-    read = _arrival.read_command(python, {**opts, "pstore_search": list(needles)})
-    assert read is not None
-    out = subprocess.run(["sh", "-c", _jump.arrival_command(opts["debugfs_root"], old_id, read)],
-                         capture_output=True, text=True, check=True, timeout=120)
-    return _jump.parse_arrival(out.stdout)
+def read(opts: dict, python: str, needles=("kexec-kho-canary-1", "absent")) -> str:
+    command = _arrival.read_command(python, {**opts, "pstore_search": list(needles)})
+    assert command is not None
+    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True, timeout=120).stdout
 
 
-def test_the_first_poll_reads_what_kho_facts_reads(tmp_path, fixtures):
+def test_the_read_gives_what_kho_facts_reads(tmp_path, fixtures):
     opts = tree(tmp_path)
-    new, status, check, read = poll(opts, sys.executable, OTHER)
-    assert new == _jump.controller_boot_id() and status == "none" and check == "in"
-    got = _arrival.decode(read)
+    got = _arrival.decode(read(opts, sys.executable))
     kho = host.KhoHost(opts["debugfs_root"], opts["sysfs_root"], opts["procfs_root"], opts["devfs_root"])
     expected = facts.read(kho, True, ["kexec-kho-canary-1", "absent"], bare.run_command)
     assert got["facts"] == facts_from_raw(expected["kho_raw"])
@@ -51,27 +47,19 @@ def test_the_first_poll_reads_what_kho_facts_reads(tmp_path, fixtures):
     assert "[    0.700904] test_kho: KHO restore succeeded" in got["facts"]["log"]
 
 
-def test_the_old_boot_is_not_read(tmp_path, fixtures):
-    """Still on the old boot (its boot id): the poll prints the three lines only, and runs no Python."""
-    opts = tree(tmp_path)
-    new, _status, _check, read = poll(opts, "/nonexistent/python3", _jump.controller_boot_id() or pytest.skip(
-        "this machine has no boot id"))
-    assert new and read is None
-
-
 @pytest.mark.parametrize("version", HOST_PYTHONS)
 def test_each_host_python_runs_the_read(tmp_path, fixtures, version):
     found = sorted(PYENV.glob(f"{version}.*/bin/python{version}"))
     if not found:
         pytest.skip(f"no Python {version} under {PYENV} on this machine")
-    got = _arrival.decode(poll(tree(tmp_path), str(found[-1]), OTHER)[3])
+    got = _arrival.decode(read(tree(tmp_path), str(found[-1])))
     assert "error" not in got, got
     assert got["facts"]["interface"] == "live" and got["facts"]["in"]["compatible"] == "kho-v4"
 
 
 def test_a_host_that_cannot_be_read_says_why(tmp_path, fixtures):
     opts = {**tree(tmp_path), "procfs_root": str(tmp_path / "no-proc")}
-    got = _arrival.decode(poll(opts, sys.executable, OTHER)[3])
+    got = _arrival.decode(read(opts, sys.executable))
     assert "error" in got or got["facts"]["boot_id"] is None  # a missing file reads as absent, never a traceback
 
 
@@ -81,9 +69,9 @@ def test_only_a_plain_absolute_interpreter_path_is_run(python):
 
 
 def test_the_command_fits_in_one_argument():
-    """sudo's sh -c carries the whole poll as one argument: the kernel takes at most 128 KiB there."""
-    read = _arrival.read_command("/usr/bin/python3", {**simtree.options(Path("/x")), "pstore_search": ["c"]})
-    assert read and len(_jump.arrival_command("/sys/kernel/debug", OTHER, read)) < 128 << 10
+    """sudo's sh -c carries the whole command as one argument: the kernel takes at most 128 KiB there."""
+    command = _arrival.read_command("/usr/bin/python3", {**simtree.options(Path("/x")), "pstore_search": ["c"]})
+    assert command and len(command) < 128 << 10
 
 
 @pytest.mark.parametrize("text", ["", "not json", "[]", '{"kho_raw": 1}', '{"error": 5}'])

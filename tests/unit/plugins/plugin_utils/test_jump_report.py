@@ -351,8 +351,7 @@ def test_arrival_is_one_command_with_the_boot_id_first(tmp_path):
     (tmp_path / "kho" / "in").mkdir(parents=True)
     out = subprocess.run(["sh", "-c", _jump.arrival_command(str(tmp_path))], capture_output=True, text=True,
                          check=True).stdout
-    new, status, check, read = _jump.parse_arrival(out)
-    assert read is None  # no read asked for
+    new, status, check = _jump.parse_arrival(out)
     assert new == Path(paths.BOOT_ID).read_text().strip() == _jump.controller_boot_id()
     assert status == "none" and _jump.jump_failure(status) == (
         "the trigger never ran on the host (no jump status was written)")
