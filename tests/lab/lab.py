@@ -33,10 +33,10 @@ from pathlib import Path
 
 # Every name the lab had when it was one file stays importable from here (`import lab; lab.up(...)`).
 # pylint: disable=unused-import
-from lab_build import (HOST_PACKAGES, install_command, SELFTESTS, VARIANTS, build_kernel, build_selftests,  # noqa: F401
-                       check_config, fetch_source, kernel_dir, setup_host, source_tree, unavailable)
+from lab_build import (HOST_PACKAGES, install_command, SELFTESTS, VARIANTS, build_kernel, build_package,  # noqa: F401
+                       build_selftests, check_config, fetch_source, kernel_dir, setup_host, source_tree, unavailable)
 from lab_common import (BASE_CMDLINE, BUILD_LOCK, CACHE, DEBIAN_SUITE, DISK_RECIPE, FRAGMENT, GRUB_RECIPE,  # noqa: F401
-                        GUEST_CMDLINE, GUEST_KERNEL, HERE, KERNEL_RECIPE, MIRROR, RESERVE_MEM, ROOTFS_RECIPE,
+                        GUEST_CMDLINE, GUEST_KERNEL, HERE, KERNEL_RECIPE, MIRROR, RELEASES, RESERVE_MEM, ROOTFS_RECIPE,
                         SNAPSHOT, SNAPSHOT_RECIPE, SOURCE_PACKAGE, SOURCE_SUITE, digest, locked, log, run,
                         run_dir, ssh_key)
 from lab_disks import (GRUB_CFG, GRUB_DEFAULTS, GRUB_MODULES, build, build_disk,  # noqa: F401
@@ -70,6 +70,17 @@ def variant_command(args) -> None:
     with locked(BUILD_LOCK):
         kdir = build_kernel(args.variant)
     print(json.dumps({"bzImage": str(kdir / "bzImage")}))
+
+
+def release_command(args) -> None:
+    """Another release's kernel (#35): the lab's recipe (everything built in, no initrd), or --packaged: modular, as
+    Debian packages for the guest's dpkg."""
+    with locked(BUILD_LOCK):
+        if args.packaged:
+            print(json.dumps(build_package(args.release)))
+            return
+        kdir = build_kernel(release=args.release)
+    print(json.dumps({"bzImage": str(kdir / "bzImage"), **json.loads((kdir / "build.json").read_text())}))
 
 
 def selftests_command(_args) -> dict:
@@ -197,6 +208,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("variant", help="a target kernel from the same source with part of live update left out")
     p.add_argument("variant", choices=sorted(VARIANTS))
     p.set_defaults(func=variant_command)
+    p = sub.add_parser("release", help="a kernel of another release, from its own Debian source package")
+    p.add_argument("release", choices=sorted(RELEASES))
+    p.add_argument("--packaged", action="store_true",
+                   help="modular (disk and root fs drivers as modules), built as Debian packages (bindeb-pkg)")
+    p.set_defaults(func=release_command)
     sub.add_parser("selftests", help="build the kernel's LUO selftests from the lab's source").set_defaults(
         func=selftests_command)
     sub.add_parser("unavailable", help="print why the lab cannot run here (nothing when it can)").set_defaults(

@@ -12,20 +12,24 @@ import subprocess
 import time
 from pathlib import Path
 
-from lab_common import (CACHE, locked, FRAGMENT, KERNEL_RECIPE, MIRROR, SOURCE_PACKAGE, SOURCE_SUITE, digest, log,
-                        run)
+from lab_common import CACHE, FRAGMENT, KERNEL_RECIPE, LAB_RELEASE, MIRROR, RELEASES, digest, locked, log, run
 
 HOST_PACKAGES = [
     "qemu-system-x86", "qemu-utils", "debootstrap", "e2fsprogs", "openssh-client",
     "build-essential", "bc", "flex", "bison", "libelf-dev", "libssl-dev", "cpio",
     "xz-utils", "device-tree-compiler", "grub-common", "grub-pc-bin", "rsync", "kmod", "chromium",
+    "dpkg-dev", "fakeroot",  # make bindeb-pkg: the packaged kernel of #35
 ]
 
 
 # ---------------------------------------------------------------- host set-up
 
-def _apt_opts() -> list[str]:
-    d = CACHE / "apt"
+def _apt_dir(suite: str) -> Path:
+    """The apt list of one suite's kernel source: the lab's own under apt/ (as it always was), others beside it."""
+    return CACHE / ("apt" if suite == RELEASES[LAB_RELEASE][1] else f"apt-{suite}")
+
+
+def _apt_opts(d: Path) -> list[str]:
     return [
         "-o", f"Dir::Etc::SourceList={d / 'sources.list'}",
         "-o", "Dir::Etc::SourceParts=/dev/null",
@@ -82,19 +86,20 @@ def install_command(args) -> None:
     install(args.packages)
 
 
-def fetch_source() -> Path:
-    """Download the kernel source package from a separate apt list, untouched system."""
-    d = CACHE / "apt"
+def fetch_source(release: str = LAB_RELEASE) -> Path:
+    """Download a release's kernel source package from an apt list of its suite's own, the system untouched."""
+    package, suite = RELEASES[release]
+    d = _apt_dir(suite)
     (d / "lists" / "partial").mkdir(parents=True, exist_ok=True)
-    debs = sorted(d.glob(f"{SOURCE_PACKAGE}_*.deb"))
+    debs = sorted(d.glob(f"{package}_*.deb"))
     if debs:
         return debs[-1]
     (d / "sources.list").write_text(
-        f"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {MIRROR} {SOURCE_SUITE} main\n")
-    log(f"fetching {SOURCE_PACKAGE} from {SOURCE_SUITE}")
-    run(["apt-get", *_apt_opts(), "update", "-qq"])
-    run(["apt-get", *_apt_opts(), "download", SOURCE_PACKAGE], cwd=d)
-    return sorted(d.glob(f"{SOURCE_PACKAGE}_*.deb"))[-1]
+        f"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {MIRROR} {suite} main\n")
+    log(f"fetching {package} from {suite}")
+    run(["apt-get", *_apt_opts(d), "update", "-qq"])
+    run(["apt-get", *_apt_opts(d), "download", f"{package}/{suite}"], cwd=d)
+    return sorted(d.glob(f"{package}_*.deb"))[-1]
 
 
 def source_tree(deb: Path) -> Path:
@@ -122,8 +127,8 @@ def source_tree(deb: Path) -> Path:
 VARIANTS = {"nomemfd": "# CONFIG_LIVEUPDATE_MEMFD is not set\n", "noluo": "# CONFIG_LIVEUPDATE is not set\n"}
 
 
-def kernel_dir(variant: str | None = None) -> Path:
-    deb = fetch_source()
+def kernel_dir(variant: str | None = None, release: str = LAB_RELEASE) -> Path:
+    deb = fetch_source(release)
     extra = (VARIANTS[variant],) if variant else ()
     return CACHE / f"kernel-{digest(deb.name, FRAGMENT.read_bytes(), KERNEL_RECIPE, *extra)}"
 
@@ -141,27 +146,34 @@ def check_config(final: str, variant: str | None) -> None:
         raise SystemExit(f"kernel config dropped: {', '.join(lost)}")
 
 
-def build_kernel(variant: str | None = None) -> Path:
-    out = kernel_dir(variant)
-    if (out / "bzImage").exists():
-        log(f"kernel cached: {out / 'bzImage'}")
-        return out
-    src = source_tree(fetch_source())
-    build = out.with_name(out.name + ".build")
+def configure(src: Path, build: Path, extra: str | None) -> list:
+    """The lab's recipe in ``build``: tinyconfig, kvm_guest.config, the lab's fragment, then ``extra``; the make
+    command that builds in it."""
     build.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
     log(f"configuring kernel in {build}")
     make = ["make", "-C", str(src), f"O={build}", f"-j{os.cpu_count() or 1}", "-s"]
     run([*make, "tinyconfig"])
     fragments = [str(src / "kernel/configs/kvm_guest.config"), str(FRAGMENT)]
-    if variant:
-        (build / "variant.config").write_text(VARIANTS[variant])
-        fragments.append(str(build / "variant.config"))
+    if extra:
+        (build / "extra.config").write_text(extra)
+        fragments.append(str(build / "extra.config"))
     run([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build), str(build / ".config"), *fragments],
         stdout=subprocess.DEVNULL)
     run([*make, "olddefconfig"])
+    return make
+
+
+def build_kernel(variant: str | None = None, release: str = LAB_RELEASE) -> Path:
+    out = kernel_dir(variant, release)
+    if (out / "bzImage").exists():
+        log(f"kernel cached: {out / 'bzImage'}")
+        return out
+    src = source_tree(fetch_source(release))
+    build = out.with_name(out.name + ".build")
+    started = time.monotonic()
+    make = configure(src, build, VARIANTS[variant] if variant else None)
     check_config((build / ".config").read_text(), variant)
-    log("building bzImage (minutes)")
+    log(f"building bzImage of {release} (minutes)")
     run([*make, "bzImage"])
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -175,6 +187,51 @@ def build_kernel(variant: str | None = None) -> Path:
     shutil.rmtree(build)
     log(f"kernel {release} built in {seconds} s")
     return out
+
+
+# A kernel as a distribution ships it (#35): the disk and root file system drivers as modules, so that it boots only
+# with its initramfs; built as Debian packages (make bindeb-pkg) for the guest's dpkg, whose initramfs-tools hook
+# then makes /boot/initrd.img-REL beside /boot/vmlinuz-REL, as an `apt upgrade` leaves them.
+PACKAGED = """\
+CONFIG_MODULES=y
+CONFIG_MODULE_UNLOAD=y
+CONFIG_VIRTIO_BLK=m
+CONFIG_EXT4_FS=m
+CONFIG_BLK_DEV_INITRD=y
+CONFIG_RD_GZIP=y
+CONFIG_RD_ZSTD=y
+"""
+PACKAGED_SUFFIX = "-pkg"  # LOCALVERSION: the packaged build's release is REL-pkg, beside the built-in REL
+
+
+def build_package(release: str) -> dict:
+    """linux-image-REL-pkg's .deb, modular, from ``release``'s source: {"deb", "release", "build_seconds"}."""
+    deb = fetch_source(release)
+    out = CACHE / f"package-{digest(deb.name, FRAGMENT.read_bytes(), KERNEL_RECIPE, PACKAGED, PACKAGED_SUFFIX)}"
+    if not (out / "build.json").exists():
+        src = source_tree(deb)
+        build = out.with_name(out.name + ".build")
+        started = time.monotonic()
+        make = configure(src, build, PACKAGED + f'CONFIG_LOCALVERSION="{PACKAGED_SUFFIX}"\n')
+        final = (build / ".config").read_text()
+        if any(f"{opt}=m\n" not in final for opt in ("CONFIG_VIRTIO_BLK", "CONFIG_EXT4_FS")):
+            raise SystemExit("the packaged kernel's config lost its modular disk or root file system driver")
+        log(f"building the packaged, modular {release} kernel (make bindeb-pkg; minutes)")
+        run([*make, "LOCALVERSION=", "KDEB_PKGVERSION=1kho", "bindeb-pkg"])
+        kernel_release = (build / "include/config/kernel.release").read_text().strip()
+        image = next(build.parent.glob(f"linux-image-{kernel_release}_*.deb"))
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        shutil.move(str(image), tmp / image.name)
+        for junk in build.parent.glob("linux-*_1kho_*"):  # headers, libc-dev, the .buildinfo/.changes
+            junk.unlink()
+        (tmp / "build.json").write_text(json.dumps({"release": kernel_release, "deb": image.name,
+                                                    "build_seconds": round(time.monotonic() - started, 1)}))
+        shutil.rmtree(build)
+        tmp.rename(out)
+    info = json.loads((out / "build.json").read_text())
+    return {**info, "deb": str(out / info["deb"])}
 
 
 # ---------------------------------------------------------------- the kernel's LUO selftests

@@ -18,6 +18,14 @@ FRAGMENT = HERE / "kho-lab.config"
 
 SOURCE_PACKAGE = "linux-source-7.3"
 SOURCE_SUITE = "trixie-backports"
+# Kernels of other releases (#35: a kexec is a kernel update), each from Debian's source package of its own suite,
+# fetched through an apt list of its own: release -> (package, suite).  The lab's own kernel is the first.
+RELEASES = {
+    "7.3.4": (SOURCE_PACKAGE, SOURCE_SUITE),
+    "7.2.13": ("linux-source-7.2", "sid"),
+    "7.3-rc7": ("linux-source-7.3", "experimental"),
+}
+LAB_RELEASE = "7.3.4"
 DEBIAN_SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 # Bumped when a recipe below changes in a way its inputs do not show.
