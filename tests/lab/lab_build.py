@@ -18,7 +18,7 @@ HOST_PACKAGES = [
     "qemu-system-x86", "qemu-utils", "debootstrap", "e2fsprogs", "openssh-client",
     "build-essential", "bc", "flex", "bison", "libelf-dev", "libssl-dev", "cpio",
     "xz-utils", "device-tree-compiler", "grub-common", "grub-pc-bin", "rsync", "kmod", "chromium",
-    "dpkg-dev", "fakeroot",  # make bindeb-pkg: the packaged kernel of #35
+    "dpkg-dev", "fakeroot", "debhelper", "libdw-dev",  # make bindeb-pkg (its build-deps): the packaged kernel of #35
 ]
 
 
