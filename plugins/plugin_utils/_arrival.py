@@ -19,7 +19,7 @@ import shlex
 import zlib
 from pathlib import Path
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
+from ansible_collections.kexec.kho.plugins.module_utils._kho import bare, paths
 from ansible_collections.kexec.kho.plugins.plugin_utils._handover import facts_from_raw
 
 PACKAGE = "ansible_collections.kexec.kho.plugins.module_utils._kho"
@@ -27,6 +27,8 @@ MODULES = ("paths", "cmdline", "host", "liveupdate", "facts", "bare")  # bare.py
 PYTHON = re.compile(r"/[A-Za-z0-9._+/-]{1,255}")  # an interpreter path as the host's load run reported it
 READ_SECONDS = 45  # the read's bound beyond a poll's: its four systemd queries, 10 s each at most (bare.py)
 MAX_COMMAND = 96 << 10  # the kernel takes one argument of at most 128 KiB (sudo's sh -c carries the whole command)
+MAX_TEXT = bare.MAX_ANSWER + 2  # what BOOT prints at most: bare's answer and its line end
+MAX_DEPTH = 32  # the answer's nesting: the facts are a few levels deep; deeper is refused before it goes further
 
 # Imports PACKAGE's modules from the sources in argv[1] (base64 of zlib of JSON {name: source}), then prints
 # bare.answer(argv[2]).  Only the names under PACKAGE are served from there; everything else is the standard library.
@@ -74,15 +76,59 @@ def read_command(python: str, params: dict) -> str | None:
     return command if len(command) <= MAX_COMMAND else None
 
 
-def decode(text: str) -> dict:
-    """The read's answer decoded as kho_facts' action does: {"facts", "pstore_found"} or {"error"}."""
+class ReadError(ValueError):
+    """An answer that is not the new boot's facts: the read failed, for this reason."""
+
+
+def decode(text) -> dict:
+    """The read's answer decoded as kho_facts' action does: {"facts", "pstore_found"}, or {"error": why} for
+    anything else the host printed: too long, not JSON, nested too deep, not the facts' shape, or any failure
+    while decoding them.  Total: never raises, whatever the answer."""
     try:
-        answer = json.loads(text)
-    except ValueError as exc:
-        return {"error": f"the new boot's facts are not JSON: {exc}"}
+        return _decode(text)
+    except ReadError as exc:
+        return {"error": str(exc)}
+    except Exception as exc:  # pylint: disable=broad-except  # a host's answer that breaks the decoder fails the read
+        return {"error": f"the new boot's facts could not be decoded: {type(exc).__name__}: {exc}"}
+
+
+def _decode(text) -> dict:
+    answer = _parse(text)
     if not isinstance(answer, dict) or not isinstance(answer.get("kho_raw"), dict):
         why = answer.get("error") if isinstance(answer, dict) else None
-        return {"error": why if isinstance(why, str) else "the new boot's facts came back without kho_raw"}
+        raise ReadError(why if isinstance(why, str) else "the new boot's facts came back without kho_raw")
     found = answer.get("pstore_found") or []
     return {"facts": facts_from_raw(answer["kho_raw"]),
             "pstore_found": sorted(x for x in found if isinstance(x, str)) if isinstance(found, list) else []}
+
+
+def _parse(text):
+    """The answer's JSON, its length checked before it is parsed and its nesting after."""
+    if not isinstance(text, str):
+        raise ReadError(f"the new boot's facts came back as {type(text).__name__}, not text")
+    if len(text) > MAX_TEXT:
+        raise ReadError(f"the new boot's facts are {len(text):,} characters, more than the {MAX_TEXT:,} read at most")
+    try:
+        answer = json.loads(text)
+    except RecursionError as exc:
+        raise ReadError(f"the new boot's facts are nested deeper than {MAX_DEPTH} levels") from exc
+    except ValueError as exc:
+        raise ReadError(f"the new boot's facts are not JSON: {exc}") from exc
+    if _depth(answer, MAX_DEPTH) > MAX_DEPTH:
+        raise ReadError(f"the new boot's facts are nested deeper than {MAX_DEPTH} levels")
+    return answer
+
+
+def _depth(value, limit: int) -> int:
+    """How deep ``value``'s lists and mappings nest, counted no further than ``limit`` + 1 (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        deepest = max(deepest, depth)
+        if depth > limit:
+            break
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest

@@ -77,3 +77,28 @@ def test_the_command_fits_in_one_argument():
 @pytest.mark.parametrize("text", ["", "not json", "[]", '{"kho_raw": 1}', '{"error": 5}'])
 def test_answers_that_are_not_facts_are_an_error(text):
     assert set(_arrival.decode(text)) == {"error"}
+
+
+@pytest.mark.parametrize("text, why", [
+    ("[" * 100_000, "nested deeper than 32 levels"),  # issue 37: a RecursionError escaped, after the jump
+    ('{"kho_raw": {"log": ' + "[" * 40 + "]" * 40 + "}}", "nested deeper than 32 levels"),  # would flow on as facts
+    ("x" * (bare.MAX_ANSWER + 8), "more than the"),
+    (None, "not text"),
+    (b"{}", "not text"),
+])
+def test_a_hostile_answer_is_a_failed_read_with_the_reason_never_an_exception(text, why):
+    got = _arrival.decode(text)
+    assert set(got) == {"error"} and why in got["error"], got
+
+
+def test_a_decoder_failure_is_a_failed_read_with_the_reason(monkeypatch):
+    def broken(_raw):
+        raise KeyError("boom")
+    monkeypatch.setattr(_arrival, "facts_from_raw", broken)
+    assert _arrival.decode('{"kho_raw": {}}') == {"error": "the new boot's facts could not be decoded: KeyError: 'boom'"}
+
+
+def test_the_length_is_checked_before_parsing(monkeypatch):
+    parsed = []
+    monkeypatch.setattr(_arrival.json, "loads", lambda text: parsed.append(text) or {})
+    assert "more than the" in _arrival.decode(" " * (bare.MAX_ANSWER + 8))["error"] and parsed == []
