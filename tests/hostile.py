@@ -72,6 +72,11 @@ def nops(count: int) -> bytes:
     return wrap(struct.pack(">I", 1) + _pad(b"\0") + struct.pack(">I", 4) * count + struct.pack(">II", 2, 9), b"")
 
 
+def fails_late(count: int) -> bytes:
+    """A root node, ``count`` FDT_NOP tokens, then an unknown tag: every check passes until the walk's end."""
+    return wrap(struct.pack(">I", 1) + _pad(b"\0") + struct.pack(">I", 4) * count + struct.pack(">I", 0x77), b"")
+
+
 def long_rsvmap(entries: int) -> bytes:
     return wrap(struct.pack(">I", 1) + _pad(b"\0") + struct.pack(">II", 2, 9), b"",
                 rsvmap=struct.pack(">QQ", 0x1000, 0x1000) * entries + b"\0" * 16)
@@ -139,4 +144,7 @@ HOSTS = {
                      lambda: host(values_2kb(), b"\1" * (31 << 19)), "decoded"),
     "many_sub_blobs": ("10,000 sub-blobs of 1 KB", lambda: host(b"\1" * 1024, copies=10_000), "refused"),
     "many_mib": ("twelve 15 MB binary sub-blobs (180 MB)", lambda: host(b"\1" * (15 << 20), copies=12), "refused"),
+    # issue 37: walks that failed were not charged (3.9 s, no over_budget)
+    "failing_late": ("64 sub-blobs that each fail after 65,000 tokens", lambda: host(fails_late(65_000), copies=64),
+                     "refused"),
 }

@@ -252,7 +252,7 @@ class ActionModule(ActionBase):
         """facts_after's return: the new boot's facts (as kho_facts returns them) where its first poll read them."""
         if not opts["facts_after"]:
             return {}
-        got = _arrival.decode(run["facts"]) if run["facts"] else {"error": "nothing was read (see above)"}
+        got = _arrival.decode(run["facts"], run["back"]["boot_id"]) if run["facts"] else {"error": "nothing was read (see above)"}
         if "error" not in got and got["facts"].get("over_budget"):  # as kho_facts: refused, and read again by it
             got = {"error": f"the controller refused to decode them: {got['facts']['over_budget']}"}
         if "error" in got:

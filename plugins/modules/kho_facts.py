@@ -55,8 +55,9 @@ options:
       - First, in the same run, take the host's handover lock as M(kexec.kho.kho_lock) does with
         O(kexec.kho.kho_lock#module:state=acquired), so that the state is read, and the load checked, under it; a
         lock whose run has ended on this controller is taken over the same way.
-      - Where another run holds it, the task fails naming that run, and nothing is read.
-      - Where this task took the lock and reading then fails, the lock is released again.
+      - The lock is taken before debugfs is mounted (O(mount_debugfs)): where another run holds it, the task fails
+        naming that run, and nothing is mounted or read.
+      - Where this task took the lock and mounting debugfs or reading then fails, the lock is released again.
       - The lock is released with M(kexec.kho.kho_lock) O(kexec.kho.kho_lock#module:state=released), or by the jump
         (C(/run) is a tmpfs).
     type: dict
@@ -495,21 +496,35 @@ def read(module, kho) -> dict:
     return out
 
 
+def mount(module, kho, taken) -> bool:
+    """debugfs, mounted where allowed once the lock is held (a run the lock refuses changes nothing); a mount that
+    fails gives back the lock this task took (run_command's check_rc has already answered with the failure)."""
+    try:
+        return host.ensure_debugfs(module, kho)
+    except SystemExit:
+        give_back(taken)
+        raise
+
+
+def give_back(taken) -> None:
+    """The lock this task took (``taken``; None where it took none), released after a failure."""
+    if taken:
+        lock.release(taken["path"], taken["holder"])
+
+
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     kho = host.from_params(module.params)
-    changed = host.ensure_debugfs(module, kho)
     extra, taken = {}, None
-    if module.params["lock"] is not None:
+    if module.params["lock"] is not None:  # before any mount: a refused run changes nothing
         extra["lock"], taken = take_lock(module)
         if not extra["lock"]["acquired"]:  # nothing read: the action plugin takes an ended run's lock over, or fails
-            module.exit_json(changed=changed, **extra)
-        changed = changed or extra["lock"]["changed"]
+            module.exit_json(changed=False, **extra)
+    changed = mount(module, kho, taken) or bool(extra.get("lock", {}).get("changed"))
     try:
         extra.update(read(module, kho))
     except (host.NeedsRoot, OSError) as exc:
-        if taken:  # this task took the lock: a read that failed gives it back
-            lock.release(taken["path"], taken["holder"])
+        give_back(taken)  # this task took the lock: a read that failed gives it back
         if isinstance(exc, host.NeedsRoot):
             module.fail_json(msg=str(exc), path=exc.path)
         module.fail_json(msg=f"reading KHO state failed: {exc}")

@@ -116,10 +116,13 @@ options:
   target_check:
     description:
       - Before the load, the target kernel's image is read (its bzImage header and its payload, decompressed with
-        the host's Python - gzip, xz, zstd where available - or, where the payload cannot be read, its embedded or
+        the host's Python - gzip, xz, zstd where available - or, where the host cannot decompress the payload, its
         C(/boot/config-REL) config) for the KHO formats it accepts (C(kho-vN), C(memblock-vN), C(reserve-mem-vN),
         C(luo-vN), C(memfd-vN)), and compared with what the running kernel hands over (its outgoing blobs'
         compatibles, and the memfd handler of the LUO sessions processes hold). The result is RV(target).
+      - The read is bounded (64 MiB of image, 128 MiB decompressed, 30 s) and must reach the end of the compressed
+        stream; a payload that is truncated or damaged, larger, slower or unlike a kernel makes the target V(unknown),
+        and no config stands in for it.
       - V(refuse) refuses the load, before anything changes, where the target lacks a format that is handed over
         (a target that does not accept the root's version skips the whole handover; one without the memfd handler
         cannot restore the sessions), or where what it reads is unknown and LUO sessions are held.

@@ -44,6 +44,7 @@ PRINTABLE = frozenset(range(0x20, 0x7F))
 # worst host within every limit takes well under 1 s and 64 MB (bench/run.py --only decode, docs/bench-decode.md).
 BUDGET = {"blobs": 64, "bytes": 32 << 20, "tokens": 8192, "pairs": MAX_SIBLING_PAIRS, "name_bytes": 256 << 10,
           "value_bytes": 256 << 10}
+WALK_COSTS = ("tokens", "pairs", "name_bytes", "value_bytes")  # what check() measures as it walks a blob
 BUDGET_UNITS = {"blobs": "sub-blobs", "bytes": "bytes of blobs", "tokens": "FDT structure tokens",
                 "pairs": "sibling pairs to compare", "name_bytes": "bytes of node and property names",
                 "value_bytes": "bytes of property values to expand"}
@@ -75,6 +76,10 @@ class Budget:
                                  "(the controller's decode budget per host)")
                 raise OverBudget(f"refused: {self.exceeded}")
 
+    def allowance(self, what: str) -> int:
+        """The most of ``what`` one more walk may take: one past what is left, so that a walk needing more is over."""
+        return max(self.limits[what] - self.spent[what], 0) + 1
+
 
 def is_fdt(data: bytes) -> bool:
     return len(data) >= 4 and struct.unpack_from(">I", data)[0] == FDT_MAGIC
@@ -104,13 +109,16 @@ def shown_name(name: str) -> str:
     return f"{name[:32]}... ({len(name)} bytes, sha256 {digest})"
 
 
-def check(data: bytes, max_depth: int = MAX_DEPTH) -> dict:
+def check(data: bytes, max_depth: int = MAX_DEPTH, cost: dict | None = None, max_tokens: int = MAX_TOKENS) -> dict:
     """Validate a blob's whole structure without trusting any number in it.
 
     Returns the header, with ``rsvmap_end``, ``long_values`` (where each property value longer than
-    MAX_VALUE stands) and what parsing it costs (``tokens``, ``pairs``, ``name_bytes``, ``value_bytes``).
-    Raises FdtError naming the first thing that is wrong.
+    MAX_VALUE stands) and what parsing it costs (WALK_COSTS: ``tokens``, ``pairs``, ``name_bytes``,
+    ``value_bytes``).  Raises FdtError naming the first thing that is wrong, after at most ``max_tokens`` tokens.
+    ``cost``, where given, is kept up to date as the walk goes: it says what a walk that failed had spent.
     """
+    cost = dict.fromkeys(WALK_COSTS, 0) if cost is None else cost
+    cost.update(dict.fromkeys(WALK_COSTS, 0))
     if len(data) > MAX_READ:
         raise FdtError(f"{len(data)} bytes is more than the {MAX_READ} a host may send for one blob")
     if len(data) < HEADER.size:
@@ -142,7 +150,8 @@ def check(data: bytes, max_depth: int = MAX_DEPTH) -> dict:
         if rsv - hdr["off_mem_rsvmap"] > 16 * MAX_RSVMAP:
             raise FdtError(f"memory reservation map has more than {MAX_RSVMAP} entries")
     hdr["rsvmap_end"] = rsv + 16
-    hdr.update(_walk(data, s_off, s_off + s_size, t_off, t_off + t_size, max_depth))
+    hdr["long_values"] = _walk(data, (s_off, s_off + s_size), (t_off, t_off + t_size), max_depth, cost, max_tokens)
+    hdr.update(cost)
     return hdr
 
 
@@ -153,18 +162,19 @@ def _sibling_pairs(siblings: set, pairs: int) -> int:
     return len(siblings)
 
 
-def _walk(data: bytes, pos: int, end: int, t_off: int, t_end: int, max_depth: int) -> dict:
-    """Check the structure block; returns the (node path, name, length field offset, length) of each long value
-    and the cost of the parse: tokens, sibling pairs, the bytes of names pyfdt reads (one per node and property)
-    and of the values it expands."""
+def _walk(data: bytes, block: tuple, strings: tuple, max_depth: int, cost: dict, max_tokens: int) -> list:
+    """Check the structure block [pos, end); returns the (node path, name, length field offset, length) of each long
+    value.  ``cost`` counts, as the walk goes, the cost of the parse: tokens, sibling pairs, the bytes of names
+    pyfdt reads (one per node and property) and of the values it expands."""
+    (pos, end), (t_off, t_end) = block, strings
     depth = 0
     seen_root = False
     siblings: list[set] = []
     path: list = []
     long_values = []
-    pairs = name_bytes = value_bytes = 0
     names: dict = {}  # property names by string offset: each one validated once
-    for token in range(MAX_TOKENS):
+    for token in range(max_tokens):
+        cost["tokens"] = token + 1
         if pos + 4 > end:
             raise FdtError(f"structure block ends at offset {end} without FDT_END")
         tag = struct.unpack_from(">I", data, pos)[0]
@@ -178,10 +188,10 @@ def _walk(data: bytes, pos: int, end: int, t_off: int, t_end: int, max_depth: in
             if depth and name in siblings[-1]:
                 raise FdtError(f"duplicate node name {name.decode()!r}")
             if depth:
-                pairs += _sibling_pairs(siblings[-1], pairs)
+                cost["pairs"] += _sibling_pairs(siblings[-1], cost["pairs"])
                 siblings[-1].add(name)
                 path.append(shown_name(name.decode()))
-            name_bytes += len(name)
+            cost["name_bytes"] += len(name)
             pos += (len(name) + 4) & ~3
             depth += 1
             seen_root = True
@@ -213,24 +223,23 @@ def _walk(data: bytes, pos: int, end: int, t_off: int, t_end: int, max_depth: in
                 raise FdtError(f"empty property name at offset {pos - 8}")
             if name in siblings[-1]:
                 raise FdtError(f"duplicate property or node name {name.decode()!r}")
-            pairs += _sibling_pairs(siblings[-1], pairs)
+            cost["pairs"] += _sibling_pairs(siblings[-1], cost["pairs"])
             siblings[-1].add(name)
-            name_bytes += len(name)
+            cost["name_bytes"] += len(name)
             if length > MAX_VALUE:
                 long_values.append((tuple(path), shown_name(name.decode()), pos - 8, length))
             else:
-                value_bytes += length
+                cost["value_bytes"] += length
             pos += (length + 3) & ~3
         elif tag == NOP:
             continue
         elif tag == END:
             if depth or not seen_root:
                 raise FdtError("FDT_END before the root node was closed")
-            return {"long_values": long_values, "tokens": token + 1, "pairs": pairs, "name_bytes": name_bytes,
-                    "value_bytes": value_bytes}
+            return long_values
         else:
             raise FdtError(f"unknown structure tag 0x{tag:x} at offset {pos - 4}")
-    raise FdtError(f"more than {MAX_TOKENS} structure tokens")
+    raise FdtError(f"more than {max_tokens} structure tokens")
 
 
 def _raw(prop) -> bytes:
@@ -296,13 +305,16 @@ def _slim(data: bytes, hdr: dict) -> bytes:
 
 def parse(data: bytes, budget: Budget | None = None) -> dict:
     """Check then parse a blob into {'properties': {name: raw bytes}, 'nodes': {...}}, charged to ``budget``
-    (the host's; by default one of the blob's own) before pyfdt runs."""
+    (the host's; by default one of the blob's own) as the walk goes, and before pyfdt runs."""
     if not HAS_PYFDT:
         raise FdtError(f"the controller lacks pyfdt: {PYFDT_IMPORT_ERROR}")
     budget = budget or Budget()
     budget.charge()  # a spent budget refuses before the walk
-    hdr = check(data)
-    budget.charge(**{k: hdr[k] for k in ("tokens", "pairs", "name_bytes", "value_bytes")})
+    cost: dict = {}
+    try:
+        hdr = check(data, cost=cost, max_tokens=min(MAX_TOKENS, budget.allowance("tokens")))
+    finally:  # a walk that failed is charged as far as it went; one stopped at the allowance is over the budget
+        budget.charge(**cost)
     blob = _slim(data, hdr) if hdr["long_values"] else data[:hdr["totalsize"]]
     try:
         root = FdtBlobParse(io.BytesIO(blob)).to_fdt().get_rootnode()

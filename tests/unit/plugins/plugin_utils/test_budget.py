@@ -72,6 +72,17 @@ def test_a_charge_past_a_limit_refuses_with_the_reason_then_the_budget_stays_spe
     assert budget.exceeded.startswith("more than 10 FDT structure tokens")
 
 
+def test_a_walk_that_fails_is_charged_as_far_as_it_went():
+    """Issue 37: the walk's cost was charged only after a walk that passed."""
+    budget = _fdt.Budget()
+    with pytest.raises(_fdt.FdtError, match="unknown structure tag 0x77"):
+        _fdt.parse(hostile.fails_late(5000), budget)
+    assert budget.spent["tokens"] == 5002 and not budget.exceeded
+    with pytest.raises(_fdt.OverBudget, match=r"^refused: more than 8,192 FDT structure tokens"):
+        _fdt.parse(hostile.fails_late(5000), budget)
+    assert budget.spent["tokens"] == _fdt.BUDGET["tokens"] + 1  # the second walk stopped where the budget ended
+
+
 def test_both_sides_share_one_budget():
     """Each side alone fits; together they are over."""
     side = {"fdt": b64(hostile.nested((50, 50))), "sub_blobs": {}}  # 5,103 tokens
