@@ -27,7 +27,7 @@ NOT_REVIVED = (re.compile(rf"KHO reserve-mem '{NAME}' has wrong (?:alignment \({
                re.compile(rf"Node '{NAME}' is incompatible with 'reserve-mem-v1': -\d{{1,4}}"))
 NONE_REVIVED = re.compile(r"failed to retrieve FDT 'memblock' from KHO: -\d{1,4}"
                           r"|FDT 'memblock' is incompatible with 'memblock-v1': -\d{1,4}")  # no region at all
-RAMOOPS_PREFIX = "ramoops: using "
+RAMOOPS_SHAPE = re.compile(r"ramoops: using [^@ ]+@[^@ ]+, ecc: .*")  # not its others ("using module parameters")
 RAMOOPS = re.compile(rf"ramoops: using ({HEX})@({HEX}), ecc: -?\d{{1,10}}")
 RAMOOPS_FORM = "ramoops: using 0xSIZE@0xSTART, ecc: N (hex numbers of at most 16 digits)"
 MAX_LINES = 4096  # log lines looked at, at most
@@ -261,8 +261,8 @@ def _from_param_list(name: str, after: dict):
 
 def ramoops_at(line: str) -> int | None:
     """The start a kernel's "ramoops: using 0xSIZE@0xSTART, ecc: N" line names; None for another message.
-    LogFormatError (a ValueError) for a line that starts so but is not in the kernel's form."""
-    if not line.startswith(RAMOOPS_PREFIX):
+    LogFormatError (a ValueError) for a line of that shape whose numbers are not in the kernel's form."""
+    if not RAMOOPS_SHAPE.fullmatch(line):
         return None
     m = RAMOOPS.fullmatch(line)
     if not m:

@@ -316,4 +316,7 @@ def test_the_region_filters_name_a_number_they_cannot_read(before, kept, line):
     with pytest.raises(AnsibleFilterError, match="not in the form the kernel writes: ramoops: using 0xSIZE@0xSTART"):
         kho_regions_verify(before, {**kept, "log": [line]})
     assert regions.ramoops_at(f"ramoops: using 0x100000@{OOPS_START:#x}, ecc: 0") == OOPS_START
-    assert regions.ramoops_at("ramoops:using 0x1@0x2") is None  # another message: not a ramoops line
+    for other in ("ramoops: using module parameters", "ramoops:using 0x1@0x2, ecc: 0"):  # other messages
+        assert regions.ramoops_at(other) is None
+    kept = {**kept, "log": kept["log"] + ["[    1.2] ramoops: using module parameters"]}  # on every such boot
+    assert kho_regions_verify(before, kept)["regions"][0]["ramoops"] is True
