@@ -98,7 +98,10 @@ def kho_regions_verify(before, after, allowed=None):
     allowed = _plain(allowed) or []
     if not isinstance(allowed, list) or not all(isinstance(x, str) for x in allowed):
         raise AnsibleFilterError(f"kho_regions_verify: the regions allowed to go are {allowed!r:.80}: expected a list of names")
-    return regions.taken_up(before, after, allowed)
+    try:
+        return regions.taken_up(before, after, allowed)
+    except ValueError as exc:  # a log line in no form the kernel writes (regions.LogFormatError)
+        raise AnsibleFilterError(f"kho_regions_verify: {exc}") from exc
 
 
 RESTORE_FAILED = re.compile(r"restore failed|KHO restore fail")

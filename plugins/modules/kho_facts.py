@@ -316,6 +316,12 @@ ansible_facts:
             device:
               description: C(/dev/liveupdate) exists (LUO is built in and enabled).
               type: bool
+            registered:
+              description: This kernel registered the C(liveupdate) device (C(/proc/misc) lists it), which it does only
+                with LUO on (C(liveupdate=on) and KHO); V(null) where C(/proc/misc) cannot be read. After a jump, the
+                new kernel's own word that something can open C(/dev/liveupdate) and get sessions back.
+              type: bool
+              version_added: 0.4.0
             param:
               description: The last C(liveupdate=) value on the command line; V(null) where there is none.
               type: str
@@ -362,7 +368,8 @@ ansible_facts:
         log:
           description:
             - KHO-related kernel log lines (V(null) when O(kernel_log=false) or C(/dev/kmsg) is unreadable), the
-              C(reserve_mem) revivals and C(ramoops) attachments among them.
+              C(reserve_mem) revivals and C(ramoops) attachments among them; at most 4096.
+            - Only the kernel's own records (facility 0); a line a process wrote to C(/dev/kmsg) is left out.
           type: list
           elements: str
           sample: ["[    0.632694] KHO: exec from: 7.3.4 (count 1)", "[    0.000000] Revived memory reservation 'oops' from KHO"]

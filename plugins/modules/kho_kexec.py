@@ -89,6 +89,9 @@ options:
         V(kexec) without C(/dev/liveupdate)); where each method would lose something, the load is refused before
         any change, naming the sessions, their processes and the units. An explicit method that would lose live
         update state is refused the same way, unless O(accept_loss) names that loss.
+      - What the method carries through LUO comes back only from a new kernel with C(/dev/liveupdate) - a target
+        command line without C(liveupdate=on) (or with C(kho=off)) is refused the same way, naming what it would
+        lose, unless O(accept_loss) names that loss.
       - Resolved by the load (O(state=loaded) and O(state=executed)), returned as RV(method).
       - V(auto) and the default V(auto) are new in 0.3.0; the default was V(kexec) before.
     type: str
@@ -109,6 +112,8 @@ options:
       - The new kernel takes a region up only when its own command line has C(reserve_mem=) with the same name and
         size, and an alignment the region's start meets. A load whose target command line would drop a region the
         running kernel hands over is refused, before anything changes, unless the region is named here.
+      - The start is read from the running kernel's outgoing C(memblock) tree; where it cannot be read, only an
+        alignment no larger than the running kernel's is taken as met.
     type: list
     elements: str
     default: []
@@ -192,6 +197,10 @@ options:
         C(ramoops.pmsg_size)) in the same run, after the load and right before the jump is queued. A canary that
         a verification looks for after the jump (the P(kexec.kho.handover#role) role's C(kho_handover_canary)).
       - Where it cannot be written, nothing is jumped and the load is undone.
+      - Where the running command line puts ramoops on a C(reserve_mem) region (C(ramoops.mem_name=)), a target
+        command line that would not attach ramoops to that region again with the same zones (C(ramoops.mem_name=),
+        the region kept, C(record_size), C(console_size), C(ftrace_size), C(pmsg_size), C(ecc)) is refused before
+        the load, since the text could not be found after the jump.
     type: str
     version_added: 0.3.0
   expect_boot_id:

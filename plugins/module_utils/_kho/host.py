@@ -21,6 +21,11 @@ MAX_READ = 16 << 20  # no debugfs blob comes near this; a larger read is refused
 SCRATCH_FILES = (("scratch_phys", "scratch_len"), ("bootmem_phys", "bootmem_len"))
 KHO_SYMBOLS = (b" kho_populate\n", b" kho_init\n", b" kho_is_enabled\n")
 GENERATIONS = ("none", "finalize", "live", "unknown")
+LOG_PATTERN = r"KHO|kho|reserve_mem|reserve-mem|memory reservation|FDT 'memblock'|ramoops:|luo:"
+MAX_LOG_LINES = 4096  # matching kernel records kept, at most
+KMSG_RECORD = 8192  # bytes of one /dev/kmsg record, at most (the kernel's own is 1 KiB and its dictionary)
+KMSG_HEAD = re.compile(r"(\d{1,10}),\d{1,20},(\d{1,20}),[^;]{0,64}")
+LOG_STAMP = re.compile(r"\[ {0,12}(\d{1,12})\.(\d{1,9})\] ")
 
 
 class NeedsRoot(Exception):
@@ -178,8 +183,11 @@ class KhoHost:
             return None
         return False
 
-    def kernel_log(self, pattern: str = r"KHO|kho|reserve_mem|memory reservation|FDT 'memblock'|ramoops:|luo:") -> list | None:
-        """Matching lines of the kernel log, read from /dev/kmsg without blocking."""
+    def kernel_log(self, pattern: str = LOG_PATTERN) -> list | None:
+        """Matching records of the kernel's own facility, read from /dev/kmsg without blocking (at most MAX_LOG_LINES).
+
+        A process may write to /dev/kmsg too; the kernel then stores its record under a user facility (never 0),
+        so a record of another facility is not the kernel's word and is left out."""
         rx = re.compile(pattern)
         path = os.path.join(self.devfs, "kmsg")
         try:
@@ -188,30 +196,45 @@ class KhoHost:
             return None
         except PermissionError:
             return None
-        lines = []
+        lines: list = []
+        rest = b""  # /dev/kmsg gives one record a read; a file (the tests' trees) gives many, cut anywhere
         try:
-            while True:
+            while len(lines) < MAX_LOG_LINES:
                 try:
-                    record = os.read(fd, 8192)
+                    chunk = os.read(fd, 8192)
                 except BlockingIOError:
                     break
                 except OSError as exc:
                     if exc.errno == errno.EPIPE:  # overwritten records: carry on
                         continue
                     raise
-                if not record:
+                if not chunk:
                     break
-                for rec in record.decode("utf-8", "replace").splitlines():
-                    if rec.startswith(" ") or ";" not in rec:
-                        continue
-                    head, message = rec.split(";", 1)
-                    if rx.search(message):
-                        fields = head.split(",")
-                        usec = int(fields[2]) if len(fields) > 2 and fields[2].isdigit() else 0
-                        lines.append(f"[{usec // 1000000:5d}.{usec % 1000000:06d}] {message}")
+                *records, rest = (rest + chunk).split(b"\n")
+                rest = rest if len(rest) <= KMSG_RECORD else b""  # no record is that long: not one
+                found = (kernel_record(r) for r in records)
+                lines += [line for line in found if line is not None and rx.search(log_message(line))]
         finally:
             os.close(fd)
-        return lines
+        return lines[:MAX_LOG_LINES]
+
+
+def kernel_record(record: bytes) -> str | None:
+    """One /dev/kmsg record ("PRI,SEQ,USEC,FLAGS;message"; its " KEY=value" lines are not records) as
+    "[    s.us] message", or None where it is not the kernel's own (its facility, PRI >> 3, is not 0) or not one."""
+    head, sep, message = record.decode("utf-8", "replace").partition(";")
+    m = KMSG_HEAD.fullmatch(head)
+    if not sep or not m or int(m.group(1)) >> 3:
+        return None
+    usec = int(m.group(2))
+    return f"[{usec // 1000000:5d}.{usec % 1000000:06d}] {message}"
+
+
+def log_message(line) -> str:
+    """A kernel_log line without its time stamp: the kernel's message, which its patterns match whole."""
+    text = str(line)
+    m = LOG_STAMP.match(text)
+    return text[m.end():] if m else text
 
 
 def boot_images(release: str | None, root: str = "/") -> dict:

@@ -323,20 +323,23 @@ def plan_load(module, host, kexec: Kexec, p: dict, lu: dict | None = None) -> tu
     generation = require_kho(host)
     running = host.cmdline()
     cmdline = target_cmdline(running, p["cmdline"], p["append"], p["ensure_kho"])
-    lost = regions.refused(running, cmdline, p["drop_regions"])
-    if lost:
-        raise KexecError(lost)
+    kept = regions.check_target(host, running, cmdline, p["drop_regions"], p.get("pmsg") is not None)
+    if kept["refusal"]:
+        raise KexecError(kept["refusal"])
     if lu is None and os.path.exists(os.path.join(host.devfs, "liveupdate")):
         lu = liveupdate.gather(host.devfs, host.procfs, running, None, module.run_command)
     wanted = describe(p["kernel"], p["initrd"], cmdline, host.boot_id())
     record = kexec.read_record()
     method, accepted = jump_method(module, host, p, lu)
+    lost = liveupdate.target_refusal(lu, cmdline, method, p["accept_loss"])
+    if lost:
+        raise KexecError(lost)
     target = kexec.inspect_image(p["kernel"], wanted["kernel_sha256"], keep=not module.check_mode)
     result = {"interface": generation, "image_kind": kind, "cmdline": cmdline, "lockdown": host.lockdown(),
               "competing_loaders": competing_loaders(), "previous": record, "finalized_here": False,
               "argv": kexec.load_argv(p["kernel"], p["initrd"], cmdline), "method": method,
               "accepted_loss": accepted, "loaded_here": False, "target": target_support(host, p, lu, target),
-              "dropped_regions": [d["name"] for d in regions.dropped_by(running, cmdline)], **wanted}
+              "dropped_regions": kept["dropped"], **wanted}
     if host.kexec_loaded() and matches(record, wanted) and not p["force"]:
         return result, []
     if generation == "finalize" and not host.finalized():

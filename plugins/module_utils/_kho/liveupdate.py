@@ -4,7 +4,8 @@
 
 Read without opening /dev/liveupdate (it admits one opener at a time): the sessions held now from
 /proc/PID/fd, systemd's preserved fd stores from `systemctl show`, the incoming liveupdate number
-from the kernel log.  Which jump keeps what (measured on the lab kernel, KHO.md section 7):
+from the kernel log, and whether this kernel registered the device (/proc/misc: only with LUO on).
+Which jump keeps what (measured on the lab kernel, KHO.md section 7):
 
   preserved by                                        kexec -e    systemctl kexec
   a process holding LUO session fds                   kept        lost (systemd stops it first)
@@ -17,12 +18,20 @@ import os
 import re
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
+from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdline, GrammarError, parse_bool
+from ansible_collections.kexec.kho.plugins.module_utils._kho.host import log_message
 
 SESSION_LINK = re.compile(r"^anon_inode:\[luo_session\] ?(.*)$")
-INCOMING_LOG = re.compile(r"luo: Retrieved live update data, liveupdate number: (\d+)")
-# The new kernel's own word that it could not restore what it was handed (7.3: at the first open of /dev/liveupdate).
-SESSION_FAILED = re.compile(r"luo: Failed to deserialize files for session \[([^\]]{1,64})\]")
-NO_HANDLER = re.compile(r"luo: No registered handler for compatible '([^']{1,64})'")
+# The kernel's own messages (kernel/liveupdate, 7.2 and 7.3), each matched whole; %lld has at most 19 digits.
+INCOMING_LOG = re.compile(r"luo: Retrieved live update data, liveupdate number: (\d{1,19})")
+# The new kernel's word that it could not restore what it was handed (7.3: at the first open of /dev/liveupdate,
+# which then fails, as every later open does: EIO).
+SESSION_FAILED = (re.compile(r"luo: Failed to deserialize files for session \[(.{1,64})\] -?\w{1,32}"),
+                  re.compile(r"luo: Failed to allocate session \[(.{1,64})\] during deserialization -?\w{1,32}"),
+                  re.compile(r"luo: Failed to insert session \[(.{1,64})\] -?\w{1,32}"))
+NO_HANDLER = re.compile(r"luo: No registered handler for compatible '(.{1,48})'")
+RESTORE_PATTERNS = tuple(("sessions", rx) for rx in SESSION_FAILED) + (("handlers", NO_HANDLER),)
+MISC_BYTES = 1 << 16  # /proc/misc, read at most
 MAX_PIDS = 65536  # /proc entries read at most (bounded on a host with a runaway process count)
 MAX_FDS = 4096  # fds read per process at most
 MAX_LISTED = 256  # sessions and holders reported at most
@@ -146,10 +155,14 @@ def systemd(run_command) -> dict | None:
             "boot_phases": boot_phases(analyze) if rc_time == 0 else None}
 
 
+def _messages(log_lines) -> list:
+    return [log_message(x) for x in (log_lines or [])[:4096]]
+
+
 def incoming_number(log_lines) -> int | None:
     """The liveupdate number this boot received, from the kernel's own log line."""
-    for line in reversed(log_lines or []):
-        m = INCOMING_LOG.search(line)
+    for line in reversed(_messages(log_lines)):
+        m = INCOMING_LOG.fullmatch(line)
         if m:
             return int(m.group(1))
     return None
@@ -157,14 +170,24 @@ def incoming_number(log_lines) -> int | None:
 
 def restore_failures(log_lines) -> dict:
     """The sessions the kernel logged it could not restore, and the file handlers it lacked."""
-    lines = [str(x) for x in (log_lines or [])[:4096]]
-    found = {"sessions": [], "handlers": []}
-    for key, rx in (("sessions", SESSION_FAILED), ("handlers", NO_HANDLER)):
-        for line in lines:
-            m = rx.search(line)
+    found: dict = {"sessions": [], "handlers": []}
+    for line in _messages(log_lines):
+        for key, rx in RESTORE_PATTERNS:
+            m = rx.fullmatch(line)
             if m and m.group(1) not in found[key]:
                 found[key].append(m.group(1))
     return found
+
+
+def registered(procfs: str) -> bool | None:
+    """Whether this kernel registered /dev/liveupdate (it does only with LUO enabled: liveupdate=on and KHO on),
+    from its own list of misc devices; None where /proc/misc cannot be read."""
+    try:
+        with open(os.path.join(procfs, "misc"), encoding="utf-8", errors="replace") as f:
+            text = f.read(MISC_BYTES)
+    except OSError:
+        return None
+    return any(line.split()[1:] == ["liveupdate"] for line in text.splitlines())
 
 
 def gather(devfs: str, procfs: str, cmdline: str, log_lines, run_command) -> dict:
@@ -173,6 +196,7 @@ def gather(devfs: str, procfs: str, cmdline: str, log_lines, run_command) -> dic
     held = holders(procfs, devfs) if device else {"sessions": [], "device_holders": [], "truncated": False}
     return {
         "device": device,
+        "registered": registered(procfs),
         "param": param[-1] if param else None,
         **held,
         "incoming_number": incoming_number(log_lines),
@@ -236,6 +260,42 @@ def choose_method(lu: dict, requested: str, accept_loss=()) -> tuple:
     return requested, ([loss_name[requested]] if lost else [])
 
 
+def _last_bool(line: str, key: str) -> bool | None:
+    """An early parameter's value as the kernel applies it: the last one kstrtobool reads (a bare or bad one is
+    refused and changes nothing); None where no value is read."""
+    value = None
+    for text in Cmdline(line or "").get_all(key):
+        try:
+            value = parse_bool(text or "")
+        except GrammarError:
+            continue
+    return value
+
+
+def luo_off(line: str) -> str | None:
+    """Why a kernel booted with ``line`` would not turn LUO on (no /dev/liveupdate); None where it would."""
+    if _last_bool(line, "kho") is False:
+        return "the target command line turns KHO off (kho=), and LUO with it"
+    if _last_bool(line, "liveupdate") is not True:
+        return "the target command line has no liveupdate=on"
+    return None
+
+
+def target_refusal(lu: dict | None, target: str, method: str, accept_loss=()) -> str | None:
+    """Why a load with the command line ``target`` is refused: the jump ``method`` carries live update state (the
+    sessions processes hold across kexec -e, preserved fd stores across systemctl kexec) that only a kernel with
+    /dev/liveupdate can hand back, and the target line would not turn LUO on; None where it would, or where the
+    loss is accepted (accept_loss) or nothing is carried."""
+    risk = at_risk(lu or {})
+    carried, loss = (risk["systemctl"], "process_sessions") if method == "kexec" else (risk["kexec"], "fd_stores")
+    why = luo_off(target) if carried and loss not in (accept_loss or ()) else None
+    if not why:
+        return None
+    return (f"{why}: the new kernel would have no /dev/liveupdate, and nothing in it could give back "
+            f"{'; '.join(carried)}. Add liveupdate=on to the target command line (kho_kexec cmdline or append), or "
+            f"accept the loss with accept_loss: [{loss}]")
+
+
 def _int_or_none(value, where: str) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
         raise ValueError(f"{where} is {value!r}: expected a whole number or null")
@@ -261,6 +321,9 @@ def check_shape(lu, which: str) -> None:
         raise ValueError(f"{which} is {type(lu).__name__}: expected ansible_facts.kho.liveupdate (a mapping)")
     _records(lu.get("sessions"), f"{which}.sessions", "pid", int)
     _int_or_none(lu.get("incoming_number"), f"{which}.incoming_number")
+    for key in ("device", "registered"):
+        if lu.get(key) is not None and not isinstance(lu.get(key), bool):
+            raise ValueError(f"{which}.{key} is {lu.get(key)!r:.80}: expected true, false or null")
     for part in ("systemd", "outgoing", "restore_failures"):
         if lu.get(part) is not None and not isinstance(lu.get(part), dict):
             raise ValueError(f"{which}.{part} is {lu.get(part)!r:.80}: expected a mapping or null")
@@ -274,24 +337,64 @@ def check_shape(lu, which: str) -> None:
             raise ValueError(f"{which}.restore_failures.{key} is {value!r:.80}: expected a list of names")
 
 
+def receiver_refusal(after: dict) -> str | None:
+    """Why the new kernel cannot hand sessions back, in its own word: it registers /dev/liveupdate only with LUO on
+    (liveupdate=on, KHO on), and the node must be there to open; None where both hold.  Unknown is a refusal."""
+    if after.get("registered") is not True:
+        if after.get("registered") is False:
+            return "the new kernel did not register /dev/liveupdate (it booted without liveupdate=on, or without LUO)"
+        return "whether the new kernel registered /dev/liveupdate is not known (its /proc/misc was not read)"
+    if not after.get("device"):
+        return "the new kernel registered /dev/liveupdate, but the device node is missing"
+    return None
+
+
+def _number_loss(expected, incoming) -> str | None:
+    """The incoming number must be the one the old kernel was to hand over; either one unknown proves nothing."""
+    if expected is not None and incoming == expected:
+        return None
+    got = "logged no liveupdate number" if incoming is None else f"logged liveupdate number {incoming}"
+    wanted = "no number was read" if expected is None else f"the old one was to hand over {expected}"
+    return f"the new kernel {got}, {wanted}: the LUO state is not shown to have come across"
+
+
+def _restore_losses(failed: dict, carried: list) -> list:
+    """The new kernel's logged restore failures: after one, every open of /dev/liveupdate fails (EIO), so no
+    session it was handed can be retrieved."""
+    names = failed.get("sessions") or []
+    handlers = ", ".join(failed.get("handlers") or []) or "not named"
+    lost = [f"LUO session {name} could not be restored by the new kernel (its log: Failed to deserialize files; "
+            f"no registered handler for {handlers})" for name in names]
+    others = [c for c in carried if c not in (f"session {n}" for n in names)]
+    if names and others:
+        lost.append(f"{', '.join(others)} cannot be retrieved either: after a failed restore the new kernel refuses "
+                    "every open of /dev/liveupdate")
+    return lost
+
+
 def verify(before: dict, after: dict, method: str) -> dict:
     """What came across a jump of live update state, and what was lost (each loss a sentence); also on the controller.
 
-    The incoming liveupdate number must be the one the old kernel was to hand over; after a systemctl kexec,
-    PID 1's KExecCount one higher and every unit that had a preserved fd store active again with at least as
-    many stored fds.  Lost by construction: fd stores across kexec -e (PID 1 never serialises them) and a
-    process's sessions across systemctl kexec (it stops the process first).
+    What the jump carries through LUO (the sessions processes held, across kexec -e; the preserved fd stores,
+    across systemctl kexec) is kept only where the new kernel can hand it back: it registered /dev/liveupdate and
+    the node is there, its incoming liveupdate number is the one the old kernel was to hand over (unknown is a
+    loss), and it logged no failed restore.  After a systemctl kexec, PID 1's KExecCount one higher and every unit
+    that had a preserved fd store active again with at least as many stored fds.  Lost by construction: fd stores
+    across kexec -e (PID 1 never serialises them) and a process's sessions across systemctl kexec (it stops the
+    process first).
     """
     before, after = before or {}, after or {}
     sd_b, sd_a = before.get("systemd") or {}, after.get("systemd") or {}
     expected = (before.get("outgoing") or {}).get("next_number")
     incoming = after.get("incoming_number")
-    lost = []
     kept, sessions = preserving_units(before), held_sessions(before)
     # An LUO entry that carried nothing loses nothing: a target without LUO may drop it (issue 27).
-    if before.get("device") and (kept or sessions) and expected is not None and incoming != expected:
-        lost.append(f"the new kernel logged liveupdate number {incoming}, the old one was to hand over {expected}: "
-                    "the LUO state did not come across")
+    carried = ([f"{u['unit']}'s fd store" for u in kept] if method == "systemctl"
+               else [f"session {s.get('name') or '?'}" for s in sessions]) if before.get("device") else []
+    receiver = receiver_refusal(after)
+    lost = [x for x in (_number_loss(expected, incoming) if carried else None,
+                        f"{receiver}: nothing in it can give back {', '.join(carried)}" if carried and receiver else None)
+            if x]
     count_b, count_a = sd_b.get("kexec_count"), sd_a.get("kexec_count")
     if method == "systemctl" and count_b is not None and count_a != count_b + 1:
         lost.append(f"systemd's KExecCount is {count_a} after the jump, {count_b} before: PID 1 did not come "
@@ -306,14 +409,11 @@ def verify(before: dict, after: dict, method: str) -> dict:
         if now.get("active") != "active" or (now.get("fd_store") or 0) < (u.get("fd_store") or 0):
             lost.append(f"{u['unit']} came back {now.get('active') or 'without its preservation'} with "
                         f"{now.get('fd_store') or 0} of its {u.get('fd_store') or 0} stored fds")
-    failed = after.get("restore_failures") or {}
-    handlers = ", ".join(failed.get("handlers") or []) or "not named"
-    lost += [f"LUO session {name} could not be restored by the new kernel (its log: Failed to deserialize files; "
-             f"no registered handler for {handlers})" for name in failed.get("sessions") or []]
+    lost += _restore_losses(after.get("restore_failures") or {}, carried)
     if method == "systemctl":
         lost += [f"LUO session {s.get('name') or '?'} held by pid {s['pid']} ({s.get('comm') or '?'}) was lost: "
                  "systemctl kexec stopped its process" for s in sessions]
     return {"method": method, "expected_number": expected, "incoming_number": incoming,
             "kexec_count_before": count_b, "kexec_count_after": count_a,
             "sessions_before": [s.get("name") for s in sessions], "units_before": [u["unit"] for u in kept],
-            "lost": lost}
+            "device_after": receiver is None, "lost": lost}

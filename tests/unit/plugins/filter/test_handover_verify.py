@@ -74,3 +74,41 @@ def test_facts_that_are_not_facts_are_refused_with_the_reason(pair):
     before, _after = pair
     with pytest.raises(AnsibleFilterError, match="kho_regions_verify"):
         kho_handover_verify(before, {"in": "nonsense"}, method="kexec")
+
+
+def with_sessions(before: dict, after: dict, number, incoming, device_after: bool) -> tuple:
+    """The recorded pair with the lab's LUO selftest holding its sessions before the jump (liveupdate=on)."""
+    before, after = copy.deepcopy(before), copy.deepcopy(after)
+    before["liveupdate"].update(device=True, registered=True, outgoing={"compatible": "luo-v5", "next_number": number},
+                                sessions=[{"name": "kexec_simple_state", "pid": 167}, {"name": "test-session", "pid": 167}])
+    after["liveupdate"].update(device=device_after, registered=device_after, incoming_number=incoming)
+    return before, after
+
+
+def test_a_new_kernel_that_cannot_give_the_sessions_back_is_not_verified(pair):
+    """Issue 37, the lab's finding: verified, 'number 1 (expected 1)', and in the new boot the selftest's stage 2
+    could not open /dev/liveupdate.  The number says the state was read; only the device gives sessions back."""
+    before, after = with_sessions(*pair, number=1, incoming=1, device_after=False)
+    failures = kho_handover_verify(before, after, method="kexec", support="compatible")["failures"]
+    assert len(failures) == 1 and "did not register /dev/liveupdate" in failures[0], failures
+    assert "session kexec_simple_state, session test-session" in failures[0], failures
+    before, after = with_sessions(*pair, number=1, incoming=1, device_after=True)
+    check = kho_handover_verify(before, after, method="kexec", support="compatible")
+    assert check["failures"] == [] and check["liveupdate"]["device_after"] is True, check["failures"]
+
+
+def test_unknown_liveupdate_numbers_are_not_verified_for_a_compatible_target(pair):
+    """Item 7: both numbers unknown and the target 'compatible' passed every check."""
+    before, after = with_sessions(*pair, number=None, incoming=None, device_after=True)
+    failures = kho_handover_verify(before, after, method="kexec", support="compatible")["failures"]
+    assert failures and "logged no liveupdate number, no number was read" in failures[0], failures
+
+
+def test_a_users_record_in_the_log_does_not_revive_a_region(pair):
+    """Item 6, through the role's filter: the log is the only evidence (no live out/ tree, no reserve_mem_param)."""
+    before, after = pair
+    after = broken(after, lambda a: a.update(interface="finalize", reserve_mem_param=None, log=[
+        "[   20.1] myapp[812]: Revived memory reservation 'oops' from KHO",
+        "[   20.2] myapp[812]: Revived memory reservation 'trace' from KHO"]))
+    check = kho_handover_verify(before, after, method="kexec")
+    assert check["taken"]["kept"] == [] and any("gave no record" in f for f in check["failures"]), check["failures"]

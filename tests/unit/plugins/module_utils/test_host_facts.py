@@ -100,6 +100,39 @@ def test_permission_denied_says_become(tmp_path, fixtures, monkeypatch):
         facts.gather(kho, True)
 
 
+def kmsg_host(tmp_path, records: str) -> host.KhoHost:
+    """A simulated live-cold host whose /dev/kmsg holds these records after its own."""
+    opts = simtree.build("live-cold", tmp_path / "t")
+    kmsg = tmp_path / "t" / "dev" / "kmsg"
+    kmsg.write_text(kmsg.read_text() + records)
+    return host.KhoHost(opts["debugfs_root"], opts["sysfs_root"], opts["procfs_root"], opts["devfs_root"])
+
+
+def test_only_the_kernels_own_records_are_its_word(tmp_path):
+    """Issue 37, item 6: a process may write to /dev/kmsg (echo > /dev/kmsg, a unit with StandardOutput=kmsg); the
+    kernel files such a record under a user facility (PRI >> 3 is never 0 then), and it is no word of the kernel's."""
+    kho = kmsg_host(tmp_path, "14,90,900000,-;myapp[812]: Revived memory reservation 'oops' from KHO\n"
+                              "12,91,910000,-;luo: Retrieved live update data, liveupdate number: 1\n"
+                              "30,92,920000,-;systemd[1]: KHO handover unit started\n"
+                              "6,93,930000,-;Revived memory reservation 'trace' from KHO\n SUBSYSTEM=memblock\n"
+                              " DEVICE=+kho:x;6,1,1,-;KHO: a dictionary line is no record\n"
+                              "4,94,940000,c,caller=T1;ramoops: using 0x100000@0x3eb00000, ecc: 0\n"
+                              "6,x,950000,-;KHO: a malformed head\n")
+    assert kho.kernel_log() == ["[    0.930000] Revived memory reservation 'trace' from KHO",
+                                "[    0.940000] ramoops: using 0x100000@0x3eb00000, ecc: 0"]
+
+
+def test_the_kernel_log_is_read_across_reads_and_bounded(tmp_path, monkeypatch):
+    """A file (the simulated trees) gives many records a read, cut anywhere; what is kept is bounded."""
+    filler = "".join(f"6,{n},{n},-;filler record {n:05d}\n" for n in range(2, 1000))
+    kho = kmsg_host(tmp_path, filler + "".join(f"6,{n},{n},-;KHO: line {n}\n" for n in range(1000, 1010)))
+    assert len(kho.kernel_log()) == 10 and kho.kernel_log()[-1] == "[    0.001009] KHO: line 1009"
+    monkeypatch.setattr(host, "MAX_LOG_LINES", 3)
+    assert kho.kernel_log() == [f"[    0.00{n}] KHO: line {n}" for n in (1000, 1001, 1002)]
+    assert host.log_message("[    0.001009] KHO: line 1009") == "KHO: line 1009"
+    assert host.log_message("KHO: no stamp") == "KHO: no stamp"
+
+
 def test_read_bytes_reads_to_eof_and_refuses_huge(tmp_path):
     big = tmp_path / "blob"
     big.write_bytes(b"x" * 200_000)

@@ -95,8 +95,10 @@ SESSION = {"name": "test-session", "pid": 167, "comm": "luo_kexec_simpl", "unit"
 STORE = {"unit": "cache.service", "active": "active", "preserve": "yes", "luo_session": None, "fd_store": 1}
 
 
-def facts(sessions=(), units=(), device=True, number=None, count=None, incoming=None):
-    return {"device": device, "sessions": list(sessions), "incoming_number": incoming,
+def facts(sessions=(), units=(), device=True, number=None, count=None, incoming=None, registered="as device"):
+    """kho_facts' liveupdate facts; the device registered by the kernel wherever it is there, unless told."""
+    return {"device": device, "registered": device if registered == "as device" else registered,
+            "sessions": list(sessions), "incoming_number": incoming,
             "outgoing": {"compatible": "luo-v5", "next_number": number, "sessions": False, "flbs": True},
             "systemd": {"version": 262, "kexec_count": count, "preserving_units": list(units)}}
 
@@ -151,7 +153,7 @@ def test_an_luo_entry_that_carried_nothing_loses_nothing():
     """A target without LUO logs no liveupdate number; with no session and no preserved store, nothing was lost."""
     assert lu.verify(facts(number=1), facts(incoming=None), "kexec")["lost"] == []
     assert lu.verify(facts(sessions=[SESSION], number=1), facts(incoming=None), "kexec")["lost"][0].startswith(
-        "the new kernel logged liveupdate number None")
+        "the new kernel logged no liveupdate number, the old one was to hand over 1")
 
 
 def test_verify_names_every_loss():
@@ -159,8 +161,8 @@ def test_verify_names_every_loss():
     after = facts(units=[{**STORE, "fd_store": 0}], incoming=None, count=0)
     lost = lu.verify(before, after, "systemctl")["lost"]
     assert lost == [
-        "the new kernel logged liveupdate number None, the old one was to hand over 3: the LUO state did not come "
-        "across",
+        "the new kernel logged no liveupdate number, the old one was to hand over 3: the LUO state is not shown to "
+        "have come across",
         "systemd's KExecCount is 0 after the jump, 0 before: PID 1 did not come through the kexec with its "
         "serialised state",
         "cache.service came back active with 0 of its 1 stored fds",
@@ -205,3 +207,121 @@ def test_the_incoming_number_comes_from_the_kernel_log():
 def test_a_composite_root_compatible_is_matched_on_its_kho_prefix():
     assert _handover.root_version("kho-v4;radix-v1") == 4 and _handover.root_version("kho-v4") == 4
     assert _handover.root_version("kho-v9") is None and _handover.root_version(None) is None
+
+
+# ---------------------------------------------------------------- issue 37: live update, from the receiver
+
+HANDED = facts(sessions=[SESSION, {**SESSION, "name": "kexec_simple_state"}], number=1)
+
+
+@pytest.mark.parametrize(("after", "words"), [
+    # the lab's finding: the number came (the state was read), and no /dev/liveupdate to get the sessions back
+    (facts(incoming=1, device=False), "the new kernel did not register /dev/liveupdate (it booted without "
+                                      "liveupdate=on, or without LUO): nothing in it can give back session "
+                                      "test-session, session kexec_simple_state"),
+    (facts(incoming=1, registered=None), "whether the new kernel registered /dev/liveupdate is not known"),
+    (facts(incoming=1, device=False, registered=True), "registered /dev/liveupdate, but the device node is missing"),
+])
+def test_sessions_count_as_kept_only_where_the_new_kernel_can_hand_them_back(after, words):
+    result = lu.verify(HANDED, after, "kexec")
+    assert len(result["lost"]) == 1 and words in result["lost"][0] and result["device_after"] is False, result
+    kept = lu.verify(HANDED, facts(incoming=1), "kexec")
+    assert kept["lost"] == [] and kept["device_after"] is True
+
+
+def test_systemds_stores_also_need_the_device_in_the_new_boot():
+    before = facts(units=[STORE], number=3, count=0)
+    lost = lu.verify(before, facts(units=[STORE], incoming=3, count=1, device=False), "systemctl")["lost"]
+    assert lost == ["the new kernel did not register /dev/liveupdate (it booted without liveupdate=on, or without "
+                    "LUO): nothing in it can give back cache.service's fd store"]
+
+
+def test_unknown_liveupdate_numbers_with_held_sessions_are_a_loss():
+    """Item 7: both numbers unknown (no outgoing LUO entry read, no incoming line) gave verified."""
+    for expected, incoming, words in ((None, None, "logged no liveupdate number, no number was read"),
+                                      (None, 1, "logged liveupdate number 1, no number was read"),
+                                      (2, None, "logged no liveupdate number, the old one was to hand over 2")):
+        lost = lu.verify(facts(sessions=[SESSION], number=expected), facts(incoming=incoming), "kexec")["lost"]
+        assert lost == [f"the new kernel {words}: the LUO state is not shown to have come across"], lost
+    assert lu.verify(facts(number=None), facts(incoming=None), "kexec")["lost"] == []  # nothing held: nothing lost
+
+
+def test_after_one_failed_restore_no_session_can_be_retrieved():
+    """The kernel deserializes every session at the first open of /dev/liveupdate; one failure fails every open."""
+    log = ["[   12.1] luo: No registered handler for compatible 'memfd-v2'",
+           "[   12.1] luo: Failed to deserialize files for session [kexec_simple_state] -ENOENT"]
+    after = {**facts(incoming=1), "restore_failures": lu.restore_failures(log)}
+    assert lu.verify(HANDED, after, "kexec")["lost"] == [
+        "LUO session kexec_simple_state could not be restored by the new kernel (its log: Failed to deserialize "
+        "files; no registered handler for memfd-v2)",
+        "session test-session cannot be retrieved either: after a failed restore the new kernel refuses every open of "
+        "/dev/liveupdate"]
+
+
+def test_the_kernels_liveupdate_lines_are_matched_whole_and_bounded():
+    """Items 6 and 8: a message that merely contains the kernel's words is not its line; a number longer than
+    %lld prints is not one (int() of 4,300 digits raised a bare ValueError)."""
+    assert lu.incoming_number(["[ 9.0] myapp: luo: Retrieved live update data, liveupdate number: 1"]) is None
+    assert lu.incoming_number(["luo: Retrieved live update data, liveupdate number: " + "9" * 5000]) is None
+    assert lu.incoming_number(["[ 0.7] luo: Retrieved live update data, liveupdate number: 3"]) == 3
+    failures = lu.restore_failures(["[ 9.0] app: luo: Failed to deserialize files for session [a] -ENOENT",
+                                    "[ 9.1] luo: Failed to insert session [b] -EEXIST",
+                                    "[ 9.2] luo: Failed to allocate session [c] during deserialization -ENOMEM",
+                                    "[ 9.3] luo: Failed to deserialize files for session [d] -2"])
+    assert failures == {"sessions": ["b", "c", "d"], "handlers": []}
+
+
+def test_the_new_boot_says_whether_it_registered_the_device(tmp_path):
+    """What the facts after the jump must carry: the kernel's own list of misc devices (/proc/misc), which has
+    liveupdate only where LUO is on; the node under /dev is what a process opens."""
+    procfs, devfs = proc_tree(tmp_path, [])
+    assert lu.registered(procfs) is None  # no /proc/misc: unknown
+    (tmp_path / "proc" / "misc").write_text(" 61 kvm\n183 hw_random\n")
+    assert lu.registered(procfs) is False
+    (tmp_path / "proc" / "misc").write_text(" 61 kvm\n122 liveupdate\n183 hw_random\n")
+    state = lu.gather(devfs, procfs, "root=/dev/vda kho=on liveupdate=on", [], lambda argv: (127, "", ""))
+    assert state["registered"] is True and state["device"] is True and state["param"] == "on"
+
+
+SESSIONS_HELD = facts(sessions=[SESSION])
+
+
+@pytest.mark.parametrize(("state", "target", "method", "accept", "words"), [
+    (SESSIONS_HELD, "root=/dev/vda kho=on liveupdate=on", "kexec", (), None),
+    (SESSIONS_HELD, "root=/dev/vda kho=on", "kexec", (), "the target command line has no liveupdate=on"),
+    (SESSIONS_HELD, "root=/dev/vda kho=on liveupdate=off", "kexec", (), "no liveupdate=on"),
+    (SESSIONS_HELD, "root=/dev/vda kho=on liveupdate", "kexec", (), "no liveupdate=on"),  # bare: kstrtobool refuses it
+    (SESSIONS_HELD, "kho=on liveupdate=on liveupdate=bogus", "kexec", (), None),  # a bad value changes nothing
+    (SESSIONS_HELD, "kho=off liveupdate=on", "kexec", (), "turns KHO off"),
+    (SESSIONS_HELD, "root=/dev/vda kho=on", "kexec", ("process_sessions",), None),  # the loss accepted
+    (SESSIONS_HELD, "root=/dev/vda kho=on", "systemctl", ("process_sessions",), None),  # lost by the method anyway
+    (facts(units=[STORE]), "root=/dev/vda kho=on", "systemctl", (), "cache.service (fd store: 1 fds)"),
+    (facts(), "root=/dev/vda kho=on", "kexec", (), None),  # nothing held
+    (None, "root=/dev/vda kho=on", "kexec", (), None),  # no live update on this host
+])
+def test_preflight_refuses_a_target_that_could_not_hand_the_sessions_back(state, target, method, accept, words):
+    why = lu.target_refusal(state, target, method, accept)
+    if words is None:
+        assert why is None, why
+    else:
+        assert words in why and "the new kernel would have no /dev/liveupdate" in why and "accept_loss" in why, why
+        assert "session test-session held by pid 167" in why or "cache.service" in why, why
+
+
+def test_a_target_line_without_liveupdate_is_refused_before_the_load_naming_the_sessions(tmp_path):
+    """Through the load's own plan, as preflight and the jump's run make it: nothing is loaded."""
+    from test_state_modules import FakeModule, make_host, params
+
+    from ansible_collections.kexec.kho.plugins.module_utils._kho import kexec as K
+    kho = make_host(tmp_path, "live-cold")  # its line has no liveupdate=on
+    open(os.path.join(kho.devfs, "liveupdate"), "w").close()
+    os.makedirs(os.path.join(kho.procfs, "167", "fd"))
+    os.symlink("anon_inode:[luo_session] test-session", os.path.join(kho.procfs, "167", "fd", "5"))
+    mod = FakeModule(kho)
+    kx = K.Kexec(mod, str(tmp_path / "run"))
+    with pytest.raises(K.KexecError, match=r"no liveupdate=on: .* give back session test-session held by pid 167"):
+        K.ensure_loaded(mod, kho, kx, params(tmp_path))
+    assert not [c for c in mod.commands if c[1:3] == ["-s", "-l"]] and not kho.kexec_loaded()
+    refused = K.preflight(mod, kho, {"state_dir": str(tmp_path / "run")}, {"kernel": params(tmp_path)["kernel"]})
+    assert refused["ok"] is False and "test-session" in refused["msg"]
+    assert K.ensure_loaded(mod, kho, kx, params(tmp_path, append="liveupdate=on"))["loaded_here"] is True

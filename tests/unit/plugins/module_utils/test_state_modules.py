@@ -205,7 +205,8 @@ def test_a_method_that_would_lose_a_luo_session_is_refused_before_the_load(tmp_p
     with pytest.raises(K.KexecError, match="method systemctl would lose session test-session held by pid 167"):
         K.ensure_loaded(mod, kho, kx, params(tmp_path, method="systemctl"))
     assert not [c for c in mod.commands if c[1:3] == ["-s", "-l"]] and not kho.kexec_loaded()
-    res = K.ensure_loaded(mod, kho, kx, params(tmp_path))  # auto: kexec -e keeps a process's sessions
+    # auto: kexec -e keeps a process's sessions, for a target with LUO on (the simulated line has no liveupdate=on)
+    res = K.ensure_loaded(mod, kho, kx, params(tmp_path, append="liveupdate=on"))
     assert res["method"] == "kexec" and res["accepted_loss"] == [] and kho.kexec_loaded()
 
 
@@ -376,7 +377,7 @@ def test_preflight_decides_from_the_live_update_its_run_gathered(tmp_path, fixtu
     images = {"kernel": params(tmp_path)["kernel"], "initrd": None}
     res = K.preflight(FakeModule(kho), kho, {"method": "systemctl"}, images, gathered)
     assert res["ok"] is False and "method systemctl would lose session test-session held by pid 167" in res["msg"]
-    assert K.preflight(FakeModule(kho), kho, {}, images, gathered)["method"] == "kexec"
+    assert K.preflight(FakeModule(kho), kho, {"append": "liveupdate=on"}, images, gathered)["method"] == "kexec"
 
 
 @pytest.mark.parametrize(("generation", "options", "images", "message"), [
