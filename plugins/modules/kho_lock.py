@@ -26,6 +26,7 @@ description:
 author:
   - kexec.kho contributors (@kexec-kho)
 extends_documentation_fragment:
+  - kexec.kho._host.group
   - kexec.kho._host.attributes
   - ansible.builtin.action_common_attributes
 options:
@@ -103,13 +104,14 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import lock
+from ansible_collections.kexec.kho.plugins.module_utils._kho import host, lock
 
 
 def main():
     module = AnsibleModule(
+        # host.ARGUMENT_SPEC: the action group's options, accepted and ignored (the doc fragment _host.group)
         argument_spec={"state": {"type": "str", "default": "acquired", "choices": ["acquired", "released"]},
-                       **lock.ARGUMENT_SPEC},
+                       **lock.ARGUMENT_SPEC, **host.ARGUMENT_SPEC},
         supports_check_mode=True,
     )
     path = module.params["path"]
