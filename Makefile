@@ -134,3 +134,16 @@ lab-down:
 
 clean:
 	rm -rf $(BUILD) $(LAB_BUILD) $(VENV) .venv-newest .venv-oldest build-newest build-oldest
+
+# Cut the release galaxy.yml names (docs/releasing.md): antsibull-changelog collects changelogs/fragments into
+# changelogs/changelog.yaml and CHANGELOG.rst, then the release tests run.  The commit and the tag are the releaser's.
+.PHONY: release-notes
+release-notes: venv
+	@v=$$(sed -n 's/^version: *//p' galaxy.yml); \
+	if grep -q "^  $$v:$$" changelogs/changelog.yaml; then \
+	  echo "release-notes: $$v is released already: raise galaxy.yml's version first (docs/releasing.md)"; exit 1; fi; \
+	env -u ANSIBLE_COLLECTIONS_PATH antsibull-changelog lint && \
+	env -u ANSIBLE_COLLECTIONS_PATH antsibull-changelog release --version "$$v" && \
+	env -u ANSIBLE_COLLECTIONS_PATH antsibull-changelog lint && \
+	echo "release-notes: $$v collected into changelogs/changelog.yaml and CHANGELOG.rst"
+	python -m pytest -q -p no:cacheprovider tests/unit/test_release.py tests/unit/test_readme.py  # in place: the layout would still list the removed fragments

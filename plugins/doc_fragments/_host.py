@@ -42,6 +42,38 @@ requirements:
   - Root on the managed host (C(become=true)); debugfs is readable by root only.
 """
 
+    # The same options, for a module of the action group that reads none of them: module_defaults for
+    # group/kexec.kho.kho gives them to every module of the group, and one that refused them would fail there.
+    GROUP = r"""
+options:
+  debugfs_root:
+    description:
+      - Accepted and ignored, so that C(module_defaults) for C(group/kexec.kho.kho) can set it for every module of
+        the group; this module reads no debugfs.
+    type: path
+    default: /sys/kernel/debug
+  sysfs_root:
+    description:
+      - Accepted and ignored, as O(debugfs_root).
+    type: path
+    default: /sys
+  procfs_root:
+    description:
+      - Accepted and ignored, as O(debugfs_root).
+    type: path
+    default: /proc
+  devfs_root:
+    description:
+      - Accepted and ignored, as O(debugfs_root).
+    type: path
+    default: /dev
+  mount_debugfs:
+    description:
+      - Accepted and ignored, as O(debugfs_root); this module mounts nothing.
+    type: bool
+    default: false
+"""
+
     # Use with ansible.builtin.action_common_attributes, which describes each attribute.
     ATTRIBUTES = r"""
 attributes:

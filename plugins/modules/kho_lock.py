@@ -26,13 +26,15 @@ description:
 author:
   - kexec.kho contributors (@kexec-kho)
 extends_documentation_fragment:
+  - kexec.kho._host.group
   - kexec.kho._host.attributes
   - ansible.builtin.action_common_attributes
 options:
   state:
     description:
       - V(acquired) takes the lock, or fails naming the run that holds it.
-      - V(released) removes the lock if this run holds it, and fails if another run does.
+      - V(released) removes the lock if this run holds it, and fails if another run does, unless O(break_lock) names
+        that run.
     type: str
     default: acquired
     choices: [acquired, released]
@@ -44,6 +46,8 @@ options:
     description:
       - The run id (the C(run) of RV(holder)) of a holder to replace even though this controller cannot tell that it
         has ended. Only that exact holder is replaced.
+      - With O(state=released), that holder's lock is released (taken over, then removed), as by hand after a run
+        that ended without releasing it.
     type: str
   owner:
     description:
@@ -71,6 +75,12 @@ EXAMPLES = r"""
   kexec.kho.kho_lock:
     state: released
   become: true
+
+- name: Release the lock a run left behind, by hand (its id is in the refusal message)
+  kexec.kho.kho_lock:
+    state: released
+    break_lock: "ctl-1:41877:9184523:5f0c2a9e3b1d7c44"
+  become: true
 """
 
 RETURN = r"""
@@ -86,8 +96,8 @@ holder:
            "machine_id": "0f3c1c9be1a54c7e9b2d6e4f8a7d1c2b", "pid_namespace": "pid:[4026531836]", "target": "web-1",
            "pid": 41877, "user": "sre", "since": "2026-11-25T17:02:11Z"}
 previous:
-  description: The record of the run whose lock this task took over, when it did.
-  returned: O(state=acquired)
+  description: The record of the run whose lock this task took over (or, with O(state=released), released), when it did.
+  returned: O(state=acquired), or O(state=released) with O(break_lock)
   type: dict
 path:
   description: The lock file.
@@ -103,26 +113,43 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import lock
+from ansible_collections.kexec.kho.plugins.module_utils._kho import host, lock
+
+
+def released(params: dict, check_mode: bool) -> dict:
+    """state=released: this run's lock removed; with break_lock, the named run's lock taken over first, then removed."""
+    path, owner, breaking = params["path"], lock.owner_of(params), params["break_lock"]
+    previous = None
+    if breaking and lock.read(path) is not None:  # a free lock is not taken only to be removed
+        taken = lock.acquire(path, owner, breaking, check_mode)
+        if not taken["acquired"]:
+            raise lock.HeldByOther(taken["holder"])
+        previous = taken["previous"]
+        if check_mode and previous is not None:  # check mode took nothing over: the file is still that run's
+            return {"changed": True, "holder": None, "previous": previous, "msg": f"would release {path} of run {breaking}"}
+    result = lock.release(path, owner, check_mode)
+    if previous is not None:
+        return {**result, "previous": previous, "msg": f"released {path} of run {breaking}"}
+    return {**result, "msg": f"released {path}" if result["changed"] else f"{path} was not held"}
 
 
 def main():
     module = AnsibleModule(
+        # host.ARGUMENT_SPEC: the action group's options, accepted and ignored (the doc fragment _host.group)
         argument_spec={"state": {"type": "str", "default": "acquired", "choices": ["acquired", "released"]},
-                       **lock.ARGUMENT_SPEC},
+                       **lock.ARGUMENT_SPEC, **host.ARGUMENT_SPEC},
         supports_check_mode=True,
     )
     path = module.params["path"]
     try:
         if module.params["state"] == "released":
-            result = lock.release(path, lock.owner_of(module.params), module.check_mode)
-            module.exit_json(msg=f"released {path}" if result["changed"] else f"{path} was not held", path=path,
-                             **result)
+            module.exit_json(path=path, **released(module.params, module.check_mode))
         result = lock.take(module.params, module.check_mode)
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     except lock.HeldByOther as exc:
-        module.fail_json(msg=f"{path} is held by another run ({exc.holder['run']}), not released", holder=exc.holder)
+        module.fail_json(msg=f"{path} is held by another run ({exc.holder['run']}), not released; to release it, name "
+                             "that run with break_lock", holder=exc.holder)
     except PermissionError as exc:
         module.fail_json(msg=f"cannot lock {path}: {exc}; this needs root: use become: true", path=path)
     module.exit_json(**result)

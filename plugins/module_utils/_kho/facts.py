@@ -42,7 +42,9 @@ def support(host: KhoHost, generation: str, mounted: bool, params: dict, config:
                           "run with become: true" + ("" if mounted else " and mount_debugfs: true")}
     if not built_in:
         return {"supported": False, "enabled": False,
-                "reason": "the running kernel is built without CONFIG_KEXEC_HANDOVER"}
+                "reason": "the running kernel is built without CONFIG_KEXEC_HANDOVER: boot a kernel built with the "
+                          "collection's kernel config fragment, files/kho.config (docs/kernel.md builds a Debian package "
+                          "of one), with kho=on (playbook kexec.kho.enable, kho_enable_next_kernel naming it)"}
     default_on = bool(config) and config.get("CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT") == "y"
     enabled = params["kho_enabled"] if params["kho_enabled"] is not None else default_on
     if not enabled:
