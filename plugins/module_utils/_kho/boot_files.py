@@ -152,9 +152,9 @@ def resolve(kernel: str, initrd: str | None, release: str | None, root: str = "/
     why = needs_initrd(release, root, drivers)
     if why:
         where = ", ".join(looked) or "nothing: the release is unknown"
-        raise ValueError(f"no initrd for {kernel} (release {release or 'unknown'}): looked for {where}; {why}, so without its initramfs the new kernel could not mount the root and the host "
-                         "would be lost. Give initrd: PATH (kho_handover_initrd), or initrd: none if the image "
-                         "boots without one")
+        raise ValueError(f"no initrd for {kernel} (release {release or 'unknown'}): looked for {where}; {why}, "
+                         "so without its initramfs the new kernel could not mount the root and the host would be lost. "
+                         "Give initrd: PATH (kho_handover_initrd), or initrd: none if the image boots without one")
     if modules_dir(release, root) is None:
         return None, "none needed: no initrd found, and the target has no module tree"
     return None, "none needed: the target builds in the root's drivers"

@@ -56,8 +56,8 @@ def test_roots_drivers_unknown_on_a_modular_target_need_an_initrd(tmp_path):
 def test_built_in_drivers_or_no_module_tree_need_none(tmp_path):
     root = tree(tmp_path, {"/boot/vmlinuz-7.3.4": "", "/boot/vmlinuz-7.2.13-pkg": "",
                            "/usr/lib/modules/7.2.13-pkg/modules.dep": "",
-                           "/usr/lib/modules/7.2.13-pkg/modules.builtin": "kernel/fs/ext4/ext4.ko\n"
-                                                                         "kernel/drivers/block/virtio_blk.ko\n"})
+                           "/usr/lib/modules/7.2.13-pkg/modules.builtin": ("kernel/fs/ext4/ext4.ko\n"
+                                                                           "kernel/drivers/block/virtio_blk.ko\n")})
     initrd, how = boot_files.resolve("/boot/vmlinuz-7.3.4", None, "7.3.4", root, drivers=["ext4", "virtio_blk"])
     assert initrd is None and "no module tree" in how  # the lab's kernel: everything built in
     initrd, how = boot_files.resolve("/boot/vmlinuz-7.2.13-pkg", None, "7.2.13-pkg", root, drivers=["ext4", "virtio_blk"])
