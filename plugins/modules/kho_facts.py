@@ -55,7 +55,7 @@ options:
       - First, in the same run, take the host's handover lock as M(kexec.kho.kho_lock) does with
         O(kexec.kho.kho_lock#module:state=acquired), so that the state is read, and the load checked, under it; a
         lock whose run has ended on this controller is taken over the same way.
-      - The lock is taken before debugfs is mounted (O(mount_debugfs)): where another run holds it, the task fails
+      - The lock is taken before debugfs is mounted (O(mount_debugfs)); where another run holds it, the task fails
         naming that run, and nothing is mounted or read.
       - Where this task took the lock and mounting debugfs or reading then fails, the lock is released again.
       - The lock is released with M(kexec.kho.kho_lock) O(kexec.kho.kho_lock#module:state=released), or by the jump
