@@ -49,7 +49,16 @@ options:
       and O(state=executed).
     type: path
   initrd:
-    description: Path of the initrd on the host.
+    description:
+      - Path of the initrd on the host, or V(none) to load the kernel without one, whatever it has.
+      - Without it, the initrd that belongs to the target is found beside the image for the image's own release
+        (C(initrd.img-REL) and C(initramfs-REL.img) beside it, C(/boot/initrd.img-REL),
+        C(/boot/initramfs-REL.img), kernel-install's C(/usr/lib/modules/REL/initrd), the BLS entries whose
+        C(linux) line is the image).
+      - A target with modules (C(/usr/lib/modules/REL/modules.dep)) that does not build in this root's file system
+        and disk drivers (its C(modules.builtin)) cannot mount the root without its initramfs: where none is found,
+        the load is refused, naming every path looked for, before anything changes. A target without a module tree
+        needs none.
     type: path
   cmdline:
     description: The next kernel's command line, exactly (but see O(ensure_kho)). Mutually exclusive with O(append).
@@ -299,6 +308,11 @@ initrd_sha256:
   description: SHA-256 of the initrd, if any.
   returned: O(state=loaded)
   type: str
+initrd_how:
+  description: How the initrd was decided (V(given), found beside the target, none needed and why, or none as asked).
+  returned: O(state=loaded)
+  type: str
+  sample: found beside the target
 cmdline:
   description: The next kernel's command line, exactly as passed to kexec.
   returned: O(state=loaded)

@@ -139,9 +139,18 @@ def needs_initrd(release: str | None, root: str = "/", drivers=None) -> str | No
     return None
 
 
+def named_release(kernel: str) -> str | None:
+    """The release an image's name says (DIR/vmlinuz-REL, /usr/lib/modules/REL/vmlinuz), or None."""
+    head, name = os.path.split(kernel)
+    rel = name[len("vmlinuz-"):] if name.startswith("vmlinuz-") else os.path.basename(head) if name == "vmlinuz" else ""
+    return rel if SAFE.fullmatch(rel) else None
+
+
 def resolve(kernel: str, initrd: str | None, release: str | None, root: str = "/", drivers=None) -> tuple:
     """(the initrd to load or None, how it was decided); raises ValueError naming what was looked for where the
-    target needs an initrd and none is found.  ``initrd``: the user's (a path, NONE, or None to look)."""
+    target needs an initrd and none is found.  ``initrd``: the user's (a path, NONE, or None to look);
+    ``release``: the image's own (image.inspect), else the one its name says."""
+    release = release or named_release(kernel)
     if initrd == NONE:
         return None, "none, as asked (initrd: none)"
     if initrd:

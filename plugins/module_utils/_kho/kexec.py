@@ -17,7 +17,7 @@ import time
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdline, GrammarError, parse_bool
 from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, facts, host, liveupdate, regions
-from ansible_collections.kexec.kho.plugins.module_utils._kho import files, image
+from ansible_collections.kexec.kho.plugins.module_utils._kho import boot_files, files, image
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError, require_kho, transition
 from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
@@ -310,6 +310,15 @@ def target_support(kho, p: dict, lu: dict | None, target: dict) -> dict:
     return support
 
 
+def target_initrd(p: dict, release: str | None) -> tuple:
+    """(the initrd that belongs to the target, or None; how that was decided): the user's, or found beside the
+    image for its release (boot_files.resolve); KexecError for a modular target without one (#35)."""
+    try:
+        return boot_files.resolve(p["kernel"], p["initrd"], release)
+    except ValueError as exc:
+        raise KexecError(str(exc)) from exc
+
+
 def plan_load(module, host, kexec: Kexec, p: dict, lu: dict | None = None) -> tuple:
     """Everything state=loaded decides, changing nothing: (the result so far, the steps it would take).
 
@@ -317,6 +326,8 @@ def plan_load(module, host, kexec: Kexec, p: dict, lu: dict | None = None) -> tu
     here, so that preflight, check mode and the load itself refuse the same things.  ``lu`` as in jump_method.
     """
     kind = image_kind(p["kernel"])
+    target = kexec.inspect_image(p["kernel"], sha256_file(p["kernel"]), keep=not module.check_mode)
+    p["initrd"], initrd_how = target_initrd(p, target.get("release"))
     if p["initrd"]:
         check_readable(p["initrd"], "initrd")
     kexec.require()
@@ -334,12 +345,11 @@ def plan_load(module, host, kexec: Kexec, p: dict, lu: dict | None = None) -> tu
     lost = liveupdate.target_refusal(lu, cmdline, method, p["accept_loss"])
     if lost:
         raise KexecError(lost)
-    target = kexec.inspect_image(p["kernel"], wanted["kernel_sha256"], keep=not module.check_mode)
     result = {"interface": generation, "image_kind": kind, "cmdline": cmdline, "lockdown": host.lockdown(),
               "competing_loaders": competing_loaders(), "previous": record, "finalized_here": False,
               "argv": kexec.load_argv(p["kernel"], p["initrd"], cmdline), "method": method,
               "accepted_loss": accepted, "loaded_here": False, "target": target_support(host, p, lu, target),
-              "dropped_regions": kept["dropped"], **wanted}
+              "dropped_regions": kept["dropped"], "initrd_how": initrd_how, **wanted}
     if host.kexec_loaded() and matches(record, wanted) and not p["force"]:
         return result, []
     if generation == "finalize" and not host.finalized():

@@ -74,3 +74,12 @@ def test_a_release_that_is_no_path_word_is_not_looked_up(tmp_path):
     root = tree(tmp_path, {"/boot/initrd.img-x": ""})
     assert boot_files.candidates("/boot/bzImage", "../../etc/x", root) == []
     assert boot_files.modules_dir("../../etc", root) is None
+
+
+def test_the_images_name_gives_the_release_where_the_image_does_not(tmp_path):
+    assert boot_files.named_release("/boot/vmlinuz-7.2.13-pkg") == "7.2.13-pkg"
+    assert boot_files.named_release("/usr/lib/modules/7.3.4/vmlinuz") == "7.3.4"
+    assert boot_files.named_release("/boot/vmlinuz-kho;reboot") is None
+    root = tree(tmp_path, {"/boot/vmlinuz-7.2.13-pkg": "", "/usr/lib/modules/7.2.13-pkg/modules.dep": ""})
+    with pytest.raises(ValueError, match="initrd.img-7.2.13-pkg"):
+        boot_files.resolve("/boot/vmlinuz-7.2.13-pkg", None, None, root, drivers=["ext4", "virtio_blk"])
