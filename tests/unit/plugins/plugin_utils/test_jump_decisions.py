@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.kexec.kho.plugins.module_utils._kho import jump_status
 from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
 
 NEW = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -23,18 +24,28 @@ def test_a_wait_without_a_new_boot_is_unknown_unless_the_old_boot_kept_answering
     assert _jump.after_not_back(_jump.NotBack("x", old_answers, seen_down)) is jumped
 
 
-@pytest.mark.parametrize("load, whose", [
-    ({"loaded_here": True}, "this run loaded"),
-    ({"triggered": None, "msg": "connection reset"}, "this run may have loaded (the load's answer was lost)"),
-    ({"loaded_here": False}, None),  # another run's image (or the operator's): never unloaded by this run
+LOST = {"triggered": None, "msg": "connection reset"}
+
+
+def mine(done):
+    return jump_status.Status("run-1", 4242, "777", done, "running")
+
+
+@pytest.mark.parametrize("load, status, whose", [
+    ({"triggered": True, "loaded_here": True}, None, "this run loaded"),
+    ({"triggered": True, "loaded_here": False}, None, None),  # loaded before this run: never unloaded by it
+    (LOST, mine(("load",)), "this run loaded (the load's answer was lost; its jump status on the host says so)"),
+    (LOST, mine(("finalize",)), None),  # it finalized, and never loaded
+    (LOST, None, None),  # it never said who it is on the host: it changed nothing
 ])
-def test_a_rollback_unloads_only_an_image_this_run_loaded_or_may_have(load, whose):
-    assert _jump.unload_plan(load) == whose
+def test_a_rollback_unloads_only_an_image_this_run_loaded_as_its_answer_or_its_status_says(load, status, whose):
+    assert _jump.unload_plan(_jump.left_by_run(load, status)) == whose
 
 
 def test_the_rollback_says_what_it_did():
     whose = "this run loaded"
     assert _jump.unload_outcome(None, None) == ("the image was loaded before this run and is left as it was", False)
+    assert "so it changed nothing" in _jump.unload_outcome(None, None, "none")[0]
     assert _jump.unload_outcome(whose, {"changed": True}) == ("the image this run loaded was unloaded", True)
     assert _jump.unload_outcome(whose, {"changed": False}) == ("no image was loaded any more", False)
     assert _jump.unload_outcome(whose, {"failed": True, "msg": "EBUSY"}) == (
