@@ -389,8 +389,8 @@ def outside_image(host, record: dict | None) -> str:
         what = (f"an image is loaded, and kexec.kho's last load on this boot was {record.get('kernel')} with the "
                 f"command line {record.get('cmdline')!r}, not what is asked (the image loaded is that one, or another "
                 "loader's since)")
-    return (f"{what}: this run did not load it and leaves it as it is; set replace_loaded: true to replace it, or "
-            "unload it first (kexec.kho.kho_kexec state=unloaded); nothing was changed")
+    return (f"{what}: this run did not load it and leaves it as it is; unload it first (kexec.kho.kho_kexec "
+            "state=unloaded), or set replace_loaded: true (kexec.kho.kho_kexec) to replace it; nothing was changed")
 
 
 def plan_load(module, host, kexec: Kexec, p: dict, lu: dict | None = None) -> tuple:
@@ -496,7 +496,7 @@ def jump_job(method: str, kexec: str, pid: int, status: str, loaded: str, prefix
     new = shlex.quote(status + ".new")
 
     def say(state: str) -> str:
-        return f"printf '%s %s\\n' {shlex.quote(prefix)} {state} > {new} && mv -f {new} {shlex.quote(status)}"
+        return f"{{ printf '%s %s\\n' {shlex.quote(prefix)} {state} > {new} && mv -f {new} {shlex.quote(status)}; }}"
     record = say(f'"{paths.JUMP_EXIT} $?"')
     # Checked again when the jump is due: an image unloaded meanwhile would let systemctl kexec load its own.
     guard = f"grep -qx 1 {shlex.quote(loaded)} || {{ {say(paths.JUMP_NOT_LOADED)}; exit 3; }}"

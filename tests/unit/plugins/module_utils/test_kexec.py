@@ -54,7 +54,7 @@ def test_an_image_loaded_by_hand_is_named_and_left_loaded(tmp_path, fixtures, st
     kx = K.Kexec(mod, str(tmp_path / "run"))
     for run in (lambda: K.ensure_loaded(mod, kho, kx, params(tmp_path)),
                 lambda: K.start_jump(mod, kho, kx, params(tmp_path), changes(status))):
-        with pytest.raises(K.KexecError, match="loaded by hand with kexec -l or -s -l.*set replace_loaded: true"):
+        with pytest.raises(K.KexecError, match="loaded by hand with kexec -l or -s -l.*unload it first.*set replace_loaded: true"):
             run()
     assert not loads(mod) and not unloads(mod) and kho.kexec_loaded() is True
     assert jump_status.parse(status.read_text()).state == paths.JUMP_FAILED  # said: this run will not jump

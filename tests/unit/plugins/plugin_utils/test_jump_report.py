@@ -326,8 +326,8 @@ def test_the_jump_is_queued_detached_without_systemd(jump_host, monkeypatch):
     assert _wait_for_text(Path(status), f"{me} started\n") == f"{me} exit 7\n"
 
 
-@pytest.mark.parametrize(("method", "jump"), [("kexec", "'/usr/sbin/my kexec' -e; printf"),
-                                              ("systemctl", "systemctl kexec || printf")])
+@pytest.mark.parametrize(("method", "jump"), [("kexec", "'/usr/sbin/my kexec' -e; { printf"),
+                                              ("systemctl", "systemctl kexec || { printf")])
 def test_the_jump_prefers_a_transient_systemd_unit(jump_host, monkeypatch, method, jump):
     tmp_path, kx, status = jump_host
     (tmp_path / "systemd").mkdir()
