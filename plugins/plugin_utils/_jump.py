@@ -261,11 +261,9 @@ class Wait:
     def learn_old(self, answered: str, mine) -> None:
         """Without the old boot id (the load's answer was lost): a boot with this run's jump status is the old one.
         The first answer from a boot without one is the new boot or an old one whose run did not write it (yet):
-        unknown, unless the run has ended (it answered), so that it never wrote one, changed nothing, queued nothing."""
-        if mine is None and self.ended:
-            raise NotJumped(f"the jump did not happen: {run_failure(None, paths.RUN_UNKNOWN, True)}",
-                            self.old_answers, False)
-        if mine is None:
+        unknown, unless the run has ended (it answered): then it never wrote one, changed nothing, queued nothing, and
+        the boot that answers is the one it ran on (check_still_old says so)."""
+        if mine is None and not self.ended:
             raise NotBack(f"the host answers on boot {answered} without this run's jump status, and the boot before "
                           "the jump is unknown (the load's answer was lost): whether it jumped is unknown",
                           self.old_answers, True)
