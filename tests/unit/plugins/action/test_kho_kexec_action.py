@@ -392,7 +392,7 @@ def test_a_module_that_failed_without_saying_is_not_a_lost_answer(monkeypatch):
 
 def test_any_error_after_the_trigger_still_says_jumped(monkeypatch):
     """Whatever raises after the trigger (here the decode of the new boot's facts), the result carries jumped."""
-    def explode(_text):
+    def explode(*_args):
         raise RecursionError("maximum recursion depth exceeded")
     monkeypatch.setattr(action._arrival, "decode", explode)
     host = Host(polls=[poll(NEW)], facts=facts_line(),
