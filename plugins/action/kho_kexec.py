@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import time
+import traceback
+import uuid
 
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
@@ -116,10 +118,15 @@ class ActionModule(ActionBase):
         Each phase returns the task's result when the run ends there, else None; every return from the trigger on
         says what is known of the jump (``jumped``: false, null for unknown, true)."""
         run = {"started": time.monotonic(), "limit": float(opts["connect_timeout"]) + ATTEMPT_SLACK,
-               "phases": {"boot_id": None}}
+               "phases": {"boot_id": None}, "id": uuid.uuid4().hex}  # the run id the host's jump status carries
         result["jumped"] = False
-        return (self._pre_jump(result, load_args, run) or self._trigger(result, load_args, run, task_vars)
-                or self._wait(result, opts, run, task_vars) or self._verdict(result, opts, run))
+        try:
+            return (self._pre_jump(result, load_args, run) or self._trigger(result, load_args, run, task_vars)
+                    or self._wait(result, opts, run, task_vars) or self._verdict(result, opts, run))
+        except Exception as exc:  # pylint: disable=broad-except  # whatever raised, the result says what is known
+            display.vvv(f"kho_kexec: {traceback.format_exc()}")
+            return {**result, "failed": True, "changed": result["jumped"] is not False,
+                    "msg": f"kho_kexec failed ({type(exc).__name__}: {exc}); jumped: {result['jumped']}"}
 
     def _pre_jump(self, result, load_args, run):
         """The old boot id where given; else the load's run reads it (and refuses the controller's own)."""
@@ -136,27 +143,48 @@ class ActionModule(ActionBase):
             _arrival.sources()  # read here, before anything changes: after the trigger every return says jumped
         return None
 
+    def _load(self, load_args, run, task_vars) -> dict:
+        """The module's run on the host, and whether its process is known to have ended (``run['ended']``).
+
+        Whatever breaks the answer (a connection failure, any error on the way back) is 'triggered: null', never
+        'not': the polls then ask the host, whose jump status names this run.  A module that answered without saying
+        (it crashed) has ended; what it did is in its jump status, if it wrote one."""
+        run["ended"] = False
+        try:  # the host checks its boot id (expected, or not the controller's) before it changes anything
+            load = self._execute_module(module_name=MODULE, task_vars=task_vars, module_args={
+                **load_args, "expect_boot_id": run["old_id"], "refuse_boot_id": _jump.controller_boot_id(),
+                "run_id": run["id"]})
+        except Exception as exc:  # pylint: disable=broad-except  # the jump may or may not have been queued
+            display.vvv(f"kho_kexec: no answer from the run that loads and queues the jump: {exc}")
+            return {"triggered": None, "msg": str(exc)}
+        if load.get("unreachable") or not isinstance(load.get("triggered", None), (bool, type(None))):
+            return {"triggered": None, "msg": str(load.get("msg"))}
+        if "triggered" not in load:  # it answered, so it exited: a crash, or a refusal before the module ran
+            run["ended"] = True
+            return {**load, "triggered": None}
+        return load
+
     def _trigger(self, result, load_args, run, task_vars):
         """The host's one run: load, canary, queue the jump.  A lost answer is 'triggered: null', never 'not'."""
         # Clean up any remote temporary directory first: after the jump it belongs to a kernel that is gone.
         self._remove_tmp_path(self._connection._shell.tmpdir)
         self._connection._shell.tmpdir = None
         loading = time.monotonic()
-        try:  # the host checks its boot id (expected, or not the controller's) before it changes anything
-            load = self._execute_module(module_name=MODULE, task_vars=task_vars, module_args={
-                **load_args, "expect_boot_id": run["old_id"], "refuse_boot_id": _jump.controller_boot_id()})
-        except AnsibleConnectionFailure as exc:
-            # The jump may or may not have been queued: the polls ask the host (its jump status says which).
-            display.vvv(f"kho_kexec: connection failed while loading and queueing the jump: {exc}")
-            load = {"triggered": None, "msg": str(exc)}
+        if not self._task.check_mode:
+            result["jumped"] = None  # from here the jump may have been queued, whatever raises
+        load = self._load(load_args, run, task_vars)
         run["phases"]["load"] = round(time.monotonic() - loading, 2)
         result["load"] = run["load"] = load
         run["old_id"] = run["old_id"] or _jump.boot_id(load.get("boot_id"))  # None: the answer was lost
         if run["old_id"]:
             result["boot_id_before"] = run["old_id"]
-        if self._task.check_mode and not load.get("failed"):
-            return {**result, "changed": True, "msg": "would load and jump to the new kernel"}
+        if self._task.check_mode:  # nothing is written, loaded or queued in check mode, answered or not
+            result["jumped"] = False
+            if load.get("triggered") is not None and not load.get("failed"):
+                return {**result, "changed": True, "msg": "would load and jump to the new kernel"}
+            return {**result, "failed": True, "msg": f"nothing was jumped (check mode): {load.get('msg')}"}
         if load.get("triggered") is False:  # refused or failed before the jump was queued, and undone
+            result["jumped"] = False
             return {**result, "failed": True, "msg": f"nothing was jumped: {load.get('msg')}"}
         # Queued, or unknown (the connection broke, the run crashed): the polls ask the host.
         result.update(jumped=None, old_boot_answers=0, boot_id_after=None, handover_received=None, downtime=None,
@@ -181,7 +209,8 @@ class ActionModule(ActionBase):
             progress(_jump.EVENT_SENT, 0.0)
             back = _jump.wait_for_new_boot(read_new, run["old_id"], float(opts["kexec_timeout"]),
                                            float(opts["poll_interval"]), run["probe"],
-                                           not_jumped_after=float(opts["not_jumped_after"]), on_event=progress)
+                                           not_jumped_after=float(opts["not_jumped_after"]), on_event=progress,
+                                           run_id=run["id"], ended=run["ended"])
             run.update(back=back, downtime=time.monotonic() - jumped_at)
             result.update(jumped=True, old_boot_answers=back["old_answers"], boot_id_after=back["boot_id"],
                           boot_id_before=back["old_id"], downtime=round(run["downtime"], 2))
@@ -225,16 +254,23 @@ class ActionModule(ActionBase):
             run["phases"]["test_command"] = round(time.monotonic() - testing, 2)
 
     def _not_back(self, result, exc, run, task_vars, jumped_at):
-        """No new boot: unknown (it may have jumped) fails as is; a host still on its old boot is rolled back."""
+        """No new boot: unknown (it may have jumped) fails as is; a host still on its old boot is rolled back, as far
+        as this run changed it (its answer, else its jump status, says how far)."""
         self._connection.reset()  # later tasks must not reuse a connection to the kernel that left
         result.update(old_boot_answers=exc.old_answers, waited=round(time.monotonic() - jumped_at, 2))
         if _jump.after_not_back(exc) is None:
             return {**result, "failed": True, "changed": True, "msg": str(exc)}
-        whose = _jump.unload_plan(run["load"])
+        result["jumped"] = False
+        left = _jump.left_by_run(run["load"], exc.status)
+        # The role's rescue reads the load's loaded_here and finalized_here: where the answer was lost, the status's.
+        result["load"] = {**run["load"], "loaded_here": left["loaded_here"], "finalized_here": left["finalized_here"]}
+        whose = _jump.unload_plan(left)
         res = (self._execute_module(module_name=MODULE, module_args={"state": "unloaded"}, task_vars=task_vars)
                if whose else None)
-        undone, unloaded = _jump.unload_outcome(whose, res)
-        return {**result, "failed": True, "jumped": False, "unloaded": unloaded, "msg": f"{exc}; {undone}"}
+        undone, unloaded = _jump.unload_outcome(whose, res, left["source"])
+        finalize = ("; the finalize this run made is left in place (kexec.kho.kho_finalize state=aborted undoes it)"
+                    if left["finalized_here"] else "")
+        return {**result, "failed": True, "unloaded": unloaded, "msg": f"{exc}; {undone}{finalize}"}
 
     def _verdict(self, result, opts, run):
         root = opts["check_root"]

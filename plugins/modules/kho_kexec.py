@@ -14,8 +14,12 @@ description:
   - The next kernel's command line is O(cmdline) exactly, or the running one with O(append) added; C(kho=on)
     is ensured on it unless O(ensure_kho=false).
   - Idempotent. What was loaded (kernel and initrd sha256, the exact command line, the boot id) is recorded
-    under O(state_dir); a load happens only when C(/sys/kernel/kexec_loaded) is C(0) or the record differs
-    from what is asked.
+    under O(state_dir); O(state=loaded) loads only when C(/sys/kernel/kexec_loaded) is C(0) or the record differs
+    from what is asked. The record is this collection's word, not the kernel's (another loader may have replaced the
+    image since), so O(state=executed) always loads again, and the target is checked again, right before the jump.
+  - An image loaded outside this run (C(kexec_loaded) is C(1) and the record does not name what is asked; loaded by
+    hand with C(kexec -s -l), by another tool, or by this collection with other values) is named and left as it is,
+    before anything changes, unless O(replace_loaded=true). A rollback never unloads an image this run did not load.
   - On finalize-era kernels that are not finalized, the load is refused unless O(finalize=true), since the
     6.16 to 6.18 kernels only take the handover data at load time when finalized. A load that fails after
     this task finalized aborts the finalize again, where the kernel can.
@@ -27,11 +31,22 @@ description:
     the controller before the kernel goes away. The action then polls with a fresh connection each time until the
     host answers with a well-formed boot id different from the old one and, where given, O(test_command)
     succeeds. With O(verify_handover) it then fails unless the new kernel received handover data.
-  - Where the load's answer is lost (the connection broke), the old boot is the one that still has the jump's
-    status file, C(/run/kexec-kho.jump); a host that first answers on a boot without one may have jumped or not,
-    and the task fails with RV(jumped=null), changing nothing more.
-  - One run on the host before the jump; a failure in it after the load unloads the image again (and aborts a
-    finalize it did). With O(facts_after), none after it.
+  - The run on the host says who it is before it changes anything, in the jump status file C(/run/kexec-kho.jump),
+    with the action's run id, its process id and start time, what it changed and has not undone (the finalize, the load),
+    and how far it got (C(running), C(started) once the jump is queued, C(failed)); it rewrites the file after each
+    change, and the queued jump writes its own failures there. Every poll reads that status and whether that process
+    is still alive.
+  - Where the load's answer is lost (the connection broke; with pipelining the run on the host goes on), the polls
+    decide from the host, never from the missing answer. The host did not jump only where the old boot says so (the
+    jump command returned, or this run failed or its process ended before it queued the jump, or the host still
+    answers on its old boot O(not_jumped_after) seconds after the trigger, never seen gone, while this run is not
+    running there any more). The rollback then undoes what the status says this run left (RV(load) carries it as
+    C(loaded_here) and C(finalized_here)). While this run still runs there, the wait goes on. Where the old boot id is
+    not known either, the old boot is the one with this run's status; a host that first answers on a boot without
+    it may have jumped or not, and the task fails with RV(jumped=null), changing nothing more.
+  - One run on the host before the jump; whatever fails in it is undone, only as far as it changed something (an
+    image it loaded unloaded, a finalize it made aborted), and answered with C(triggered=false) in RV(load), never taken
+    for a lost answer. With O(facts_after), no run after it.
 author:
   - kexec.kho contributors (@kexec-kho)
 extends_documentation_fragment:
@@ -76,9 +91,17 @@ options:
     type: bool
     default: false
   force:
-    description: Load again even when the record says the same image is loaded.
+    description: Load again even when the record says the same image is loaded (O(state=executed) always does).
     type: bool
     default: false
+  replace_loaded:
+    description:
+      - Replace an image loaded outside this run (see RV(loaded_before)). Without it such an image is named and left
+        loaded, and nothing changes.
+      - A rollback of a run that replaced one unloads this run's image; the one it replaced is gone.
+    type: bool
+    default: false
+    version_added: 0.4.0
   state_dir:
     description:
       - Where the record of the load is kept; a tmpfs, so that it does not outlive the boot.
@@ -192,11 +215,14 @@ options:
         gone, did not jump (a C(systemd-run) timer that never fired, a jump that hangs); the image is unloaded and the
         task fails with RV(jumped=false). Raise it where C(systemctl kexec) takes longer to stop the host's
         services.
-      - Sooner than that, the old boot says so itself; the trigger writes C(started) to C(/run/kexec-kho.jump)
-        before it queues the jump, and a jump command that returns (a C(kexec -e) that failed, a refused
-        C(systemctl kexec)) writes its exit status there. A poll that reaches the old boot and finds that status, or
-        no status at all (the trigger never ran, say after a connection error while sending it), ends the wait at
-        once, with the same rollback.
+      - Not while this run's process still runs on the host without having queued the jump (the load's answer
+        lost, the run going on), since it may still queue it, and the wait goes on until O(kexec_timeout), then ends with
+        RV(jumped=null).
+      - Sooner than that, the old boot says so itself in this run's jump status, C(/run/kexec-kho.jump), for a jump
+        command that returned (a C(kexec -e) that failed, a refused C(systemctl kexec)), or this run failed or ended
+        before it queued the jump. A poll that reaches the old boot and finds that, ends the wait at once, with the
+        same rollback. No status of this run at all is decided by O(not_jumped_after) (the run may not have started
+        yet), or at once where the module answered (it ended without ever writing one, so it changed nothing).
     type: int
     version_added: 0.2.0
     default: 60
@@ -223,6 +249,12 @@ options:
     description:
       - A boot id the host must not be on; the module changes nothing on a host on that boot. O(state=executed)
         passes the controller's own, so that a jump never replaces the kernel the run executes on.
+    type: str
+    version_added: 0.4.0
+  run_id:
+    description:
+      - Set by the action plugin for O(state=executed) to this task's own id (the one the jump status carries); a
+        value given in the task is ignored.
     type: str
     version_added: 0.4.0
   facts_after:
@@ -331,7 +363,8 @@ interface:
   returned: O(state=loaded)
   type: str
 finalized_here:
-  description: This task finalized the kernel before loading (O(finalize=true)).
+  description: This task finalized the kernel before loading (O(finalize=true)); in a failed task's answer, whether
+    that finalize is left in place (its undo failed).
   returned: O(state=loaded)
   type: bool
 lockdown:
@@ -347,6 +380,19 @@ previous:
   description: The record of the previous load by this collection on this boot, if any.
   returned: success
   type: dict
+loaded_before:
+  description:
+    - What was loaded before this task's load. V(nothing); V(recorded), the image asked for, as this collection's
+      record on this boot names it; V(other), an image loaded outside this run (refused unless O(replace_loaded)).
+  returned: O(state=loaded); for O(state=executed) in RV(load)
+  type: str
+  version_added: 0.4.0
+reloaded:
+  description: The image the record names was loaded again (O(state=executed), O(force)); RV(loaded_here) is then
+    V(false), since what is loaded is what was there.
+  returned: O(state=loaded); for O(state=executed) in RV(load)
+  type: bool
+  version_added: 0.4.0
 argv:
   description: The kexec command line the task runs (or would run), as an argument list.
   returned: success
@@ -357,8 +403,11 @@ msg:
   returned: always
   type: str
 load:
-  description: The result of the run on the host that loaded the image and queued the jump (with C(triggered),
-    whether the jump was queued, and C(trigger), the command that queued it).
+  description:
+    - The result of the run on the host that loaded the image and queued the jump (with C(triggered), whether the
+      jump was queued, V(null) where its answer was lost; and C(trigger), the command that queued it).
+    - Where the host did not jump and the answer was lost, C(loaded_here) and C(finalized_here) are what this run's
+      jump status on the host says it left (both V(false) where it never wrote one).
   returned: O(state=executed)
   type: dict
 phases:
@@ -382,8 +431,10 @@ jumped:
     - Whether the host left its boot. V(true) once a new boot id was read; V(false) when nothing was jumped (the load
       or the trigger failed; the old boot reported a failed jump or a trigger that never ran; or the host kept
       answering on its old boot id for O(not_jumped_after) seconds without ever being seen gone; then the image was
-      unloaded); V(null) when that is unknown (the host went away and did not come back within O(kexec_timeout)).
-    - Returned on every O(state=executed) result, failures included; roles decide from it, never from RV(msg).
+      unloaded); V(null) when that is unknown (the host went away and did not come back within O(kexec_timeout), or
+      this run still ran on the old boot without having queued the jump).
+    - Returned on every O(state=executed) result, failures included, whatever raised; roles decide from it, never
+      from RV(msg).
   returned: O(state=executed)
   type: bool
 old_boot_answers:
@@ -439,14 +490,16 @@ target:
            target_release: 7.3.4, source_release: 7.3.4, source: image}
   version_added: 0.3.0
 unloaded:
-  description: With O(state=executed), a jump that did not happen unloaded the image this run loaded (or may have, the
-    load's answer being lost); V(false) where it left the image as it was.
+  description: With O(state=executed), a jump that did not happen unloaded the image this run loaded (as its answer
+    says, or, the answer lost, its jump status on the host); V(false) where it left the image as it was.
   returned: O(state=executed), when the jump did not happen
   type: bool
   version_added: 0.3.0
 loaded_here:
   description:
-    - This task ran the load (C(kexec -s -l)). V(false) where the same image was loaded already, or in check mode.
+    - This task loaded an image (C(kexec -s -l)) where none, or another one, was loaded before it. V(false) where the
+      image the record names was loaded already (also where it was loaded again, RV(reloaded)), or in check mode.
+    - In a failed task's answer, whether this task left its image loaded (its undo failed).
     - A rollback unloads only an image its own run loaded.
   returned: O(state=loaded); for O(state=executed) in RV(load)
   type: bool
@@ -497,12 +550,32 @@ waited:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import host
+from ansible_collections.kexec.kho.plugins.module_utils._kho import host, jump_status, paths
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError
 from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import (
-    ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE, REQUIRED_IF, Kexec, KexecError, check_boot, check_values, ensure_loaded,
+    ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE, REQUIRED_IF, Changes, Kexec, KexecError, check_boot, check_values, ensure_loaded,
     ensure_unloaded, start_jump,
 )
+
+OWN_ERRORS = (KexecError, FinalizeError, host.NeedsRoot, jump_status.StatusError)
+
+
+def state_run(module, kho, kexec: Kexec, changes: Changes) -> dict:
+    """The state asked for.  state=executed first says on the host who it is (its jump status: the action's run id,
+    this process), before anything changes, so that the controller's polls can tell it from a run that never began."""
+    p = module.params
+    check_boot(kho, p["expect_boot_id"], p["refuse_boot_id"])
+    if p["state"] == "executed" and not module.check_mode:
+        changes.status = jump_status.Writer(paths.JUMP_STATUS, p["run_id"])
+        changes.tell()
+    mounted = host.ensure_debugfs(module, kho)
+    if p["state"] == "executed":  # the host's part of the action: load and queue the jump
+        result = start_jump(module, kho, kexec, p, changes)
+    elif p["state"] == "loaded":
+        result = ensure_loaded(module, kho, kexec, p, changes=changes)
+    else:
+        result = ensure_unloaded(module, kho, kexec)
+    return {**result, "changed": result["changed"] or mounted}
 
 
 def main():
@@ -515,23 +588,17 @@ def main():
     try:
         check_values(module.params)
     except ValueError as exc:
-        module.fail_json(msg=str(exc), triggered=False)
+        module.fail_json(msg=str(exc), triggered=False, loaded_here=False, finalized_here=False)
     kho = host.from_params(module.params)
-    kexec = Kexec(module, module.params["state_dir"])
+    changes = Changes()
     try:
-        check_boot(kho, module.params["expect_boot_id"], module.params["refuse_boot_id"])
-        mounted = host.ensure_debugfs(module, kho)
-        if module.params["state"] == "executed":  # the host's part of the action: load and queue the jump
-            result = start_jump(module, kho, kexec, module.params)
-        elif module.params["state"] == "loaded":
-            result = ensure_loaded(module, kho, kexec, module.params)
-        else:
-            result = ensure_unloaded(module, kho, kexec)
-    except host.NeedsRoot as exc:
-        module.fail_json(msg=str(exc), path=exc.path, triggered=False)
-    except (KexecError, FinalizeError) as exc:
-        module.fail_json(msg=str(exc), triggered=False)
-    result["changed"] = result["changed"] or mounted
+        result = state_run(module, kho, Kexec(module, module.params["state_dir"]), changes)
+    except Exception as exc:  # pylint: disable=broad-except  # the module's own failure: answered, never lost
+        changes.failed()
+        why = str(exc) if isinstance(exc, OWN_ERRORS) else f"{type(exc).__name__}: {exc}"
+        # What is left of this run's changes (undone already where it could): what a rollback still has to undo.
+        module.fail_json(msg=why, triggered=False, loaded_here=changes.loaded, finalized_here=changes.finalized,
+                         **({"path": exc.path} if isinstance(exc, host.NeedsRoot) else {}))
     module.exit_json(**result)
 
 

@@ -12,8 +12,9 @@ import shlex
 import socket
 import threading
 import time
+from collections import namedtuple
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
+from ansible_collections.kexec.kho.plugins.module_utils._kho import jump_status, paths
 
 
 BOOT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -57,15 +58,18 @@ def controller_boot_id(path: str = paths.BOOT_ID) -> str | None:
 
 
 class NotBack(Exception):
-    """The host did not answer on a new boot id in time."""
+    """The host did not answer on a new boot id in time.
 
-    def __init__(self, msg: str, old_answers: int = 0, seen_down: bool = True):
+    ``status``: this run's jump status as the old boot last showed it (None: none of this run's was seen);
+    ``running``: the run on the host was last seen alive and had not queued the jump (so it may still)."""
+
+    def __init__(self, msg: str, old_answers: int = 0, seen_down: bool = True, status=None, running: bool = False):
         super().__init__(msg)
-        self.old_answers, self.seen_down = old_answers, seen_down
+        self.old_answers, self.seen_down, self.status, self.running = old_answers, seen_down, status, running
 
 
 class NotJumped(NotBack):
-    """The host still answers on its old boot, never seen gone, well after the trigger: no jump happened."""
+    """The old boot says no jump happened (or will), or it still answers, never seen gone, well after the trigger."""
 
 
 def boot_id(text) -> str | None:
@@ -84,15 +88,32 @@ def ssh_banner(host: str, port: int, timeout: float) -> bool:
         return False
 
 
-def jump_failure(status: str) -> str | None:
-    """Why the jump did not happen, from the old boot's jump status; None while it may still happen."""
-    if status.startswith(paths.JUMP_EXIT + " "):
-        return f"the jump command returned ({status}) and the host stayed on its old boot"
-    if status == paths.JUMP_NOT_LOADED:
+def jump_failure(state: str) -> str | None:
+    """Why the jump did not happen, from the state the queued jump wrote; None while it may still happen."""
+    if state.startswith(paths.JUMP_EXIT + " "):
+        return f"the jump command returned ({state}) and the host stayed on its old boot"
+    if state == paths.JUMP_NOT_LOADED:
         return "no kexec image was loaded any more when the jump was due (something unloaded it): nothing was jumped"
-    if status == paths.JUMP_NONE:
-        return "the trigger never ran on the host (no jump status was written)"
     return None
+
+
+def run_failure(status, process: str, ended: bool) -> str | None:
+    """Why this run on the host will never queue the jump, from its status (None: it wrote none this boot) and
+    whether its process is alive; ``ended``: the module answered (so it has exited).  None while it may still."""
+    if status is None:
+        return ("the run on the host ended without writing its jump status: it changed nothing and queued no jump"
+                if ended else None)  # else it may not have started yet: not_jumped_after decides
+    if status.state == paths.JUMP_FAILED:
+        return f"the run on the host (pid {status.pid}) failed before it queued the jump"
+    if status.state == paths.JUMP_RUNNING and (process == paths.RUN_GONE or ended):
+        return f"the run on the host (pid {status.pid}) ended before it queued the jump"
+    return jump_failure(status.state)
+
+
+def still_running(status, process: str, ended: bool) -> bool:
+    """The run on the host is not known to be gone and has not queued the jump: it may still queue it."""
+    return (status is not None and status.state == paths.JUMP_RUNNING and not ended
+            and process != paths.RUN_GONE)
 
 
 HANDOVER_STATES = {
@@ -110,22 +131,42 @@ def handover_check_command(debugfs_root: str) -> str:
     return f"if [ -d {kho}/in ]; then echo in; elif [ -d {kho} ]; then echo no-in; else echo no-kho; fi"
 
 
+# Whether the process the status names (its pid, with that start time: field 22 of /proc/PID/stat, the 20th after
+# the command name) is alive; the status's words were split into $1.. by the line before.
+PROCESS_CHECK = (
+    f"p={paths.RUN_UNKNOWN}; "
+    'if [ $# -ge 5 ] && [ "$2" -gt 0 ] 2>/dev/null && [ "$3" -ge 0 ] 2>/dev/null; then '
+    f'start=$3; t=$(cat "{paths.PROCFS}/$2/stat" 2>/dev/null); p={paths.RUN_GONE}; '
+    f'if [ -n "$t" ]; then t=${{t##*) }}; set -- $t; [ "${{20}}" = "$start" ] && p={paths.RUN_ALIVE}; fi; '
+    "fi; set +f; echo $p")
+
+
 def arrival_command(debugfs_root: str | None) -> str:
-    """What every poll runs: the boot id, the jump's status, and (given a debugfs root) the handover check.
+    """What every poll runs: the boot id, the jump status, whether the run it names is alive, and (given a debugfs
+    root) the handover check.  At most MAX_LINE bytes of the status are read.
 
     One round trip on the first connection to the new boot: no second command before the task returns (but
     test_command and facts_after's read, each where asked for).
     """
-    status = f"cat {paths.JUMP_STATUS} 2>/dev/null || echo {paths.JUMP_NONE}"
+    status = (f"s=$(head -c {jump_status.MAX_LINE} {shlex.quote(paths.JUMP_STATUS)} 2>/dev/null | head -n 1); "
+              f'echo "${{s:-{paths.JUMP_NONE}}}"; set -f; set -- $s')
     check = handover_check_command(debugfs_root) if debugfs_root else "echo unchecked"
-    return f"cat {paths.BOOT_ID}; {status}; {check}"
+    return f"cat {paths.BOOT_ID}; {status}; {PROCESS_CHECK}; {check}"
 
 
-def parse_arrival(text) -> tuple:
-    """(boot id or None, jump status, handover check) from arrival_command's output."""
-    lines = (text or "").strip().splitlines()
-    lines += [""] * (3 - len(lines))
-    return boot_id(lines[0]), lines[1].strip(), lines[-1].strip()
+Arrival = namedtuple("Arrival", "boot_id status process check")
+MAX_ARRIVAL = 4096  # characters of a poll's answer read: four short lines
+PROCESS_WORDS = (paths.RUN_ALIVE, paths.RUN_GONE, paths.RUN_UNKNOWN)
+
+
+def parse_arrival(text) -> Arrival:
+    """From arrival_command's output: the boot id (or None), the jump status (jump_status.Status, or None where
+    there is none of the run's form), the process (alive, gone or unknown), and the handover check."""
+    lines = str(text or "")[:MAX_ARRIVAL].strip().splitlines()
+    lines += [""] * (4 - len(lines))
+    process = lines[2].strip()
+    return Arrival(boot_id(lines[0]), jump_status.parse(lines[1]),
+                   process if process in PROCESS_WORDS else paths.RUN_UNKNOWN, lines[3].strip())
 
 
 def handover_failure(output: str, debugfs_root: str) -> str | None:
@@ -159,22 +200,26 @@ class Wait:
     between polls grows by half each round up to MAX_PAUSE: a connection attempt made while the host is down is
     not always lost (a NAT, or QEMU's user network, keeps retrying it), and a burst of them reaching sshd as it
     starts trips its MaxStartups and drops the very login that was waited for.
-    run() raises NotJumped when the old boot reports that the jump failed or never started, or still
-    answers ``not_jumped_after`` seconds in and was never seen gone; NotBack after ``timeout``.
-    Each carries the old boot's answers.  ``on_event(state, seconds)`` is told each state as it is seen (progress).
-    Without ``old_id`` (the load's answer was lost), the old boot is the one with a jump status (learn_old).
+    Only this run's jump status counts (``run_id``: the one the action gave the module); ``ended``: the module
+    answered, so its process has exited.  run() raises NotJumped when the old boot says the jump failed, or that this
+    run failed or ended before it queued it (run_failure), or still answers ``not_jumped_after`` seconds in, never
+    seen gone, unless this run is still running there (it may still queue the jump); NotBack after ``timeout``.
+    Each carries the old boot's answers and this run's last status.  ``on_event(state, seconds)`` is told each state
+    as it is seen (progress).  Without ``old_id`` (the load's answer was lost), the old boot is the one with this
+    run's jump status (learn_old).
     """
 
     def __init__(self, read, old_id: str | None, timeout: float, interval: float = 0.25, probe=None,
                  wait_gone: float = 30.0, not_jumped_after: float | None = None, check_every: float = 5.0,
-                 clock=time.monotonic, sleep=time.sleep, on_event=None):
+                 clock=time.monotonic, sleep=time.sleep, on_event=None, run_id: str | None = None, ended: bool = False):
         self.read, self.old_id, self.timeout, self.interval, self.probe = read, old_id, timeout, interval, probe
         self.wait_gone, self.not_jumped_after, self.check_every = wait_gone, not_jumped_after, check_every
         self.clock, self.sleep, self.on_event = clock, sleep, on_event
+        self.run_id, self.ended = run_id, ended
         self.start = clock()
         self.attempts, self.old_answers = 0, 0
-        self.first_answer = self.gone = self.last_error = None
-        self.seen_down = False
+        self.first_answer = self.gone = self.last_error = self.status = None
+        self.seen_down = self.running = False
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -194,13 +239,14 @@ class Wait:
         self.attempts += 1
         began = self.elapsed()
         try:
-            new, status, check = parse_arrival(self.read())
+            new, status, process, check = parse_arrival(self.read())
         except Exception as exc:  # pylint: disable=broad-except  # every failure is 'not yet'
             self.last_error = exc
             self.down()
             return None
+        mine = status if status is not None and status.run == self.run_id else None  # another run's is none of ours
         if new and self.old_id is None:
-            self.learn_old(new, status)
+            self.learn_old(new, mine)
         if new and new != self.old_id:
             # Without a probe, the host's first answer is the attempt that read the new boot id.
             first = self.first_answer if self.probe is not None else began
@@ -209,28 +255,33 @@ class Wait:
                     "first_answer": first, "old_answers": self.old_answers, "check": check, "old_id": self.old_id}
         if new and new == self.old_id:  # an answer without a boot id is no answer from the old boot
             self.old_answers += 1
-            self.check_still_old(status)
+            self.check_still_old(mine, process)
         return None
 
-    def learn_old(self, answered: str, status: str) -> None:
-        """Without the old boot id (the load's answer was lost): a boot with a jump status is the old one; the first
-        answer from a boot without one may be the new boot or an old one whose run never queued the jump: unknown."""
-        if status == paths.JUMP_NONE:
-            raise NotBack(f"the host answers on boot {answered} without a jump status, and the boot before the jump "
-                          "is unknown (the load's answer was lost): whether it jumped is unknown",
+    def learn_old(self, answered: str, mine) -> None:
+        """Without the old boot id (the load's answer was lost): a boot with this run's jump status is the old one.
+        The first answer from a boot without one is the new boot or an old one whose run did not write it (yet):
+        unknown, unless the run has ended (it answered): then it never wrote one, changed nothing, queued nothing, and
+        the boot that answers is the one it ran on (check_still_old says so)."""
+        if mine is None and not self.ended:
+            raise NotBack(f"the host answers on boot {answered} without this run's jump status, and the boot before "
+                          "the jump is unknown (the load's answer was lost): whether it jumped is unknown",
                           self.old_answers, True)
         self.old_id = answered
 
-    def check_still_old(self, status: str) -> None:
-        """The old boot answered: a jump that failed there, or one never seen leaving, ends the wait."""
+    def check_still_old(self, mine, process: str) -> None:
+        """The old boot answered: a jump that failed there, a run that will not queue it, or one never seen
+        leaving while the run is not running any more, ends the wait."""
         if self.seen_down:
             return
-        why = jump_failure(status)
-        if not why and self.not_jumped_after is not None and self.elapsed() >= self.not_jumped_after:
+        self.status, self.running = mine, still_running(mine, process, self.ended)
+        why = run_failure(mine, process, self.ended)
+        if not why and not self.running and self.not_jumped_after is not None \
+                and self.elapsed() >= self.not_jumped_after:
             why = (f"the host still answers on its old boot {self.old_id} {self.elapsed():.0f} s after the trigger "
                    "and was never seen gone")
         if why:
-            raise NotJumped(f"the jump did not happen: {why}", self.old_answers, False)
+            raise NotJumped(f"the jump did not happen: {why}", self.old_answers, False, mine)
 
     def watch_old(self) -> dict | None:
         """With a probe: until the old kernel stops answering it, one real read every check_every seconds."""
@@ -270,8 +321,12 @@ class Wait:
         if back:
             return back
         detail = f"; last error: {self.last_error}" if self.last_error else ""
+        if self.running and not self.seen_down:
+            detail += (f"; the run on the host (pid {self.status.pid}) was still running and had not queued the jump: "
+                       "whether it jumps is unknown")
         raise NotBack(f"the host did not answer on a new boot id within {self.timeout:.0f} s "
-                      f"({self.attempts} attempts{detail})", self.old_answers, self.seen_down)
+                      f"({self.attempts} attempts{detail})", self.old_answers, self.seen_down, self.status,
+                      self.running and not self.seen_down)
 
 
 def wait_for_new_boot(read, old_id: str | None, timeout: float, interval: float = 0.25, probe=None, **kw) -> dict:
@@ -280,23 +335,42 @@ def wait_for_new_boot(read, old_id: str | None, timeout: float, interval: float 
 
 
 def after_not_back(exc: NotBack) -> bool | None:
-    """Whether the host jumped, from a wait that ended without a new boot: None (unknown: it was seen gone, or the
-    old boot never answered, so it may have jumped and not come back), False (it still answers on its old boot)."""
-    return None if exc.seen_down or not exc.old_answers else False
+    """Whether the host jumped, from a wait that ended without a new boot: None (unknown: it was seen gone, the old
+    boot never answered, or this run was still running there, so it may have jumped or may still), False (it still
+    answers on its old boot)."""
+    return None if exc.seen_down or not exc.old_answers or exc.running else False
 
 
-def unload_plan(load: dict) -> str | None:
-    """Whose image a rollback unloads (a host still on its old boot): this run's, one this run may have loaded (the
-    load's answer was lost), or None (loaded before this run: left as it was)."""
-    if load.get("loaded_here") is False:
-        return None
-    return "this run loaded" if load.get("loaded_here") else "this run may have loaded (the load's answer was lost)"
+def left_by_run(load: dict, status) -> dict:
+    """What this run changed on a host that did not jump and has not undone, for the rollback: from the module's
+    answer where it came, else from this run's jump status on the old boot (the module writes each change there
+    before its next step), else nothing (a run that never wrote its status changed nothing).  ``source`` says which."""
+    if load.get("triggered") is not None:
+        return {"loaded_here": bool(load.get("loaded_here")), "finalized_here": bool(load.get("finalized_here")),
+                "source": "answer"}
+    if status is None:
+        return {"loaded_here": False, "finalized_here": False, "source": "none"}
+    return {"loaded_here": paths.DONE_LOAD in status.done, "finalized_here": paths.DONE_FINALIZE in status.done,
+            "source": "status"}
 
 
-def unload_outcome(whose: str | None, res: dict | None) -> tuple:
+WHOSE = {"answer": "this run loaded",
+         "status": "this run loaded (the load's answer was lost; its jump status on the host says so)"}
+NOT_UNLOADED = {"answer": "the image was loaded before this run and is left as it was",
+                "status": "this run's jump status says it loaded no image: none was unloaded",
+                "none": "the run on the host never wrote its jump status, so it changed nothing: nothing was unloaded"}
+
+
+def unload_plan(left: dict) -> str | None:
+    """Whose image a rollback unloads (a host still on its old boot), from left_by_run: this run's (as its answer
+    or its jump status says), or None (none of this run's: an image loaded before it is left as it was)."""
+    return WHOSE[left["source"]] if left["loaded_here"] else None
+
+
+def unload_outcome(whose: str | None, res: dict | None, source: str = "answer") -> tuple:
     """(what was done, unloaded) from unload_plan's answer and the unload's result (None where none ran)."""
     if whose is None:
-        return "the image was loaded before this run and is left as it was", False
+        return NOT_UNLOADED[source], False
     if res.get("failed"):
         return f"unloading the image {whose} failed: {res.get('msg')}", False
     if res.get("changed"):

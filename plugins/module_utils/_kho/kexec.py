@@ -17,7 +17,7 @@ import time
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdline, GrammarError, parse_bool
 from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, facts, host, liveupdate, regions
-from ansible_collections.kexec.kho.plugins.module_utils._kho import boot_files, files, image
+from ansible_collections.kexec.kho.plugins.module_utils._kho import boot_files, files, image, jump_status
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError, require_kho, transition
 from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
@@ -41,6 +41,7 @@ ARGUMENT_SPEC = {
     "ensure_kho": {"type": "bool", "default": True},
     "finalize": {"type": "bool", "default": False},
     "force": {"type": "bool", "default": False},
+    "replace_loaded": {"type": "bool", "default": False},
     "state_dir": {"type": "path", "default": paths.STATE_DIR},
     "method": {"type": "str", "default": "auto", "choices": list(liveupdate.METHODS)},
     "accept_loss": {"type": "list", "elements": "str", "default": [], "choices": list(liveupdate.LOSSES)},
@@ -56,6 +57,7 @@ ARGUMENT_SPEC = {
     "pmsg": {"type": "str"},
     "expect_boot_id": {"type": "str"},
     "refuse_boot_id": {"type": "str"},
+    "run_id": {"type": "str"},
     "facts_after": {"type": "bool", "default": False},
     "pstore_search": facts.PSTORE_SEARCH_SPEC,
 }
@@ -83,12 +85,8 @@ def image_kind(path: str) -> str:
     try:
         with open(path, "rb") as fh:
             head = fh.read(HEADER_BYTES)
-    except FileNotFoundError as exc:
-        raise KexecError(f"kernel image {path} does not exist") from exc
-    except PermissionError as exc:
-        raise KexecError(f"kernel image {path} is not readable (run with become: true)") from exc
-    except IsADirectoryError as exc:
-        raise KexecError(f"kernel image {path} is a directory, not a file") from exc
+    except OSError as exc:
+        raise KexecError(f"kernel image {path} {unreadable(exc)}") from exc
     if head[0x202:0x206] == b"HdrS":
         return "bzImage"
     if head[0x38:0x3C] == b"ARM\x64":
@@ -99,14 +97,23 @@ def image_kind(path: str) -> str:
                      "arm64 Image ('ARM\\x64' at 0x38) or EFI zboot header")
 
 
+def unreadable(exc: OSError) -> str:
+    """Why a file given as an option cannot be read, for any OSError (a path through a file, a loop, EIO...)."""
+    if isinstance(exc, FileNotFoundError):
+        return "does not exist"
+    if isinstance(exc, PermissionError):
+        return "is not readable (run with become: true)"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not a file"
+    return f"cannot be read: {exc.strerror or exc}"
+
+
 def check_readable(path: str, what: str) -> None:
     try:
         with open(path, "rb") as fh:
             fh.read(1)
-    except FileNotFoundError as exc:
-        raise KexecError(f"{what} {path} does not exist") from exc
-    except (PermissionError, IsADirectoryError) as exc:
-        raise KexecError(f"{what} {path} is not a readable file") from exc
+    except OSError as exc:
+        raise KexecError(f"{what} {path} {unreadable(exc)}") from exc
 
 
 def sha256_file(path: str | None) -> str | None:
@@ -271,30 +278,76 @@ def jump_method(module, host, p: dict, lu: dict | None = None) -> tuple:
         raise KexecError(str(exc)) from exc
 
 
+class Changes:
+    """What this run changed on the host and has not undone, noted as it happens: the one source of the undo, and
+    of the jump status (``status``, a jump_status.Writer where state=executed writes one), which hears of each
+    change before the next step, so that a poll after a lost answer knows what a rollback must undo."""
+
+    def __init__(self, status: jump_status.Writer | None = None):
+        self.status, self.finalized, self.loaded = status, False, False
+
+    def done(self) -> tuple:
+        return tuple(word for word, on in ((paths.DONE_FINALIZE, self.finalized), (paths.DONE_LOAD, self.loaded)) if on)
+
+    def tell(self, state: str = paths.JUMP_RUNNING) -> None:
+        if self.status is not None:
+            self.status.write(state, self.done())
+
+    def did(self, what: str) -> None:
+        if what == paths.DONE_FINALIZE:
+            self.finalized = True
+        else:
+            self.loaded = True
+        self.tell()
+
+    def failed(self) -> None:
+        """The run will not queue the jump: said in the status (with what is left), where it can still be written."""
+        try:
+            self.tell(paths.JUMP_FAILED)
+        except jump_status.StatusError:
+            pass  # the answer says it too
+
+    def undo(self, host, kexec: Kexec | None) -> list:
+        """Undo the image this run loaded, then a finalize it made, each noted as undone; raises where one fails."""
+        undone = []
+        if self.loaded and kexec is not None:
+            kexec.unload()
+            kexec.forget()
+            self.loaded = False
+            undone.append("the image unloaded")
+        if self.finalized:
+            transition(host, False, False)
+            self.finalized = False
+            undone.append("the finalize done by this task aborted")
+        return undone
+
+    def back_out(self, host, exc: Exception, kexec: Kexec | None = None):
+        """Called while handling ``exc``: undo(), then raise ``exc`` saying what was undone (``exc`` itself where
+        nothing was), or what is left where undoing failed."""
+        try:
+            undone = self.undo(host, kexec)
+        except Exception as undo_exc:  # pylint: disable=broad-except  # said, with what is left
+            self.failed()
+            raise KexecError(f"{exc}; undoing it failed: {undo_exc}") from exc
+        self.failed()
+        if not undone:
+            raise exc
+        raise KexecError(f"{exc}; nothing was jumped: {', '.join(undone)}") from exc
+
+
 def undo(host, finalized_here: bool, loaded: Kexec | None = None) -> list:
     """Undo what this run changed: the image it ``loaded``, then a finalize done here.  Returns what was undone;
     raises KexecError or FinalizeError where undoing fails."""
-    undone = []
-    if loaded is not None:
-        loaded.unload()
-        loaded.forget()
-        undone.append("the image unloaded")
-    if finalized_here:
-        transition(host, False, False)
-        undone.append("the finalize done by this task aborted")
-    return undone
+    changes = Changes()
+    changes.finalized, changes.loaded = finalized_here, loaded is not None
+    return changes.undo(host, loaded)
 
 
 def back_out(host, exc: Exception, finalized_here: bool, loaded: Kexec | None = None):
-    """Called while handling ``exc``: undo(), then raise ``exc`` saying what was undone (``exc`` itself where
-    nothing was), or what is left where undoing failed."""
-    try:
-        undone = undo(host, finalized_here, loaded)
-    except (KexecError, FinalizeError) as undo_exc:
-        raise KexecError(f"{exc}; undoing it failed: {undo_exc}") from exc
-    if not undone:
-        raise exc
-    raise KexecError(f"{exc}; nothing was jumped: {', '.join(undone)}") from exc
+    """Changes.back_out for what the caller names."""
+    changes = Changes()
+    changes.finalized, changes.loaded = finalized_here, loaded is not None
+    changes.back_out(host, exc, loaded)
 
 
 def target_support(kho, p: dict, lu: dict | None, target: dict) -> dict:
@@ -319,6 +372,36 @@ def target_initrd(p: dict, release: str | None) -> tuple:
         raise KexecError(str(exc)) from exc
 
 
+# What was loaded before this run's load (the load's loaded_before).
+LOADED_NOTHING = "nothing"
+LOADED_RECORDED = "recorded"  # kexec.kho's record on this boot names the image asked for
+LOADED_OTHER = "other"  # loaded outside this run: by hand, by another tool, or by kexec.kho with other values
+
+
+def loaded_before(host, record: dict | None, wanted: dict) -> str:
+    """What is loaded now, as far as the host says: the record is only this collection's word, not the kernel's
+    (another loader may have replaced the image since), so it lets a load be skipped, never a jump go unchecked."""
+    loaded = host.kexec_loaded()
+    if loaded is False:
+        return LOADED_NOTHING
+    return LOADED_RECORDED if loaded and matches(record, wanted) else LOADED_OTHER
+
+
+def outside_image(host, record: dict | None) -> str:
+    """The refusal of an image loaded outside this run, naming what is known of it."""
+    if host.kexec_loaded() is None:
+        what = f"whether an image is loaded is unknown ({host.kexec_loaded_path} cannot be read)"
+    elif record is None:
+        what = ("an image is loaded that kexec.kho did not load on this boot (loaded by hand with kexec -l or -s -l, "
+                "or by another tool)")
+    else:
+        what = (f"an image is loaded, and kexec.kho's last load on this boot was {record.get('kernel')} with the "
+                f"command line {record.get('cmdline')!r}, not what is asked (the image loaded is that one, or another "
+                "loader's since)")
+    return (f"{what}: this run did not load it and leaves it as it is; unload it first (kexec.kho.kho_kexec "
+            "state=unloaded), or set replace_loaded: true (kexec.kho.kho_kexec) to replace it; nothing was changed")
+
+
 def plan_load(module, host, kexec: Kexec, p: dict, lu: dict | None = None) -> tuple:
     """Everything state=loaded decides, changing nothing: (the result so far, the steps it would take).
 
@@ -341,6 +424,9 @@ def plan_load(module, host, kexec: Kexec, p: dict, lu: dict | None = None) -> tu
         lu = liveupdate.gather(host.devfs, host.procfs, running, None, module.run_command)
     wanted = describe(p["kernel"], p["initrd"], cmdline, host.boot_id())
     record = kexec.read_record()
+    before = loaded_before(host, record, wanted)
+    if before == LOADED_OTHER and not p.get("replace_loaded"):
+        raise KexecError(outside_image(host, record))
     method, accepted = jump_method(module, host, p, lu)
     lost = liveupdate.target_refusal(lu, cmdline, method, p["accept_loss"])
     if lost:
@@ -348,9 +434,10 @@ def plan_load(module, host, kexec: Kexec, p: dict, lu: dict | None = None) -> tu
     result = {"interface": generation, "image_kind": kind, "cmdline": cmdline, "lockdown": host.lockdown(),
               "competing_loaders": competing_loaders(), "previous": record, "finalized_here": False,
               "argv": kexec.load_argv(p["kernel"], p["initrd"], cmdline), "method": method,
-              "accepted_loss": accepted, "loaded_here": False, "target": target_support(host, p, lu, target),
-              "dropped_regions": kept["dropped"], "initrd_how": initrd_how, **wanted}
-    if host.kexec_loaded() and matches(record, wanted) and not p["force"]:
+              "accepted_loss": accepted, "loaded_here": False, "loaded_before": before, "reloaded": False,
+              "target": target_support(host, p, lu, target), "dropped_regions": kept["dropped"],
+              "initrd_how": initrd_how, **wanted}
+    if before == LOADED_RECORDED and not p["force"]:
         return result, []
     if generation == "finalize" and not host.finalized():
         if not p["finalize"]:
@@ -369,63 +456,79 @@ def planned(result: dict, steps: list) -> dict:
     return {**result, "changed": bool(steps), "loaded": True, "msg": PLANNED[tuple(steps)]}
 
 
-def do_load(host, kexec: Kexec, result: dict, steps: list) -> dict:
-    """Carry out plan_load's steps; a failure after a change is undone, and raised saying what was undone."""
-    if "finalize" in steps:
-        transition(host, True, False)
-        result = {**result, "finalized_here": True}
+LOADED_MSG = {LOADED_NOTHING: "loaded", LOADED_RECORDED: "loaded again (the image its record names)",
+              LOADED_OTHER: "loaded, replacing an image loaded outside this run (replace_loaded)"}
+
+
+def do_load(host, kexec: Kexec, result: dict, steps: list, changes: Changes | None = None) -> dict:
+    """Carry out plan_load's steps, each noted in ``changes``; a failure is undone, and raised saying what was.
+
+    Loading again the image the record names (state=executed, force) leaves what was there: it is not this run's
+    load to undo (loaded_here false, reloaded true)."""
+    changes = changes if changes is not None else Changes()
+    fresh = result["loaded_before"] != LOADED_RECORDED
     try:
+        if "finalize" in steps:
+            transition(host, True, False)
+            changes.did(paths.DONE_FINALIZE)
         kexec.load(result["kernel"], result["initrd"], result["cmdline"], result["lockdown"])
+        if fresh:
+            changes.did(paths.DONE_LOAD)
         if host.kexec_loaded() is False:
             raise KexecError("kexec -s -l returned 0 but /sys/kernel/kexec_loaded is still 0")
-    except KexecError as exc:
-        kexec.forget()
-        back_out(host, exc, result["finalized_here"])  # raises
-    kexec.write_record({k: result[k] for k in WANTED})
-    return {**result, "changed": True, "loaded": True, "loaded_here": True, "msg": "loaded"}
+        kexec.write_record({k: result[k] for k in WANTED})
+    except Exception as exc:  # pylint: disable=broad-except  # whatever failed, what this run changed is undone
+        changes.back_out(host, exc, kexec)  # raises
+    return {**result, "changed": True, "loaded": True, "finalized_here": changes.finalized, "loaded_here": fresh,
+            "reloaded": not fresh, "msg": LOADED_MSG[result["loaded_before"]]}
 
 
-def ensure_loaded(module, host, kexec: Kexec, p: dict, lu: dict | None = None) -> dict:
+def ensure_loaded(module, host, kexec: Kexec, p: dict, lu: dict | None = None, changes: Changes | None = None) -> dict:
     """state=loaded: plan (validate everything), then, unless in check mode or loaded already, do."""
     result, steps = plan_load(module, host, kexec, p, lu)
     if not steps or module.check_mode:
         return planned(result, steps)
-    return do_load(host, kexec, result, steps)
+    return do_load(host, kexec, result, steps, changes)
 
 
-def jump_job(method: str, kexec: str, pid: int, status: str, loaded: str) -> str:
+def jump_job(method: str, kexec: str, pid: int, status: str, loaded: str, prefix: str) -> str:
     """The detached jump, as sh text: wait for the process that queued it to exit, then jump.
 
     The wait (at most JUMP_WAIT_STEPS x 50 ms, then 0.3 s for the session to flush) lets the module's answer
     reach the controller before the kernel goes away.  A `kexec -e` that returns at all did not jump, and
     `systemctl kexec` returns 0 once the jump is queued: either writes its failure to ``status`` for the
     controller's next poll, and so does a job that finds no image loaded when the jump is due (``loaded`` is
-    /sys/kernel/kexec_loaded).  Only the module's own values go in (a resolved binary path, an int, a fixed path),
-    each quoted.
+    /sys/kernel/kexec_loaded), each after ``prefix`` (the run's status line up to its state) and by a rename, so
+    that a poll never reads half a line.  Only the module's own values go in (a resolved binary path, an int, fixed
+    and option paths, a prefix of checked words), each quoted.
     """
     wait = (f"n=0; while kill -0 {int(pid)} 2>/dev/null && [ $n -lt {JUMP_WAIT_STEPS} ]; "
             "do sleep 0.05; n=$((n+1)); done; sleep 0.3")
-    record = f"echo \"{paths.JUMP_EXIT} $?\" > {shlex.quote(status)}"
+    new = shlex.quote(status + ".new")
+
+    def say(state: str) -> str:
+        return f"{{ printf '%s %s\\n' {shlex.quote(prefix)} {state} > {new} && mv -f {new} {shlex.quote(status)}; }}"
+    record = say(f'"{paths.JUMP_EXIT} $?"')
     # Checked again when the jump is due: an image unloaded meanwhile would let systemctl kexec load its own.
-    guard = (f"grep -qx 1 {shlex.quote(loaded)} || {{ echo {paths.JUMP_NOT_LOADED} > {shlex.quote(status)}; exit 3; }}")
+    guard = f"grep -qx 1 {shlex.quote(loaded)} || {{ {say(paths.JUMP_NOT_LOADED)}; exit 3; }}"
     jump = f"systemctl kexec || {record}" if method == "systemctl" else f"{shlex.quote(kexec)} -e; {record}"
     return f"{wait}; {guard}; {jump}"
 
 
-def queue_jump(module, host, kexec: Kexec, method: str, status: str | None = None) -> list:
+def queue_jump(module, host, kexec: Kexec, method: str, changes: Changes) -> list:
     """Start the jump detached from this run: a transient systemd unit where systemd runs, else a new session.
 
-    Writes ``started`` to ``status`` first, so that a poll of the old boot can tell a trigger that ran from one
-    that never did.  Returns the argv that queued it.
+    Writes ``started`` to the run's jump status (``changes.status``) first, so that a poll of the old boot can tell
+    a trigger that ran from a run that never queued one.  Returns the argv that queued it.
     """
-    status = status or paths.JUMP_STATUS
+    if changes.status is None:
+        raise KexecError("the jump is queued only by a run that wrote its jump status")
     if host.kexec_loaded() is not True:
         raise KexecError("no kexec image is loaded right before the jump")
-    try:
-        files.write_atomic(status, (paths.JUMP_STARTED + "\n").encode(), mode=0o644)
-    except OSError as exc:
-        raise KexecError(f"cannot write the jump status {status}: {exc}") from exc
-    job = ["/bin/sh", "-c", jump_job(method, kexec.binary or "kexec", os.getpid(), status, host.kexec_loaded_path)]
+    changes.tell(paths.JUMP_STARTED)
+    status = changes.status
+    job = ["/bin/sh", "-c", jump_job(method, kexec.binary or "kexec", status.pid, status.path, host.kexec_loaded_path,
+                                     status.status.prefix())]
     systemd_run = module.get_bin_path("systemd-run")
     if systemd_run and os.path.isdir(paths.SYSTEMD_RUNTIME):
         argv = [systemd_run, "--quiet", "--collect", *job]
@@ -456,21 +559,23 @@ def write_pmsg(host, text: str) -> str:
     return path
 
 
-def start_jump(module, host, kexec: Kexec, p: dict) -> dict:
-    """state=executed, the host's part: load (as state=loaded), write the pstore message, queue the jump.
+def start_jump(module, host, kexec: Kexec, p: dict, changes: Changes | None = None) -> dict:
+    """state=executed, the host's part: load (as state=loaded, but always: the record is not the kernel's word of
+    what is loaded), write the pstore message, queue the jump.
 
-    One run before the jump.  What fails after the load changed something is undone: the image unloaded, a
-    finalize done here aborted.
+    One run before the jump.  Whatever fails in it is undone, and only what it changed (``changes``, which also
+    tells the jump status): an image it loaded unloaded, a finalize it made aborted.
     """
-    result = ensure_loaded(module, host, kexec, p)
-    if module.check_mode:
-        return {**result, "triggered": False, "msg": "would load and jump to the new kernel"}
+    changes = changes if changes is not None else Changes()
     try:
+        result = ensure_loaded(module, host, kexec, {**p, "force": True}, changes=changes)
+        if module.check_mode:
+            return {**result, "triggered": False, "msg": "would load and jump to the new kernel"}
         if p["pmsg"] is not None:
             result["pmsg_path"] = write_pmsg(host, p["pmsg"])
-        result["trigger"] = queue_jump(module, host, kexec, result["method"])
-    except KexecError as exc:  # unload only an image this run loaded
-        back_out(host, exc, result["finalized_here"], kexec if result["loaded_here"] else None)  # raises
+        result["trigger"] = queue_jump(module, host, kexec, result["method"], changes)
+    except Exception as exc:  # pylint: disable=broad-except  # undone, then raised saying so
+        changes.back_out(host, exc, kexec)  # raises
     # The interpreter that ran this: the action's first command on the new boot reads the facts with it.
     return {**result, "triggered": True, "python": sys.executable, "msg": "loaded; the jump is queued"}
 
@@ -485,7 +590,8 @@ def preflight(module, kho, options: dict, images: dict, lu: dict | None = None) 
     Without a kernel, the running release's image found on the host is used (and its initrd, unless one is given).
     ``lu``: live update as gathered in the same run (not gathered again).
     """
-    p = {**{k: ARGUMENT_SPEC[k].get("default") for k in PREFLIGHT_OPTIONS}, "force": False, **(options or {})}
+    p = {**{k: ARGUMENT_SPEC[k].get("default") for k in PREFLIGHT_OPTIONS}, "force": False, "replace_loaded": False,
+         **(options or {})}
     if not p["kernel"]:
         p["kernel"], p["initrd"] = images.get("kernel"), p["initrd"] or images.get("initrd")
     if not p["kernel"]:

@@ -24,11 +24,17 @@ STATE_DIR = "/run/kexec-kho"  # the load record
 LOCK = STATE_DIR + "/handover.lock"
 JUMP_STATUS = "/run/kexec-kho.jump"  # outside STATE_DIR: a load's record may be cleared while a jump is queued
 
-# The words of the jump status file, as the queued jump writes them and the controller's polls read them.
+# The jump status file (module_utils/_kho/jump_status.py), as state=executed's run and its queued jump write it and
+# the controller's polls read it: one line, "RUN PID START DONE STATE".
+JUMP_RUNNING = "running"  # written by the run before it changes anything, and after each change
+JUMP_FAILED = "failed"  # the run failed and will not queue the jump (DONE: what it could not undo)
 JUMP_STARTED = "started"  # written before the jump is queued
 JUMP_EXIT = "exit"  # "exit N": the jump command returned, so the host did not jump
 JUMP_NOT_LOADED = "not-loaded"  # no image was loaded any more when the jump was due
-JUMP_NONE = "none"  # what a poll prints where no status file exists (a new boot, or a trigger that never ran)
+JUMP_NONE = "none"  # what a poll prints where no status file exists (a new boot, or a run that never wrote one)
+DONE_FINALIZE, DONE_LOAD = "finalize", "load"  # DONE's words: the changes a rollback undoes
+# What a poll prints of the run's process (its pid and start time from the status): alive, gone, or unknown.
+RUN_ALIVE, RUN_GONE, RUN_UNKNOWN = "alive", "gone", "unknown"
 
 # The distribution's and the boot loaders' files.
 SYSTEMD_RUNTIME = "/run/systemd/system"  # exists where systemd is the running init

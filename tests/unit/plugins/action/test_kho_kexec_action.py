@@ -18,6 +18,7 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
 OLD = "11111111-2222-3333-4444-555555555555"
 NEW = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+PID, START = 4242, "777"  # the module's process on the scripted host, as its jump status names it
 
 
 class Connection:
@@ -50,6 +51,7 @@ class Host:
             "changed": True, "method": "kexec", "argv": ["/usr/sbin/kexec", "-s", "-l", "/boot/vmlinuz"],
             "triggered": True, "loaded_here": True}
         self.log, self.module_args = [], []
+        self.run_id = None  # the action's, as the module run was given it
 
     def command(self, cmd, sudoable=True):
         if self.hang and self.hang in cmd:
@@ -59,7 +61,7 @@ class Host:
             reply = self.polls.pop(0) if len(self.polls) > 1 else self.polls[0]
             if isinstance(reply, Exception):
                 raise reply
-            return {"rc": 0, "stdout": reply, "stderr": ""}
+            return {"rc": 0, "stdout": reply.replace("{run}", str(self.run_id)), "stderr": ""}
         if " -I -S -c " in cmd:  # facts_after's read
             self.log.append("facts")
             return {"rc": 0, "stdout": self.facts, "stderr": ""}
@@ -71,6 +73,7 @@ class Host:
         self.module_args.append(module_args)
         if module_args["state"] != "executed":
             return {"changed": True}
+        self.run_id = module_args.get("run_id")
         if isinstance(self.load, Exception):
             raise self.load
         if module_args.get("refuse_boot_id") == self.boot_id:  # as the module's check_boot, before any change
@@ -92,8 +95,15 @@ def run(host: Host, monkeypatch, check_mode=False, banner=False, **args):
     return plugin.run(task_vars={})
 
 
-def poll(boot, status, check="in"):
-    return f"{boot}\n{status}\n{check}\n"
+def status(state, done="load", run="{run}"):
+    """A jump status line of this run (its id is filled in when the poll answers), or of another run's."""
+    return f"{run} {PID} {START} {done} {state}"
+
+
+def poll(boot, state="none", check="in", process=None, done="load"):
+    """A poll's answer; ``state`` is this run's status state (or none), the process gone unless told."""
+    line = state if state == "none" else status(state, done)
+    return f"{boot}\n{line}\n{process or ('unknown' if state == 'none' else 'gone')}\n{check}\n"
 
 
 def test_back_on_a_new_boot_with_the_handover(monkeypatch):
@@ -135,13 +145,13 @@ def test_back_without_handover_data(monkeypatch):
     assert "received no handover data" in res["msg"]
 
 
-@pytest.mark.parametrize(("load", "status", "why", "undone"), [
+@pytest.mark.parametrize(("load", "state", "why", "undone"), [
     (None, "exit 1", "the jump command returned (exit 1)", "the image this run loaded was unloaded"),
-    (AnsibleConnectionFailure("broken pipe"), "none", "the trigger never ran",
-     "the image this run may have loaded (the load's answer was lost) was unloaded"),
+    (AnsibleConnectionFailure("broken pipe"), "running", f"the run on the host (pid {PID}) ended before it queued",
+     "the image this run loaded (the load's answer was lost; its jump status on the host says so) was unloaded"),
 ])
-def test_a_jump_that_did_not_happen_is_undone(monkeypatch, load, status, why, undone):
-    host = Host(polls=[poll(OLD, status)], load=load)
+def test_a_jump_that_did_not_happen_is_undone(monkeypatch, load, state, why, undone):
+    host = Host(polls=[poll(OLD, state)], load=load)
     res = run(host, monkeypatch, expect_boot_id=OLD)  # the old boot known, whatever became of the load's answer
     assert res["failed"] and res["jumped"] is False and res["boot_id_after"] is None
     assert res["msg"].startswith("the jump did not happen: " + why) and res["msg"].endswith(undone)
@@ -319,3 +329,93 @@ def test_a_procfs_root_the_polls_do_not_read_is_refused(monkeypatch):
     host = Host()
     res = run(host, monkeypatch, procfs_root="/tmp/proc")
     assert res["failed"] and res["jumped"] is False and "procfs_root is '/tmp/proc'" in res["msg"] and host.log == []
+
+
+# ---------------------------------------------------------------- #37: a lost answer, the run's own word
+
+def test_a_lost_load_answer_while_the_run_goes_on_is_waited_for_and_the_jump_counts(monkeypatch):
+    """#37 item 1: the load's connection cut, the module still starting (no status yet), then running, then queueing:
+    the polls wait for it (never 'did not jump', never an unload), and the jump that follows is the verdict."""
+    host = Host(polls=[poll(OLD), poll(OLD, "running", process="alive"), poll(OLD, "started", process="alive"),
+                       AnsibleConnectionFailure("reset"), poll(NEW)],
+                load=AnsibleConnectionFailure("broken pipe"))
+    res = run(host, monkeypatch, expect_boot_id=OLD)
+    assert not res.get("failed") and res["jumped"] is True and res["boot_id_after"] == NEW, res
+    assert "module unloaded" not in host.log and res["load"]["triggered"] is None and res["old_boot_answers"] == 3
+
+
+def test_a_run_still_running_past_not_jumped_after_is_unknown_never_not_jumped(monkeypatch):
+    """The run on the host alive and not queued yet when the wait ends: it may still jump: null, nothing undone."""
+    host = Host(polls=[poll(OLD, "running", process="alive")], load=AnsibleConnectionFailure("broken pipe"))
+    res = run(host, monkeypatch, expect_boot_id=OLD, not_jumped_after=1, kexec_timeout=2)
+    assert res["failed"] and res["jumped"] is None and "module unloaded" not in host.log, res
+    assert f"the run on the host (pid {PID}) was still running" in res["msg"]
+
+
+def test_another_runs_status_is_not_this_runs(monkeypatch):
+    """A status left by an earlier run on the same boot ('exit 1' of another run id) says nothing of this one."""
+    other = f"{OLD}\n{status('exit 1', run='earlier-run')}\ngone\nin\n"
+    host = Host(polls=[other, poll(OLD, "started"), AnsibleConnectionFailure("reset"), poll(NEW)])
+    res = run(host, monkeypatch, expect_boot_id=OLD)
+    assert not res.get("failed") and res["jumped"] is True, res
+
+
+def test_a_lost_answer_rolls_back_what_the_runs_status_says_it_left(monkeypatch):
+    """#37 item 10d: the answer lost, the run died after finalizing and loading: the status names both; the image
+    is unloaded, the finalize is handed on to the rescue (load.finalized_here) and said."""
+    host = Host(polls=[poll(OLD, "running", done="finalize,load")], load=AnsibleConnectionFailure("broken pipe"))
+    res = run(host, monkeypatch, expect_boot_id=OLD)
+    assert res["failed"] and res["jumped"] is False and res["unloaded"] is True, res
+    assert res["load"]["finalized_here"] is True and res["load"]["loaded_here"] is True
+    assert "the finalize this run made is left in place" in res["msg"] and host.log[-1] == "module unloaded"
+
+
+def test_a_run_that_never_wrote_its_status_changed_nothing_and_nothing_is_unloaded(monkeypatch):
+    """No status of this run for not_jumped_after: it did not jump, and a run that never said who it is changed
+    nothing, so nothing is unloaded (an image there is someone else's)."""
+    host = Host(polls=[poll(OLD)], load=AnsibleConnectionFailure("broken pipe"))
+    res = run(host, monkeypatch, expect_boot_id=OLD, not_jumped_after=1)
+    assert res["failed"] and res["jumped"] is False and res["unloaded"] is False, res
+    assert "module unloaded" not in host.log and res["load"]["loaded_here"] is False
+    assert "never wrote its jump status, so it changed nothing" in res["msg"]
+
+
+def test_a_module_that_failed_without_saying_is_not_a_lost_answer(monkeypatch):
+    """#37 item 4: the module answered a failure without 'triggered' (a crash): it has ended; with no status of this
+    run it changed nothing: did not jump at once, and nothing unloaded."""
+    host = Host(polls=[poll(OLD)], load={"failed": True, "msg": "MODULE FAILURE", "module_stderr": "Traceback"})
+    started = time.monotonic()
+    res = run(host, monkeypatch, expect_boot_id=OLD, not_jumped_after=30, kexec_timeout=60)
+    assert res["failed"] and res["jumped"] is False and "module unloaded" not in host.log, res
+    assert time.monotonic() - started < 10 and "ended without writing its jump status" in res["msg"]
+
+
+def test_any_error_after_the_trigger_still_says_jumped(monkeypatch):
+    """Whatever raises after the trigger (here the decode of the new boot's facts), the result carries jumped."""
+    def explode(*_args):
+        raise RecursionError("maximum recursion depth exceeded")
+    monkeypatch.setattr(action._arrival, "decode", explode)
+    host = Host(polls=[poll(NEW)], facts=facts_line(),
+                load={"triggered": True, "loaded_here": True, "python": "/usr/bin/python3"})
+    res = run(host, monkeypatch, facts_after=True)
+    assert res["failed"] and res["jumped"] is True and "RecursionError" in res["msg"], res
+
+
+def test_an_error_on_the_way_back_from_the_load_is_a_lost_answer(monkeypatch):
+    """Not only a connection failure: any error while the load's answer comes back leaves the jump unknown until
+    the host says (here: it jumped)."""
+    host = Host(polls=[poll(OLD, "started"), poll(NEW)], load=RuntimeError("the answer did not decode"))
+    res = run(host, monkeypatch, expect_boot_id=OLD)
+    assert not res.get("failed") and res["jumped"] is True and res["load"]["triggered"] is None, res
+
+
+def test_a_lost_answer_in_check_mode_jumped_nowhere(monkeypatch):
+    host = Host(load=AnsibleConnectionFailure("broken pipe"))
+    res = run(host, monkeypatch, check_mode=True)
+    assert res["failed"] and res["jumped"] is False and host.log == ["module executed"], res
+
+
+def test_the_run_id_is_the_actions_own(monkeypatch):
+    host = Host(polls=[poll(NEW)])
+    run(host, monkeypatch, run_id="a-value-from-the-task")
+    assert host.module_args[0]["run_id"] != "a-value-from-the-task" and len(host.module_args[0]["run_id"]) == 32

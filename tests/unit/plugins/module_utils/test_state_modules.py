@@ -147,8 +147,8 @@ def test_load_then_idempotent_then_unload(tmp_path, fixtures):
     again = K.ensure_loaded(mod, kho, kx, p)
     assert again["changed"] is False and again["previous"]["kernel_sha256"] == res["kernel_sha256"]
     assert len([c for c in mod.commands if c[1:3] == ["-s", "-l"]]) == 1
-    changed = K.ensure_loaded(mod, kho, kx, {**p, "append": "quiet loglevel=3"})
-    assert changed["changed"]
+    changed = K.ensure_loaded(mod, kho, kx, {**p, "append": "quiet loglevel=3", "replace_loaded": True})
+    assert changed["changed"] and changed["loaded_before"] == K.LOADED_OTHER
     gone = K.ensure_unloaded(mod, kho, kx)
     assert gone["changed"] and kho.kexec_loaded() is False and kx.read_record() is None
     assert K.ensure_unloaded(mod, kho, kx)["changed"] is False
@@ -190,7 +190,7 @@ def test_the_target_image_is_read_once_per_image_and_never_cached_in_check_mode(
     assert stat.S_IMODE((tmp_path / "run" / K.IMAGE_CACHE).stat().st_mode) == 0o600
     other = tmp_path / "other"
     other.write_bytes(BZIMAGE + b"\0")  # another image (another sha256): read again
-    K.plan_load(mod, kho, kx, {**p, "kernel": str(other)})
+    K.plan_load(mod, kho, kx, {**p, "kernel": str(other), "replace_loaded": True})
     assert reads[-1] == str(other) and len(reads) == 3
 
 
@@ -222,7 +222,7 @@ def systemd(tmp_path, monkeypatch):
 def test_executed_loads_writes_the_pstore_message_and_queues_the_jump_in_one_run(tmp_path, fixtures, monkeypatch,
                                                                                  systemd):
     kho = make_host(tmp_path, "live-cold")
-    monkeypatch.setattr(K, "queue_jump", lambda mod, host, kx, method: ["queued", method])  # the status file: below
+    monkeypatch.setattr(K, "queue_jump", lambda mod, host, kx, method, changes: ["queued", method])  # the status: below
     mod = FakeModule(kho)
     res = K.start_jump(mod, kho, K.Kexec(mod, str(tmp_path / "run")), params(tmp_path, pmsg="canary-1"))
     assert res["triggered"] is True and res["trigger"] == ["queued", "kexec"] and kho.kexec_loaded()
@@ -241,8 +241,9 @@ def test_executed_undoes_its_load_when_the_jump_cannot_be_queued(tmp_path, fixtu
         kho.devfs = str(tmp_path / "no-dev")
     mod = FakeModule(kho, queue_rc=queue_rc)
     kx = K.Kexec(mod, str(tmp_path / "run"))
+    changes = K.Changes(K.jump_status.Writer(str(systemd), "run-1"))
     with pytest.raises(K.KexecError, match=message) as info:
-        K.start_jump(mod, kho, kx, params(tmp_path, pmsg="canary-1"))
+        K.start_jump(mod, kho, kx, params(tmp_path, pmsg="canary-1"), changes)
     assert str(info.value).endswith("nothing was jumped: the image unloaded")
     assert kho.kexec_loaded() is False and kx.read_record() is None and mod.commands[-1][1:] == ["-u"]
 
@@ -272,11 +273,11 @@ def test_check_mode_loads_nothing(tmp_path, fixtures):
     assert not os.path.exists(tmp_path / "run")
 
 
-def test_someone_elses_load_is_replaced(tmp_path, fixtures):
+def test_someone_elses_load_is_replaced_when_asked(tmp_path, fixtures):
     kho = make_host(tmp_path, "live-cold", loaded=True)  # loaded, but no record of ours
     mod = FakeModule(kho)
-    res = K.ensure_loaded(mod, kho, K.Kexec(mod, str(tmp_path / "run")), params(tmp_path))
-    assert res["changed"] and res["previous"] is None
+    res = K.ensure_loaded(mod, kho, K.Kexec(mod, str(tmp_path / "run")), params(tmp_path, replace_loaded=True))
+    assert res["changed"] and res["previous"] is None and res["loaded_before"] == K.LOADED_OTHER
 
 
 @pytest.mark.parametrize(("form", "aborts"), [("6.16", True), ("6.19", False)])

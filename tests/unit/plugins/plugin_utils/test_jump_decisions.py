@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.kexec.kho.plugins.module_utils._kho import jump_status
 from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
 
 NEW = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -23,18 +24,28 @@ def test_a_wait_without_a_new_boot_is_unknown_unless_the_old_boot_kept_answering
     assert _jump.after_not_back(_jump.NotBack("x", old_answers, seen_down)) is jumped
 
 
-@pytest.mark.parametrize("load, whose", [
-    ({"loaded_here": True}, "this run loaded"),
-    ({"triggered": None, "msg": "connection reset"}, "this run may have loaded (the load's answer was lost)"),
-    ({"loaded_here": False}, None),  # another run's image (or the operator's): never unloaded by this run
+LOST = {"triggered": None, "msg": "connection reset"}
+
+
+def mine(done):
+    return jump_status.Status("run-1", 4242, "777", done, "running")
+
+
+@pytest.mark.parametrize("load, status, whose", [
+    ({"triggered": True, "loaded_here": True}, None, "this run loaded"),
+    ({"triggered": True, "loaded_here": False}, None, None),  # loaded before this run: never unloaded by it
+    (LOST, mine(("load",)), "this run loaded (the load's answer was lost; its jump status on the host says so)"),
+    (LOST, mine(("finalize",)), None),  # it finalized, and never loaded
+    (LOST, None, None),  # it never said who it is on the host: it changed nothing
 ])
-def test_a_rollback_unloads_only_an_image_this_run_loaded_or_may_have(load, whose):
-    assert _jump.unload_plan(load) == whose
+def test_a_rollback_unloads_only_an_image_this_run_loaded_as_its_answer_or_its_status_says(load, status, whose):
+    assert _jump.unload_plan(_jump.left_by_run(load, status)) == whose
 
 
 def test_the_rollback_says_what_it_did():
     whose = "this run loaded"
     assert _jump.unload_outcome(None, None) == ("the image was loaded before this run and is left as it was", False)
+    assert "so it changed nothing" in _jump.unload_outcome(None, None, "none")[0]
     assert _jump.unload_outcome(whose, {"changed": True}) == ("the image this run loaded was unloaded", True)
     assert _jump.unload_outcome(whose, {"changed": False}) == ("no image was loaded any more", False)
     assert _jump.unload_outcome(whose, {"failed": True, "msg": "EBUSY"}) == (
@@ -70,3 +81,87 @@ def test_the_wait_is_one_state_object_whose_phases_are_spans_between_its_states(
     assert back["boot_id"] == NEW and wait.seen_down and wait.gone == 0.0 and wait.attempts == 3
     assert [e for e, _t in events] == [_jump.EVENT_GONE, _jump.EVENT_BACK]
     assert set(_jump.wait_phases(back, False)) == set(_jump.WAIT_PHASES)
+
+
+# ---------------------------------------------------------------- #37 item 1: the run's own word, as a wait reads it
+
+OLD = "11111111-2222-3333-4444-555555555555"
+
+
+def answers(*lines):
+    """A read returning each poll answer in turn (the last one repeated)."""
+    replies = list(lines)
+
+    def read():
+        return replies.pop(0) if len(replies) > 1 else replies[0]
+    return read
+
+
+def arrival(boot, state=None, process="unknown", run="run-1", done="-"):
+    line = f"{run} 4242 777 {done} {state}" if state else "none"
+    return f"{boot}\n{line}\n{process}\nin\n"
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def wait(read, old_id=OLD, **kw):
+    clock = Clock()
+    w = _jump.Wait(read, old_id, kw.pop("timeout", 300), 0.5, clock=clock, sleep=clock.sleep, run_id="run-1", **kw)
+    return w, clock
+
+
+def test_no_status_yet_is_waited_for_until_not_jumped_after_then_nothing_of_this_run_is_undone():
+    """The race of #37 item 1: the old boot answers before the run wrote its status; never 'did not jump' at once."""
+    w, clock = wait(answers(arrival(OLD)), not_jumped_after=60)
+    with pytest.raises(_jump.NotJumped, match="60 s after the trigger") as info:
+        w.run()
+    assert clock.now >= 60 and info.value.status is None and _jump.after_not_back(info.value) is False
+    assert _jump.left_by_run({"triggered": None}, info.value.status)["loaded_here"] is False
+
+
+def test_a_run_alive_without_the_jump_queued_outlasts_not_jumped_after_and_ends_unknown():
+    w, clock = wait(answers(arrival(OLD, "running", "alive")), not_jumped_after=60, timeout=120)
+    with pytest.raises(_jump.NotBack) as info:
+        w.run()
+    assert not isinstance(info.value, _jump.NotJumped) and clock.now >= 120 and info.value.running
+    assert _jump.after_not_back(info.value) is None and "was still running" in str(info.value)
+
+
+def test_a_run_whose_process_is_gone_before_it_queued_did_not_jump_at_once():
+    w, clock = wait(answers(arrival(OLD, "running", "alive"), arrival(OLD, "running", "gone", done="load")),
+                    not_jumped_after=60)
+    with pytest.raises(_jump.NotJumped, match=r"ended before it queued the jump") as info:
+        w.run()
+    assert clock.now < 5 and info.value.status.done == ("load",)
+    assert _jump.left_by_run({"triggered": None}, info.value.status)["loaded_here"] is True
+
+
+def test_a_run_that_answered_without_status_never_ran_and_did_not_jump_even_without_the_old_boot_id():
+    """The module answered (it ended) and no status of this run is on the host: it changed nothing, queued nothing;
+    the boot that answers is the one it ran on."""
+    w, clock = wait(answers(arrival(OLD)), old_id=None, ended=True)
+    with pytest.raises(_jump.NotJumped, match="ended without writing its jump status") as info:
+        w.run()
+    assert _jump.after_not_back(info.value) is False and clock.now < 1 and w.old_id == OLD
+
+
+def test_another_runs_status_counts_as_none_of_this_run():
+    w, _clock = wait(answers(arrival(OLD, "exit 1", "gone", run="earlier")), not_jumped_after=30)
+    with pytest.raises(_jump.NotJumped, match="30 s after the trigger") as info:
+        w.run()
+    assert info.value.status is None  # not the earlier run's 'exit 1', and nothing of its to undo
+
+
+def test_a_poll_answer_is_read_bounded():
+    huge = arrival(OLD, "started") + "x" * 10_000_000
+    parsed = _jump.parse_arrival(huge)
+    assert parsed.boot_id == OLD and parsed.status.state == "started"

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ansible_collections.kexec.kho.plugins.module_utils._kho import jump_status
 from ansible_collections.kexec.kho.plugins.module_utils._kho import kexec as K
 from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import check_values
 from ansible_collections.kexec.kho.plugins.plugin_utils import _jump, _report
@@ -145,21 +146,28 @@ def test_a_failed_read_counts_as_gone_without_a_probe():
     assert not isinstance(info.value, _jump.NotJumped) and info.value.seen_down
 
 
-def arrival(boot, status):
-    return f"{boot}\n{status}\nin\n"
+RUN = "run-1"
 
 
-@pytest.mark.parametrize(("status", "why"), [
+def arrival(boot, state, process="gone"):
+    """A poll's answer with this run's (RUN's) status in ``state``, or none."""
+    line = state if state == "none" else f"{RUN} 4242 777 load {state}"
+    return f"{boot}\n{line}\n{'unknown' if state == 'none' else process}\nin\n"
+
+
+@pytest.mark.parametrize(("state", "why"), [
     ("exit 1", r"the jump command returned \(exit 1\)"),
-    ("none", "the trigger never ran"),
+    ("failed", r"the run on the host \(pid 4242\) failed before it queued the jump"),
+    ("running", r"the run on the host \(pid 4242\) ended before it queued the jump"),
 ])
-def test_the_old_boot_says_the_jump_failed_within_one_check(status, why):
+def test_the_old_boot_says_the_jump_failed_within_one_check(state, why):
     """A probe that still answers (the old kernel is up): one real read every check_every seconds asks it."""
     clock = Clock()
     with pytest.raises(_jump.NotJumped, match=f"the jump did not happen: {why}") as info:
-        _jump.wait_for_new_boot(lambda: arrival(OLD, status), OLD, 300, 0.5, probe=lambda: True,
-                                not_jumped_after=60, check_every=5, clock=clock, sleep=clock.sleep)
+        _jump.wait_for_new_boot(lambda: arrival(OLD, state), OLD, 300, 0.5, probe=lambda: True,
+                                not_jumped_after=60, check_every=5, clock=clock, sleep=clock.sleep, run_id=RUN)
     assert clock.now == pytest.approx(5) and info.value.old_answers == 1 and not info.value.seen_down
+    assert info.value.status.done == ("load",)  # what the run left, for the rollback
 
 
 def test_a_started_jump_is_waited_for_and_its_check_returned():
@@ -167,7 +175,8 @@ def test_a_started_jump_is_waited_for_and_its_check_returned():
     replies = iter([arrival(OLD, "started"), ConnectionError("reset"), arrival(NEW, "none")])
 
     read = scripted(replies)
-    back = _jump.wait_for_new_boot(read, OLD, 60, 0.5, not_jumped_after=30, clock=clock, sleep=clock.sleep)
+    back = _jump.wait_for_new_boot(read, OLD, 60, 0.5, not_jumped_after=30, clock=clock, sleep=clock.sleep,
+                                   run_id=RUN)
     assert back["boot_id"] == NEW and back["check"] == "in" and back["old_answers"] == 1
 
 
@@ -178,7 +187,7 @@ def test_a_status_after_the_host_was_seen_gone_is_not_a_failed_jump():
 
     read = scripted(replies)
     with pytest.raises(_jump.NotBack) as info:
-        _jump.wait_for_new_boot(read, OLD, 20, 1, not_jumped_after=5, clock=clock, sleep=clock.sleep)
+        _jump.wait_for_new_boot(read, OLD, 20, 1, not_jumped_after=5, clock=clock, sleep=clock.sleep, run_id=RUN)
     assert not isinstance(info.value, _jump.NotJumped) and info.value.seen_down
 
 
@@ -266,17 +275,26 @@ def _wait_for_text(path, unwanted="", seconds=20):
     return _text(path)
 
 
+PREFIX = f"{RUN} 123 456 load"  # a run's status line up to its state
+
+
+def changes_for(status: str):
+    """What queue_jump is given: the changes of a run whose jump status (this process's) is at ``status``."""
+    return K.Changes(jump_status.Writer(status, RUN))
+
+
 def test_the_queued_jump_waits_for_the_run_that_queued_it(jump_host):
     tmp_path, kx, status = jump_host
     run = subprocess.Popen(["sleep", "1"])  # the module's process, still answering the controller
     Loaded(True, tmp_path / "kexec_loaded")
     subprocess.Popen(["/bin/sh", "-c", K.jump_job("kexec", str(tmp_path / "my kexec"), run.pid, status,
-                                                  str(tmp_path / "kexec_loaded"))], start_new_session=True)
+                                                  str(tmp_path / "kexec_loaded"), PREFIX)], start_new_session=True)
     run.wait()
     exited = time.time()
     assert _wait_for_text(tmp_path / "jumped") == "-e\n"  # the quoted path with a space ran
     assert (tmp_path / "jumped").stat().st_mtime >= exited  # not before the run that queued it had exited
-    assert _wait_for_text(Path(status)) == "exit 7\n"  # the failed jump left its status for the next poll
+    assert _wait_for_text(Path(status)) == f"{PREFIX} exit 7\n"  # the failed jump left its status for the next poll
+    assert jump_status.parse(_text(Path(status))).state == "exit 7" and not Path(status + ".new").exists()
     assert _jump.jump_failure("exit 7") == "the jump command returned (exit 7) and the host stayed on its old boot"
 
 
@@ -286,9 +304,9 @@ def test_the_queued_jump_checks_again_that_an_image_is_loaded(jump_host):
     Loaded(False, tmp_path / "kexec_loaded")
     gone = subprocess.Popen(["true"])
     gone.wait()  # the run that queued it has exited
-    subprocess.run(["/bin/sh", "-c", K.jump_job("systemctl", "kexec", gone.pid, status, str(tmp_path / "kexec_loaded"))],
-                   check=False, timeout=20)
-    assert _text(Path(status)) == "not-loaded\n" and not (tmp_path / "jumped").exists()
+    subprocess.run(["/bin/sh", "-c", K.jump_job("systemctl", "kexec", gone.pid, status, str(tmp_path / "kexec_loaded"),
+                                                PREFIX)], check=False, timeout=20)
+    assert _text(Path(status)) == f"{PREFIX} not-loaded\n" and not (tmp_path / "jumped").exists()
     assert "no kexec image was loaded any more when the jump was due" in _jump.jump_failure("not-loaded")
 
 
@@ -297,25 +315,30 @@ def test_the_jump_is_queued_detached_without_systemd(jump_host, monkeypatch):
     kx.binary = str(tmp_path / "my kexec")
     monkeypatch.setattr(K, "JUMP_WAIT_STEPS", 2)  # this test's own process is the one the job would wait for
     started = time.monotonic()
-    argv = K.queue_jump(kx.module, Loaded(True, tmp_path / "kexec_loaded"), kx, "kexec", status)
+    changes = changes_for(status)
+    argv = K.queue_jump(kx.module, Loaded(True, tmp_path / "kexec_loaded"), kx, "kexec", changes)
     assert time.monotonic() - started < 2  # returned at once: the job runs on, detached, waiting for this process
     assert argv[1:4] == ["-f", "/bin/sh", "-c"] and kx.module.commands == [argv]
-    assert _text(Path(status)) == "started\n"  # written before the jump was queued
+    me = changes.status.status.prefix()
+    assert me.startswith(f"{RUN} {os.getpid()} ") and me.endswith(" -")  # this process, nothing changed yet
+    assert _text(Path(status)) == f"{me} started\n"  # written before the jump was queued
     assert _wait_for_text(tmp_path / "jumped") == "-e\n"
-    assert _wait_for_text(Path(status), "started\n") == "exit 7\n"
+    assert _wait_for_text(Path(status), f"{me} started\n") == f"{me} exit 7\n"
 
 
-@pytest.mark.parametrize(("method", "jump"), [("kexec", "'/usr/sbin/my kexec' -e; echo"),
-                                              ("systemctl", "systemctl kexec || echo")])
+@pytest.mark.parametrize(("method", "jump"), [("kexec", "'/usr/sbin/my kexec' -e; { printf"),
+                                              ("systemctl", "systemctl kexec || { printf")])
 def test_the_jump_prefers_a_transient_systemd_unit(jump_host, monkeypatch, method, jump):
     tmp_path, kx, status = jump_host
     (tmp_path / "systemd").mkdir()
     monkeypatch.setattr(paths, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
     kx.module, kx.binary = Module("/usr/bin/systemd-run"), "/usr/sbin/my kexec"
-    argv = K.queue_jump(kx.module, Loaded(True, tmp_path / "kexec_loaded"), kx, method, status)
+    changes = changes_for(status)
+    argv = K.queue_jump(kx.module, Loaded(True, tmp_path / "kexec_loaded"), kx, method, changes)
     assert kx.module.commands == [argv] and argv[:5] == ["/usr/bin/systemd-run", "--quiet", "--collect", "/bin/sh", "-c"]
     assert f"while kill -0 {os.getpid()} " in argv[5] and f"; {jump} " in argv[5]
-    assert _text(Path(status)) == "started\n"
+    assert jump_status.parse(_text(Path(status))) == jump_status.Status(RUN, os.getpid(), changes.status.start,
+                                                                        (), "started")
 
 
 @pytest.mark.parametrize(("loaded", "rc", "message"), [
@@ -327,7 +350,8 @@ def test_a_jump_that_cannot_be_queued_raises(jump_host, monkeypatch, loaded, rc,
     (tmp_path / "systemd").mkdir()
     monkeypatch.setattr(paths, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
     with pytest.raises(K.KexecError, match=message):
-        K.queue_jump(Module("/usr/bin/systemd-run", rc), Loaded(loaded, tmp_path / "kexec_loaded"), kx, "kexec", status)
+        K.queue_jump(Module("/usr/bin/systemd-run", rc), Loaded(loaded, tmp_path / "kexec_loaded"), kx, "kexec",
+                     changes_for(status))
     time.sleep(0.5)
     assert not (tmp_path / "jumped").exists()
 
@@ -347,17 +371,17 @@ def test_handover_check_runs_in_a_real_shell(tmp_path, dirs, state):
         assert f"{root}/kho" in why and "verify_handover: false" in why
 
 
-def test_arrival_is_one_command_with_the_boot_id_first(tmp_path):
+def test_arrival_is_one_command_with_the_boot_id_first(tmp_path, monkeypatch):
     (tmp_path / "kho" / "in").mkdir(parents=True)
+    monkeypatch.setattr(paths, "JUMP_STATUS", str(tmp_path / "no-status"))
     out = subprocess.run(["sh", "-c", _jump.arrival_command(str(tmp_path))], capture_output=True, text=True,
                          check=True).stdout
-    new, status, check = _jump.parse_arrival(out)
+    new, status, process, check = _jump.parse_arrival(out)
     assert new == Path(paths.BOOT_ID).read_text().strip() == _jump.controller_boot_id()
-    assert status == "none" and _jump.jump_failure(status) == (
-        "the trigger never ran on the host (no jump status was written)")
+    assert status is None and process == paths.RUN_UNKNOWN  # no status: no run named, none of this run's
     assert check == "in" and _jump.handover_failure(check, str(tmp_path)) is None
     out = subprocess.run(["sh", "-c", _jump.arrival_command(None)], capture_output=True, text=True, check=True).stdout
-    assert _jump.parse_arrival(out)[2] == "unchecked"  # verify_handover off: no debugfs read
+    assert _jump.parse_arrival(out).check == "unchecked"  # verify_handover off: no debugfs read
 
 
 def test_handover_check_refuses_unexpected_output():

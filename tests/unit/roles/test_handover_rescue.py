@@ -1,0 +1,50 @@
+"""The role's rescue decides whether the host jumped from kho_kexec's registered result alone (#37): the role's own
+expression (roles/handover/tasks/main.yml, 'Keep what failed'), run by ansible-playbook over the results it can meet."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+
+# (what _kho_handover_jump holds when the rescue runs, whether the rescue counts it as jumped)
+CASES = [
+    ({}, False),  # the jump task never ran (a failure in preflight)
+    ({"failed": True, "jumped": False, "msg": "nothing was jumped"}, False),
+    ({"failed": True, "jumped": None, "msg": "did not answer on a new boot id"}, True),  # unknown: never backed out
+    ({"failed": True, "jumped": True, "msg": "no handover data"}, True),
+    # The jump task's result without jumped (whatever raised in it): unknown, never false.
+    ({"failed": True, "msg": "Unexpected failure during module execution", "exception": "Traceback"}, True),
+]
+
+
+def rescue_expression() -> str:
+    tasks = yaml.safe_load((ROOT / "roles" / "handover" / "tasks" / "main.yml").read_text())
+    keep = next(t for t in tasks[0]["rescue"] if t["name"] == "Keep what failed")
+    return keep["ansible.builtin.set_fact"]["_kho_handover_jumped"]
+
+
+def test_a_jump_result_without_jumped_is_unknown_never_false(tmp_path):
+    if ROOT.parents[1].name != "ansible_collections":
+        pytest.skip("runs from an ansible_collections/kexec/kho layout (tests/utils/layout.sh)")
+    play = [{"hosts": "all", "gather_facts": False, "tasks": [
+        {"ansible.builtin.set_fact": {"decided": []}},
+        {"ansible.builtin.set_fact": {"decided": "{{ decided + [_jumped | bool] }}"},
+         "vars": {"_jumped": rescue_expression()},
+         "loop": [case for case, _jumped in CASES], "loop_control": {"loop_var": "_kho_handover_jump"}},
+        {"ansible.builtin.copy": {"content": "{{ decided | to_json }}", "dest": "{{ out }}", "mode": "0600"}}]}]
+    (tmp_path / "play.yml").write_text(json.dumps(play))
+    (tmp_path / "inventory").write_text(f"web-1 ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory"),
+                           "-e", f"out={tmp_path / 'r.json'}", str(tmp_path / "play.yml")],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert json.loads((tmp_path / "r.json").read_text()) == [jumped for _case, jumped in CASES]
