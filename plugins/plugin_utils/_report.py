@@ -142,6 +142,17 @@ def _text(value) -> str:
     return UNKNOWN if value is None else str(value)
 
 
+RELEASE_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~:@-]{0,127}")
+
+
+def _release(value) -> str:
+    """A kernel release as the line shows it: as it is where it is one word a kernel writes, else quoted (a hostile
+    host's text never reads as the line's own punctuation)."""
+    if value is None:
+        return UNKNOWN
+    return str(value) if RELEASE_WORD.fullmatch(str(value)) else json.dumps(str(value))
+
+
 def _seconds(value) -> str:
     return UNKNOWN if value is None else f"{round(value, 2)} s"
 
@@ -191,11 +202,11 @@ def summary_line(host, r) -> str:
     """
     r = normalise(r)
     failed = (f" at '{r['failed_step']}'" + (f": {r['error']}" if r["error"] else "")) if r["failed_step"] else ""
-    previous = f" (previous release {r['previous_release']})" if r["previous_release"] else ""
+    previous = f" (previous release {_release(r['previous_release'])})" if r["previous_release"] else ""
     regions = ", ".join(_region(g) for g in r["regions"])
     lu, phases, times = live_update(r), boot_phases(r), timeline(r)
     return plain(f"{_text(_str(host))}: {_text(r['verdict'])}{failed}; "
-                 f"{_text(r['release_before'])} -> {_text(r['release_after'])}{previous}, "
+                 f"{_release(r['release_before'])} -> {_release(r['release_after'])}{previous}, "
                  f"kexec count {_text(r['kexec_count'])}, downtime {_seconds(r['downtime'])}"
                  + (f" ({times})" if times else "") + "; "
                  f"{regions or 'no reserve_mem regions'}" + (f"; {lu}" if lu else "")

@@ -341,3 +341,10 @@ def test_a_region_not_taken_up_is_never_shown_as_kept():
     assert "oops 0x3eb00000 -> 0x3eb00000 (not taken up by the new kernel)" in line
     assert "trace 0x3e600000 -> 0x3e600000 (not" not in line and "trace 0x3e600000 -> 0x3e600000" in line
     assert "oops 0x3eb00000 -&gt; 0x3eb00000 (not taken up by the new kernel)" in _report.render_html({"web-1": r})
+
+
+@pytest.mark.parametrize("field", ["release_before", "release_after", "previous_release"])
+def test_a_release_that_is_not_one_word_is_quoted_never_the_lines_punctuation(field):
+    line = _report.summary_line("h", {field: ";", "release_before": "7.3.4", **{field: ";"}})
+    assert '";"' in line and "; ;" not in line and "-> ;" not in line, line
+    assert "7.2.13" in _report.summary_line("h", {"release_before": "7.3.4", "release_after": "7.2.13"})
