@@ -33,7 +33,8 @@ from pathlib import Path
 
 # Every name the lab had when it was one file stays importable from here (`import lab; lab.up(...)`).
 # pylint: disable=unused-import
-from lab_build import (HOST_PACKAGES, install_command, SELFTESTS, VARIANTS, build_kernel, build_package,  # noqa: F401
+from lab_build import (FORMATS, HOST_PACKAGES, install_command, SELFTESTS, VARIANTS, build_format,  # noqa: F401
+                       build_kernel, build_package,
                        build_selftests, check_config, fetch_source, kernel_dir, setup_host, source_tree, unavailable)
 from lab_common import (BASE_CMDLINE, BUILD_LOCK, CACHE, DEBIAN_SUITE, DISK_RECIPE, FRAGMENT, GRUB_RECIPE,  # noqa: F401
                         GUEST_CMDLINE, GUEST_KERNEL, HERE, KERNEL_RECIPE, MIRROR, RELEASES, RESERVE_MEM, ROOTFS_RECIPE,
@@ -80,6 +81,13 @@ def release_command(args) -> None:
             print(json.dumps(build_package(args.release)))
             return
         kdir = build_kernel(release=args.release)
+    print(json.dumps({"bzImage": str(kdir / "bzImage"), **json.loads((kdir / "build.json").read_text())}))
+
+
+def format_command(args) -> None:
+    """The lab kernel writing and accepting the next version of one format (#35)."""
+    with locked(BUILD_LOCK):
+        kdir = build_format(args.format)
     print(json.dumps({"bzImage": str(kdir / "bzImage"), **json.loads((kdir / "build.json").read_text())}))
 
 
@@ -213,6 +221,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--packaged", action="store_true",
                    help="modular (disk and root fs drivers as modules), built as Debian packages (bindeb-pkg)")
     p.set_defaults(func=release_command)
+    p = sub.add_parser("format", help="the lab kernel patched to write and accept the next version of one format")
+    p.add_argument("format", choices=sorted(FORMATS))
+    p.set_defaults(func=format_command)
     sub.add_parser("selftests", help="build the kernel's LUO selftests from the lab's source").set_defaults(
         func=selftests_command)
     sub.add_parser("unavailable", help="print why the lab cannot run here (nothing when it can)").set_defaults(
