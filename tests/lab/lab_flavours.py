@@ -63,6 +63,9 @@ FLAVOURS = {
             "files": {"usr/local/bin/kho-cache-service": (CACHE_SERVICE, 0o755),
                       "etc/systemd/system/kho-cache.service": (CACHE_UNIT, 0o644)},
             "enable": ["kho-cache.service"]},
+    # packaged: bookworm with initramfs-tools, so that a kernel package installed with dpkg gets its initramfs made
+    # by the guest's own hook, as an `apt upgrade` does (#35).
+    "packaged": {"suite": DEBIAN_SUITE, "packages": [*GUEST_PACKAGES, "initramfs-tools"], "files": {}, "enable": []},
 }
 
 

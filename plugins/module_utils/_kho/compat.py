@@ -72,6 +72,18 @@ def _missing(needed: dict, target: dict) -> list:
     return [tok for fam, tok in needed.items() if CONFIG_OF.get(fam) and config.get(CONFIG_OF[fam]) == "n"]
 
 
+def sides(missing: list, target: dict) -> list:
+    """Each missing format, both sides named, version by version: ``sends memfd-v2, target accepts memfd-v3``."""
+    have = target.get("compatibles") or []
+    out = []
+    for tok in missing:
+        fam = image.family(tok.split(" ")[0])
+        same = sorted(h for h in have if image.family(h) == fam)
+        accepts = ", ".join(same) if same else (f"no {fam}" if target.get("readable") else f"no {fam} (its config)")
+        out.append(f"sends {tok}, target accepts {accepts}")
+    return out
+
+
 def check(needed: dict, target: dict, sessions_held: bool) -> dict:
     """compatible / incompatible / unknown, with what the target lacks and what would happen."""
     missing = _missing(needed, target)
@@ -80,10 +92,12 @@ def check(needed: dict, target: dict, sessions_held: bool) -> dict:
            "target_release": target.get("release"), "target_compatibles": target.get("compatibles") or [],
            "source": "image" if target.get("readable") else (target.get("config_source") or None),
            "consequences": sorted({CONSEQUENCE[image.family(t.split(' ')[0])] for t in missing
-                                   if image.family(t.split(' ')[0]) in CONSEQUENCE})}
+                                   if image.family(t.split(' ')[0]) in CONSEQUENCE}),
+           "sides": sides(missing, target)}
     if status == "incompatible":
         rec["msg"] = (f"the target kernel {target.get('path')} ({target.get('release') or 'release unknown'}) cannot "
-                      f"read {', '.join(missing)}, which this kernel hands over: {'; '.join(rec['consequences'])}")
+                      f"read {', '.join(missing)}, which this kernel hands over ({'; '.join(rec['sides'])}): "
+                      f"{'; '.join(rec['consequences'])}")
     elif status == "unknown":
         rec["msg"] = (f"what the target kernel {target.get('path')} can read is unknown ({target.get('why')})"
                       + ("; LUO sessions are held, and a target that cannot restore them loses them" if sessions_held
