@@ -18,7 +18,7 @@ import pytest
 from test_faults import assert_untouched, guest_run
 from test_luo import LAB, PASSED, selftests, stage  # noqa: F401  (selftests: a fixture)
 from test_role import KERNEL, handover
-from test_targets import COLLECTION
+from test_targets import COLLECTION, run_playbook
 
 pytestmark = pytest.mark.lab_full  # make test-lab
 
@@ -64,6 +64,18 @@ def evidence(guests, tmp_path, result: dict) -> dict:
             "new kernel's log": lines[-8:]}
 
 
+def save_facts(guests, tmp_path, release: str) -> None:
+    """The running release's facts with every blob (its outgoing tree, its log): recorded for fixtures."""
+    dest = MATRIX.parent / "releases" / f"{release}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    playbook = tmp_path / "record.yml"
+    playbook.write_text("- hosts: kho_lab\n  gather_facts: false\n  tasks:\n"
+                        "    - kexec.kho.kho_facts: {include_raw: true}\n"
+                        "    - ansible.builtin.copy:\n        content: '{{ ansible_facts.kho | to_json }}'\n"
+                        f"        dest: '{dest}'\n        mode: '0644'\n      delegate_to: localhost\n")
+    run_playbook(playbook, guests["inventory"], tmp_path)
+
+
 def assert_kept(result: dict, source: str, target: str, count: int) -> None:
     assert result["verdict"] == "verified", result
     assert (result["release_before"], result["release_after"], result["kexec_count"]) == (source, target, count), result
@@ -81,6 +93,7 @@ def test_a_chain_through_three_releases_keeps_everything(lab_factory, tmp_path, 
     chain = [("7.3.4", "7.2.13"), ("7.2.13", "7.3.4"), ("7.3.4", "7.3.0-rc7"), ("7.3.0-rc7", "7.3.4")]
     for count, (source, target) in enumerate(chain, 1):
         assert "You may now perform kexec reboot" in stage(guests, tmp_path, selftests, 1, SIMPLE)
+        save_facts(guests, tmp_path, source)
         kernel = KERNEL if target == "7.3.4" else f"/boot/vmlinuz-{target}"
         proc, summary = handover(guests, tmp_path, kho_handover_kernel=kernel, kho_handover_canary=True)
         result = summary[name]
