@@ -215,8 +215,9 @@ class Grub(FileBackend):
             except sh.ShellError as exc:
                 n = sh.line_of(text, exc.offset)
                 line = text.split("\n")[n - 1]
+                instead = f"{exc.instead}; and " if exc.instead else ""
                 raise BootloaderError(f"{path} line {n} ({line[:80]!r}): {exc.why}; the module cannot be sure what sh "
-                                      f"computes there, so it changes nothing: {sh.HOW}") from None
+                                      f"computes there, so it changes nothing: {instead}{sh.HOW}") from None
         return found, env
 
     @staticmethod

@@ -16,26 +16,52 @@ import re
 VARS = ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT")
 HOW = ('write it as GRUB_CMDLINE_LINUX="..." on a line of its own (one assignment, double or single quotes, no '
        "backslash at the end of the line, no $(...), backquote or ${X:-...}; $NAME only for a variable assigned "
-       "plainly above), outside any if, case, loop, function or here-document")
+       "plainly above), outside any if, case, loop, function, list (&&, ||, |) or here-document")
 _OPS = ("&&", "||", ";;", "<<-", "<<", ">>", "<&", ">&", "<>", ">|", ";", "&", "|", "<", ">", "(", ")")
+_REDIRECTS = ("<", ">", ">>", "<&", ">&", "<>", ">|", "<<", "<<-")
 _ENDS = " \t\n;&|<>()"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
 _PLAIN = re.compile(r"[A-Za-z0-9_.,:%+=/@-]*")
 _MENTION = re.compile(r"(?<![A-Za-z0-9_])GRUB_CMDLINE_LINUX(?:_DEFAULT)?(?![A-Za-z0-9_])")
 _OPENERS = {"if": "fi", "case": "esac", "while": "done", "until": "done", "for": "done", "{": "}"}
-_COMMAND_POSITION = {"then", "do", "else", "elif", "!", "if", "while", "until", "{"}
+_COMMAND_POSITION = {"then", "do", "else", "elif", "!", "if", "while", "until", "{", "time"}
+# Words that run text, change what later lines mean or stop the sourcing: refused wherever a command may run.
 _OPAQUE = {"eval": "evaluates text", ".": "sources a file", "source": "sources a file",
-           "return": "stops the sourcing", "exit": "stops grub-mkconfig", "exec": "replaces the shell"}
+           "command": "runs a command", "builtin": "runs a builtin", "exec": "replaces the shell",
+           "return": "stops the sourcing", "exit": "stops grub-mkconfig",
+           "break": "leaves grub-mkconfig's loop over the drop-ins", "continue": "leaves grub-mkconfig's loop over the drop-ins",
+           "alias": "changes what later lines mean", "trap": "runs text at a time",
+           "set": "changes the shell's options in a way", "shopt": "changes the shell's options in a way",
+           "let": "evaluates arithmetic, which assigns variables,", "[[": "evaluates arithmetic, which assigns variables,",
+           "declare": "sets attributes that change later assignments in a way", "typeset": "sets attributes that change "
+           "later assignments in a way"}
+# ... of which these are refused as any word at all, not only where a command starts.
+_ANYWHERE = {"eval", ".", "source", "command", "builtin"}
+OPAQUE_INSTEAD = ("put the assignment in the file itself, with no eval, ., source, command or builtin anywhere in the "
+                  "file and no return, exit, exec, break, continue, alias, trap, set, shopt, let, declare, typeset or [[ "
+                  "where a command runs")
+# Builtins that set, unset or mark the variables their words name: each word must be a plain NAME or NAME=value.
+_DECLARE = {"export", "readonly", "local", "unset", "read", "getopts", "mapfile", "readarray"}
+_FLAGS = {"-p", "-r", "-v", "-f"}  # their options that change no value: anything else (-n, -a, -i ...) is refused
+DECLARE_INSTEAD = "spell each word plainly, NAME or NAME=value, the name in letters, digits and _ with no quote or $"
+# An operator after which a newline continues the list instead of ending it.
+_CONTINUED = ("&&", "||", "|")
+# Variables the shell itself changes: a plain assignment to one does not make its value known.
+_SHELL_OWNED = {"PWD", "OLDPWD", "OPTIND", "OPTARG", "REPLY", "LINENO", "RANDOM", "SECONDS", "PPID", "SRANDOM"}
+# Arithmetic, which may assign any variable a value names: $((...)), $[...], ${X:offset}, ${X[i]} (bash).
+_ARITHMETIC = re.compile(r"\$\(\(|\$\[|\$\{[A-Za-z_][A-Za-z0-9_]*(?::[^-=?+]|\[)")
 UNKNOWN = object()
+VOLATILE = object()  # a variable a function may set whenever it is called: never known again
+_DECLARED_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:=.*)?", re.S)
 
 
 class ShellError(Exception):
     """Where (an offset in the text) and why a file is not one this module edits."""
 
-    def __init__(self, offset: int, why: str):
+    def __init__(self, offset: int, why: str, instead: str | None = None):
         super().__init__(why)
-        self.offset, self.why = offset, why
+        self.offset, self.why, self.instead = offset, why, instead  # instead: the valid form, where HOW is not it
 
 
 class Token:
@@ -134,6 +160,51 @@ def _word_end(text: str, i: int) -> int:
     return i
 
 
+def unquoted(word: str) -> str:
+    """The word after quote removal, expansions left as written and a quoted $ read as "?": what sh makes of a
+    command's name or a builtin's word, so that a name spelled with quotes (GRUB_CMDLINE_LI""NUX) is seen."""
+    out, i = [], 0
+    while i < len(word):
+        c = word[i]
+        if c == "'":
+            end = _skip(word, i)
+            out.append(word[i + 1:end - 1].replace("$", "?"))
+        elif c == '"':
+            end = _skip(word, i)
+            out.append(_unquoted_double(word[i + 1:end - 1]))
+        elif c == "\\":
+            end = i + 2
+            out.append(word[i + 1:end].replace("$", "?").replace("\n", ""))
+        else:
+            end = _skip(word, i)
+            out.append(word[i:end])
+        i = end
+    return "".join(out)
+
+
+def _unquoted_double(inner: str) -> str:
+    out, i = [], 0
+    while i < len(inner):
+        if inner[i] == "\\" and inner[i + 1:i + 2] in '$`"\\\n':
+            out.append(inner[i + 1:i + 2].replace("$", "?").replace("\n", ""))
+            i += 2
+        else:
+            end = _skip(inner, i) if inner[i] in "$`" else i + 1
+            out.append(inner[i:end])
+            i = end
+    return "".join(out)
+
+
+def bare_expansion(raw: str) -> bool:
+    """Whether ``raw`` holds an expansion outside quotes, which the shell may split into several words."""
+    i = 0
+    while i < len(raw):
+        if raw[i] in "$`":
+            return True
+        i = _skip(raw, i)
+    return False
+
+
 def _heredoc(text: str, i: int, strip: bool, delimiter: str) -> Token:
     start = i
     while i < len(text):
@@ -187,7 +258,11 @@ class Command:
     def __init__(self):
         self.tokens: list = []
         self.compound: str | None = None  # "if", "case", "while", "until", "for", "{", "(" or "function"
-        self.command_words: list = []  # the words in command position, at any depth
+        self.command_words: list = []  # the words in command position, at any depth, as (word, the token after it)
+        self.defines_function = False
+        self.declared: list = []  # (builtin, word): the words of an export, read, unset ... at any depth
+        self.background: int | None = None  # where the & that ends it at the top level stands
+        self.operators: set = set()  # the &&, || and | that join it at the top level
 
     def words(self) -> list:
         return [t for t in self.tokens if t.kind == "word"]
@@ -205,14 +280,17 @@ class _Cutter:
         self.stack: list = []
         self.command_position = True
         self.after_redirect = False
+        self.declaring: str | None = None  # the builtin of _DECLARE whose words follow, as sh spells it
 
     def feed(self, tok: Token, following: Token | None) -> None:
         if tok.kind == "heredoc":
             (self.current if self.current.tokens else self.commands[-1]).tokens.append(tok)
             return
-        if not self.stack and (tok.kind == "nl" or tok.text in (";", "&")):
-            self.end()
+        if not self.stack and self.ends(tok):
+            self.end(tok.start if tok.text == "&" else None)
             return
+        if not self.stack and tok.kind == "op" and tok.text in _CONTINUED:
+            self.current.operators.add(tok.text)
         self.current.tokens.append(tok)
         if tok.kind == "word":
             self.word(tok, following)
@@ -220,11 +298,28 @@ class _Cutter:
             self.op(tok.text)
         else:
             self.command_position = True
+            self.declaring = None
+
+    def ends(self, tok: Token) -> bool:
+        """Whether ``tok`` ends a top-level command: ; or &, or a newline that no &&, || or | before it continues
+        (across blank lines, comments and here-document bodies, as sh reads a linebreak)."""
+        if tok.kind == "nl":
+            return self.continued() is None
+        return tok.kind == "op" and tok.text in (";", "&")
+
+    def continued(self) -> Token | None:
+        """The &&, || or | that the command so far ends with, which the next command continues."""
+        last = next((t for t in reversed(self.current.tokens) if t.kind not in ("nl", "heredoc")), None)
+        return last if last is not None and last.kind == "op" and last.text in _CONTINUED else None
 
     def word(self, tok: Token, following: Token | None) -> None:
         text = tok.text
+        if text.isdigit() and following is not None and following.start == tok.end and following.text[:1] in "<>":
+            return  # an IO number (2>...), not a command's name
         if self.after_redirect:
             self.after_redirect = False
+        elif self.declaring and not self.command_position:
+            self.current.declared.append((self.declaring, tok))
         elif self.stack and text == self.stack[-1] and (self.command_position or text == "esac"):
             self.stack.pop()
             self.command_position = False
@@ -236,17 +331,20 @@ class _Cutter:
         elif self.command_position:
             self.command_position = text in _COMMAND_POSITION
             if not self.command_position:
-                self.current.command_words.append(text)
+                self.current.command_words.append((tok, following))
+                self.declaring = unquoted(text) if unquoted(text) in _DECLARE else None
             if following is not None and following.text == "(":
                 self.current.compound = self.current.compound or "function"
+                self.current.defines_function = True
 
     def op(self, text: str) -> None:
+        self.declaring = None if text not in _REDIRECTS else self.declaring
         in_case = bool(self.stack) and self.stack[-1] == "esac"
         if text == "(" and self.command_position and not in_case:
             self.open("(", ")")
         elif text == ")" and self.stack and self.stack[-1] == ")":
             self.stack.pop()
-        elif text in ("<", ">", ">>", "<&", ">&", "<>", ">|", "<<", "<<-"):
+        elif text in _REDIRECTS:
             self.after_redirect = True
             return
         self.command_position = text != "(" or not in_case
@@ -256,11 +354,13 @@ class _Cutter:
             self.current.compound = self.current.compound or word
         self.stack.append(closer)
 
-    def end(self) -> None:
+    def end(self, background: int | None = None) -> None:
         if self.current.tokens:
+            self.current.background = background
             self.commands.append(self.current)
         self.current = Command()
         self.command_position = True
+        self.declaring = None
 
 
 def commands(tokens: list) -> list:
@@ -269,6 +369,9 @@ def commands(tokens: list) -> list:
         cutter.feed(tok, tokens[i + 1] if i + 1 < len(tokens) else None)
     if cutter.stack:
         raise ShellError(cutter.current.tokens[0].start, f"a compound command never closed (no {cutter.stack[-1]!r})")
+    dangling = cutter.continued()
+    if dangling is not None:
+        raise ShellError(dangling.start, f"a list that ends with {dangling.text} and no command after it")
     cutter.end()
     return cutter.commands
 
@@ -290,7 +393,7 @@ def _parameter(raw: str, i: int, env: dict) -> tuple:
     else:
         raise ShellError(i, f"the expansion {raw[i:i + 2]}... (a command substitution or a special parameter)")
     value = env.get(name, UNKNOWN)
-    if value is UNKNOWN:
+    if value is UNKNOWN or value is VOLATILE:
         raise ShellError(i, f"${name}, whose value the module cannot know (not assigned plainly above)")
     return value, end
 
@@ -377,6 +480,7 @@ class Scan:
             self.command(cmd, by_line)
 
     def command(self, cmd: Command, by_line: dict) -> None:
+        self.unmodelled(cmd)
         words = cmd.words()
         if words and words[0].text == "export" and len(cmd.tokens) == len(words) and not cmd.compound:
             if all(_NAME.fullmatch(w.text) for w in words[1:]):
@@ -420,10 +524,75 @@ class Scan:
         self.assignments.append(a)
 
     def other_value(self, name: str, raw: str) -> None:
+        if self.env.get(name) is VOLATILE:
+            return
         try:
-            self.env[name] = value(raw, self.env)
-        except ShellError:
+            self.env[name] = UNKNOWN if name in _SHELL_OWNED else value(raw, self.env)
+        except ShellError:  # and whatever it assigns on the way (${X:=...}, $((X=1))) is unknown too
             self.env[name] = UNKNOWN
+            self.forget(_NAME.findall(raw))
+
+    def forget(self, names, how=UNKNOWN) -> None:
+        for name in set(names) & (set(self.env) if how is UNKNOWN else set(names)):
+            if name not in VARS and self.env.get(name) is not VOLATILE:
+                self.env[name] = how
+
+    def unmodelled(self, cmd: Command) -> None:
+        """What no form of this module models, refused wherever it is in the command."""
+        if cmd.background is not None:
+            raise ShellError(cmd.background, "a command run in the background (&), in a subshell whose assignments the "
+                                             "shell drops", "run it in the foreground, without the &")
+        self.opaque(cmd)
+        self.declarations(cmd)
+        self.arithmetic(cmd)
+
+    @staticmethod
+    def opaque(cmd: Command) -> None:
+        """A builtin that runs text or changes what later lines mean, where a command starts (eval, exec ...) or as
+        any word (eval, ., source, command, builtin: command eval '...' runs it too), or a command named by an
+        expansion, which may be any of them."""
+        for tok, following in cmd.command_words:
+            name = unquoted(tok.text)
+            if "$" in name or "`" in name:
+                raise ShellError(tok.start, f"a command named by an expansion ({tok.text[:40]}), which may be any builtin",
+                                 OPAQUE_INSTEAD)
+            if name in _OPAQUE:
+                raise ShellError(tok.start, f"{name} {_OPAQUE[name]} the module cannot follow", OPAQUE_INSTEAD)
+            if name == "printf" and following is not None and unquoted(following.text) == "-v":
+                raise ShellError(tok.start, "printf -v sets a variable the module cannot follow", OPAQUE_INSTEAD)
+        for tok in cmd.words():
+            name = unquoted(tok.text)
+            if name in _ANYWHERE:
+                raise ShellError(tok.start, f"{name} as a word of a command ({name} {_OPAQUE[name]}, run by command, builtin "
+                                            "or a name from a variable the module cannot follow)", OPAQUE_INSTEAD)
+
+    @staticmethod
+    def declarations(cmd: Command) -> None:
+        """The words of export, readonly, unset, read ...: each a plain NAME or NAME=value, or an option that
+        changes no value, so that what they set is what they say."""
+        for builtin, tok in cmd.declared:
+            if tok.text in _FLAGS or tok.text == "--":
+                continue
+            if tok.text.startswith("-"):
+                raise ShellError(tok.start, f"{builtin} {tok.text[:40]}, an option the module does not model",
+                                 DECLARE_INSTEAD)
+            if not _DECLARED_WORD.fullmatch(tok.text) or bare_expansion(tok.text.partition("=")[2]):
+                raise ShellError(tok.start, f"{builtin} {tok.text[:40]!r}, a word that is not a plain NAME or NAME=value "
+                                            "(quotes or an expansion in the name, or an expansion outside quotes in the "
+                                            "value, which sh may split into more names), so the module cannot tell what "
+                                            "it sets", DECLARE_INSTEAD)
+
+    @staticmethod
+    def arithmetic(cmd: Command) -> None:
+        """$((...)) and its kin evaluate text a variable may hold (X=GRUB_CMDLINE_LINUX=... then $(($X))): refused."""
+        for i, tok in enumerate(cmd.tokens):
+            text = unquoted(tok.text) if tok.kind == "word" else tok.text
+            nested = tok.text == "(" and i + 1 < len(cmd.tokens) and cmd.tokens[i + 1].text == "(" \
+                and cmd.tokens[i + 1].start == tok.end
+            if tok.kind != "nl" and (_ARITHMETIC.search(text) or nested):
+                raise ShellError(tok.start, "an arithmetic expansion or command ($((...)), ((...)), $[...], ${X:N} or "
+                                            "${X[N]}), which may assign variables the module cannot see",
+                                 "write the value literally")
 
     def check_reads(self, raw: str, offset: int) -> None:
         for m in _writes(raw, 0, len(raw)):
@@ -432,25 +601,29 @@ class Scan:
     def other(self, cmd: Command) -> None:
         """A command this module does not model: refused if it may set our variables, else its names unknown."""
         start, end = cmd.tokens[0].start, cmd.tokens[-1].end
-        opaque = [w for w in cmd.command_words if w in _OPAQUE]
-        if opaque:
-            raise ShellError(start, f"{opaque[0]} {_OPAQUE[opaque[0]]} the module cannot follow")
         for m in _writes(self.text, start, end):
             raise ShellError(m.start(), f"{m.group()} set {self.where(cmd, m.start())}")
+        spelled = [unquoted(t.text) for t in cmd.words()]
+        for tok, word in zip(cmd.words(), spelled):
+            for m in _writes(word, 0, len(word)):
+                raise ShellError(tok.start, f"{m.group()} set by a word spelled with quotes ({tok.text[:40]})")
         if self.env is not None:
-            for name in set(_NAME.findall(self.text[start:end])) & set(self.env):
-                if name not in VARS:
-                    self.env[name] = UNKNOWN
+            names = _NAME.findall(self.text[start:end] + " " + " ".join(spelled))
+            self.forget(names, VOLATILE if cmd.defines_function else UNKNOWN)
 
     @staticmethod
     def where(cmd: Command, offset: int) -> str:
         if any(t.kind == "heredoc" and t.start <= offset < t.end for t in cmd.tokens):
             return "inside a here-document"
+        if cmd.operators & {"&&", "||"}:
+            return "in a list joined by && or ||, which may not run it"
+        if "|" in cmd.operators:
+            return "in a pipeline (|), which runs it in a subshell"
         if cmd.compound:
             return {"{": "inside a { ... } group", "(": "inside a ( ... ) subshell", "function": "inside a function",
                     "if": "inside an if ... fi", "case": "inside a case ... esac"}.get(
                 cmd.compound, f"inside a {cmd.compound} loop")
         words = cmd.words()
-        if words and words[0].text in ("readonly", "export", "unset", "local", "read"):
-            return f"by {words[0].text}, a form the module does not rewrite"
+        if words and unquoted(words[0].text) in _DECLARE:
+            return f"by {unquoted(words[0].text)}, a form the module does not rewrite"
         return f"by or before a command ({' '.join(w.text for w in words)[:60]})"
