@@ -30,7 +30,8 @@ _COMMAND_POSITION = {"then", "do", "else", "elif", "!", "if", "while", "until", 
 _OPAQUE = {"eval": "evaluates text", ".": "sources a file", "source": "sources a file",
            "command": "runs a command", "builtin": "runs a builtin", "exec": "replaces the shell",
            "return": "stops the sourcing", "exit": "stops grub-mkconfig",
-           "break": "leaves grub-mkconfig's loop over the drop-ins", "continue": "leaves grub-mkconfig's loop over the drop-ins",
+           "break": "leaves grub-mkconfig's loop over the drop-ins in a way",
+           "continue": "leaves grub-mkconfig's loop over the drop-ins in a way",
            "alias": "changes what later lines mean", "trap": "runs text at a time",
            "set": "changes the shell's options in a way", "shopt": "changes the shell's options in a way",
            "let": "evaluates arithmetic, which assigns variables,", "[[": "evaluates arithmetic, which assigns variables,",
@@ -470,6 +471,7 @@ class Scan:
     def __init__(self, text: str, env: dict | None):
         self.text, self.env = text, env
         self.assignments: list = []
+        self.readonly: set = set()
         self.lines = text.split("\n")
         cmds = commands(lex(text))
         by_line: dict = {}
@@ -533,8 +535,9 @@ class Scan:
             self.forget(_NAME.findall(raw))
 
     def forget(self, names, how=UNKNOWN) -> None:
-        for name in set(names) & (set(self.env) if how is UNKNOWN else set(names)):
-            if name not in VARS and self.env.get(name) is not VOLATILE:
+        """Names a command may have changed: unknown from now on; VOLATILE ones even after a plain assignment."""
+        for name in set(names) - set(VARS):
+            if self.env.get(name) is not VOLATILE and (how is VOLATILE or name in self.env):
                 self.env[name] = how
 
     def unmodelled(self, cmd: Command) -> None:
@@ -545,6 +548,22 @@ class Scan:
         self.opaque(cmd)
         self.declarations(cmd)
         self.arithmetic(cmd)
+        self.fatal(cmd)
+
+    def fatal(self, cmd: Command) -> None:
+        """What makes sh stop sourcing the file (and grub-mkconfig fail): local outside a function, a readonly
+        variable assigned or unset again."""
+        for tok, _following in cmd.command_words:
+            if unquoted(tok.text) == "local" and not cmd.defines_function:
+                raise ShellError(tok.start, "local outside a function, where sh stops sourcing the file",
+                                 "leave local out, or use it inside a function only")
+        named = [(tok, m.group(1)) for tok in cmd.words() for m in [_ASSIGNMENT.match(tok.text)] if m]
+        named += [(tok, tok.text) for builtin, tok in cmd.declared if builtin in ("unset", "read", "getopts", "mapfile")]
+        for tok, name in named:
+            if name in self.readonly:
+                raise ShellError(tok.start, f"{name}, made readonly above, set again, where sh stops sourcing the file",
+                                 f"assign {name} before its readonly, once")
+        self.readonly.update(tok.text.partition("=")[0] for builtin, tok in cmd.declared if builtin == "readonly")
 
     @staticmethod
     def opaque(cmd: Command) -> None:
@@ -606,7 +625,8 @@ class Scan:
         spelled = [unquoted(t.text) for t in cmd.words()]
         for tok, word in zip(cmd.words(), spelled):
             for m in _writes(word, 0, len(word)):
-                raise ShellError(tok.start, f"{m.group()} set by a word spelled with quotes ({tok.text[:40]})")
+                raise ShellError(tok.start, f"{m.group()} set by a word spelled with quotes or a continuation "
+                                            f"({tok.text[:40]})")
         if self.env is not None:
             names = _NAME.findall(self.text[start:end] + " " + " ".join(spelled))
             self.forget(names, VOLATILE if cmd.defines_function else UNKNOWN)

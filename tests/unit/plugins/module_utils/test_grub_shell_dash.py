@@ -28,19 +28,19 @@ REPRODUCER = '[ -e /nonexistent ] &&\n    GRUB_CMDLINE_LINUX="console=ttyS0 quie
 # Each directory's grub sourced in a subshell of one dash, as `dash -c '. ./grub; printf ...'` would, the variables
 # printed after it; no output where dash could not source the file.
 SOURCE = ('for kho_dir in "$@"; do (cd "$kho_dir" && { . ./grub; } </dev/null >/dev/null 2>"$kho_dir/err"; '
-          'printf "%s\\n%s" "$GRUB_CMDLINE_LINUX" "$GRUB_CMDLINE_LINUX_DEFAULT" >"$kho_dir/out"); done')
+          'printf "%s\\n%s" "$GRUB_CMDLINE_LINUX" "$GRUB_CMDLINE_LINUX_DEFAULT" >"$kho_dir/out"); done; exit 0')
 
 
 class Corpus:
     """GRUB defaults files from a grammar of sh, seeded."""
 
     PARAMS = ("ro", "quiet", "console=ttyS0,115200", "splash", "kho=off", "reserve_mem=2M:4K:old", "pci=noaer", "")
-    REFS = ("$X", "${Y}", "$GRUB_CMDLINE_LINUX", "${GRUB_CMDLINE_LINUX_DEFAULT}", "\\$5", '\\"q\\"')
+    REFS = ("$X", "${Y}", "$GRUB_CMDLINE_LINUX", "${GRUB_CMDLINE_LINUX_DEFAULT}", "\\$5", '\\"q\\"', "a#b", "\\\\x", "$")
     OURS = ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT")
     OTHERS = ("X", "Y")
     COMMANDS = ("true", "false", ":", "[ -e /nonexistent ]", "[ -d / ]", "echo hello >/dev/null", ': "$X"',
                 "cat </dev/null", "f", "test -n \"$Y\"")
-    GAPS = (" ", " ", "\n", "\n    ", " # a comment\n", "\n\n  ", "\\\n    ", "\n# between\n")
+    GAPS = (" ", " ", "\n", "\n    ", " # a comment\n", "\n\n  ", "\\\n    ", "\n# between\n", "\t", "#c\n")
     REFUSED = ("eval 'X=1'", "command eval 'GRUB_CMDLINE_LINUX=evil'", "command true", "builtin true", ". /dev/null",
                "source /dev/null", "true && eval 'Y=2'", "echo eval >/dev/null", "echo . >/dev/null",
                "export GRUB_CMDLINE_LI\"\"NUX=evil", "export 'X'=1", "export X=$Y", "readonly GRUB_CMDLINE_LINUX",
@@ -58,9 +58,9 @@ class Corpus:
         return "\n".join(self.statement() for _ in range(self.r.randint(1, 6))) + self.pick(("\n", "", "\n\n"))
 
     def statement(self) -> str:
-        kinds = {self.assignment: 30, self.command: 8, self.listed: 22, self.background: 3, self.sequence: 4,
-                 self.conditional: 10, self.comment: 6, self.continued: 5, self.exported: 6, self.refused: 4,
-                 self.heredoc: 3, self.function: 3}
+        kinds = {self.assignment: 30, self.command: 8, self.listed: 20, self.background: 3, self.sequence: 4,
+                 self.conditional: 8, self.compound: 6, self.comment: 6, self.continued: 5, self.exported: 6,
+                 self.refused: 4, self.heredoc: 3, self.function: 3, self.around: 6}
         return self.r.choices(list(kinds), list(kinds.values()))[0]()
 
     def words(self, refs: bool) -> str:
@@ -76,7 +76,7 @@ class Corpus:
         if form == "plain":
             return self.pick(self.PARAMS)
         if form == "mixed":
-            return f'"{self.words(False)}"\'{self.words(False)}\''
+            return self.pick((f'"{self.words(False)}"\'{self.words(False)}\'', "'it'\\''s'", "a\\ b", "x#y"))
         return self.pick(("$X", "${Y}", "$GRUB_CMDLINE_LINUX"))
 
     def assignment(self, ours: float = 0.6) -> str:
@@ -111,6 +111,19 @@ class Corpus:
             return f"if {test}; then\n{body}\nfi"
         return f"if {test}\nthen\n{body}\nelse\n  {self.simple()}\nfi"
 
+    def compound(self) -> str:
+        body = self.simple()
+        return self.pick((f'case "$X" in a|ro) {body};; *) :;; esac', f"for i in a b; do {body}; done",
+                          f"while false; do {body}; done", f"{{ {body}; }}", f"( {body} )", f"! {body}",
+                          f"until true; do {body}; done", f"{{ {body}\n}} >/dev/null"))
+
+    def around(self) -> str:
+        """An assignment with something around it: a redirection, a command after it, another assignment."""
+        return self.pick((f"{self.assignment()} >/dev/null", f"{self.assignment()} 2>/dev/null", f"{self.assignment()};",
+                          f"{self.assignment()} {self.assignment()}", f"{self.assignment()} true",
+                          f"X={self.pick(self.PARAMS)}\t", f"\t{self.assignment()}", ": ${X:=dflt}",
+                          "X=${Y:-ro}", ": ${Y=quiet}", f"{self.assignment(ours=0)} :"))
+
     def comment(self) -> str:
         return self.pick(("", "# GRUB_CMDLINE_LINUX=\"not this\"", "#!/bin/sh", "   "))
 
@@ -122,6 +135,7 @@ class Corpus:
         self.readonly += 1
         return self.pick((f"export {self.pick(self.OURS + self.OTHERS)}", f"export X={self.value()}",
                           f"export {self.pick(self.OURS)}={self.value()}", f"readonly R{self.readonly}=1",
+                          f"readonly {self.pick(self.OTHERS)}={self.pick(self.PARAMS)}", "local Y=1",
                           f"export GRUB_CMDLINE_LI\"\"NUX={self.value()}", "export -p >/dev/null"))
 
     def refused(self) -> str:
@@ -130,10 +144,10 @@ class Corpus:
     def heredoc(self) -> str:
         return self.pick((f"cat >/dev/null <<EOF\n{self.assignment()}\nEOF",
                           f"cat <<EOF >/dev/null &&\nbody\nEOF\n{self.simple()}",
-                          f"cat <<'EOF' >/dev/null\n$X\nEOF"))
+                          "cat <<'EOF' >/dev/null\n$X\nEOF"))
 
     def function(self) -> str:
-        return self.pick(("f() { X=1; }", "f() { Y=$X; }", "f() { :; }"))
+        return self.pick(("f() { X=1; }", "f() { Y=$X; }", "f() { :; }", "f() { local X=2; }"))
 
 
 def corpus() -> list:
@@ -254,6 +268,8 @@ FIXED = {
     "function-sets-later": ('f() { X=kho=off; }\nX=ro\nf\nGRUB_CMDLINE_LINUX="$X"\n', ("kho=off", ""), 4,
                             "$X, whose value the module cannot know"),
     "shell-owned": ('PWD=/x\ncd /\nGRUB_CMDLINE_LINUX="$PWD"\n', ("/", ""), 3, "$PWD, whose value the module cannot know"),
+    "local-outside-a-function": ('local X=1\nGRUB_CMDLINE_LINUX="ro"\n', None, 1, "local outside a function"),
+    "readonly-set-again": ('readonly X=ro\nX=quiet\nGRUB_CMDLINE_LINUX="$X"\n', None, 2, "X, made readonly above, set again"),
     "continued-name": ('GRUB_CMDLINE_LI\\\nNUX="kho=off"\n', ("kho=off", ""), 1, "GRUB_CMDLINE_LINUX set by a word spelled "
                        "with quotes"),
 }
