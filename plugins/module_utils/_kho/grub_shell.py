@@ -11,6 +11,7 @@ differently.
 
 from __future__ import annotations
 
+import bisect
 import re
 
 VARS = ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT")
@@ -282,6 +283,7 @@ class _Cutter:
         self.command_position = True
         self.after_redirect = False
         self.declaring: str | None = None  # the builtin of _DECLARE whose words follow, as sh spells it
+        self.last: Token | None = None  # the command's last token other than a newline or a here-document body
 
     def feed(self, tok: Token, following: Token | None) -> None:
         if tok.kind == "heredoc":
@@ -293,6 +295,7 @@ class _Cutter:
         if not self.stack and tok.kind == "op" and tok.text in _CONTINUED:
             self.current.operators.add(tok.text)
         self.current.tokens.append(tok)
+        self.last = tok if tok.kind != "nl" else self.last
         if tok.kind == "word":
             self.word(tok, following)
         elif tok.kind == "op":
@@ -310,7 +313,7 @@ class _Cutter:
 
     def continued(self) -> Token | None:
         """The &&, || or | that the command so far ends with, which the next command continues."""
-        last = next((t for t in reversed(self.current.tokens) if t.kind not in ("nl", "heredoc")), None)
+        last = self.last
         return last if last is not None and last.kind == "op" and last.text in _CONTINUED else None
 
     def word(self, tok: Token, following: Token | None) -> None:
@@ -362,6 +365,7 @@ class _Cutter:
         self.current = Command()
         self.command_position = True
         self.declaring = None
+        self.last = None
 
 
 def commands(tokens: list) -> list:
@@ -473,13 +477,18 @@ class Scan:
         self.assignments: list = []
         self.readonly: set = set()
         self.lines = text.split("\n")
+        self.starts = [0] + [m.end() for m in re.finditer("\n", text)]  # where each line starts
         cmds = commands(lex(text))
         by_line: dict = {}
         for cmd in cmds:
-            for n in range(line_of(text, cmd.tokens[0].start), line_of(text, cmd.tokens[-1].end - 1) + 1):
+            for n in range(self.line_of(cmd.tokens[0].start), self.line_of(cmd.tokens[-1].end - 1) + 1):
                 by_line.setdefault(n, []).append(cmd)
         for cmd in cmds:
             self.command(cmd, by_line)
+
+    def line_of(self, offset: int) -> int:
+        """The line (from 1) of an offset, found in logarithmic time: a file holds up to a million commands."""
+        return bisect.bisect_right(self.starts, offset)
 
     def command(self, cmd: Command, by_line: dict) -> None:
         self.unmodelled(cmd)
@@ -496,7 +505,7 @@ class Scan:
             self.other(cmd)
             return
         ours = [w for w in words if w.text.split("=", 1)[0] in VARS]
-        if ours and (len(words) > 1 or len(by_line[line_of(self.text, words[0].start)]) > 1):
+        if ours and (len(words) > 1 or len(by_line[self.line_of(words[0].start)]) > 1):
             raise ShellError(ours[0].start, "several assignments or commands on one line")
         for w in words:
             name, raw = w.text.split("=", 1)
@@ -512,7 +521,7 @@ class Scan:
             quote, inner = managed_form(raw)
         except ShellError as exc:
             raise ShellError(at, exc.why) from None
-        n = line_of(self.text, word.start)
+        n = self.line_of(word.start)
         start = self.text.rfind("\n", 0, word.start) + 1
         a = Assignment(n - 1, name, self.text[start:at], quote, inner, self.lines[n - 1][word.end - start:])
         if self.env is not None:
