@@ -31,7 +31,8 @@ _LINUX = re.compile(r"^\s*linux(?:16|efi)?\s+\S+(.*)$")
 # Ubuntu), while memtest86+, os-prober and 40_custom write linux lines of their own.
 _SECTION = re.compile(r"^### (BEGIN|END) (\S+) ###$")
 _LINUX_SCRIPT = re.compile(r"(?:.*/)?[0-9]+_linux(?:_[A-Za-z0-9]+)?")
-_BLSCFG = re.compile(r"""^\s*(?:export\s+)?GRUB_ENABLE_BLSCFG=["']?true["']?\s*$""", re.M)
+# Blanks within a line only: ^\s* would run across every blank line from each one, quadratic in a file of them.
+_BLSCFG = re.compile(r"""^[ \t]*(?:export[ \t]+)?GRUB_ENABLE_BLSCFG=["']?true["']?[ \t]*$""", re.M)
 
 
 def needs_root(exc: OSError) -> str:
