@@ -249,7 +249,6 @@ def test_the_diff_ends_with_the_effective_line(tmp_path):
     assert out["diff"][-1]["after"] == "kho=on ro quiet\n" and out["cmdline_after"] == "kho=on ro quiet"
 
 
-
 def test_a_file_at_the_size_cap_is_read_in_bounded_time(tmp_path):
     """The reader's cost grows with the file, not with its square: a million commands were 43 s, and a list
     before 250,000 blank lines an hour (the BLS check's regex), before #37."""
