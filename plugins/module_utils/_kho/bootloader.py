@@ -324,13 +324,21 @@ class Grub(FileBackend):
         else:
             raise BootloaderError("neither update-grub nor grub2-mkconfig/grub-mkconfig is installed: "
                                   "install GRUB's tools, or set regenerate: false")
-        self.cfg_before = files.read(self.cfg_written)
+        self.cfg_before = self.read_cfg()
         return [argv]
+
+    def read_cfg(self) -> bytes | None:
+        """The grub.cfg the regeneration writes, as it stands (None: no such file)."""
+        try:
+            return files.read(self.cfg_written)
+        except OSError as exc:
+            raise BootloaderError(f"{self.cfg_written} cannot be read ({exc.strerror or exc}){needs_root(exc)}; set "
+                                  "grub_cfg to the grub.cfg file GRUB reads") from None
 
     def check_cfg(self, after: str) -> dict | None:
         """Whether every linux line that grub-mkconfig built from GRUB_CMDLINE_LINUX (10_linux's section, or every
         linux line of a file without sections) carries the KHO parameters of ``after``; None if there is no file."""
-        data = files.read(self.cfg_written) if self.cfg_written else None
+        data = self.read_cfg() if self.cfg_written else None
         if data is None:
             return None
         lines = data.decode(errors="replace").splitlines()
@@ -373,9 +381,9 @@ class Grub(FileBackend):
     def undo(self, done: list) -> str:
         """A grub.cfg the regeneration rewrote is put back byte for byte (removed, if there was none)."""
         path = self.cfg_written
-        if not done or path is None or files.read(path) == self.cfg_before:
-            return ""
         try:
+            if not done or path is None or files.read(path) == self.cfg_before:
+                return ""
             if self.cfg_before is None:
                 os.unlink(path)
             else:

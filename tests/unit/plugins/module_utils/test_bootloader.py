@@ -372,6 +372,16 @@ def test_a_regenerated_grub_cfg_without_the_parameters_fails_and_every_file_is_p
     assert cfg.read_text() == "# grub.cfg as the last good regeneration left it\n"
 
 
+def test_a_grub_cfg_that_cannot_be_read_is_refused_before_any_write(tmp_path):
+    (tmp_path / "grub").write_text(GRUB)
+    cfg = tmp_path / "grub.cfg"
+    cfg.mkdir()
+    grub = B.Grub(FakeModule(tmp_path, bins={"grub-mkconfig"}, grub_cfg=str(cfg)), str(tmp_path / "grub"), str(cfg))
+    with pytest.raises(B.BootloaderError, match=f"^{cfg} cannot be read \\(Is a directory\\); set grub_cfg to the grub.cfg"):
+        write(grub)
+    assert (tmp_path / "grub").read_text() == GRUB and grub.module.commands == []
+
+
 def test_the_real_module_fails_when_grub_cfg_lacks_the_parameters_and_puts_every_file_back(tmp_path):
     """The module, with a grub2-mkconfig whose entries never get the parameters: failed, not a warning (#37)."""
     bin_dir = tmp_path / "bin"
