@@ -37,7 +37,9 @@ _OPAQUE = {"eval": "evaluates text", ".": "sources a file", "source": "sources a
            "set": "changes the shell's options in a way", "shopt": "changes the shell's options in a way",
            "let": "evaluates arithmetic, which assigns variables,", "[[": "evaluates arithmetic, which assigns variables,",
            "declare": "sets attributes that change later assignments in a way", "typeset": "sets attributes that change "
-           "later assignments in a way"}
+           "later assignments in a way", "select": "reads a choice from the input in a way", "coproc": "runs a command in the background in a way"}
+# Reserved words that only close or continue a compound command: one where none is open is a syntax error.
+_CLOSERS = {"fi", "done", "esac", "}", "then", "else", "elif", "do", "in"}
 # ... of which these are refused as any word at all, not only where a command starts.
 _ANYWHERE = {"eval", ".", "source", "command", "builtin"}
 OPAQUE_INSTEAD = ("put the assignment in the file itself, with no eval, ., source, command or builtin anywhere in the "
@@ -327,6 +329,12 @@ class _Cutter:
         elif self.stack and text == self.stack[-1] and (self.command_position or text == "esac"):
             self.stack.pop()
             self.command_position = False
+        elif self.command_position and not self.stack and text in _CLOSERS:
+            raise ShellError(tok.start, f"{text} where no compound command is open (a syntax error: sh stops sourcing "
+                                        "the file)")
+        elif self.command_position and text == "function":
+            raise ShellError(tok.start, "function, bash's keyword for a function (a syntax error in dash), whose body "
+                                        "the module does not read as one", "define it as NAME() { ...; }")
         elif self.command_position and text in _OPENERS:
             self.open(text, _OPENERS[text])
             self.command_position = text not in ("for", "case")
@@ -437,6 +445,8 @@ def value(raw: str, env: dict) -> str:
         elif c == "\\":
             out.append("" if raw[i + 1:i + 2] == "\n" else raw[i + 1:i + 2])
             i += 2
+        elif c == "$" and raw[i + 1:i + 2] in ("'", '"'):
+            raise ShellError(i, f"a {raw[i:i + 2]}...{raw[i + 1]} string, which bash and dash read differently")
         elif c == "$":
             piece, i = _parameter(raw, i, env)
             out.append(piece)

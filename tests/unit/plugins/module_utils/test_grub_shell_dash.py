@@ -45,7 +45,8 @@ class Corpus:
                "source /dev/null", "true && eval 'Y=2'", "echo eval >/dev/null", "echo . >/dev/null",
                "export GRUB_CMDLINE_LI\"\"NUX=evil", "export 'X'=1", "export X=$Y", "readonly GRUB_CMDLINE_LINUX",
                ": $((X=1))", "X=$((1+2))", "unset GRUB_CMDLINE_LINUX_DEFAULT", "GRUB_CMDLINE_LI\\\nNUX=evil",
-               "export -n X", "$Z", "exit 0")
+               "export -n X", "$Z", "exit 0", "function g { X=1; }", "select X in a; do :; done", 'X=$"ro"', "fi",
+               "local Y=1")
 
     def __init__(self, seed: int):
         self.r = random.Random(seed)
@@ -270,6 +271,9 @@ FIXED = {
     "shell-owned": ('PWD=/x\ncd /\nGRUB_CMDLINE_LINUX="$PWD"\n', ("/", ""), 3, "$PWD, whose value the module cannot know"),
     "local-outside-a-function": ('local X=1\nGRUB_CMDLINE_LINUX="ro"\n', None, 1, "local outside a function"),
     "readonly-set-again": ('readonly X=ro\nX=quiet\nGRUB_CMDLINE_LINUX="$X"\n', None, 2, "X, made readonly above, set again"),
+    "stray-closer": ('GRUB_CMDLINE_LINUX="ro"\nfi\n', None, 2, "fi where no compound command is open"),
+    "bash-function": ('function f {\n  X=kho=off\n}\nGRUB_CMDLINE_LINUX="$X"\n', None, 1, "function, bash's keyword for a function"),
+    "locale-string": ('X=$"kho=off"\nGRUB_CMDLINE_LINUX="$X"\n', ("$kho=off", ""), 2, "$X, whose value the module cannot"),
     "continued-name": ('GRUB_CMDLINE_LI\\\nNUX="kho=off"\n', ("kho=off", ""), 1, "GRUB_CMDLINE_LINUX set by a word spelled "
                        "with quotes"),
 }
