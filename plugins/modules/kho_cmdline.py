@@ -38,11 +38,11 @@ description:
     line, a value that is not UTF-8) fails before any change, naming the file, the line and the form to use
     (C(docs/grub-files.md) in the collection has the table). So does what the module does not model anywhere in the
     files - a command run in the background (C(&)); C(eval), C(.), C(source), C(command) or C(builtin) as any word;
-    C(return), C(exit), C(exec), C(alias), C(set), C(trap), C(let), bash's C(function) and their kin as a command; a word of C(export),
-    C(readonly), C(unset) or C(read) that is not a plain C(NAME) or C(NAME=value) (such as
-    C(export GRUB_CMDLINE_LI""NUX=...)); arithmetic (C($((...)))). The files planned are parsed again before they
-    are written, and the task fails unless every other line is byte for byte the same and each variable computes
-    what it did plus the parameters asked.
+    C(return), C(exit), C(exec), C(alias), C(set), C(trap), C(let), bash's C(function) and their kin as a command;
+    a word of C(export), C(readonly), C(unset) or C(read) that is not a plain C(NAME) or C(NAME=value) (such as
+    C(export GRUB_CMDLINE_LI""NUX=...)); arithmetic (C($((...)))); what makes sh stop sourcing the file. The files
+    planned are parsed again before they are written, and the task fails unless every other line is byte for byte
+    the same and each variable computes what it did plus the parameters asked.
   - V(kernel-install) edits C(/etc/kernel/cmdline), then runs C(kernel-install add) for each kernel under
     C(/usr/lib/modules); if one fails, the file is restored and the entries already regenerated are regenerated again
     from it (the error names any that could not be). V(grubby) reads every entry C(grubby --info) returns for
