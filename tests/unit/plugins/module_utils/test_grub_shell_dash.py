@@ -23,7 +23,7 @@ from test_bootloader import FakeModule  # pylint: disable=import-error
 
 DASH = shutil.which("dash")
 pytestmark = pytest.mark.skipif(DASH is None, reason="dash (Debian's /bin/sh) is not installed: the reader's reference")
-SEED, SIZE = 37, 700
+SEED, SIZE = 37, 500
 REPRODUCER = '[ -e /nonexistent ] &&\n    GRUB_CMDLINE_LINUX="console=ttyS0 quiet"\n'  # issue #37, item 2
 # Each directory's grub sourced in a subshell of one dash, as `dash -c '. ./grub; printf ...'` would, the variables
 # printed after it; no output where dash could not source the file.
