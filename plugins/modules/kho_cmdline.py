@@ -26,17 +26,23 @@ description:
     variable assigned plainly before are expanded). The parameters are written to the last C(GRUB_CMDLINE_LINUX)
     assignment the shell runs; a KHO parameter anywhere else is a conflict, handled as
     O(grub_conflicts) says. Then C(update-grub), or C(grub2-mkconfig -o) / C(grub-mkconfig -o) with O(grub_cfg), runs,
-    and the generated C(grub.cfg)'s C(linux) lines are checked for the parameters (RV(grub_cfg)).
+    and the generated C(grub.cfg)'s C(linux) lines that C(/etc/grub.d/10_linux) built from the variables are checked
+    for the parameters (RV(grub_cfg)); a C(grub.cfg) not written, without such a line, or with one that lacks them
+    fails the task, and every file, C(grub.cfg) included, is put back as it was.
   - With V(grub), only these forms of the two variables are rewritten, each alone on its line (leading blanks,
     C(export) and a trailing comment allowed) - C(NAME="..."), C(NAME='...') and an unquoted value of letters,
     digits and C(_.,:%+=/@-) only. Any other way of setting them (an unquoted value with other characters or
     escapes, several assignments or commands on one line, C(readonly), an assignment inside C(if), C(case), a loop,
-    a function, a group or a here-document, a command substitution, C(${X:-...}), a variable whose value cannot be
-    known, a continuation line, a value that is not UTF-8), and C(eval), C(.), C(source), C(return), C(exit) or
-    C(exec) anywhere in the files, fails before any change, naming the file, the line and the form to use
-    (C(docs/grub-files.md) in the collection has the table). The files planned are parsed again before they are
-    written, and the task fails unless every other line is byte for byte the same and each variable computes what
-    it did plus the parameters asked.
+    a function, a group, a list joined by C(&&), C(||) or C(|) (also across a line break after the operator) or a
+    here-document, a command substitution, C(${X:-...}), a variable whose value cannot be known, a continuation
+    line, a value that is not UTF-8) fails before any change, naming the file, the line and the form to use
+    (C(docs/grub-files.md) in the collection has the table). So does what the module does not model anywhere in the
+    files - a command run in the background (C(&)); C(eval), C(.), C(source), C(command) or C(builtin) as any word;
+    C(return), C(exit), C(exec), C(alias), C(set), C(trap), C(let), bash's C(function) and their kin as a command;
+    a word of C(export), C(readonly), C(unset) or C(read) that is not a plain C(NAME) or C(NAME=value) (such as
+    C(export GRUB_CMDLINE_LI""NUX=...)); arithmetic (C($((...)))); what makes sh stop sourcing the file. The files
+    planned are parsed again before they are written, and the task fails unless every other line is byte for byte
+    the same and each variable computes what it did plus the parameters asked.
   - V(kernel-install) edits C(/etc/kernel/cmdline), then runs C(kernel-install add) for each kernel under
     C(/usr/lib/modules); if one fails, the file is restored and the entries already regenerated are regenerated again
     from it (the error names any that could not be). V(grubby) reads every entry C(grubby --info) returns for
@@ -45,8 +51,8 @@ description:
   - Files are written atomically (a temporary file in the same directory, same owner, mode and SELinux context,
     fsynced, renamed, the directory fsynced); a symbolic link is never replaced (O(follow_symlinks)). The
     regeneration runs only when a file changed. A change that spans several files is all or nothing - if writing
-    any of them or the regeneration fails, every file already written is restored byte for byte and the task fails
-    naming what failed and that the files are as they were.
+    any of them, the regeneration or its check fails, every file already written is restored byte for byte and the
+    task fails naming what failed and that the files are as they were.
 author:
   - kexec.kho contributors (@kexec-kho)
 extends_documentation_fragment:
@@ -165,7 +171,8 @@ options:
     version_added: 0.2.0
     default: true
   regenerate:
-    description: Run the boot loader's regeneration after a change to the file.
+    description: Run the boot loader's regeneration after a change to the file (with GRUB, then check the
+      C(grub.cfg) it wrote, RV(grub_cfg)).
     type: bool
     default: true
   backup:
@@ -249,10 +256,12 @@ entries:
   type: list
   elements: dict
 grub_cfg:
-  description: GRUB only, after a regeneration, where the generated file is readable; the C(path), the number of
-    C(linux) lines (C(entries)) and the titles of those that do not carry the KHO parameters asked for (C(missing));
-    a non-empty C(missing) also gives a warning.
-  returned: when GRUB regenerated a readable grub.cfg
+  description:
+    - GRUB only, after a regeneration; the C(path), the number of C(linux) lines checked (C(entries), those of
+      C(/etc/grub.d/10_linux), or every one in a file without C(### BEGIN) sections) and the titles of those that do
+      not carry the KHO parameters asked for (C(missing)), always empty here, since a non-empty one fails the task
+      and puts every file back.
+  returned: when GRUB regenerated
   type: dict
   sample: {path: /boot/grub/grub.cfg, entries: 2, missing: []}
 running_cmdline:
@@ -384,17 +393,6 @@ def report(module, backend, plan: dict, running: str, nxt: dict | None) -> dict:
     return result
 
 
-def write(module, backend, plan: dict) -> dict:
-    """Apply the plan (all or nothing), then check the generated grub.cfg where GRUB regenerated one."""
-    done = backend.apply(plan)
-    if getattr(backend, "cfg_written", None) and done["regenerated"]:
-        done["grub_cfg"] = backend.check_cfg(plan["after"])
-        if done["grub_cfg"] and done["grub_cfg"]["missing"]:
-            module.warn(f"{done['grub_cfg']['path']}: these entries do not carry the KHO parameters "
-                        f"asked for: {', '.join(done['grub_cfg']['missing'])}")
-    return done
-
-
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
@@ -408,7 +406,7 @@ def main():
         refuse_grub_conflicts(module, plan)
         result = report(module, backend, plan, running, nxt)
         if result["changed"] and not module.check_mode:
-            result.update(write(module, backend, plan))
+            result.update(backend.apply(plan))  # all or nothing, the generated grub.cfg checked
     except (bootloader.BootloaderError, files.Refused, GrammarError) as exc:
         module.fail_json(msg=str(exc))
     except PermissionError as exc:

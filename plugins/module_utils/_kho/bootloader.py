@@ -27,7 +27,12 @@ GRUB_FILE_MAX = 1 << 20
 _LONG_NUMBER = re.compile(r"[0-9]{64,}")
 _MENUENTRY = re.compile(r"""^\s*menuentry\s+(?:'([^']*)'|"([^"]*)"|(\S+))""")
 _LINUX = re.compile(r"^\s*linux(?:16|efi)?\s+\S+(.*)$")
-_BLSCFG = re.compile(r"""^\s*(?:export\s+)?GRUB_ENABLE_BLSCFG=["']?true["']?\s*$""", re.M)
+# grub-mkconfig marks each script's output; the entries built from GRUB_CMDLINE_LINUX are 10_linux's (10_linux_zfs on
+# Ubuntu), while memtest86+, os-prober and 40_custom write linux lines of their own.
+_SECTION = re.compile(r"^### (BEGIN|END) (\S+) ###$")
+_LINUX_SCRIPT = re.compile(r"(?:.*/)?[0-9]+_linux(?:_[A-Za-z0-9]+)?")
+# Blanks within a line only: ^\s* would run across every blank line from each one, quadratic in a file of them.
+_BLSCFG = re.compile(r"""^[ \t]*(?:export[ \t]+)?GRUB_ENABLE_BLSCFG=["']?true["']?[ \t]*$""", re.M)
 
 
 def needs_root(exc: OSError) -> str:
@@ -136,10 +141,15 @@ class FileBackend(Backend):
             for argv in commands:
                 self._run(argv)
                 done.append(argv)
+            checked = self.check_generated(plan["after"]) if done else {}
         except BootloaderError as exc:
             raise BootloaderError(f"{exc}; {self.rollback(changed, targets, written, backups)}{self.undo(done)}") from exc
         return {"backup_file": backups.get(self.path) or next(iter(backups.values()), None),
-                "backup_files": {k: v for k, v in backups.items() if v}, "regenerated": done}
+                "backup_files": {k: v for k, v in backups.items() if v}, "regenerated": done, **checked}
+
+    def check_generated(self, after: str) -> dict:  # pylint: disable=unused-argument
+        """After the regeneration: what it generated, checked to carry ``after``, or BootloaderError."""
+        return {}
 
     def rollback(self, changed: dict, targets: dict, written: list, backups: dict) -> str:
         """Every file written is put back byte for byte (or removed, if it was created): what happened, said."""
@@ -177,12 +187,14 @@ class Grub(FileBackend):
 
     name = "grub"
     bls_entries = paths.BLS_ENTRIES
+    grub_cfgs = paths.GRUB_CFGS
 
     def __init__(self, module, path: str, grub_cfg: str | None):
         super().__init__(module)
         self.path = path
         self.grub_cfg = grub_cfg
         self.cfg_written: str | None = None
+        self.cfg_before: bytes | None = None  # grub.cfg as it was before the regeneration
 
     def sources(self) -> list:
         """The files grub-mkconfig sources, in its order."""
@@ -215,8 +227,9 @@ class Grub(FileBackend):
             except sh.ShellError as exc:
                 n = sh.line_of(text, exc.offset)
                 line = text.split("\n")[n - 1]
+                instead = f"{exc.instead}; and " if exc.instead else ""
                 raise BootloaderError(f"{path} line {n} ({line[:80]!r}): {exc.why}; the module cannot be sure what sh "
-                                      f"computes there, so it changes nothing: {sh.HOW}") from None
+                                      f"computes there, so it changes nothing: {instead}{sh.HOW}") from None
         return found, env
 
     @staticmethod
@@ -300,35 +313,84 @@ class Grub(FileBackend):
             gate(written_tokens(before.get(a.line, ""), a.inner))
 
     def regenerate_argv(self) -> list:
+        """The regeneration, and the grub.cfg it writes, whose bytes are kept to put back if its result is refused."""
         update = self.module.get_bin_path("update-grub")
-        if update and not self.module.params["grub_cfg"]:
-            self.cfg_written = paths.GRUB_CFGS[-1]
-            return [[update]]
         mkconfig = self.module.get_bin_path("grub2-mkconfig") or self.module.get_bin_path("grub-mkconfig")
-        if not mkconfig:
+        if update and not self.module.params["grub_cfg"]:
+            self.cfg_written, argv = self.grub_cfgs[-1], [update]
+        elif mkconfig:
+            self.cfg_written = self.grub_cfg or next((p for p in self.grub_cfgs if os.path.exists(p)), self.grub_cfgs[-1])
+            argv = [mkconfig, "-o", self.cfg_written]
+        else:
             raise BootloaderError("neither update-grub nor grub2-mkconfig/grub-mkconfig is installed: "
                                   "install GRUB's tools, or set regenerate: false")
-        self.cfg_written = self.grub_cfg or next((p for p in paths.GRUB_CFGS if os.path.exists(p)), paths.GRUB_CFGS[-1])
-        return [[mkconfig, "-o", self.cfg_written]]
+        self.cfg_before = self.read_cfg()
+        return [argv]
+
+    def read_cfg(self) -> bytes | None:
+        """The grub.cfg the regeneration writes, as it stands (None: no such file)."""
+        try:
+            return files.read(self.cfg_written)
+        except OSError as exc:
+            raise BootloaderError(f"{self.cfg_written} cannot be read ({exc.strerror or exc}){needs_root(exc)}; set "
+                                  "grub_cfg to the grub.cfg file GRUB reads") from None
 
     def check_cfg(self, after: str) -> dict | None:
-        """Whether every linux line of the generated grub.cfg carries the KHO parameters of ``after``."""
-        path = self.cfg_written
-        data = files.read(path) if path else None
+        """Whether every linux line that grub-mkconfig built from GRUB_CMDLINE_LINUX (10_linux's section, or every
+        linux line of a file without sections) carries the KHO parameters of ``after``; None if there is no file."""
+        data = self.read_cfg() if self.cfg_written else None
         if data is None:
             return None
+        lines = data.decode(errors="replace").splitlines()
+        sectioned = any(_SECTION.match(line) for line in lines)
         want = kho_signature(after)
-        entries, missing, title = 0, [], None
-        for line in data.decode(errors="replace").splitlines():
+        entries, missing, title, script = 0, [], None, None
+        for line in lines:
+            m = _SECTION.match(line)
+            if m:
+                script = m.group(2) if m.group(1) == "BEGIN" else None
             m = _MENUENTRY.match(line)
             if m:
                 title = next(g for g in m.groups() if g is not None)
             m = _LINUX.match(line)
-            if m:
+            if m and (not sectioned or script is not None and _LINUX_SCRIPT.fullmatch(script)):
                 entries += 1
                 if kho_signature(m.group(1)) != want:
                     missing.append(title or f"linux line {entries}")
-        return {"path": path, "entries": entries, "missing": missing}
+        return {"path": self.cfg_written, "entries": entries, "missing": missing}
+
+    def check_generated(self, after: str) -> dict:
+        """The regenerated grub.cfg must carry the parameters in every entry built from GRUB_CMDLINE_LINUX: a file
+        missing, without such an entry, or with one that lacks them is refused, and everything is put back."""
+        checked = self.check_cfg(after)
+        asked = " ".join(kho_tokens(after)) or "none"
+        if checked is None:
+            raise BootloaderError(f"the regeneration wrote no {self.cfg_written}, so nothing shows that the boot entries "
+                                  f"carry the KHO parameters asked for ({asked}); set grub_cfg to the file GRUB reads")
+        if not checked["entries"]:
+            raise BootloaderError(f"the regenerated {self.cfg_written} has no linux line from /etc/grub.d/10_linux, so "
+                                  f"nothing shows that a kernel gets the KHO parameters asked for ({asked}); install a "
+                                  "kernel in /boot, or set grub_cfg to the file GRUB reads")
+        if checked["missing"]:
+            raise BootloaderError(f"the regenerated {self.cfg_written} has entries whose linux line lacks the KHO "
+                                  f"parameters asked for ({asked}): {', '.join(checked['missing'])}; a script in "
+                                  "/etc/grub.d or a setting this module does not read builds their line: find it, or set "
+                                  "the parameters there")
+        return {"grub_cfg": checked}
+
+    def undo(self, done: list) -> str:
+        """A grub.cfg the regeneration rewrote is put back byte for byte (removed, if there was none)."""
+        path = self.cfg_written
+        try:
+            if not done or path is None or files.read(path) == self.cfg_before:
+                return ""
+            if self.cfg_before is None:
+                os.unlink(path)
+            else:
+                files.write_atomic(path, self.cfg_before, module=self.module)
+        except OSError as exc:
+            return f"; {path} could not be put back ({exc.strerror or exc}) and holds the regenerated entries"
+        return f", and {path} put back as it was"
 
 
 class KernelInstall(FileBackend):

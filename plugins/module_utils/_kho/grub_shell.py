@@ -11,31 +11,61 @@ differently.
 
 from __future__ import annotations
 
+import bisect
 import re
 
 VARS = ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT")
 HOW = ('write it as GRUB_CMDLINE_LINUX="..." on a line of its own (one assignment, double or single quotes, no '
        "backslash at the end of the line, no $(...), backquote or ${X:-...}; $NAME only for a variable assigned "
-       "plainly above), outside any if, case, loop, function or here-document")
+       "plainly above), outside any if, case, loop, function, list (&&, ||, |) or here-document")
 _OPS = ("&&", "||", ";;", "<<-", "<<", ">>", "<&", ">&", "<>", ">|", ";", "&", "|", "<", ">", "(", ")")
+_REDIRECTS = ("<", ">", ">>", "<&", ">&", "<>", ">|", "<<", "<<-")
 _ENDS = " \t\n;&|<>()"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
 _PLAIN = re.compile(r"[A-Za-z0-9_.,:%+=/@-]*")
 _MENTION = re.compile(r"(?<![A-Za-z0-9_])GRUB_CMDLINE_LINUX(?:_DEFAULT)?(?![A-Za-z0-9_])")
 _OPENERS = {"if": "fi", "case": "esac", "while": "done", "until": "done", "for": "done", "{": "}"}
-_COMMAND_POSITION = {"then", "do", "else", "elif", "!", "if", "while", "until", "{"}
+_COMMAND_POSITION = {"then", "do", "else", "elif", "!", "if", "while", "until", "{", "time"}
+# Words that run text, change what later lines mean or stop the sourcing: refused wherever a command may run.
 _OPAQUE = {"eval": "evaluates text", ".": "sources a file", "source": "sources a file",
-           "return": "stops the sourcing", "exit": "stops grub-mkconfig", "exec": "replaces the shell"}
+           "command": "runs a command", "builtin": "runs a builtin", "exec": "replaces the shell",
+           "return": "stops the sourcing", "exit": "stops grub-mkconfig",
+           "break": "leaves grub-mkconfig's loop over the drop-ins in a way",
+           "continue": "leaves grub-mkconfig's loop over the drop-ins in a way",
+           "alias": "changes what later lines mean", "trap": "runs text at a time",
+           "set": "changes the shell's options in a way", "shopt": "changes the shell's options in a way",
+           "let": "evaluates arithmetic, which assigns variables,", "[[": "evaluates arithmetic, which assigns variables,",
+           "declare": "sets attributes that change later assignments in a way", "typeset": "sets attributes that change "
+           "later assignments in a way", "select": "reads a choice from the input in a way", "coproc": "runs a command in the background in a way"}
+# Reserved words that only close or continue a compound command: one where none is open is a syntax error.
+_CLOSERS = {"fi", "done", "esac", "}", "then", "else", "elif", "do", "in"}
+# ... of which these are refused as any word at all, not only where a command starts.
+_ANYWHERE = {"eval", ".", "source", "command", "builtin"}
+OPAQUE_INSTEAD = ("put the assignment in the file itself, with no eval, ., source, command or builtin anywhere in the "
+                  "file and no return, exit, exec, break, continue, alias, trap, set, shopt, let, declare, typeset or [[ "
+                  "where a command runs")
+# Builtins that set, unset or mark the variables their words name: each word must be a plain NAME or NAME=value.
+_DECLARE = {"export", "readonly", "local", "unset", "read", "getopts", "mapfile", "readarray"}
+_FLAGS = {"-p", "-r", "-v", "-f"}  # their options that change no value: anything else (-n, -a, -i ...) is refused
+DECLARE_INSTEAD = "spell each word plainly, NAME or NAME=value, the name in letters, digits and _ with no quote or $"
+# An operator after which a newline continues the list instead of ending it.
+_CONTINUED = ("&&", "||", "|")
+# Variables the shell itself changes: a plain assignment to one does not make its value known.
+_SHELL_OWNED = {"PWD", "OLDPWD", "OPTIND", "OPTARG", "REPLY", "LINENO", "RANDOM", "SECONDS", "PPID", "SRANDOM"}
+# Arithmetic, which may assign any variable a value names: $((...)), $[...], ${X:offset}, ${X[i]} (bash).
+_ARITHMETIC = re.compile(r"\$\(\(|\$\[|\$\{[A-Za-z_][A-Za-z0-9_]*(?::[^-=?+]|\[)")
 UNKNOWN = object()
+VOLATILE = object()  # a variable a function may set whenever it is called: never known again
+_DECLARED_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:=.*)?", re.S)
 
 
 class ShellError(Exception):
     """Where (an offset in the text) and why a file is not one this module edits."""
 
-    def __init__(self, offset: int, why: str):
+    def __init__(self, offset: int, why: str, instead: str | None = None):
         super().__init__(why)
-        self.offset, self.why = offset, why
+        self.offset, self.why, self.instead = offset, why, instead  # instead: the valid form, where HOW is not it
 
 
 class Token:
@@ -134,6 +164,51 @@ def _word_end(text: str, i: int) -> int:
     return i
 
 
+def unquoted(word: str) -> str:
+    """The word after quote removal, expansions left as written and a quoted $ read as "?": what sh makes of a
+    command's name or a builtin's word, so that a name spelled with quotes (GRUB_CMDLINE_LI""NUX) is seen."""
+    out, i = [], 0
+    while i < len(word):
+        c = word[i]
+        if c == "'":
+            end = _skip(word, i)
+            out.append(word[i + 1:end - 1].replace("$", "?"))
+        elif c == '"':
+            end = _skip(word, i)
+            out.append(_unquoted_double(word[i + 1:end - 1]))
+        elif c == "\\":
+            end = i + 2
+            out.append(word[i + 1:end].replace("$", "?").replace("\n", ""))
+        else:
+            end = _skip(word, i)
+            out.append(word[i:end])
+        i = end
+    return "".join(out)
+
+
+def _unquoted_double(inner: str) -> str:
+    out, i = [], 0
+    while i < len(inner):
+        if inner[i] == "\\" and inner[i + 1:i + 2] in '$`"\\\n':
+            out.append(inner[i + 1:i + 2].replace("$", "?").replace("\n", ""))
+            i += 2
+        else:
+            end = _skip(inner, i) if inner[i] in "$`" else i + 1
+            out.append(inner[i:end])
+            i = end
+    return "".join(out)
+
+
+def bare_expansion(raw: str) -> bool:
+    """Whether ``raw`` holds an expansion outside quotes, which the shell may split into several words."""
+    i = 0
+    while i < len(raw):
+        if raw[i] in "$`":
+            return True
+        i = _skip(raw, i)
+    return False
+
+
 def _heredoc(text: str, i: int, strip: bool, delimiter: str) -> Token:
     start = i
     while i < len(text):
@@ -187,7 +262,11 @@ class Command:
     def __init__(self):
         self.tokens: list = []
         self.compound: str | None = None  # "if", "case", "while", "until", "for", "{", "(" or "function"
-        self.command_words: list = []  # the words in command position, at any depth
+        self.command_words: list = []  # the words in command position, at any depth, as (word, the token after it)
+        self.defines_function = False
+        self.declared: list = []  # (builtin, word): the words of an export, read, unset ... at any depth
+        self.background: int | None = None  # where the & that ends it at the top level stands
+        self.operators: set = set()  # the &&, || and | that join it at the top level
 
     def words(self) -> list:
         return [t for t in self.tokens if t.kind == "word"]
@@ -205,29 +284,57 @@ class _Cutter:
         self.stack: list = []
         self.command_position = True
         self.after_redirect = False
+        self.declaring: str | None = None  # the builtin of _DECLARE whose words follow, as sh spells it
+        self.last: Token | None = None  # the command's last token other than a newline or a here-document body
 
     def feed(self, tok: Token, following: Token | None) -> None:
         if tok.kind == "heredoc":
             (self.current if self.current.tokens else self.commands[-1]).tokens.append(tok)
             return
-        if not self.stack and (tok.kind == "nl" or tok.text in (";", "&")):
-            self.end()
+        if not self.stack and self.ends(tok):
+            self.end(tok.start if tok.text == "&" else None)
             return
+        if not self.stack and tok.kind == "op" and tok.text in _CONTINUED:
+            self.current.operators.add(tok.text)
         self.current.tokens.append(tok)
+        self.last = tok if tok.kind != "nl" else self.last
         if tok.kind == "word":
             self.word(tok, following)
         elif tok.kind == "op":
             self.op(tok.text)
         else:
             self.command_position = True
+            self.declaring = None
+
+    def ends(self, tok: Token) -> bool:
+        """Whether ``tok`` ends a top-level command: ; or &, or a newline that no &&, || or | before it continues
+        (across blank lines, comments and here-document bodies, as sh reads a linebreak)."""
+        if tok.kind == "nl":
+            return self.continued() is None
+        return tok.kind == "op" and tok.text in (";", "&")
+
+    def continued(self) -> Token | None:
+        """The &&, || or | that the command so far ends with, which the next command continues."""
+        last = self.last
+        return last if last is not None and last.kind == "op" and last.text in _CONTINUED else None
 
     def word(self, tok: Token, following: Token | None) -> None:
         text = tok.text
+        if text.isdigit() and following is not None and following.start == tok.end and following.text[:1] in "<>":
+            return  # an IO number (2>...), not a command's name
         if self.after_redirect:
             self.after_redirect = False
+        elif self.declaring and not self.command_position:
+            self.current.declared.append((self.declaring, tok))
         elif self.stack and text == self.stack[-1] and (self.command_position or text == "esac"):
             self.stack.pop()
             self.command_position = False
+        elif self.command_position and not self.stack and text in _CLOSERS:
+            raise ShellError(tok.start, f"{text} where no compound command is open (a syntax error: sh stops sourcing "
+                                        "the file)")
+        elif self.command_position and text == "function":
+            raise ShellError(tok.start, "function, bash's keyword for a function (a syntax error in dash), whose body "
+                                        "the module does not read as one", "define it as NAME() { ...; }")
         elif self.command_position and text in _OPENERS:
             self.open(text, _OPENERS[text])
             self.command_position = text not in ("for", "case")
@@ -236,17 +343,20 @@ class _Cutter:
         elif self.command_position:
             self.command_position = text in _COMMAND_POSITION
             if not self.command_position:
-                self.current.command_words.append(text)
+                self.current.command_words.append((tok, following))
+                self.declaring = unquoted(text) if unquoted(text) in _DECLARE else None
             if following is not None and following.text == "(":
                 self.current.compound = self.current.compound or "function"
+                self.current.defines_function = True
 
     def op(self, text: str) -> None:
+        self.declaring = None if text not in _REDIRECTS else self.declaring
         in_case = bool(self.stack) and self.stack[-1] == "esac"
         if text == "(" and self.command_position and not in_case:
             self.open("(", ")")
         elif text == ")" and self.stack and self.stack[-1] == ")":
             self.stack.pop()
-        elif text in ("<", ">", ">>", "<&", ">&", "<>", ">|", "<<", "<<-"):
+        elif text in _REDIRECTS:
             self.after_redirect = True
             return
         self.command_position = text != "(" or not in_case
@@ -256,11 +366,14 @@ class _Cutter:
             self.current.compound = self.current.compound or word
         self.stack.append(closer)
 
-    def end(self) -> None:
+    def end(self, background: int | None = None) -> None:
         if self.current.tokens:
+            self.current.background = background
             self.commands.append(self.current)
         self.current = Command()
         self.command_position = True
+        self.declaring = None
+        self.last = None
 
 
 def commands(tokens: list) -> list:
@@ -269,6 +382,9 @@ def commands(tokens: list) -> list:
         cutter.feed(tok, tokens[i + 1] if i + 1 < len(tokens) else None)
     if cutter.stack:
         raise ShellError(cutter.current.tokens[0].start, f"a compound command never closed (no {cutter.stack[-1]!r})")
+    dangling = cutter.continued()
+    if dangling is not None:
+        raise ShellError(dangling.start, f"a list that ends with {dangling.text} and no command after it")
     cutter.end()
     return cutter.commands
 
@@ -290,7 +406,7 @@ def _parameter(raw: str, i: int, env: dict) -> tuple:
     else:
         raise ShellError(i, f"the expansion {raw[i:i + 2]}... (a command substitution or a special parameter)")
     value = env.get(name, UNKNOWN)
-    if value is UNKNOWN:
+    if value is UNKNOWN or value is VOLATILE:
         raise ShellError(i, f"${name}, whose value the module cannot know (not assigned plainly above)")
     return value, end
 
@@ -329,6 +445,8 @@ def value(raw: str, env: dict) -> str:
         elif c == "\\":
             out.append("" if raw[i + 1:i + 2] == "\n" else raw[i + 1:i + 2])
             i += 2
+        elif c == "$" and raw[i + 1:i + 2] in ("'", '"'):
+            raise ShellError(i, f"a {raw[i:i + 2]}...{raw[i + 1]} string, which bash and dash read differently")
         elif c == "$":
             piece, i = _parameter(raw, i, env)
             out.append(piece)
@@ -367,16 +485,23 @@ class Scan:
     def __init__(self, text: str, env: dict | None):
         self.text, self.env = text, env
         self.assignments: list = []
+        self.readonly: set = set()
         self.lines = text.split("\n")
+        self.starts = [0] + [m.end() for m in re.finditer("\n", text)]  # where each line starts
         cmds = commands(lex(text))
         by_line: dict = {}
         for cmd in cmds:
-            for n in range(line_of(text, cmd.tokens[0].start), line_of(text, cmd.tokens[-1].end - 1) + 1):
+            for n in range(self.line_of(cmd.tokens[0].start), self.line_of(cmd.tokens[-1].end - 1) + 1):
                 by_line.setdefault(n, []).append(cmd)
         for cmd in cmds:
             self.command(cmd, by_line)
 
+    def line_of(self, offset: int) -> int:
+        """The line (from 1) of an offset, found in logarithmic time: a file holds up to a million commands."""
+        return bisect.bisect_right(self.starts, offset)
+
     def command(self, cmd: Command, by_line: dict) -> None:
+        self.unmodelled(cmd)
         words = cmd.words()
         if words and words[0].text == "export" and len(cmd.tokens) == len(words) and not cmd.compound:
             if all(_NAME.fullmatch(w.text) for w in words[1:]):
@@ -390,7 +515,7 @@ class Scan:
             self.other(cmd)
             return
         ours = [w for w in words if w.text.split("=", 1)[0] in VARS]
-        if ours and (len(words) > 1 or len(by_line[line_of(self.text, words[0].start)]) > 1):
+        if ours and (len(words) > 1 or len(by_line[self.line_of(words[0].start)]) > 1):
             raise ShellError(ours[0].start, "several assignments or commands on one line")
         for w in words:
             name, raw = w.text.split("=", 1)
@@ -406,7 +531,7 @@ class Scan:
             quote, inner = managed_form(raw)
         except ShellError as exc:
             raise ShellError(at, exc.why) from None
-        n = line_of(self.text, word.start)
+        n = self.line_of(word.start)
         start = self.text.rfind("\n", 0, word.start) + 1
         a = Assignment(n - 1, name, self.text[start:at], quote, inner, self.lines[n - 1][word.end - start:])
         if self.env is not None:
@@ -420,10 +545,92 @@ class Scan:
         self.assignments.append(a)
 
     def other_value(self, name: str, raw: str) -> None:
+        if self.env.get(name) is VOLATILE:
+            return
         try:
-            self.env[name] = value(raw, self.env)
-        except ShellError:
+            self.env[name] = UNKNOWN if name in _SHELL_OWNED else value(raw, self.env)
+        except ShellError:  # and whatever it assigns on the way (${X:=...}, $((X=1))) is unknown too
             self.env[name] = UNKNOWN
+            self.forget(_NAME.findall(raw))
+
+    def forget(self, names, how=UNKNOWN) -> None:
+        """Names a command may have changed: unknown from now on; VOLATILE ones even after a plain assignment."""
+        for name in set(names) - set(VARS):
+            if self.env.get(name) is not VOLATILE and (how is VOLATILE or name in self.env):
+                self.env[name] = how
+
+    def unmodelled(self, cmd: Command) -> None:
+        """What no form of this module models, refused wherever it is in the command."""
+        if cmd.background is not None:
+            raise ShellError(cmd.background, "a command run in the background (&), in a subshell whose assignments the "
+                                             "shell drops", "run it in the foreground, without the &")
+        self.opaque(cmd)
+        self.declarations(cmd)
+        self.arithmetic(cmd)
+        self.fatal(cmd)
+
+    def fatal(self, cmd: Command) -> None:
+        """What makes sh stop sourcing the file (and grub-mkconfig fail): local outside a function, a readonly
+        variable assigned or unset again."""
+        for tok, _following in cmd.command_words:
+            if unquoted(tok.text) == "local" and not cmd.defines_function:
+                raise ShellError(tok.start, "local outside a function, where sh stops sourcing the file",
+                                 "leave local out, or use it inside a function only")
+        named = [(tok, m.group(1)) for tok in cmd.words() for m in [_ASSIGNMENT.match(tok.text)] if m]
+        named += [(tok, tok.text) for builtin, tok in cmd.declared if builtin in ("unset", "read", "getopts", "mapfile")]
+        for tok, name in named:
+            if name in self.readonly:
+                raise ShellError(tok.start, f"{name}, made readonly above, set again, where sh stops sourcing the file",
+                                 f"assign {name} before its readonly, once")
+        self.readonly.update(tok.text.partition("=")[0] for builtin, tok in cmd.declared if builtin == "readonly")
+
+    @staticmethod
+    def opaque(cmd: Command) -> None:
+        """A builtin that runs text or changes what later lines mean, where a command starts (eval, exec ...) or as
+        any word (eval, ., source, command, builtin: command eval '...' runs it too), or a command named by an
+        expansion, which may be any of them."""
+        for tok, following in cmd.command_words:
+            name = unquoted(tok.text)
+            if "$" in name or "`" in name:
+                raise ShellError(tok.start, f"a command named by an expansion ({tok.text[:40]}), which may be any builtin",
+                                 OPAQUE_INSTEAD)
+            if name in _OPAQUE:
+                raise ShellError(tok.start, f"{name} {_OPAQUE[name]} the module cannot follow", OPAQUE_INSTEAD)
+            if name == "printf" and following is not None and unquoted(following.text) == "-v":
+                raise ShellError(tok.start, "printf -v sets a variable the module cannot follow", OPAQUE_INSTEAD)
+        for tok in cmd.words():
+            name = unquoted(tok.text)
+            if name in _ANYWHERE:
+                raise ShellError(tok.start, f"{name} as a word of a command ({name} {_OPAQUE[name]}, run by command, builtin "
+                                            "or a name from a variable the module cannot follow)", OPAQUE_INSTEAD)
+
+    @staticmethod
+    def declarations(cmd: Command) -> None:
+        """The words of export, readonly, unset, read ...: each a plain NAME or NAME=value, or an option that
+        changes no value, so that what they set is what they say."""
+        for builtin, tok in cmd.declared:
+            if tok.text in _FLAGS or tok.text == "--":
+                continue
+            if tok.text.startswith("-"):
+                raise ShellError(tok.start, f"{builtin} {tok.text[:40]}, an option the module does not model",
+                                 DECLARE_INSTEAD)
+            if not _DECLARED_WORD.fullmatch(tok.text) or bare_expansion(tok.text.partition("=")[2]):
+                raise ShellError(tok.start, f"{builtin} {tok.text[:40]!r}, a word that is not a plain NAME or NAME=value "
+                                            "(quotes or an expansion in the name, or an expansion outside quotes in the "
+                                            "value, which sh may split into more names), so the module cannot tell what "
+                                            "it sets", DECLARE_INSTEAD)
+
+    @staticmethod
+    def arithmetic(cmd: Command) -> None:
+        """$((...)) and its kin evaluate text a variable may hold (X=GRUB_CMDLINE_LINUX=... then $(($X))): refused."""
+        for i, tok in enumerate(cmd.tokens):
+            text = unquoted(tok.text) if tok.kind == "word" else tok.text
+            nested = tok.text == "(" and i + 1 < len(cmd.tokens) and cmd.tokens[i + 1].text == "(" \
+                and cmd.tokens[i + 1].start == tok.end
+            if tok.kind != "nl" and (_ARITHMETIC.search(text) or nested):
+                raise ShellError(tok.start, "an arithmetic expansion or command ($((...)), ((...)), $[...], ${X:N} or "
+                                            "${X[N]}), which may assign variables the module cannot see",
+                                 "write the value literally")
 
     def check_reads(self, raw: str, offset: int) -> None:
         for m in _writes(raw, 0, len(raw)):
@@ -432,25 +639,30 @@ class Scan:
     def other(self, cmd: Command) -> None:
         """A command this module does not model: refused if it may set our variables, else its names unknown."""
         start, end = cmd.tokens[0].start, cmd.tokens[-1].end
-        opaque = [w for w in cmd.command_words if w in _OPAQUE]
-        if opaque:
-            raise ShellError(start, f"{opaque[0]} {_OPAQUE[opaque[0]]} the module cannot follow")
         for m in _writes(self.text, start, end):
             raise ShellError(m.start(), f"{m.group()} set {self.where(cmd, m.start())}")
+        spelled = [unquoted(t.text) for t in cmd.words()]
+        for tok, word in zip(cmd.words(), spelled):
+            for m in _writes(word, 0, len(word)):
+                raise ShellError(tok.start, f"{m.group()} set by a word spelled with quotes or a continuation "
+                                            f"({tok.text[:40]})")
         if self.env is not None:
-            for name in set(_NAME.findall(self.text[start:end])) & set(self.env):
-                if name not in VARS:
-                    self.env[name] = UNKNOWN
+            names = _NAME.findall(self.text[start:end] + " " + " ".join(spelled))
+            self.forget(names, VOLATILE if cmd.defines_function else UNKNOWN)
 
     @staticmethod
     def where(cmd: Command, offset: int) -> str:
         if any(t.kind == "heredoc" and t.start <= offset < t.end for t in cmd.tokens):
             return "inside a here-document"
+        if cmd.operators & {"&&", "||"}:
+            return "in a list joined by && or ||, which may not run it"
+        if "|" in cmd.operators:
+            return "in a pipeline (|), which runs it in a subshell"
         if cmd.compound:
             return {"{": "inside a { ... } group", "(": "inside a ( ... ) subshell", "function": "inside a function",
                     "if": "inside an if ... fi", "case": "inside a case ... esac"}.get(
                 cmd.compound, f"inside a {cmd.compound} loop")
         words = cmd.words()
-        if words and words[0].text in ("readonly", "export", "unset", "local", "read"):
-            return f"by {words[0].text}, a form the module does not rewrite"
+        if words and unquoted(words[0].text) in _DECLARE:
+            return f"by {unquoted(words[0].text)}, a form the module does not rewrite"
         return f"by or before a command ({' '.join(w.text for w in words)[:60]})"

@@ -29,6 +29,47 @@ GRUB_CMDLINE_LINUX="console=ttyS0,115200 \\"acpi_osi=Windows 2020\\" $EXTRA"  # 
 """
 
 
+MKCONFIG = {"update-grub", "grub-mkconfig", "grub2-mkconfig"}
+# grub.cfg as update-grub writes it on Debian: 10_linux's entries from the two variables, memtest86+'s of its own.
+GRUB_CFG = """### BEGIN /etc/grub.d/10_linux ###
+menuentry 'Debian GNU/Linux' --class debian {{
+\tlinux\t/boot/vmlinuz-7.3.4 root=/dev/vda1 ro {linux} {default}
+}}
+submenu 'Advanced options for Debian GNU/Linux' {{
+\tmenuentry 'Debian GNU/Linux, with Linux 7.3.4 (recovery mode)' {{
+\t\tlinux\t/boot/vmlinuz-7.3.4 root=/dev/vda1 ro single {linux}
+\t}}
+}}
+### END /etc/grub.d/10_linux ###
+### BEGIN /etc/grub.d/20_memtest86+ ###
+menuentry 'Memory test (memtest86+x64.bin)' {{
+\tlinux16\t/boot/memtest86+x64.bin
+}}
+### END /etc/grub.d/20_memtest86+ ###
+"""
+MKCONFIG_SOURCES = ('. "$1" >/dev/null; for x in "${1%/*}"/grub.d/*.cfg; do if [ -e "$x" ]; then . "$x"; fi; done >/dev/null; '
+                    'printf "%s\\n%s" "$GRUB_CMDLINE_LINUX" "$GRUB_CMDLINE_LINUX_DEFAULT"')
+
+
+def mkconfig(grub_file: str, out: str) -> None:
+    """What grub-mkconfig writes: its entries from the two variables as sh computes them after the defaults file and
+    its drop-ins."""
+    proc = subprocess.run(["/bin/sh", "-c", MKCONFIG_SOURCES, "sh", grub_file], capture_output=True, text=True,
+                          check=True, env={"PATH": "/usr/bin:/bin"})
+    linux, _nl, default = proc.stdout.partition("\n")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(GRUB_CFG.format(linux=linux, default=default))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def boot(tmp_path_factory):
+    """update-grub's grub.cfg, in a /boot of the tests' own."""
+    root = tmp_path_factory.mktemp("boot")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(B.Grub, "grub_cfgs", (str(root / "grub2" / "grub.cfg"), str(root / "grub" / "grub.cfg")))
+        yield root
+
+
 class FakeModule:
     def __init__(self, tmp_path, bins=(), fail=(), **params):
         self.params = {"backup": False, "regenerate": True, "grub_cfg": None, "bootloader": "auto",
@@ -37,6 +78,7 @@ class FakeModule:
         self.bins, self.fail, self.commands = set(bins), set(fail), []
         self.outputs: dict = {}
         self.fail_after = None  # fail the command after this many have run
+        self.mkconfig = mkconfig  # what update-grub and grub-mkconfig write
 
     @staticmethod
     def selinux_enabled():
@@ -51,6 +93,8 @@ class FakeModule:
         name = os.path.basename(argv[0])
         if name in self.fail or self.fail_after is not None and len(self.commands) > self.fail_after:
             return 1, "", f"{name}: simulated failure"
+        if name in MKCONFIG:
+            self.mkconfig(self.params["grub_file"], argv[2] if len(argv) > 2 else B.Grub.grub_cfgs[-1])
         return 0, self.outputs.get(name, ""), ""
 
 
@@ -158,13 +202,14 @@ def test_any_value_is_refused_or_renders_a_file_that_sh_sources_inertly(
 MODULE = [sys.executable, "-m", "ansible_collections.kexec.kho.plugins.modules.kho_cmdline"]
 
 
-def run_module(tmp_path: Path, args: dict) -> dict:
-    """The real module, as Ansible runs it: one process, its arguments in a file."""
+def run_module(tmp_path: Path, args: dict, bin_dir: Path | None = None) -> dict:
+    """The real module, as Ansible runs it: one process, its arguments in a file; ``bin_dir`` first on its PATH."""
     argfile = tmp_path / "args.json"
     argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"_ansible_check_mode": False, **args}}))
     root = Path(B.__file__).resolve().parents[6]
+    path = f"{bin_dir}:{os.environ['PATH']}" if bin_dir else os.environ["PATH"]
     proc = subprocess.run([*MODULE, str(argfile)], capture_output=True, text=True, check=False,
-                          env={**os.environ, "PYTHONPATH": str(root)})
+                          env={**os.environ, "PYTHONPATH": str(root), "PATH": path})
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -280,6 +325,79 @@ def test_grub_cfg_check_names_entries_without_the_parameters(tmp_path):
     grub = B.Grub(FakeModule(tmp_path, bins={"grub-mkconfig"}, grub_cfg=str(cfg)), str(tmp_path / "grub"), str(cfg))
     grub.regenerate_argv()
     assert grub.check_cfg("ro kho=on") == {"path": str(cfg), "entries": 2, "missing": ["Debian, old"]}
+
+
+def test_grub_cfg_check_counts_the_entries_built_from_the_variables_only(tmp_path):
+    """memtest86+, os-prober and 40_custom write linux lines of their own, which GRUB_CMDLINE_LINUX never reaches."""
+    cfg = tmp_path / "grub.cfg"
+    cfg.write_text(GRUB_CFG.format(linux="ro kho=on", default="quiet") + "### BEGIN /etc/grub.d/30_os-prober ###\n"
+                   "menuentry 'Fedora (on /dev/vdb1)' {\n\tlinux /vmlinuz root=/dev/vdb1\n}\n### END /etc/grub.d/30_os-prober ###\n")
+    grub = B.Grub(FakeModule(tmp_path, bins={"grub-mkconfig"}, grub_cfg=str(cfg)), str(tmp_path / "grub"), str(cfg))
+    grub.regenerate_argv()
+    assert grub.check_cfg("ro kho=on quiet") == {"path": str(cfg), "entries": 2, "missing": []}
+    assert grub.check_cfg("ro kho=on quiet reserve_mem=1M:4K:oops")["missing"] == [
+        "Debian GNU/Linux", "Debian GNU/Linux, with Linux 7.3.4 (recovery mode)"]
+
+
+def lacking(grub_file: str, out: str) -> None:  # pylint: disable=unused-argument
+    """A regeneration whose entries do not get the parameters (a script in /etc/grub.d that builds its own line)."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(GRUB_CFG.format(linux="ro", default="quiet"))
+
+
+@pytest.mark.parametrize(("generate", "why"), [
+    (lacking, "has entries whose linux line lacks the KHO parameters asked for (kho=on reserve_mem=1M:4K:oops): Debian "
+              "GNU/Linux, Debian GNU/Linux, with Linux 7.3.4 (recovery mode); a script in /etc/grub.d"),
+    (lambda grub_file, out: Path(out).write_text("### BEGIN /etc/grub.d/10_linux ###\n### END /etc/grub.d/10_linux ###\n"),
+     "has no linux line from /etc/grub.d/10_linux, so nothing shows that a kernel gets the KHO parameters"),
+    (lambda grub_file, out: Path(out).unlink(), "wrote no {cfg}, so nothing shows that the boot entries carry"),
+], ids=["lacking", "no-entry", "no-file"])
+def test_a_regenerated_grub_cfg_without_the_parameters_fails_and_every_file_is_put_back(tmp_path, generate, why):
+    (tmp_path / "grub").write_text(GRUB)
+    (tmp_path / "grub.d").mkdir()
+    dropin = tmp_path / "grub.d" / "50-x.cfg"
+    dropin.write_text('GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT kho=off"\n')
+    cfg = tmp_path / "boot" / "grub.cfg"
+    cfg.parent.mkdir()
+    cfg.write_text("# grub.cfg as the last good regeneration left it\n")
+    mod = FakeModule(tmp_path, bins={"grub-mkconfig"}, grub_cfg=str(cfg))
+    mod.mkconfig = generate
+    grub = B.Grub(mod, str(tmp_path / "grub"), str(cfg))
+    with pytest.raises(B.BootloaderError) as info:
+        write(grub, reserve_mem=[{"size": "1M", "align": 4096, "label": "oops"}])
+    assert why.format(cfg=cfg) in str(info.value)
+    assert str(info.value).endswith(f"{tmp_path}/grub, {dropin} restored as it was: every file is as it was, and {cfg} "
+                                    "put back as it was")
+    assert (tmp_path / "grub").read_text() == GRUB and "kho=off" in dropin.read_text()
+    assert cfg.read_text() == "# grub.cfg as the last good regeneration left it\n"
+
+
+def test_a_grub_cfg_that_cannot_be_read_is_refused_before_any_write(tmp_path):
+    (tmp_path / "grub").write_text(GRUB)
+    cfg = tmp_path / "grub.cfg"
+    cfg.mkdir()
+    grub = B.Grub(FakeModule(tmp_path, bins={"grub-mkconfig"}, grub_cfg=str(cfg)), str(tmp_path / "grub"), str(cfg))
+    with pytest.raises(B.BootloaderError, match=f"^{cfg} cannot be read \\(Is a directory\\); set grub_cfg to the grub.cfg"):
+        write(grub)
+    assert (tmp_path / "grub").read_text() == GRUB and grub.module.commands == []
+
+
+def test_the_real_module_fails_when_grub_cfg_lacks_the_parameters_and_puts_every_file_back(tmp_path):
+    """The module, with a grub2-mkconfig whose entries never get the parameters: failed, not a warning (#37)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "grub2-mkconfig").write_text("#!/bin/sh\nprintf '### BEGIN /etc/grub.d/10_linux ###\\nmenuentry \"Debian\" {\\n"
+                                            "\\tlinux /vmlinuz root=/dev/vda1 ro quiet\\n}\\n### END /etc/grub.d/10_linux ###\\n'"
+                                            " >\"$2\"\n")
+    (bin_dir / "grub2-mkconfig").chmod(0o755)
+    grub, cfg = tmp_path / "grub", tmp_path / "grub.cfg"
+    grub.write_text(GRUB)
+    cfg.write_text("old\n")
+    out = run_module(tmp_path, {"bootloader": "grub", "grub_file": str(grub), "grub_cfg": str(cfg)}, bin_dir)
+    assert out.get("failed") and out["msg"].startswith(
+        f"the regenerated {cfg} has entries whose linux line lacks the KHO parameters asked for (kho=on): Debian; "), out
+    assert out["msg"].endswith(f"{grub} restored as it was: every file is as it was, and {cfg} put back as it was")
+    assert grub.read_text() == GRUB and cfg.read_text() == "old\n"
 
 
 def test_the_writer_gate_refuses_what_no_validator_should_have_passed(tmp_path):
