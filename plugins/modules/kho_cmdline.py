@@ -40,7 +40,7 @@ description:
     files - a command run in the background (C(&)); C(eval), C(.), C(source), C(command) or C(builtin) as any word;
     C(return), C(exit), C(exec), C(alias), C(set), C(trap), C(let), bash's C(function) and their kin as a command;
     a word of C(export), C(readonly), C(unset) or C(read) that is not a plain C(NAME) or C(NAME=value) (such as
-    C(export GRUB_CMDLINE_LI""NUX=...)); arithmetic (C($((...)))); what makes sh stop sourcing the file. The files
+    C(export GRUB_CMDLINE_LI""NUX=...)); arithmetic expansion; what makes sh stop sourcing the file. The files
     planned are parsed again before they are written, and the task fails unless every other line is byte for byte
     the same and each variable computes what it did plus the parameters asked.
   - V(kernel-install) edits C(/etc/kernel/cmdline), then runs C(kernel-install add) for each kernel under

@@ -71,7 +71,7 @@ options:
         C(/boot/initramfs-REL.img), kernel-install's C(/usr/lib/modules/REL/initrd), the BLS entries whose
         C(linux) line is the image).
       - A target with modules (C(/usr/lib/modules/REL/modules.dep)) that does not build in this root's file system
-        and disk drivers (its C(modules.builtin)) cannot mount the root without its initramfs: where none is found,
+        and disk drivers (its C(modules.builtin)) cannot mount the root without its initramfs; where none is found,
         the load is refused, naming every path looked for, before anything changes. A target without a module tree
         needs none.
     type: path
