@@ -224,13 +224,16 @@ def patched_tree(src: Path, fmt: str) -> Path:
     return tree
 
 
+def format_dir(fmt: str) -> Path:
+    return CACHE / f"kernel-{digest(fetch_source().name, FRAGMENT.read_bytes(), KERNEL_RECIPE, repr(FORMATS[fmt]))}"
+
+
 def build_format(fmt: str) -> Path:
     """The lab kernel (7.3.4, the lab's recipe) writing and accepting ``fmt`` instead of its own version."""
-    deb = fetch_source()
-    out = CACHE / f"kernel-{digest(deb.name, FRAGMENT.read_bytes(), KERNEL_RECIPE, repr(FORMATS[fmt]))}"
+    out = format_dir(fmt)
     if (out / "bzImage").exists():
         return out
-    src = patched_tree(source_tree(deb), fmt)
+    src = patched_tree(source_tree(fetch_source()), fmt)
     build = out.with_name(out.name + ".build")
     started = time.monotonic()
     make = configure(src, build, None)

@@ -1,6 +1,7 @@
 """Record the image facts (image.inspect) of the lab's kernels of each release and format variant into
 tests/fixtures/releases/images.json, for the target check's units (#35).  Run after the kernels are built:
-    python tests/lab/record_images.py   (from the collection's layout, build/ansible_collections/kexec/kho)
+    python tests/lab/record_images.py [DEST]   (from the layout, build/ansible_collections/kexec/kho; the
+    kernels not built yet are left out)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[4]))  # build/, where ansible_collections/ lives
 
-from lab_build import FORMATS, build_format, build_kernel  # noqa: E402
+from lab_build import FORMATS, format_dir, kernel_dir  # noqa: E402
 from lab_common import RELEASES  # noqa: E402
 from ansible_collections.kexec.kho.plugins.module_utils._kho import image  # noqa: E402
 
@@ -24,15 +25,16 @@ CONFIG = ("CONFIG_KEXEC_HANDOVER", "CONFIG_LIVEUPDATE", "CONFIG_LIVEUPDATE_MEMFD
 def record(name: str, bzimage: Path) -> dict:
     rec = image.inspect(str(bzimage))
     out = {k: rec.get(k) for k in KEPT}
-    out["path"] = f"/boot/vmlinuz-{name}"
+    out["path"] = f"/boot/vmlinuz-{name.replace('+', '-')}"
     out["config"] = {k: (rec.get("config") or {}).get(k) for k in CONFIG}
     return out
 
 
 def main() -> None:
-    found = {rel: record(rel, build_kernel(release=rel) / "bzImage") for rel in RELEASES}
-    found.update({f"7.3.4+{fmt}": record(f"7.3.4-{fmt}", build_format(fmt) / "bzImage") for fmt in FORMATS})
-    dest = HERE.parents[0] / "fixtures" / "releases" / "images.json"
+    built = {rel: kernel_dir(release=rel) / "bzImage" for rel in RELEASES}
+    built.update({f"7.3.4+{fmt}": format_dir(fmt) / "bzImage" for fmt in FORMATS})
+    found = {name: record(name, path) for name, path in built.items() if path.exists()}
+    dest = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[0] / "fixtures" / "releases" / "images.json"
     dest.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
     print(dest)
 
