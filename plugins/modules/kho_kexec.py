@@ -480,6 +480,7 @@ target:
   description:
     - Whether the target kernel reads what this kernel hands over (see O(target_check)). C(status) V(compatible),
       V(incompatible) or V(unknown); C(handed_over), the compatibles handed over; C(missing), those the target lacks;
+      C(sides), each of them with what the target accepts of its family (C(sends memfd-v2, target accepts memfd-v3));
       C(consequences), what would happen; C(target_release) and C(source_release); C(target_compatibles); C(source),
       where the target's support was read (V(image), or the path of the config file read instead); C(msg) where not
       compatible. The LUO entry counts as handed over only where something rides on it (sessions that processes
