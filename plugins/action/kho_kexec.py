@@ -175,6 +175,8 @@ class ActionModule(ActionBase):
         load = self._load(load_args, run, task_vars)
         run["phases"]["load"] = round(time.monotonic() - loading, 2)
         result["load"] = run["load"] = load
+        if isinstance(load.get("way_back"), dict):  # recorded on the old boot before the jump (way_back.read)
+            result["way_back"] = load["way_back"]
         run["old_id"] = run["old_id"] or _jump.boot_id(load.get("boot_id"))  # None: the answer was lost
         if run["old_id"]:
             result["boot_id_before"] = run["old_id"]

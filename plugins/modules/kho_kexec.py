@@ -410,6 +410,20 @@ load:
       jump status on the host says it left (both V(false) where it never wrote one).
   returned: O(state=executed)
   type: dict
+way_back:
+  description:
+    - The way back to the kernel that ran before the jump, recorded on the old boot before the jump is queued (also in
+      check mode). C(possible); C(kernel) and C(initrd), the running release's image and initrd on disk, found as for
+      any target; C(cmdline), the running command line less C(BOOT_IMAGE=); C(release); and C(why), a sentence.
+    - C(possible) is V(false) where no return can be promised (no image of the running release on disk, only
+      C(/vmlinuz), which names the newest kernel installed; a modular build without its initrd), and C(why) says so.
+    - Only recorded so far; nothing returns by it yet (docs/way-back.md).
+  returned: O(state=executed), where the run that loads answered
+  type: dict
+  sample: {possible: true, kernel: /boot/vmlinuz-7.3.4, initrd: /boot/initrd.img-7.3.4,
+           cmdline: root=/dev/vda rw console=ttyS0 kho=on, release: 7.3.4,
+           why: "the running kernel 7.3.4 is on disk: /boot/vmlinuz-7.3.4 with /boot/initrd.img-7.3.4"}
+  version_added: 0.4.0
 phases:
   description:
     - Where the time went, in seconds. C(boot_id) is V(null) (the boot id is read in the load's run since 0.4.0);

@@ -17,7 +17,7 @@ import time
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdline, GrammarError, parse_bool
 from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, facts, host, liveupdate, regions
-from ansible_collections.kexec.kho.plugins.module_utils._kho import boot_files, files, image, jump_status
+from ansible_collections.kexec.kho.plugins.module_utils._kho import boot_files, files, image, jump_status, way_back
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError, require_kho, transition
 from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
@@ -162,6 +162,11 @@ def competing_loaders(defaults: str = paths.DEBIAN_KEXEC_DEFAULTS, systemd: str 
     return found
 
 
+def load_argv(binary: str, kernel: str, initrd: str | None, cmdline: str) -> list:
+    """The one form of a KHO load: kexec -s -l KERNEL [--initrd=F] --command-line=S (the host's self-return too)."""
+    return [binary, "-s", "-l", kernel, *([f"--initrd={initrd}"] if initrd else []), f"--command-line={cmdline}"]
+
+
 IMAGE_CACHE = "image.json"  # under the state directory: the last target image read (Kexec.inspect_image)
 
 
@@ -184,10 +189,7 @@ class Kexec:
         return self.binary
 
     def load_argv(self, kernel: str, initrd: str | None, cmdline: str) -> list:
-        argv = [self.binary or "kexec", "-s", "-l", kernel, f"--command-line={cmdline}"]
-        if initrd:
-            argv.insert(4, f"--initrd={initrd}")
-        return argv
+        return load_argv(self.binary or "kexec", kernel, initrd, cmdline)
 
     def load(self, kernel: str, initrd: str | None, cmdline: str, lockdown: str | None) -> list:
         argv = self.load_argv(kernel, initrd, cmdline)
@@ -561,7 +563,7 @@ def write_pmsg(host, text: str) -> str:
 
 def start_jump(module, host, kexec: Kexec, p: dict, changes: Changes | None = None) -> dict:
     """state=executed, the host's part: load (as state=loaded, but always: the record is not the kernel's word of
-    what is loaded), write the pstore message, queue the jump.
+    what is loaded), record the way back (way_back.read), write the pstore message, queue the jump.
 
     One run before the jump.  Whatever fails in it is undone, and only what it changed (``changes``, which also
     tells the jump status): an image it loaded unloaded, a finalize it made aborted.
@@ -569,6 +571,7 @@ def start_jump(module, host, kexec: Kexec, p: dict, changes: Changes | None = No
     changes = changes if changes is not None else Changes()
     try:
         result = ensure_loaded(module, host, kexec, {**p, "force": True}, changes=changes)
+        result["way_back"] = way_back.read(host)  # read while the old kernel runs: after the jump only its disk is left
         if module.check_mode:
             return {**result, "triggered": False, "msg": "would load and jump to the new kernel"}
         if p["pmsg"] is not None:

@@ -419,3 +419,17 @@ def test_the_run_id_is_the_actions_own(monkeypatch):
     host = Host(polls=[poll(NEW)])
     run(host, monkeypatch, run_id="a-value-from-the-task")
     assert host.module_args[0]["run_id"] != "a-value-from-the-task" and len(host.module_args[0]["run_id"]) == 32
+
+
+def test_the_way_back_recorded_before_the_jump_is_in_the_result(monkeypatch):
+    """#36: the run on the old boot records the way back (way_back.read) and the result carries it, on success and on
+    a failure after the jump alike; where that run's answer was lost there is none to carry."""
+    way = {"possible": True, "kernel": "/boot/vmlinuz-7.3.4", "initrd": None, "cmdline": "root=/dev/vda kho=on",
+           "release": "7.3.4", "why": "the running kernel 7.3.4 is on disk: /boot/vmlinuz-7.3.4 without an initrd"}
+    load = {**Host().load, "way_back": way}
+    assert run(Host(polls=[poll(NEW)], load=load), monkeypatch)["way_back"] == way
+    failed = run(Host(polls=[poll(NEW)], load=load, test_rc=1), monkeypatch, test_command="false")
+    assert failed["failed"] and failed["jumped"] is True and failed["way_back"] == way
+    lost = run(Host(polls=[poll(OLD, "started"), poll(NEW)], load=AnsibleConnectionFailure("reset")), monkeypatch,
+               expect_boot_id=OLD)
+    assert lost["jumped"] is True and "way_back" not in lost
