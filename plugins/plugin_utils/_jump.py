@@ -7,7 +7,6 @@ Kept apart from the action plugin so that the timing logic is tested without a h
 
 from __future__ import annotations
 
-import re
 import shlex
 import socket
 import threading
@@ -17,7 +16,7 @@ from collections import namedtuple
 from ansible_collections.kexec.kho.plugins.module_utils._kho import jump_status, paths
 
 
-BOOT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+BOOT_ID = jump_status.BOOT_ID
 
 
 class AttemptTimeout(Exception):

@@ -17,6 +17,7 @@ import re
 from ansible_collections.kexec.kho.plugins.module_utils._kho import files, paths
 
 RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+BOOT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")  # /proc/.../random/boot_id
 MAX_LINE = 256  # a status line is far shorter; the polls read at most this much of the file
 DONE_WORDS = (paths.DONE_FINALIZE, paths.DONE_LOAD)
 STATES = re.compile(rf"^(?:{paths.JUMP_RUNNING}|{paths.JUMP_FAILED}|{paths.JUMP_STARTED}|{paths.JUMP_NOT_LOADED}"

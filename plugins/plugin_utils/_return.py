@@ -1,0 +1,169 @@
+# Copyright (c) kexec.kho contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The way back, decided on the controller: whether a host whose new kernel failed a check is handed back to the old
+one, what the verdict says, and whether the old kernel took the return up.  Pure functions.  Not a public API.
+
+The facts come from kho_kexec's result (``jumped``, ``way_back``, the target's release), the role's checks (which one
+failed) and the receivers' kho facts; nothing here reads a host.  The words the code compares are spelled once, here.
+docs/way-back.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ansible_collections.kexec.kho.plugins.module_utils._kho import regions, self_return
+
+ON_FAILURE, NEVER = "on_failure", "never"
+POLICIES = (ON_FAILURE, NEVER)  # kho_handover_return, kho_kexec's return option: when to hand a host back
+VERIFICATION, TEST_COMMAND, LUO_CHECKS, HEALTH_GATE = "verification", "test_command", "luo_checks", "health gate"
+CHECKS = (VERIFICATION, TEST_COMMAND, LUO_CHECKS, HEALTH_GATE)  # what a new kernel can fail after the jump
+
+VERIFIED = "verified"  # the role's verdict for a verified handover: never said of a host that returned
+FAILED_AFTER_JUMP = "failed after the jump"
+FAILED_AFTER_RETURN = "failed after the jump and the return"
+RETURNED = "returned to {old}: the new kernel {new} failed at {check}"
+RETURNED_BY_HOST = "returned by the host: not confirmed within {seconds} s"
+
+
+@dataclass(frozen=True)
+class AfterJump:
+    """What a run knows once its jump is over.
+
+    ``jumped``: kho_kexec's (true, false, null); ``failed``: the check the new kernel failed (one of CHECKS), None
+    where every check passed; ``answers``: the host answers on its new boot (the return needs a load there);
+    ``way_back``: kho_kexec's ``way_back`` record; ``new_release``: the release the jump loaded."""
+
+    jumped: bool | None
+    failed: str | None
+    answers: bool
+    way_back: dict | None
+    policy: str = ON_FAILURE
+    new_release: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    go: bool  # hand the host back to the way back's kernel
+    why: str
+
+
+def from_result(result: dict, failed: str | None, answers: bool, policy: str = ON_FAILURE) -> AfterJump:
+    """AfterJump from kho_kexec state=executed's result (its ``jumped``, ``way_back``, ``load.target``)."""
+    result = result if isinstance(result, dict) else {}
+    target = ((result.get("load") or {}).get("target") or {}) if isinstance(result.get("load"), dict) else {}
+    way_back = result.get("way_back") if isinstance(result.get("way_back"), dict) else None
+    return AfterJump(result.get("jumped"), failed, bool(answers), way_back, policy,
+                     target.get("target_release") if isinstance(target, dict) else None)
+
+
+def decide(state: AfterJump) -> Decision:
+    """Whether to return, and why (or why not); ValueError for a policy or a check that is none of the known ones."""
+    if state.policy not in POLICIES:
+        raise ValueError(f"the return policy is {state.policy!r}: one of {', '.join(POLICIES)}")
+    if state.failed is not None and state.failed not in CHECKS:
+        raise ValueError(f"the failed check is {state.failed!r}: one of {', '.join(CHECKS)}")
+    if state.jumped is not True:
+        return Decision(False, "the host did not jump: its rollback undoes the load, there is nothing to return from"
+                        if state.jumped is False else
+                        "whether the host jumped is unknown: no return is made to a kernel that is not known to run")
+    if state.failed is None:
+        return Decision(False, "every check passed: nothing to return from")
+    if state.policy == NEVER:
+        return Decision(False, f"the new kernel failed at {state.failed}, and the return policy is {NEVER}")
+    if not state.answers:
+        return Decision(False, f"the new kernel failed at {state.failed} and the host does not answer on it: the "
+                               "controller cannot hand it back (a return armed on the host acts by itself)")
+    way = state.way_back or {}
+    if way.get("possible") is not True:
+        return Decision(False, f"the new kernel failed at {state.failed}, and no way back was recorded: "
+                               f"{way.get('why') or 'the run that loaded did not say (its answer was lost)'}")
+    return Decision(True, f"the new kernel failed at {state.failed}: handing the host back to {way.get('release')} "
+                          f"({way.get('kernel')})")
+
+
+def verdict(state: AfterJump, decision: Decision, returned: bool | None = None) -> str:
+    """The verdict of a run whose new kernel failed a check: returned (``returned``: the return's receiver checks
+    passed), failed after the jump and the return (it was tried and did not come home), or failed after the jump (no
+    return was made).  Never VERIFIED; ValueError where nothing failed (that verdict is the role's own)."""
+    if state.failed is None:
+        raise ValueError("nothing failed after the jump: the verdict is the role's own")
+    if not decision.go:
+        return FAILED_AFTER_JUMP
+    if returned:
+        return RETURNED.format(old=(state.way_back or {}).get("release"), new=state.new_release or "unknown",
+                               check=state.failed)
+    return FAILED_AFTER_RETURN
+
+
+def _side(facts: dict, name: str) -> dict:
+    value = facts.get(name) if isinstance(facts, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _count(meta) -> int | None:
+    value = meta.get("kexec_count") if isinstance(meta, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def return_checks(before: dict, after: dict, failed_release: str | None, failed_boot_id: str | None = None,
+                  allowed=()) -> dict:
+    """The old kernel's word that the return came home, from its facts before the first jump (``before``) and after
+    the return (``after``): back on its release, on a boot that is neither of the run's others, a KHO handover
+    received whose kexec-metadata names the failed release with the count two above the one it had, and every
+    region it handed over revived again at the same start and size (``allowed`` may go).  ``failures`` empty: it came
+    home.  A kernel with no kexec-metadata on either side is ``unconfirmed``, never a pass of that check."""
+    before, after = (x if isinstance(x, dict) else {} for x in (before, after))
+    failures, unconfirmed = [], []
+    if after.get("release") != before.get("release"):
+        failures.append(f"the host is on {after.get('release')}, not the old kernel {before.get('release')}")
+    seen = {before.get("boot_id"), failed_boot_id} - {None}
+    if not after.get("boot_id") or after.get("boot_id") in seen:
+        failures.append(f"the host is on boot {after.get('boot_id')}, not a new one after the return")
+    if not _side(after, "in").get("present"):
+        failures.append("the old kernel received no handover data: the return did not carry KHO (a cold boot?)")
+    meta = _side(after, "in").get("kexec_metadata")
+    base = _count(_side(before, "in").get("kexec_metadata")) or 0
+    if meta is None and _side(before, "out").get("kexec_metadata") is None:
+        unconfirmed.append("the old kernel has no kexec-metadata: where it came from is not told")
+    elif not isinstance(meta, dict) or meta.get("previous_release") != failed_release or _count(meta) != base + 2:
+        failures.append(f"kexec-metadata {meta}, expected previous release {failed_release} and count {base + 2}")
+    taken = regions.taken_up(before, after, allowed)
+    if taken["lost"]:
+        failures.append(f"handed over but not taken up again by the old kernel: {'; '.join(taken['lost'])}")
+    return {"failures": failures, "unconfirmed": unconfirmed, "taken": taken}
+
+
+def outcome(state: AfterJump, decision: Decision, failed_msg: str, back: dict | None = None) -> dict:
+    """Both halves' evidence and the verdict: what the new kernel failed (``failed_msg``), the decision, and the
+    return's receiver checks (``back``: return_checks' answer, None where no return was made or it never came back)."""
+    returned = bool(decision.go and back is not None and not back["failures"])
+    return {"verdict": verdict(state, decision, returned), "returned": returned, "failed_check": state.failed,
+            "failed_release": state.new_release, "failure": failed_msg, "decision": decision.why,
+            "returned_to": (state.way_back or {}).get("release") if returned else None, "return": back}
+
+
+def by_host(note: dict | None, run_id: str, old_boot_id: str, boot_id: str | None, release: str | None,
+            back: dict | None = None) -> dict:
+    """What a host the controller reaches again after a jump it lost sight of did by itself, from its note
+    (self_return.parse_note), the boot and release it answers on, and the return's receiver checks where read
+    (``back``, return_checks): ``returned`` true with RETURNED_BY_HOST; false with FAILED_AFTER_RETURN where it tried
+    and did not come home (the load or the jump failed, another kernel or a cold boot answers); None where the note
+    is not this run's (the host did not return by itself: it was confirmed, disarmed, or never reached the new
+    boot)."""
+    mine = isinstance(note, dict) and note.get("run_id") == run_id and note.get("old_boot_id") == old_boot_id
+    if not mine:
+        return {"returned": None, "verdict": None, "why": "no note of this run's return on the host"}
+    if note["state"] != self_return.STATES[0]:
+        return {"returned": False, "verdict": FAILED_AFTER_RETURN,
+                "why": f"the host tried to return by itself and stayed on {note['new_release']}: "
+                       f"{note['state']} {note['rc']}"}
+    elsewhere = boot_id not in (None, old_boot_id, note.get("new_boot_id")) and release == note["old_release"]
+    if not elsewhere:
+        return {"returned": False, "verdict": FAILED_AFTER_RETURN,
+                "why": f"the host began its return to {note['old_release']} and answers on {release} (boot {boot_id})"}
+    if back is not None and back["failures"]:
+        return {"returned": False, "verdict": FAILED_AFTER_RETURN,
+                "why": f"the host returned by itself, but not home: {'; '.join(back['failures'])}"}
+    return {"returned": True, "verdict": RETURNED_BY_HOST.format(seconds=note["timeout"]),
+            "why": f"the host returned to {note['old_release']} by itself from {note['new_release']}"}
