@@ -36,6 +36,20 @@ DONE_FINALIZE, DONE_LOAD = "finalize", "load"  # DONE's words: the changes a rol
 # What a poll prints of the run's process (its pid and start time from the status): alive, gone, or unknown.
 RUN_ALIVE, RUN_GONE, RUN_UNKNOWN = "alive", "gone", "unknown"
 
+# The host's own return (module_utils/_kho/self_return.py), armed before the jump for the next boot.  On disk: /run
+# is a tmpfs of the kernel that leaves, so nothing under it reaches the next boot; a unit under /etc/systemd/system is
+# read by systemd at every boot, cold ones too, which is why the script checks the boot before it acts.
+RETURN_DIR = "/var/lib/kexec-kho/return"  # the script and the one-word marker that the confirm and the return race for
+RETURN_NOTE = "/var/lib/kexec-kho/returned"  # the host's word that it returned by itself, for the controller to read
+RETURN_UNIT_NAME = "kexec-kho-return.service"
+RETURN_UNIT = "/etc/systemd/system/" + RETURN_UNIT_NAME
+RETURN_WANTS = "/etc/systemd/system/sysinit.target.wants/" + RETURN_UNIT_NAME
+# The marker's names: armed, then renamed by exactly one side (rename is atomic): the controller's confirm, or the
+# script's return.
+RETURN_ARMED, RETURN_CONFIRMED, RETURN_RETURNING = "armed", "confirmed", "returning"
+RETURN_SCRIPT = "return.sh"
+KEXEC_METADATA = "in/sub_fdts/kexec-metadata"  # under DEBUGFS/KHO: what the previous kernel said of itself
+
 # The distribution's and the boot loaders' files.
 SYSTEMD_RUNTIME = "/run/systemd/system"  # exists where systemd is the running init
 SYSTEMD_PSTORE = "/var/lib/systemd/pstore"  # where systemd-pstore moves the pstore records at boot
