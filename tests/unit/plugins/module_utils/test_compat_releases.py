@@ -1,21 +1,24 @@
 """The target check by version, on the recorded image facts of each release the lab builds (#35).
 
 tests/fixtures/releases/images.json: image.inspect of the lab's kernels of 7.3.4, 7.2.13 and 7.3.0-rc7, and of
-7.3.4 patched to write and accept the next version of one format (tests/lab/record_images.py records it).  What a
-kernel sends is what its own image writes: its compatibles.
+7.3.4 patched to write and accept the next version of one format (tests/lab/record_images.py records it); and
+facts-REL.json: kho_facts with every blob (include_raw) on a lab guest running REL with the LUO selftest's sessions
+held, right before its handover in test_releases.py's chain (build-lab/logs/releases/).
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 from pathlib import Path
 
 import pytest
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, image
+from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, image, liveupdate
 
-IMAGES = json.loads((Path(__file__).resolve().parents[3] / "fixtures" / "releases" / "images.json").read_text())
+IMAGES_DIR = Path(__file__).resolve().parents[3] / "fixtures" / "releases"
+IMAGES = json.loads((IMAGES_DIR / "images.json").read_text())
 RELEASES = [name for name in IMAGES if "+" not in name]
 MOVED_ON = [name for name in IMAGES if "+" in name]
 
@@ -48,3 +51,44 @@ def test_a_target_known_only_by_its_config_names_the_family_it_lacks():
               "config": {"CONFIG_LIVEUPDATE_MEMFD": "n"}, "config_source": "/boot/config-x"}
     support = compat.check(sends("7.3.4"), target, sessions_held=True)
     assert support["sides"] == ["sends memfd-v2, target accepts no memfd (its config)"], support
+
+
+# ---------------------------------------------------------------- what each release sends, recorded on a lab guest
+
+FACTS = {rel: json.loads((IMAGES_DIR / f"facts-{rel}.json").read_text()) for rel in ("7.2.13", "7.3.0-rc7", "7.3.4")}
+IMAGE_OF = {"7.2.13": "7.2.13", "7.3.0-rc7": "7.3-rc7", "7.3.4": "7.3.4"}
+
+
+class Recorded:
+    """The host as compat.handed_over reads it, from kho_facts' raw blobs recorded on a lab guest (include_raw)."""
+
+    kho, out_dir, in_dir = "kho", "kho/out", "kho/in"
+
+    def __init__(self, facts: dict):
+        self.raw = {k: base64.b64decode(v) for k, v in facts["raw"].items()}
+
+    def read_bytes(self, path: str) -> bytes:
+        if path[len("kho/"):] not in self.raw:
+            raise FileNotFoundError(path)
+        return self.raw[path[len("kho/"):]]
+
+    def blobs(self, directory: str) -> dict:
+        prefix = directory[len("kho/"):] + "/"
+        return {k[len(prefix):]: v for k, v in self.raw.items() if k.startswith(prefix)}
+
+    def exists(self, path: str) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("release", sorted(FACTS))
+def test_what_each_release_sent_with_sessions_held_is_what_the_others_read(release, monkeypatch):
+    facts = FACTS[release]
+    assert liveupdate.held_sessions(facts["liveupdate"]), facts["liveupdate"]  # the selftest's stage 1 held them
+    monkeypatch.setattr(image, "inspect", lambda _path: IMAGES[IMAGE_OF[release]])  # the running image, recorded
+    sent = compat.handed_over(Recorded(facts), facts["liveupdate"], f"/boot/vmlinuz-{release}")
+    assert sent == {"kho": "kho-v4", "luo": "luo-v5", "memblock": "memblock-v1", "memfd": "memfd-v2",
+                    "reserve-mem": "reserve-mem-v1"}, sent
+    for target in RELEASES:
+        assert compat.check(sent, IMAGES[target], True)["status"] == "compatible", target
+    for variant in MOVED_ON:
+        assert compat.check(sent, IMAGES[variant], True)["status"] == "incompatible", variant
