@@ -61,9 +61,10 @@ def test_the_readme_quick_start_then_ansible_runner_hand_the_guest_over(lab_fact
     argv = readme_handover_command()
     assigned = dict(a.split("=", 1) for a in argv if re.match(r"^[A-Z_]+=", a))
     argv = [a for a in argv if not re.match(r"^[A-Z_]+=", a)]
-    # The README's values, for this lab: its inventory, its group, its kernel.
+    # The README's values, for this lab: its inventory, its group, its kernel (everything built in: no initrd).
     argv = [guests["inventory"] if a == "inventory.ini" else "kho_targets=kho_lab" if a == "kho_targets=kho"
-            else f"kho_handover_kernel={LAB_KERNEL}" if a.startswith("kho_handover_kernel=") else a for a in argv]
+            else f"kho_handover_kernel={LAB_KERNEL}" if a.startswith("kho_handover_kernel=")
+            else "kho_handover_initrd=none" if a.startswith("kho_handover_initrd=") else a for a in argv]
     assert argv[:2] == ["ansible-playbook", "-i"] and "kexec.kho.handover" in argv, argv
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, check=False,
                           env={**env, **assigned, "KHO_REPORT_JSON": str(tmp_path / "report.json")})
