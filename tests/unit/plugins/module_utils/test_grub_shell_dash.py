@@ -56,7 +56,7 @@ class Corpus:
         return self.r.choice(options)
 
     def file(self) -> str:
-        return "\n".join(self.statement() for _ in range(self.r.randint(1, 6))) + self.pick(("\n", "", "\n\n"))
+        return "\n".join(self.statement() for _n in range(self.r.randint(1, 6))) + self.pick(("\n", "", "\n\n"))
 
     def statement(self) -> str:
         kinds = {self.assignment: 30, self.command: 8, self.listed: 20, self.background: 3, self.sequence: 4,
@@ -66,7 +66,7 @@ class Corpus:
 
     def words(self, refs: bool) -> str:
         pool = self.PARAMS + (self.REFS if refs else ())
-        return " ".join(self.pick(pool) for _ in range(self.r.randint(0, 3)))
+        return " ".join(self.pick(pool) for _n in range(self.r.randint(0, 3)))
 
     def value(self) -> str:
         form = self.r.choices(["double", "single", "plain", "mixed", "bare"], [50, 20, 15, 8, 7])[0]
@@ -93,7 +93,7 @@ class Corpus:
         return self.pick(self.COMMANDS)
 
     def listed(self) -> str:
-        parts = [self.simple() for _ in range(self.r.randint(2, 3))]
+        parts = [self.simple() for _n in range(self.r.randint(2, 3))]
         out = parts[0]
         for part in parts[1:]:
             out += f" {self.pick(('&&', '||', '|'))}{self.pick(self.GAPS)}{part}"
@@ -107,7 +107,7 @@ class Corpus:
 
     def conditional(self) -> str:
         test = self.pick(("[ -e /nonexistent ]", "true", "false", "[ -d / ] && true"))
-        body = "\n".join(f"  {self.simple()}" for _ in range(self.r.randint(1, 2)))
+        body = "\n".join(f"  {self.simple()}" for _n in range(self.r.randint(1, 2)))
         if self.r.random() < 0.5:
             return f"if {test}; then\n{body}\nfi"
         return f"if {test}\nthen\n{body}\nelse\n  {self.simple()}\nfi"
@@ -153,7 +153,7 @@ class Corpus:
 
 def corpus() -> list:
     gen = Corpus(SEED)
-    return [REPRODUCER] + [gen.file() for _ in range(SIZE)]
+    return [REPRODUCER] + [gen.file() for _n in range(SIZE)]
 
 
 def dash(directories: list) -> dict:

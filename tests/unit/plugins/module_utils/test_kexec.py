@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_state_modules import FakeModule, make_host, params, state_dir_default  # noqa: F401  pylint: disable=import-error
+from test_state_modules import FakeModule, make_host, params, state_dir_default  # noqa: F401  pylint: disable=import-error,unused-import
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import host as H
 from ansible_collections.kexec.kho.plugins.module_utils._kho import jump_status, paths
