@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 from test_faults import assert_untouched
-from test_luo import PASSED, selftests, stage  # noqa: F401  pylint: disable=unused-import  (selftests: a fixture)
+from test_luo import PASSED, selftests, stage  # noqa: F401  pylint: disable=unused-import
 from test_role import facts as facts_of
 from test_role import handover
 

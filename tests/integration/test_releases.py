@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from test_faults import assert_untouched, guest_run
-from test_luo import LAB, PASSED, selftests, stage  # noqa: F401  pylint: disable=unused-import  (selftests: a fixture)
+from test_luo import LAB, PASSED, selftests, stage  # noqa: F401  pylint: disable=unused-import
 from test_role import KERNEL, handover
 from test_targets import COLLECTION, run_playbook
 
