@@ -66,6 +66,13 @@ def broken(text: str) -> list:
     return found
 
 
+def test_only_ansible_cores_own_collection_warnings_are_left_out():
+    core = ("[WARNING]: Collection at '/v/lib/python3.13/site-packages/ansible/_internal/ansible_collections/ansible/"
+            "_protomatter' does not have a MANIFEST.json file, nor has it galaxy.yml: cannot detect version.\n")
+    assert "[WARNING]" not in ours(core)
+    assert "[WARNING]" in ours(core + "[WARNING]: kexec.kho.handover: not found\n")
+
+
 def test_the_checker_catches_a_parenthesis_inside_code():
     assert broken("for example C(web-1: 7.3.4 -> 7.3.5 (previous release 7.3.4), kexec count 1).")
     assert broken("O(state=") and not broken("C(kho=on) and V(a) (in parentheses) O(state=loaded)")
@@ -75,11 +82,21 @@ def test_the_checker_catches_a_parenthesis_inside_code():
 def test_every_plugins_docs_render_without_broken_markup(kind, name):
     rendered = ansible_doc("-t", kind, f"kexec.kho.{name}")
     assert rendered.returncode == 0 and rendered.stdout.strip(), rendered.stderr[-2000:]
-    assert not re.search(r"\[(WARNING|ERROR)\]", rendered.stderr), rendered.stderr[-2000:]
+    assert not re.search(r"\[(WARNING|ERROR)\]", ours(rendered.stderr)), rendered.stderr[-2000:]
     doc = ansible_doc("--json", "-t", kind, f"kexec.kho.{name}")
     tree = json.loads(doc.stdout)[f"kexec.kho.{name}"]
     failures = [f"{where}: {why}" for where, text in texts(tree) for why in broken(text)]
     assert failures == []
+
+
+# ansible-core's own warnings, about its internal collections (2.21: `_protomatter` has no MANIFEST.json), are not
+# about this collection's docs.
+CORE_OWN = re.compile(r"^.*\[WARNING\]: Collection at '[^']*/ansible/_internal/ansible_collections/.*$", re.M)
+
+
+def ours(stderr: str) -> str:
+    """ansible-doc's stderr without ansible-core's own warnings about its internal collections."""
+    return CORE_OWN.sub("", stderr)
 
 
 def readme_commands() -> list:
@@ -98,7 +115,7 @@ def test_the_readme_gives_ansible_doc_commands_for_each_kind():
 def test_every_ansible_doc_command_of_the_readme_works(command):
     proc = ansible_doc(*shlex.split(command)[1:])
     assert proc.returncode == 0 and "kexec.kho" in proc.stdout, proc.stderr[-2000:]
-    assert "not found" not in proc.stderr and "[WARNING]" not in proc.stderr, proc.stderr[-2000:]
+    assert "not found" not in ours(proc.stderr) and "[WARNING]" not in ours(proc.stderr), proc.stderr[-2000:]
 
 
 # Names an example may use without defining them: Ansible's own, and the playbooks' documented variables.
