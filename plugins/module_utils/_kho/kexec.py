@@ -255,8 +255,10 @@ class Kexec:
 WANTED = ("kernel", "kernel_sha256", "initrd", "initrd_sha256", "cmdline", "boot_id")  # a load's record
 
 
-def describe(kernel: str, initrd: str | None, cmdline: str, boot_id: str | None) -> dict:
-    return dict(zip(WANTED, (kernel, sha256_file(kernel), initrd, sha256_file(initrd), cmdline, boot_id)))
+def describe(kernel: str, initrd: str | None, cmdline: str, boot_id: str | None, kernel_sha256: str | None = None) -> dict:
+    """A load's record; ``kernel_sha256`` where the caller hashed the image already (it is read once)."""
+    digest = kernel_sha256 or sha256_file(kernel)
+    return dict(zip(WANTED, (kernel, digest, initrd, sha256_file(initrd), cmdline, boot_id)))
 
 
 def matches(record: dict | None, wanted: dict) -> bool:
@@ -411,7 +413,8 @@ def plan_load(module, host, kexec: Kexec, p: dict, lu: dict | None = None) -> tu
     here, so that preflight, check mode and the load itself refuse the same things.  ``lu`` as in jump_method.
     """
     kind = image_kind(p["kernel"])
-    target = kexec.inspect_image(p["kernel"], sha256_file(p["kernel"]), keep=not module.check_mode)
+    kernel_sha256 = sha256_file(p["kernel"])
+    target = kexec.inspect_image(p["kernel"], kernel_sha256, keep=not module.check_mode)
     p["initrd"], initrd_how = target_initrd(p, target.get("release"))
     if p["initrd"]:
         check_readable(p["initrd"], "initrd")
@@ -424,7 +427,7 @@ def plan_load(module, host, kexec: Kexec, p: dict, lu: dict | None = None) -> tu
         raise KexecError(kept["refusal"])
     if lu is None and os.path.exists(os.path.join(host.devfs, "liveupdate")):
         lu = liveupdate.gather(host.devfs, host.procfs, running, None, module.run_command)
-    wanted = describe(p["kernel"], p["initrd"], cmdline, host.boot_id())
+    wanted = describe(p["kernel"], p["initrd"], cmdline, host.boot_id(), kernel_sha256)
     record = kexec.read_record()
     before = loaded_before(host, record, wanted)
     if before == LOADED_OTHER and not p.get("replace_loaded"):

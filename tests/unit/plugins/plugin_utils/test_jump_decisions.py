@@ -9,6 +9,7 @@ import pytest
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import jump_status
 from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
+from test_jump_report import Clock  # pylint: disable=import-error
 
 NEW = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 BACK = {"boot_id": NEW, "check": "in", "attempts": 3, "waited": 20.0, "first_answer": 19.0}
@@ -100,17 +101,6 @@ def answers(*lines):
 def arrival(boot, state=None, process="unknown", run="run-1", done="-"):
     line = f"{run} 4242 777 {done} {state}" if state else "none"
     return f"{boot}\n{line}\n{process}\nin\n"
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
 
 
 def wait(read, old_id=OLD, **kw):
