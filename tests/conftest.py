@@ -101,6 +101,7 @@ def pytest_configure(config):
 LONGEST = {
     # #35/#37's tests, estimated (not yet measured): handovers x about 100 s each, builds cached
     "test_a_chain_through_three_releases_keeps_everything": 640,
+    "test_a_new_kernel_that_fails_its_test_is_handed_back_to_the_old_one": 560,  # #36: four handovers
     "test_a_target_whose_formats_moved_on_is_refused_naming_both_sides": 520,
     "test_a_packaged_modular_kernel_with_its_initramfs": 480,
     "test_a_verified_verdict_coincides_with_stage_2_passing": 300,

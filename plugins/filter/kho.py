@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters: fdt_decode (a KHO blob to the structure the facts use), kho_query (jmespath), and the verifications of a
 handover from the receiver's facts: kho_regions_verify, kho_liveupdate_verify, and kho_handover_verify (all of the
-handover role's checks at once)."""
+handover role's checks at once); the way back (docs/way-back.md): kho_return_decide and kho_return_outcome."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import re
 from collections.abc import Mapping, Sequence
 
 from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import liveupdate, regions
-from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt, _handover
+from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt, _handover, _return
 
 try:
     import jmespath
@@ -168,7 +169,53 @@ def kho_handover_verify(before, after, method=None, found=None, canary=None, sup
             "regions": _region_rows(taken, after)}
 
 
+def _after_jump(name, jump, failed, answers, policy):
+    """The way back's input, from kho_kexec's result and the check the role saw fail ('' or None: none named)."""
+    failed = str(failed) if failed and str(failed).lower() not in ("none", "null") else None  # 2.16: "" or "None"
+    try:
+        state = _return.from_result(_plain(jump), failed, boolean(_plain(answers), strict=True), str(policy))
+        return state, _return.decide(state)
+    except (TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"{name}: {exc}") from exc
+
+
+def kho_return_decide(jump, failed=None, answers=True, policy=_return.ON_FAILURE):
+    """Whether a host whose new kernel failed a check is handed back to its old kernel, and why (or why not)."""
+    state, decision = _after_jump("kho_return_decide", jump, failed, answers, policy)
+    return {"go": decision.go, "why": decision.why, "failed_check": state.failed, "way_back": state.way_back}
+
+
+def _home(back: dict, before: dict, state, jump: dict, allowed, canary) -> dict | None:
+    """The old kernel's word after the return (_return.return_checks, and the canary in its pstore); None where the
+    return never came back on a new boot with its facts read."""
+    facts = (back.get("ansible_facts") or {}).get("kho") if isinstance(back.get("ansible_facts"), dict) else None
+    if back.get("jumped") is not True or not back.get("facts_read") or not isinstance(facts, dict):
+        return None
+    checks = _return.return_checks(before, facts, state.new_release, jump.get("boot_id_after"), allowed or ())
+    if canary and canary not in (back.get("pstore_found") or []):
+        checks["failures"].append("the canary written again before the return is in no pstore record of the old "
+                                  "kernel's new boot")
+    return checks
+
+
+def kho_return_outcome(jump, back=None, before=None, failed=None, failure="", answers=True,
+                       policy=_return.ON_FAILURE, allowed=None, canary=None):
+    """The verdict of a run whose new kernel failed a check, with both halves' evidence: the failed check and its
+    message, the decision, the return's kho_kexec answer (``back``) and the old kernel's receiver checks."""
+    jump, back, before = (_plain(x) if isinstance(x, Mapping) else {} for x in (jump, back, before))
+    state, decision = _after_jump("kho_return_outcome", jump, failed, answers, policy)
+    if state.failed is None:  # the run failed after the jump without a check named: nothing decides a return
+        return {"verdict": _return.FAILED_AFTER_JUMP, "returned": False, "failed_check": None, "decision":
+                "no check is named as failed: no return is decided", "returned_to": None, "return": None}
+    checks = _home(back, before, state, jump, _plain(allowed), canary) if decision.go else None
+    out = _return.outcome(state, decision, str(failure or ""), checks)
+    if decision.go:  # what the return's own run said, failed or not (its jump, its message)
+        out["back"] = {k: back.get(k) for k in ("jumped", "boot_id_after", "downtime", "failed", "msg")}
+    return out
+
+
 class FilterModule:
     def filters(self):
         return {"fdt_decode": fdt_decode, "kho_query": kho_query, "kho_liveupdate_verify": kho_liveupdate_verify,
-                "kho_regions_verify": kho_regions_verify, "kho_handover_verify": kho_handover_verify}
+                "kho_regions_verify": kho_regions_verify, "kho_handover_verify": kho_handover_verify,
+                "kho_return_decide": kho_return_decide, "kho_return_outcome": kho_return_outcome}

@@ -417,7 +417,8 @@ way_back:
       any target; C(cmdline), the running command line less C(BOOT_IMAGE=); C(release); and C(why), a sentence.
     - C(possible) is V(false) where no return can be promised (no image of the running release on disk, only
       C(/vmlinuz), which names the newest kernel installed; a modular build without its initrd), and C(why) says so.
-    - Only recorded so far; nothing returns by it yet (docs/way-back.md).
+    - The handover role's way back takes the host home by it where the new kernel fails a check
+      (C(kho_handover_return)); this module does not return by itself (docs/way-back.md).
   returned: O(state=executed), where the run that loads answered
   type: dict
   sample: {possible: true, kernel: /boot/vmlinuz-7.3.4, initrd: /boot/initrd.img-7.3.4,
@@ -526,6 +527,15 @@ dropped_regions:
   type: list
   elements: str
   version_added: 0.3.0
+failed_check:
+  description:
+    - The check a new boot that answered failed, a stable word for roles to decide from (the handover role's way
+      back does), never from RV(msg). V(test_command) where O(test_command) failed; V(verification) where the new
+      kernel has no handover data (O(verify_handover)).
+  returned: O(state=executed), where the host came back on a new boot and a check failed
+  type: str
+  sample: test_command
+  version_added: 0.4.0
 handover_received:
   description: The new kernel has handover data (C(kho/in)), checked with O(verify_handover); V(null) where the host
     did not come back on a new boot or the check was not asked for.

@@ -14,6 +14,7 @@ import time
 from collections import namedtuple
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import jump_status, paths
+from ansible_collections.kexec.kho.plugins.plugin_utils import _return
 
 
 BOOT_ID = jump_status.BOOT_ID
@@ -384,13 +385,14 @@ def verdict(back: dict, downtime: float, test: dict, root: str | None) -> dict:
     checked (None: not checked).  Decided from fields only: the test's rc and the arrival's handover check.
     """
     if test["rc"]:
-        return {"failed": True, "msg": f"the host is back on a new boot, but the test command failed: {test.get('stderr')}"}
+        return {"failed": True, "failed_check": _return.TEST_COMMAND,
+                "msg": f"the host is back on a new boot, but the test command failed: {test.get('stderr')}"}
     out = {"handover_received": None, "msg": f"back on boot {back['boot_id']} after {downtime:.1f} s"}
     if root:  # answered by the same command that read the new boot id: a shell test, not a kho_facts run
         why = handover_failure(back["check"], root)
         out["handover_received"] = why is None
         if why:
-            out.update(failed=True, msg=why)
+            out.update(failed=True, failed_check=_return.VERIFICATION, msg=why)
     return out
 
 

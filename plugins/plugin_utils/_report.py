@@ -38,6 +38,8 @@ LIVEUPDATE = {"method": "str", "expected_number": "int", "incoming_number": "int
               "kexec_count_after": "int", "sessions_before": "strs", "units_before": "strs", "lost": "strs"}
 REGION = {"name": "str", "size": "int", "start_before": "int", "start_after": "int", "revived": "bool",
           "ramoops": "bool"}
+WAY_BACK = {"verdict": "str", "returned": "bool", "failed_check": "str", "failed_release": "str", "failure": "str",
+            "decision": "str", "returned_to": "str"}  # _return.outcome's, with its "return" and "back" as data
 PLAN = {"kernel": "str", "initrd": "str", "cmdline": "str", "argv": "strs", "method": "str", "finalize": "bool",
         "enable_and_reboot_first": "bool", "lock": "str", "canary": "bool", "regions": "strs"}
 
@@ -133,6 +135,7 @@ def normalise(result) -> dict:
     out["regions"] = [_record(g, REGION) for g in regions if isinstance(g, Mapping)]
     out["liveupdate"] = _record(r.get("liveupdate"), LIVEUPDATE)
     out["plan"] = _record(r.get("plan"), PLAN)
+    out["way_back"] = _record(r.get("way_back"), WAY_BACK)
     phases = r.get("boot_phases")
     out["boot_phases"] = {str(k): _num(v) for k, v in phases.items()} if isinstance(phases, Mapping) else None
     return out

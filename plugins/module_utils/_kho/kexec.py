@@ -315,10 +315,12 @@ class Changes:
         """Undo the image this run loaded, then a finalize it made, each noted as undone; raises where one fails."""
         undone = []
         if self.loaded and kexec is not None:
-            kexec.unload()
+            present = host.kexec_loaded() is not False  # noted ahead of a load that failed: nothing to unload
+            if present:
+                kexec.unload()
             kexec.forget()
             self.loaded = False
-            undone.append("the image unloaded")
+            undone.extend(["the image unloaded"] if present else [])
         if self.finalized:
             transition(host, False, False)
             self.finalized = False
@@ -476,8 +478,12 @@ def do_load(host, kexec: Kexec, result: dict, steps: list, changes: Changes | No
         if "finalize" in steps:
             transition(host, True, False)
             changes.did(paths.DONE_FINALIZE)
+        if result["loaded_before"] == LOADED_NOTHING:
+            # Noted ahead of the load: a run killed between kexec -l and its next word leaves a status that says
+            # to unload, and with nothing loaded before (under the lock) no other image can be lost by it.
+            changes.did(paths.DONE_LOAD)
         kexec.load(result["kernel"], result["initrd"], result["cmdline"], result["lockdown"])
-        if fresh:
+        if fresh and not changes.loaded:
             changes.did(paths.DONE_LOAD)
         if host.kexec_loaded() is False:
             raise KexecError("kexec -s -l returned 0 but /sys/kernel/kexec_loaded is still 0")

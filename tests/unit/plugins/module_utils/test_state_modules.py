@@ -172,6 +172,39 @@ def test_the_plan_is_what_preflight_check_mode_and_the_load_share_and_undo_says_
     assert info.value is failing  # nothing to undo: the error itself
 
 
+def test_a_load_onto_nothing_is_in_the_jump_status_before_kexec_runs(tmp_path, fixtures, monkeypatch):
+    """#37 item 1 (lab: test_a_run_killed_after_its_load_did_not_jump_and_its_load_is_undone): a run killed between
+    kexec -l and its next word leaves a status that says to unload; a load that fails unloads nothing."""
+    from ansible_collections.kexec.kho.plugins.module_utils._kho import jump_status
+
+    kho = make_host(tmp_path, "live-cold")
+    mod = FakeModule(kho)
+    kx = K.Kexec(mod, str(tmp_path / "run"))
+    result, steps = K.plan_load(mod, kho, kx, params(tmp_path))
+    path = str(tmp_path / "status")
+    seen = []
+    real = kx.load
+
+    def load(*args):
+        seen.append(jump_status.parse(open(path).read()).done)
+        return real(*args)
+
+    monkeypatch.setattr(kx, "load", load)
+    changes = K.Changes(jump_status.Writer(path, "run-1"))
+    assert K.do_load(kho, kx, result, steps, changes)["loaded_here"] and seen == [(paths.DONE_LOAD,)]
+    K.undo(kho, False, kx)
+
+    def refused(*args):
+        raise K.KexecError("kexec -s -l failed (rc 1)")
+
+    monkeypatch.setattr(kx, "load", refused)
+    changes, before = K.Changes(jump_status.Writer(path, "run-2")), len(mod.commands)
+    with pytest.raises(K.KexecError) as info:
+        K.do_load(kho, kx, result, steps, changes)
+    assert str(info.value) == "kexec -s -l failed (rc 1)" and not [c for c in mod.commands[before:] if "-u" in c]
+    assert jump_status.parse(open(path).read()).done == () and not kho.kexec_loaded()
+
+
 def test_the_target_image_is_read_once_per_image_and_never_cached_in_check_mode(tmp_path, fixtures, monkeypatch):
     """Preflight reads (decompresses) the target; the load on the same boot takes that answer, for that image only."""
     kho = make_host(tmp_path, "live-cold")

@@ -62,8 +62,11 @@ def test_the_verdict_of_a_jump_that_came_back():
                          ("garbage", "not one of")):
         out = _jump.verdict({**BACK, "check": check}, 21.0, {"rc": 0}, "/sys/kernel/debug")
         assert out["failed"] is True and out["handover_received"] is False and words in out["msg"], out
+        assert out["failed_check"] == "verification", out
     failed = _jump.verdict(BACK, 21.0, {"rc": 1, "stderr": "nope"}, "/sys/kernel/debug")
-    assert failed == {"failed": True, "msg": "the host is back on a new boot, but the test command failed: nope"}
+    assert failed == {"failed": True, "failed_check": "test_command",
+                      "msg": "the host is back on a new boot, but the test command failed: nope"}
+    assert "failed_check" not in ok and "failed_check" not in unchecked
 
 
 def test_the_wait_is_one_state_object_whose_phases_are_spans_between_its_states():

@@ -97,6 +97,11 @@ def test_numbers_are_numbers_and_what_is_missing_is_null():
     assert r["regions"] == [{"name": "oops", "start_before": 0x3EC00000, "start_after": None, "size": 0x100000,
                              "revived": True, "ramoops": None}]
     assert r["plan"]["finalize"] is False and r["plan"]["argv"] == ["kexec"] and r["plan"]["kernel"] is None
+    r = _report.normalise({"way_back": {"returned": "False", "returned_to": "", "verdict": "failed after the jump",
+                                        "return": {"failures": ["x"]}}})
+    assert r["way_back"]["returned"] is False and r["way_back"]["returned_to"] is None
+    assert r["way_back"]["return"] == {"failures": ["x"]} and r["way_back"]["decision"] is None
+    assert _report.normalise({})["way_back"] is None
     empty = _report.normalise({})
     assert set(empty) >= set(_report.STRINGS + _report.FLOATS + _report.INTS) | {"timings", "regions", "liveupdate"}
     assert set(empty["timings"]) == set(_report.TIMINGS) and not any(empty["timings"].values())
@@ -107,7 +112,7 @@ SCALAR = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_s
 JSON_VALUE = st.recursive(SCALAR, lambda inner: st.lists(inner, max_size=3)
                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
 RESULT = st.fixed_dictionaries({}, optional={k: JSON_VALUE for k in (
-    *_report.STRINGS, *_report.FLOATS, *_report.INTS, "timings", "regions", "liveupdate", "plan", "boot_phases")})
+    *_report.STRINGS, *_report.FLOATS, *_report.INTS, "timings", "regions", "liveupdate", "plan", "way_back", "boot_phases")})
 
 
 def _no_empty_strings(value) -> bool:

@@ -4,26 +4,17 @@ host that returned by itself left to say so.  Pure functions over recorded 7.3.4
 
 from __future__ import annotations
 
-import base64
 import copy
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import self_return
-from ansible_collections.kexec.kho.plugins.plugin_utils import _handover
-from ansible_collections.kexec.kho.plugins.plugin_utils import _return as R
+import wayback  # pylint: disable=import-error  # tests/: the recorded trees of a return
+from wayback import BACK_BOOT, MID_BOOT, NO_WAY, OLD_BOOT, RUN, WAY  # pylint: disable=import-error
 
-OLD_BOOT = "4b1f3b0e-6c1d-4c47-9d4c-0d3c1c0e2a11"
-MID_BOOT = "9d0c2e4a-1b3c-4d5e-8f70-112233445566"
-BACK_BOOT = "c0ffee00-1b3c-4d5e-8f70-aabbccddeeff"
-RUN = "0f3c9a7e5b2d4c1e8a6f9b0d2c4e6a8f"
-WAY = {"possible": True, "kernel": "/boot/vmlinuz-7.3.4", "initrd": "/boot/initrd.img-7.3.4",
-       "cmdline": "root=/dev/vda rw kho=on", "release": "7.3.4",
-       "why": "the running kernel 7.3.4 is on disk: /boot/vmlinuz-7.3.4 with /boot/initrd.img-7.3.4"}
-NO_WAY = {"possible": False, "kernel": None, "initrd": None, "cmdline": "root=/dev/vda", "release": "7.3.4",
-          "why": "the running kernel 7.3.4 is not on disk (looked for /boot/vmlinuz-7.3.4)"}
+from ansible_collections.kexec.kho.plugins.module_utils._kho import self_return
+from ansible_collections.kexec.kho.plugins.plugin_utils import _return as R
 
 
 def state(**kw) -> R.AfterJump:
@@ -109,31 +100,14 @@ def test_a_failed_check_is_never_verified_whatever_happens_after(jumped, failed,
 
 # ---------------------------------------------------------------- the old kernel's word that it came home
 
-def side(fixtures, directory: str, name: str) -> dict:
-    raw = {"present": True, "fdt": None, "sub_blobs": {}}
-    for f in (fixtures / directory).glob(f"{name}_sub_fdts_*"):
-        raw["sub_blobs"][f.name[len(name) + len("_sub_fdts_"):]] = base64.b64encode(f.read_bytes()).decode()
-    facts, errors = _handover.decode_side(raw, name)
-    assert errors == []
-    return {**facts, "present": True}
-
-
 @pytest.fixture
 def before(fixtures) -> dict:
-    """7.3.4, cold-booted, about to hand over oops and trace (count 1 in what it sends)."""
-    return {"release": "7.3.4", "boot_id": OLD_BOOT, "interface": "live", "in": {"present": False},
-            "out": side(fixtures, "cold", "out"), "log": []}
+    return wayback.before(fixtures)
 
 
 @pytest.fixture
 def home(fixtures) -> dict:
-    """7.3.4 again after 7.2.13 handed it back: the regions revived (the recorded log), kexec-metadata from 7.2.13."""
-    incoming = side(fixtures, "handover2", "in")
-    incoming["kexec_metadata"] = {"version": 1, "previous_release": "7.2.13", "kexec_count": 2}
-    return {"release": "7.3.4", "boot_id": BACK_BOOT, "interface": "live", "in": incoming,
-            "out": side(fixtures, "handover2", "out"),
-            "log": (fixtures / "handover2" / "dmesg_kho.txt").read_text().splitlines(),
-            "reserve_mem_param": ["oops", "trace"]}
+    return wayback.home(fixtures)
 
 
 def test_a_return_that_came_home_passes_every_check(before, home):

@@ -1,0 +1,73 @@
+"""The way back (#36), driven by the controller, on a real guest: a new kernel that fails its test_command hands the
+host back to the old one by a second KHO handover, and the old kernel's own word says it came home.
+
+7.3.4 -> 7.2.13 (a downgrade the fleet's health check rejects) -> 7.3.4 again: the region revived twice, the canary
+written again before the return found in the old kernel's pstore, kexec-metadata `7.2.13 (count 2)`.  Without the
+old kernel's image on disk no return is promised, and the verdict stays `failed after the jump`.  Rows are written to
+build-lab/logs/release-matrix.json with both kernels' own log lines (the serial console keeps every boot's).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_faults import guest_run
+from test_releases import copy_kernels, record, releases  # noqa: F401  pylint: disable=unused-import
+from test_role import KERNEL, facts, handover
+
+pytestmark = pytest.mark.lab_full  # make test-lab
+
+FAILS_ON_NEW = 'test "$(cat /proc/sys/kernel/osrelease)" != 7.2.13'  # the health check the new release fails
+EXEC_FROM = "KHO: exec from:"
+
+
+def serial_lines(guests, words: str) -> list:
+    serial = Path(guests["guests"][0]["serial"]).read_bytes().decode("utf-8", "replace")
+    return [line.strip() for line in serial.splitlines() if words in line]
+
+
+def to_72(guests, tmp_path):
+    return handover(guests, tmp_path, kho_handover_kernel="/boot/vmlinuz-7.2.13", kho_handover_canary=True,
+                    kho_handover_test_command=FAILS_ON_NEW)
+
+
+def test_a_new_kernel_that_fails_its_test_is_handed_back_to_the_old_one(
+        lab_factory, tmp_path, releases):  # noqa: F811
+    guests = lab_factory(1)
+    name = guests["guests"][0]["name"]
+    copy_kernels(guests, tmp_path, {"/boot/vmlinuz-7.2.13": releases["7.2.13"]})
+
+    # No image of the running 7.3.4 under its release's name: no return is promised, and none is made.
+    proc, summary = to_72(guests, tmp_path)
+    stayed = summary[name]
+    assert proc.returncode != 0 and stayed["verdict"] == "failed after the jump", stayed
+    assert stayed["way_back"]["returned"] is False and "no way back was recorded" in stayed["way_back"]["decision"]
+    assert "the running kernel 7.3.4 is not on disk" in stayed["way_back"]["decision"], stayed["way_back"]
+    assert next(iter(facts(guests, tmp_path).values()))["release"] == "7.2.13"
+    proc, summary = handover(guests, tmp_path, kho_handover_kernel=KERNEL)  # home by hand, the lab's image
+    assert proc.returncode == 0 and summary[name]["verdict"] == "verified", proc.stdout[-4000:]
+
+    # The old kernel on disk as a distribution lays it down (/boot/vmlinuz-RELEASE): the way back exists.
+    guest_run(guests, tmp_path, f"    - ansible.builtin.copy: {{src: {KERNEL}, dest: /boot/vmlinuz-7.3.4, "
+                                "remote_src: true, mode: '0644'}\n")
+    count = summary[name]["kexec_count"]
+    proc, summary = to_72(guests, tmp_path)
+    result = summary[name]
+    assert proc.returncode != 0, "a returned host is still a failed run"
+    assert result["verdict"] == "returned to 7.3.4: the new kernel 7.2.13 failed at test_command", result
+    way = result["way_back"]
+    assert way["returned"] is True and way["failed_check"] == "test_command" and way["return"]["failures"] == [], way
+    assert "oops" in way["return"]["taken"]["kept"], way["return"]["taken"]
+    home = next(iter(facts(guests, tmp_path).values()))
+    meta = home["in"]["kexec_metadata"]
+    assert (home["release"], meta["previous_release"], meta["kexec_count"]) == ("7.3.4", "7.2.13", count + 2), meta
+    assert home["boot_id"] not in (result["boot_id_before"], result["boot_id_after"])
+    assert home["kexec_loaded"] is False
+    both = serial_lines(guests, EXEC_FROM)[-2:]  # the new kernel's, then the old one's again
+    assert "7.3.4" in both[0] and "7.2.13" in both[1], both
+    record({"pair": "7.3.4 -> 7.2.13 -> 7.3.4 (test_command failed on 7.2.13: the way back)",
+            "verdict": result["verdict"], "kept": way["return"]["taken"]["kept"] + ["pstore canary"],
+            "refused": None, "evidence": {"both kernels' log": both,
+                                          "revived": serial_lines(guests, "Revived memory reservation")[-2:],
+                                          "decision": way["decision"]}})
