@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from test_faults import assert_untouched, guest_run
-from test_luo import LAB, PASSED, selftests, stage  # noqa: F401  pylint: disable=unused-import
+from test_luo import LAB, PASSED, SID_TIMEOUT, cache_service, selftests, sid_guest, stage  # noqa: F401  pylint: disable=unused-import
 from test_role import KERNEL, handover
 from test_targets import COLLECTION, run_playbook
 
@@ -104,6 +104,34 @@ def test_a_chain_through_three_releases_keeps_everything(lab_factory, tmp_path, 
         record({"pair": f"{source} -> {target}", "verdict": result["verdict"], "kept": ["oops", "pstore canary",
                 "kexec_simple_state", "test-session"], "refused": None, "stage 2": PASSED["luo_kexec_simple"],
                 "evidence": evidence(guests, tmp_path, result)})
+
+
+def test_a_services_fd_store_crosses_releases_both_ways_on_the_sid_guest(lab_factory, tmp_path, releases):
+    """systemd 262 (the sid guest): kho-cache.service's memfd in its preserved fd store, 7.3.4 -> 7.2.13 (downgrade)
+    -> 7.3.4 (upgrade); the service itself finds its data again on each new kernel (its own word, not ours)."""
+    guests = sid_guest(lab_factory)
+    name = guests["guests"][0]["name"]
+    copy_kernels(guests, tmp_path, {"/boot/vmlinuz-7.2.13": releases["7.2.13"]})
+    first = cache_service(guests, tmp_path)
+    assert first["state"].startswith("created on boot ") and first["count"] == "0", first
+    data = first["state"].split(": ", 1)[1]
+    for count, (source, target, kernel) in enumerate([("7.3.4", "7.2.13", "/boot/vmlinuz-7.2.13"),
+                                                      ("7.2.13", "7.3.4", KERNEL)], 1):
+        proc, summary = handover(guests, tmp_path, kho_handover_kernel=kernel, **SID_TIMEOUT)
+        result = summary[name]
+        assert proc.returncode == 0, proc.stdout[-6000:]
+        assert result["verdict"] == "verified" and result["method"] == "systemctl", result
+        assert (result["release_before"], result["release_after"], result["kexec_count"]) == (source, target, count)
+        lu = result["liveupdate"]
+        assert "kho-cache.service" in lu["units_before"] and lu["lost"] == [], lu
+        after = cache_service(guests, tmp_path)
+        assert after["state"].startswith("restored on boot ") and after["state"].endswith(": " + data), after
+        assert after["count"] == str(count), after
+        revived = [r["name"] for r in result.get("regions") or [] if r.get("revived") is True]
+        assert all(r.get("revived") is True for r in result.get("regions") or []), result["regions"]
+        record({"pair": f"{source} -> {target} (sid guest, systemd 262: kho-cache.service's fd store)",
+                "verdict": result["verdict"], "kept": [*revived, "kho-cache.service's fd store"], "refused": None,
+                "service": after["state"], "evidence": evidence(guests, tmp_path, result)})
 
 
 @pytest.fixture(scope="module")
