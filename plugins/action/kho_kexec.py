@@ -54,7 +54,8 @@ class ActionModule(ActionBase):
                     "msg": f"kho_kexec: debugfs_root is {root!r}: state=executed needs an absolute path on the host "
                            "(no ~ or $: the controller polls it after the jump)"}
         opts = {**{k: valid[k] for k in JUMP_OPTIONS}, **{k: args.get(k) or ARGUMENT_SPEC[k]["default"] for k in ROOTS},
-                "debugfs_root": root, "check_root": root if valid["verify_handover"] else None}
+                "debugfs_root": root, "check_root": root if valid["verify_handover"] else None,
+                "confirm_timeout": valid["confirm_timeout"]}
         # The host's part, in one run: load (the method resolved, auto: what keeps the host's live-update state),
         # the pstore message, the queued jump.  The values as validated and typed, but paths as given: the module
         # expands them on the host (a ~ is the host user's home, not the controller's).
@@ -177,6 +178,9 @@ class ActionModule(ActionBase):
         result["load"] = run["load"] = load
         if isinstance(load.get("way_back"), dict):  # recorded on the old boot before the jump (way_back.read)
             result["way_back"] = load["way_back"]
+        result["run_id"] = run["id"]
+        result["self_return"] = {"armed": load.get("self_return") if isinstance(load.get("self_return"), dict) else None,
+                                 "note": None}
         run["old_id"] = run["old_id"] or _jump.boot_id(load.get("boot_id"))  # None: the answer was lost
         if run["old_id"]:
             result["boot_id_before"] = run["old_id"]
@@ -197,7 +201,9 @@ class ActionModule(ActionBase):
         """Until the new boot answers (then test_command), or the wait ends: rolled back where it never left."""
         jumped_at = time.monotonic()
         root = opts["check_root"]
-        deadline = jumped_at + float(opts["kexec_timeout"])
+        # Where the host's own return may be armed (asked for; its answer may be lost), the wait covers it too.
+        limit = float(opts["kexec_timeout"]) + float(opts["confirm_timeout"])
+        deadline = jumped_at + limit
         original_timeout = self._connection_timeout(opts["connect_timeout"])
         try:
             if opts["post_kexec_delay"]:
@@ -209,11 +215,13 @@ class ActionModule(ActionBase):
 
             progress = self._progress(task_vars, jumped_at)
             progress(_jump.EVENT_SENT, 0.0)
-            back = _jump.wait_for_new_boot(read_new, run["old_id"], float(opts["kexec_timeout"]),
+            back = _jump.wait_for_new_boot(read_new, run["old_id"], limit,
                                            float(opts["poll_interval"]), run["probe"],
                                            not_jumped_after=float(opts["not_jumped_after"]), on_event=progress,
                                            run_id=run["id"], ended=run["ended"])
             run.update(back=back, downtime=time.monotonic() - jumped_at)
+            if (back.get("note") or {}).get("run_id") == run["id"]:  # this run's host returned by itself
+                result["self_return"]["note"] = back["note"]
             result.update(jumped=True, old_boot_answers=back["old_answers"], boot_id_after=back["boot_id"],
                           boot_id_before=back["old_id"], downtime=round(run["downtime"], 2))
             run["phases"].update(_jump.wait_phases(back, run["probe"] is not None))

@@ -24,6 +24,10 @@ description:
     6.16 to 6.18 kernels only take the handover data at load time when finalized. A load that fails after
     this task finalized aborts the finalize again, where the kernel can.
   - O(state=unloaded) runs C(kexec -u) when an image is loaded.
+  - O(state=confirmed), on the new boot, confirms it - the rename of the self-return's marker, which the host's own
+    return races for - and removes everything armed; RV(confirmed) says whether the confirm won.
+    O(state=disarmed) removes whatever of the self-return is on disk, and the note of a return the host made by
+    itself, returned as RV(note).
   - O(state=executed) (an action plugin, modelled on M(ansible.builtin.reboot)) runs the module once on the host,
     which checks the boot id (the one O(expect_boot_id) gives, and never the controller's own), ensures the image
     is loaded, writes O(pmsg) where given, checks that an image is loaded and queues the jump detached from the SSH
@@ -58,7 +62,7 @@ options:
     description: Whether an image should be loaded.
     type: str
     required: true
-    choices: [loaded, unloaded, executed]
+    choices: [loaded, unloaded, executed, confirmed, disarmed]
   kernel:
     description: Path of the kernel image on the host (x86 bzImage, arm64 Image or EFI zboot). Required for O(state=loaded)
       and O(state=executed).
@@ -273,6 +277,24 @@ options:
         M(kexec.kho.kho_facts)'s O(kexec.kho.kho_facts#module:pstore_search); those found are in RV(pstore_found).
     type: list
     elements: str
+    version_added: 0.4.0
+  confirm_timeout:
+    description:
+      - With O(state=executed), seconds of the new kernel's uptime within which the controller must confirm it
+        (O(state=confirmed)); V(0) arms nothing.
+      - Before the jump is queued, the host's own return ("commit confirmed", docs/way-back.md) is armed on disk - the
+        script C(/var/lib/kexec-kho/return/return.sh), its marker, the unit C(/etc/systemd/system/kexec-kho-return.service)
+        and its link in C(sysinit.target.wants). It acts on one boot only - this run's kexec (another boot id, a KHO
+        handover received, whose C(kexec-metadata) names the old release with the count the old kernel sent, on the
+        release the jump loaded); on any other boot (a cold one) it removes itself and does nothing. Unless confirmed
+        in time, it loads the old kernel (RV(way_back)) and jumps back by itself, leaving a one-line note in
+        C(/var/lib/kexec-kho/returned).
+      - Refused before the jump (and the load undone) where no way back was recorded, systemd is not PID 1, the
+        kernel hands over at finalize (6.16 to 6.18), or a value would not be one plain word in the script.
+      - The wait for the new boot grows by this many seconds, and where the host returned by itself, RV(self_return)
+        carries its note. A rollback on the old boot disarms it.
+    type: int
+    default: 0
     version_added: 0.4.0
 requirements:
   - kexec-tools 2.0.14 or later on the managed host (C(kexec -s), for C(kexec_file_load)); an older one is refused
@@ -567,22 +589,61 @@ pstore_found:
   type: list
   elements: str
   version_added: 0.4.0
+self_return:
+  description:
+    - The host's own return (O(confirm_timeout)) - C(armed) (what the load's run armed - C(timeout), C(kexec_count),
+      C(old_release), C(new_release), C(paths) - or V(null) where nothing was armed or the answer was lost), and
+      C(note), the host's note of a return it made by itself, where the boot that answered carries this run's (its
+      C(state) - C(returning), C(load-failed), C(exit) - C(new_boot_id), C(old_release), C(new_release), C(timeout)).
+  returned: O(state=executed), after the trigger
+  type: dict
+  version_added: 0.4.0
+run_id:
+  description: The run id this run wrote in its jump status and in what it armed on the host.
+  returned: O(state=executed), after the trigger
+  type: str
+  version_added: 0.4.0
+confirmed:
+  description: O(state=confirmed) - the confirm won (nothing returns); V(false) where nothing was armed or the host's
+    own return won the race.
+  returned: O(state=confirmed), not in check mode
+  type: bool
+  version_added: 0.4.0
+returning:
+  description: O(state=confirmed) - the host's own return had won the race before the confirm (the host is returning).
+  returned: O(state=confirmed), not in check mode
+  type: bool
+  version_added: 0.4.0
+note:
+  description: O(state=disarmed) - the host's note of a return it made by itself, as read before it was removed (fields
+    as in RV(self_return)), or V(null).
+  returned: O(state=disarmed), not in check mode
+  type: dict
+  version_added: 0.4.0
+removed:
+  description: O(state=disarmed) - the paths removed.
+  returned: O(state=disarmed), not in check mode
+  type: list
+  elements: str
+  version_added: 0.4.0
 waited:
   description: Seconds waited before giving up.
   returned: O(state=executed), when the host did not come back
   type: float
 """
 
+import functools
+
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import host, jump_status, paths
+from ansible_collections.kexec.kho.plugins.module_utils._kho import host, jump_status, paths, self_return
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError
 from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import (
     ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE, REQUIRED_IF, Changes, Kexec, KexecError, check_boot, check_values, ensure_loaded,
     ensure_unloaded, start_jump,
 )
 
-OWN_ERRORS = (KexecError, FinalizeError, host.NeedsRoot, jump_status.StatusError)
+OWN_ERRORS = (KexecError, FinalizeError, host.NeedsRoot, jump_status.StatusError, self_return.Refused)
 
 
 def state_run(module, kho, kexec: Kexec, changes: Changes) -> dict:
@@ -593,9 +654,18 @@ def state_run(module, kho, kexec: Kexec, changes: Changes) -> dict:
     if p["state"] == "executed" and not module.check_mode:
         changes.status = jump_status.Writer(paths.JUMP_STATUS, p["run_id"])
         changes.tell()
+    where = self_return.where_for(kho)
+    if p["state"] in ("confirmed", "disarmed"):  # the host's own return: nothing to mount, nothing loaded
+        if module.check_mode:
+            found = self_return.present(where)
+            return {"changed": bool(found), "present": found, "msg": f"would remove {len(found)} path(s)"}
+        return self_return.confirmed(where) if p["state"] == "confirmed" else self_return.disarmed(where)
     mounted = host.ensure_debugfs(module, kho)
-    if p["state"] == "executed":  # the host's part of the action: load and queue the jump
-        result = start_jump(module, kho, kexec, p, changes)
+    if p["state"] == "executed":  # the host's part of the action: load, arm where asked, queue the jump
+        arm = (functools.partial(self_return.arm_for, run_id=p["run_id"], timeout=p.get("confirm_timeout"),
+                                 boot_id=kho.boot_id(), where=where, module=module, binary=kexec.binary)
+               if p.get("confirm_timeout") else None)
+        result = start_jump(module, kho, kexec, p, changes, arm)
     elif p["state"] == "loaded":
         result = ensure_loaded(module, kho, kexec, p, changes=changes)
     else:
@@ -615,7 +685,7 @@ def main():
     except ValueError as exc:
         module.fail_json(msg=str(exc), triggered=False, loaded_here=False, finalized_here=False)
     kho = host.from_params(module.params)
-    changes = Changes()
+    changes = Changes(disarm=functools.partial(self_return.disarm, self_return.where_for(kho)))
     try:
         result = state_run(module, kho, Kexec(module, module.params["state_dir"]), changes)
     except Exception as exc:  # pylint: disable=broad-except  # the module's own failure: answered, never lost

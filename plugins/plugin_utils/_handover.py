@@ -14,13 +14,13 @@ import hashlib
 import re
 import struct
 
+from ansible_collections.kexec.kho.plugins.module_utils._kho import metadata
 from ansible_collections.kexec.kho.plugins.module_utils._kho.image import compatible_tokens
 from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt
 
 BASE64 = re.compile("[A-Za-z0-9+/]*={0,2}")
 ROOT_VERSIONS = {"kho-v1": 1, "kho-v2": 2, "kho-v3": 3, "kho-v4": 4}
 METADATA_NAME = "kexec-metadata"
-METADATA_FIELDS = "I65sI"  # u32 version, char previous_release[65], u32 kexec_count; packed
 LUO_NAME = "LUO"
 LUO_MAGIC = b"luo-v"  # struct luo_ser: char compatible[8], u64 liveupdate_num, u64 sessions_pa, u64 flbs_pa
 LUO_FIELDS = "8sQQQ"
@@ -53,20 +53,10 @@ def _string(props: dict, name: str) -> str | None:
 
 
 def decode_metadata(data: bytes, byteorder: str = "little") -> dict:
-    fmt = struct.Struct(("<" if _order(byteorder) == "little" else ">") + METADATA_FIELDS)
-    if len(data) < 4:
-        raise BlobError(f"{len(data)} bytes is too short for kexec-metadata")
-    version = int.from_bytes(data[:4], byteorder)
-    if version != 1:
-        raise BlobError(f"unknown kexec-metadata version {version} (known: 1)")
-    if len(data) != fmt.size:
-        raise BlobError(f"kexec-metadata v1 is {fmt.size} bytes, got {len(data)}")
-    version, release, count = fmt.unpack(data)
-    return {
-        "version": version,
-        "previous_release": release.split(b"\0", 1)[0].decode("ascii", "replace"),
-        "kexec_count": count,
-    }
+    try:
+        return metadata.decode(data, _order(byteorder))
+    except metadata.MetadataError as exc:
+        raise BlobError(str(exc)) from exc
 
 
 def reserve_mem(tree: dict, byteorder: str = "little") -> list:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import namedtuple
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import jump_status, paths
+from ansible_collections.kexec.kho.plugins.module_utils._kho import jump_status, paths, self_return
 from ansible_collections.kexec.kho.plugins.plugin_utils import _return
 
 
@@ -151,22 +151,27 @@ def arrival_command(debugfs_root: str | None) -> str:
     status = (f"s=$(head -c {jump_status.MAX_LINE} {shlex.quote(paths.JUMP_STATUS)} 2>/dev/null | head -n 1); "
               f'echo "${{s:-{paths.JUMP_NONE}}}"; set -f; set -- $s')
     check = handover_check_command(debugfs_root) if debugfs_root else "echo unchecked"
-    return f"cat {paths.BOOT_ID}; {status}; {PROCESS_CHECK}; {check}"
+    note = (f"n=$(head -c {NOTE_LINE} {shlex.quote(paths.RETURN_NOTE)} 2>/dev/null | head -n 1); "
+            'echo "${n:--}"')  # the host's own return, where it made one (self_return's note)
+    return f"cat {paths.BOOT_ID}; {status}; {PROCESS_CHECK}; {check}; {note}"
 
 
-Arrival = namedtuple("Arrival", "boot_id status process check")
-MAX_ARRIVAL = 4096  # characters of a poll's answer read: four short lines
+NOTE_LINE = 512  # bytes of the host's note read (self_return.read_note reads as much)
+Arrival = namedtuple("Arrival", "boot_id status process check note")
+MAX_ARRIVAL = 4096  # characters of a poll's answer read: five short lines
 PROCESS_WORDS = (paths.RUN_ALIVE, paths.RUN_GONE, paths.RUN_UNKNOWN)
 
 
 def parse_arrival(text) -> Arrival:
     """From arrival_command's output: the boot id (or None), the jump status (jump_status.Status, or None where
-    there is none of the run's form), the process (alive, gone or unknown), and the handover check."""
+    there is none of the run's form), the process (alive, gone or unknown), the handover check, and the host's note
+    of a return it made by itself (self_return.parse_note: None where there is none of its form)."""
     lines = str(text or "")[:MAX_ARRIVAL].strip().splitlines()
-    lines += [""] * (4 - len(lines))
+    lines += [""] * (5 - len(lines))
     process = lines[2].strip()
     return Arrival(boot_id(lines[0]), jump_status.parse(lines[1]),
-                   process if process in PROCESS_WORDS else paths.RUN_UNKNOWN, lines[3].strip())
+                   process if process in PROCESS_WORDS else paths.RUN_UNKNOWN, lines[3].strip(),
+                   self_return.parse_note(lines[4]))
 
 
 def handover_failure(output: str, debugfs_root: str) -> str | None:
@@ -239,7 +244,7 @@ class Wait:
         self.attempts += 1
         began = self.elapsed()
         try:
-            new, status, process, check = parse_arrival(self.read())
+            new, status, process, check, note = parse_arrival(self.read())
         except Exception as exc:  # pylint: disable=broad-except  # every failure is 'not yet'
             self.last_error = exc
             self.down()
@@ -252,7 +257,8 @@ class Wait:
             first = self.first_answer if self.probe is not None else began
             self.tell(EVENT_BACK)
             return {"boot_id": new, "attempts": self.attempts, "waited": self.elapsed(), "gone": self.gone,
-                    "first_answer": first, "old_answers": self.old_answers, "check": check, "old_id": self.old_id}
+                    "first_answer": first, "old_answers": self.old_answers, "check": check, "old_id": self.old_id,
+                    "note": note}
         if new and new == self.old_id:  # an answer without a boot id is no answer from the old boot
             self.old_answers += 1
             self.check_still_old(mine, process)

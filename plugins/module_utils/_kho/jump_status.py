@@ -4,7 +4,7 @@
 
 One line, ``RUN PID START DONE STATE`` (paths.py names the words): the action's run id, the pid of the module's
 process and its start time (field 22 of /proc/PID/stat, so that a reused pid is never taken for it), what the run
-changed and has not undone (``finalize``, ``load``, joined by commas, or ``-``), then the state.  The module writes it
+changed and has not undone (``finalize``, ``load``, ``return``, joined by commas, or ``-``), then the state.  The module writes it
 before it changes anything and again after each change; the queued jump writes its failures with the same prefix.
 The controller's polls read it (and whether that process is alive) after a lost answer: plugin_utils/_jump.py.
 """
@@ -19,7 +19,7 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho import files, paths
 RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 BOOT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")  # /proc/.../random/boot_id
 MAX_LINE = 256  # a status line is far shorter; the polls read at most this much of the file
-DONE_WORDS = (paths.DONE_FINALIZE, paths.DONE_LOAD)
+DONE_WORDS = (paths.DONE_FINALIZE, paths.DONE_LOAD, paths.DONE_RETURN)
 STATES = re.compile(rf"^(?:{paths.JUMP_RUNNING}|{paths.JUMP_FAILED}|{paths.JUMP_STARTED}|{paths.JUMP_NOT_LOADED}"
                     rf"|{paths.JUMP_EXIT} [0-9]{{1,3}})$")
 

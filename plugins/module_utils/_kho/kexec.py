@@ -33,7 +33,7 @@ class KexecError(Exception):
 # on the controller before state=executed reads or changes anything there.
 ARGUMENT_SPEC = {
     **host.ARGUMENT_SPEC,
-    "state": {"type": "str", "required": True, "choices": ["loaded", "unloaded", "executed"]},
+    "state": {"type": "str", "required": True, "choices": ["loaded", "unloaded", "executed", "confirmed", "disarmed"]},
     "kernel": {"type": "path"},
     "initrd": {"type": "path"},
     "cmdline": {"type": "str"},
@@ -60,13 +60,14 @@ ARGUMENT_SPEC = {
     "run_id": {"type": "str"},
     "facts_after": {"type": "bool", "default": False},
     "pstore_search": facts.PSTORE_SEARCH_SPEC,
+    "confirm_timeout": {"type": "int", "default": 0},
 }
 REQUIRED_IF = [("state", "loaded", ("kernel",)), ("state", "executed", ("kernel",))]
 MUTUALLY_EXCLUSIVE = [("cmdline", "append")]
 JUMP_OPTIONS = ("connect_timeout", "kexec_timeout", "post_kexec_delay", "poll_interval", "not_jumped_after",
                 "test_command", "verify_handover", "facts_after", "pstore_search")
 RANGES = {"connect_timeout": (1, 3600), "kexec_timeout": (1, 86400), "post_kexec_delay": (0, 3600),
-          "poll_interval": (0.05, 60), "not_jumped_after": (1, 86400)}
+          "poll_interval": (0.05, 60), "not_jumped_after": (1, 86400), "confirm_timeout": (0, 86400)}
 
 
 def check_values(params: dict) -> None:
@@ -287,21 +288,21 @@ class Changes:
     of the jump status (``status``, a jump_status.Writer where state=executed writes one), which hears of each
     change before the next step, so that a poll after a lost answer knows what a rollback must undo."""
 
-    def __init__(self, status: jump_status.Writer | None = None):
-        self.status, self.finalized, self.loaded = status, False, False
+    def __init__(self, status: jump_status.Writer | None = None, disarm=None):
+        self.status, self.finalized, self.loaded, self.armed = status, False, False, False
+        self.disarm = disarm  # removes the host's own return (self_return.disarm), where this run may arm one
 
     def done(self) -> tuple:
-        return tuple(word for word, on in ((paths.DONE_FINALIZE, self.finalized), (paths.DONE_LOAD, self.loaded)) if on)
+        return tuple(word for word, on in ((paths.DONE_FINALIZE, self.finalized), (paths.DONE_LOAD, self.loaded),
+                                           (paths.DONE_RETURN, self.armed)) if on)
 
     def tell(self, state: str = paths.JUMP_RUNNING) -> None:
         if self.status is not None:
             self.status.write(state, self.done())
 
     def did(self, what: str) -> None:
-        if what == paths.DONE_FINALIZE:
-            self.finalized = True
-        else:
-            self.loaded = True
+        setattr(self, {paths.DONE_FINALIZE: "finalized", paths.DONE_LOAD: "loaded", paths.DONE_RETURN: "armed"}[what],
+                True)
         self.tell()
 
     def failed(self) -> None:
@@ -312,8 +313,13 @@ class Changes:
             pass  # the answer says it too
 
     def undo(self, host, kexec: Kexec | None) -> list:
-        """Undo the image this run loaded, then a finalize it made, each noted as undone; raises where one fails."""
+        """Undo the host's own return this run armed, the image it loaded, then a finalize it made, each noted as
+        undone; raises where one fails."""
         undone = []
+        if self.armed and self.disarm is not None:
+            self.disarm()
+            self.armed = False
+            undone.append("the host's own return disarmed")
         if self.loaded and kexec is not None:
             present = host.kexec_loaded() is not False  # noted ahead of a load that failed: nothing to unload
             if present:
@@ -570,9 +576,10 @@ def write_pmsg(host, text: str) -> str:
     return path
 
 
-def start_jump(module, host, kexec: Kexec, p: dict, changes: Changes | None = None) -> dict:
+def start_jump(module, host, kexec: Kexec, p: dict, changes: Changes | None = None, arm=None) -> dict:
     """state=executed, the host's part: load (as state=loaded, but always: the record is not the kernel's word of
-    what is loaded), record the way back (way_back.read), write the pstore message, queue the jump.
+    what is loaded), record the way back (way_back.read), write the pstore message, arm the host's own return
+    (``arm``: called with the result so far, where confirm_timeout asks for one), queue the jump.
 
     One run before the jump.  Whatever fails in it is undone, and only what it changed (``changes``, which also
     tells the jump status): an image it loaded unloaded, a finalize it made aborted.
@@ -585,6 +592,9 @@ def start_jump(module, host, kexec: Kexec, p: dict, changes: Changes | None = No
             return {**result, "triggered": False, "msg": "would load and jump to the new kernel"}
         if p["pmsg"] is not None:
             result["pmsg_path"] = write_pmsg(host, p["pmsg"])
+        if arm is not None:
+            changes.did(paths.DONE_RETURN)  # noted ahead: a run killed while arming leaves a status that says to disarm
+            result["self_return"] = arm(result)
         result["trigger"] = queue_jump(module, host, kexec, result["method"], changes)
     except Exception as exc:  # pylint: disable=broad-except  # undone, then raised saying so
         changes.back_out(host, exc, kexec)  # raises

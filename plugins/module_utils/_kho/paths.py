@@ -32,7 +32,7 @@ JUMP_STARTED = "started"  # written before the jump is queued
 JUMP_EXIT = "exit"  # "exit N": the jump command returned, so the host did not jump
 JUMP_NOT_LOADED = "not-loaded"  # no image was loaded any more when the jump was due
 JUMP_NONE = "none"  # what a poll prints where no status file exists (a new boot, or a run that never wrote one)
-DONE_FINALIZE, DONE_LOAD = "finalize", "load"  # DONE's words: the changes a rollback undoes
+DONE_FINALIZE, DONE_LOAD, DONE_RETURN = "finalize", "load", "return"  # DONE's words: the changes a rollback undoes
 # What a poll prints of the run's process (its pid and start time from the status): alive, gone, or unknown.
 RUN_ALIVE, RUN_GONE, RUN_UNKNOWN = "alive", "gone", "unknown"
 
@@ -49,6 +49,8 @@ RETURN_WANTS = "/etc/systemd/system/sysinit.target.wants/" + RETURN_UNIT_NAME
 RETURN_ARMED, RETURN_CONFIRMED, RETURN_RETURNING = "armed", "confirmed", "returning"
 RETURN_SCRIPT = "return.sh"
 KEXEC_METADATA = "in/sub_fdts/kexec-metadata"  # under DEBUGFS/KHO: what the previous kernel said of itself
+KEXEC_METADATA_OUT = "out/sub_fdts/kexec-metadata"  # under DEBUGFS/KHO: what this kernel says of itself to the next
+SYSTEMD_RUNNING = "/run/systemd/system"  # exists where systemd is PID 1 (sd_booted)
 
 # The distribution's and the boot loaders' files.
 SYSTEMD_RUNTIME = "/run/systemd/system"  # exists where systemd is the running init

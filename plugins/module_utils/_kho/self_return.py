@@ -24,16 +24,14 @@ import os
 import re
 from dataclasses import dataclass, fields
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import boot_files, files, jump_status, paths
+from ansible_collections.kexec.kho.plugins.module_utils._kho import boot_files, files, jump_status, metadata, paths
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import GrammarError, check_length
-from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import load_argv
+from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import load_argv, target_cmdline
 
 SHELL = "/bin/sh"
 METHODS = ("kexec", "systemctl")  # how the script jumps back: kexec -e after a sync, or systemctl kexec
 TIMEOUT = (1, 86400)  # seconds of the new kernel's uptime the confirm may take
 MAX_COUNT = 2**32 - 1  # kexec-metadata's count is a u32
-# kexec-metadata v1: u32 version, char previous_release[65] (NUL-padded), u32 kexec_count, packed, native order.
-META_RELEASE, META_COUNT = (4, 65), 69
 
 PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9._+@-]+)+")  # no ., .. (checked apart), no space, quote, $, % or newline
 TOKEN = re.compile(r"[A-Za-z0-9_.,:%+=/@-]+")  # one word of a kernel command line
@@ -252,8 +250,8 @@ def script(armed: Armed, where: Where = Where()) -> str:
         **{k: quote(v) for k, v in words.items()},
         load=" ".join(map(quote, argv)), jump=" ".join(map(quote, jump)),
         unload=" ".join(map(quote, [armed.kexec, "-u"])), script=paths.RETURN_SCRIPT, armed=paths.RETURN_ARMED,
-        confirmed=paths.RETURN_CONFIRMED, returning=paths.RETURN_RETURNING, meta_at=META_RELEASE[0],
-        meta_len=META_RELEASE[1], count_at=META_COUNT)
+        confirmed=paths.RETURN_CONFIRMED, returning=paths.RETURN_RETURNING, meta_at=metadata.RELEASE_AT,
+        meta_len=metadata.RELEASE_LEN, count_at=metadata.COUNT_AT)
 
 
 UNIT = """# kexec.kho: the host's own return for run {run}, generated; its script removes it on its first run on a new boot.
@@ -367,3 +365,76 @@ def read_note(where: Where = Where()) -> dict | None:
             return parse_note(fh.read(512))
     except OSError:
         return None
+
+
+def arm_for(result: dict, run_id: str, timeout: int, boot_id: str | None, where: Where = Where(), module=None,
+            binary: str | None = None, systemd: str = paths.SYSTEMD_RUNNING) -> dict:
+    """Arm the host's own return for the jump start_jump is about to queue (kho_kexec confirm_timeout): ``result``
+    is the load's (its way_back, target, method, interface).  Refused, before anything is written, where no return
+    can be promised; the answer says what was armed."""
+    way = result.get("way_back") or {}
+    if not way.get("possible"):
+        raise Refused(f"confirm_timeout is {timeout}, but no way back was recorded: {way.get('why')}; nothing was armed")
+    if result.get("interface") == "finalize":
+        raise Refused("confirm_timeout: this kernel hands over at finalize (6.16 to 6.18), where the new kernel's own "
+                      "return cannot be armed; nothing was armed (use confirm_timeout: 0)")
+    if not os.path.isdir(systemd):
+        raise Refused(f"confirm_timeout: the host's own return is a systemd unit, and systemd is not running here "
+                      f"({systemd} is missing); nothing was armed")
+    kho = where.debugfs.rstrip("/") + "/" + paths.KHO
+    try:
+        sent = metadata.read(f"{kho}/{paths.KEXEC_METADATA_OUT}")
+    except (OSError, metadata.MetadataError) as exc:
+        raise Refused(f"confirm_timeout: the count this kernel sends is unreadable ({exc}): the new boot could not be "
+                      "told from a cold one; nothing was armed") from exc
+    armed = Armed(run_id=run_id, old_boot_id=boot_id, old_release=way.get("release"),
+                  new_release=(result.get("target") or {}).get("target_release"), kexec_count=sent["kexec_count"],
+                  timeout=timeout, kernel=way.get("kernel"), initrd=way.get("initrd"),
+                  cmdline=target_cmdline(way.get("cmdline") or ""), kexec=binary or "kexec",
+                  method="systemctl" if result.get("method") == "systemctl" else "kexec")
+    check(armed, where)  # Refused names the value, before anything is written
+    return {"armed": True, "timeout": timeout, "kexec_count": armed.kexec_count, "old_release": armed.old_release,
+            "new_release": armed.new_release, "paths": install(armed, where, module)}
+
+
+def where_for(kho) -> Where:
+    """The host's paths, with the kernel's file systems where the module's *_root options put them."""
+    return Where(debugfs=kho.debugfs, procfs=kho.procfs, devfs=kho.devfs)
+
+
+def present(where: Where = Where()) -> list:
+    """What of the self-return is on disk now (check mode's answer for state=confirmed and state=disarmed)."""
+    names = (paths.RETURN_SCRIPT, paths.RETURN_ARMED, paths.RETURN_CONFIRMED, paths.RETURN_RETURNING)
+    return [path for path in (where.wants, where.unit, *(f"{where.directory}/{n}" for n in names), where.note)
+            if os.path.lexists(path)]
+
+
+def confirmed(where: Where = Where()) -> dict:
+    """kho_kexec state=confirmed, on the new boot: the confirm (confirm()), and whether the host was returning by
+    itself already (its script won the rename: the confirm came too late)."""
+    returning = os.path.exists(f"{where.directory}/{paths.RETURN_RETURNING}")
+    armed = os.path.exists(f"{where.directory}/{paths.RETURN_ARMED}")
+    won = confirm(where)
+    return {"changed": armed or returning, "confirmed": won, "returning": returning and not won,
+            "msg": ("confirmed: the host's own return is disarmed" if won else
+                    "too late: the host is returning by itself" if returning else "nothing was armed")}
+
+
+def disarmed(where: Where = Where()) -> dict:
+    """kho_kexec state=disarmed: whatever is armed removed, and the note of a return the host made by itself read
+    (returned as ``note``) and removed: nothing of the self-return is left on disk."""
+    note = read_note(where)
+    removed = disarm(where)
+    try:
+        os.unlink(where.note)
+        removed.append(where.note)
+    except FileNotFoundError:
+        pass
+    for directory in (os.path.dirname(where.note),):
+        try:
+            os.rmdir(directory)
+            removed.append(directory)
+        except OSError:
+            pass
+    return {"changed": bool(removed), "removed": removed, "note": note,
+            "msg": f"removed {len(removed)} path(s) of the host's own return" if removed else "nothing was armed"}

@@ -376,12 +376,30 @@ def test_arrival_is_one_command_with_the_boot_id_first(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "JUMP_STATUS", str(tmp_path / "no-status"))
     out = subprocess.run(["sh", "-c", _jump.arrival_command(str(tmp_path))], capture_output=True, text=True,
                          check=True).stdout
-    new, status, process, check = _jump.parse_arrival(out)
+    monkeypatch.setattr(paths, "RETURN_NOTE", str(tmp_path / "no-note"))
+    new, status, process, check, note = _jump.parse_arrival(out)
     assert new == Path(paths.BOOT_ID).read_text().strip() == _jump.controller_boot_id()
     assert status is None and process == paths.RUN_UNKNOWN  # no status: no run named, none of this run's
-    assert check == "in" and _jump.handover_failure(check, str(tmp_path)) is None
+    assert check == "in" and _jump.handover_failure(check, str(tmp_path)) is None and note is None
     out = subprocess.run(["sh", "-c", _jump.arrival_command(None)], capture_output=True, text=True, check=True).stdout
     assert _jump.parse_arrival(out).check == "unchecked"  # verify_handover off: no debugfs read
+
+
+def test_the_arrival_carries_the_hosts_note_of_a_return_it_made_by_itself(tmp_path, monkeypatch):
+    """The same round trip reads the self-return's note (#36): parsed where it is one, None for anything else."""
+    old, new = "0a1b2c3d-0000-4000-8000-000000000001", "0a1b2c3d-0000-4000-8000-000000000002"
+    note = tmp_path / "returned"
+    monkeypatch.setattr(paths, "RETURN_NOTE", str(note))
+    for text, expected in ((f"run-7 {old} {new} 7.3.4 7.2.13 90 returning\n", "returning"),
+                           (f"run-7 {old} {new} 7.3.4 7.2.13 90 load-failed 1\n", "load-failed"),
+                           ("x" * 5000, None), ("$(reboot) returning\n", None)):
+        note.write_text(text)
+        out = subprocess.run(["sh", "-c", _jump.arrival_command(None)], capture_output=True, text=True,
+                             check=True).stdout
+        got = _jump.parse_arrival(out)
+        assert got.check == "unchecked" and (got.note or {}).get("state") == expected, (text[:40], got)
+        if expected:
+            assert got.note["run_id"] == "run-7" and got.note["new_boot_id"] == new and got.note["timeout"] == 90
 
 
 def test_handover_check_refuses_unexpected_output():
