@@ -203,6 +203,9 @@ def kho_return_outcome(jump, back=None, before=None, failed=None, failure="", an
     """The verdict of a run whose new kernel failed a check, with both halves' evidence: the failed check and its
     message, the decision, the return's kho_kexec answer (``back``) and the old kernel's receiver checks."""
     jump, back, before = (_plain(x) if isinstance(x, Mapping) else {} for x in (jump, back, before))
+    note = (jump.get("self_return") or {}).get("note") if isinstance(jump.get("self_return"), dict) else None
+    if isinstance(note, dict):  # the host returned by itself: its note and the old kernel's facts decide
+        return _by_host(jump, note, before, _plain(allowed))
     state, decision = _after_jump("kho_return_outcome", jump, failed, answers, policy)
     if state.failed is None:  # the run failed after the jump without a check named: nothing decides a return
         return {"verdict": _return.FAILED_AFTER_JUMP, "returned": False, "failed_check": None, "decision":
@@ -212,6 +215,21 @@ def kho_return_outcome(jump, back=None, before=None, failed=None, failure="", an
     if decision.go:  # what the return's own run said, failed or not (its jump, its message)
         out["back"] = {k: back.get(k) for k in ("jumped", "boot_id_after", "downtime", "failed", "msg")}
     return out
+
+
+def _by_host(jump: dict, note: dict, before: dict, allowed) -> dict:
+    """The verdict of a host that returned by itself (kho_kexec's self_return.note, this run's): the old kernel's
+    receiver checks on the facts the jump read on arrival (facts_after) against its facts before the jump."""
+    after = (jump.get("ansible_facts") or {}).get("kho") if isinstance(jump.get("ansible_facts"), dict) else None
+    after = after if isinstance(after, dict) else {}
+    checks = _return.return_checks(before, after, note.get("new_release"), note.get("new_boot_id"), allowed or ())
+    got = _return.by_host(note, jump.get("run_id"), jump.get("boot_id_before"), jump.get("boot_id_after"),
+                          after.get("release"), checks)
+    return {"verdict": got["verdict"] or _return.FAILED_AFTER_JUMP, "returned": got["returned"] is True,
+            "failed_check": None, "failed_release": note.get("new_release"), "by_host": True,
+            "failure": f"not confirmed within {note.get('timeout')} s of the new kernel's boot", "decision": got["why"],
+            "returned_to": note.get("old_release") if got["returned"] is True else None, "return": checks,
+            "note": note}
 
 
 class FilterModule:

@@ -118,3 +118,42 @@ def test_no_return_made_keeps_the_old_verdict_and_says_why(before, home):
 def test_a_failure_after_the_jump_with_no_check_named_decides_nothing(before):
     out = kho_return_outcome({"jumped": True, "failed": True, "msg": "an exception"}, None, before, None)
     assert out["verdict"] == "failed after the jump" and out["returned"] is False and out["failed_check"] is None
+
+
+# ---------------------------------------------------------------- the host's own return (confirm_timeout)
+
+def by_itself(home, state="returning", **kw) -> dict:
+    """The jump's result where the boot that answered is the old kernel again, with this run's note."""
+    note = {"run_id": wayback.RUN, "old_boot_id": wayback.OLD_BOOT, "new_boot_id": MID_BOOT, "old_release": "7.3.4",
+            "new_release": "7.2.13", "timeout": 90, "state": state, "rc": None if state == "returning" else 1}
+    return {"jumped": True, "run_id": wayback.RUN, "boot_id_before": wayback.OLD_BOOT, "boot_id_after": BACK_BOOT,
+            "way_back": WAY, "ansible_facts": {"kho": home}, "self_return": {"armed": {"armed": True}, "note": note},
+            **kw}
+
+
+def test_a_host_that_returned_by_itself_says_so_from_its_note_and_the_old_kernels_facts(before, home):
+    out = kho_return_outcome(wrap_var(by_itself(home)), before=wrap_var(before))
+    assert out["verdict"] == "returned by the host: not confirmed within 90 s" and out["returned"] is True, out
+    assert out["by_host"] is True and out["returned_to"] == "7.3.4" and out["return"]["failures"] == []
+    assert out["return"]["taken"]["kept"] == ["oops", "trace"] and out["failed_check"] is None
+
+
+@pytest.mark.parametrize(("change", "word"), [
+    (lambda j: j["self_return"]["note"].update(state="load-failed", rc=1), "stayed on 7.2.13: load-failed 1"),
+    (lambda j: j["ansible_facts"]["kho"].update(release="7.2.13"), "answers on 7.2.13"),
+    (lambda j: j["ansible_facts"]["kho"]["in"].update(present=False), "not home"),
+    (lambda j: j.update(ansible_facts={}), "answers on None"),
+])
+def test_a_return_by_the_host_that_did_not_come_home_is_the_failed_return(before, home, change, word):
+    result = by_itself(copy.deepcopy(home))
+    change(result)
+    out = kho_return_outcome(wrap_var(result), before=wrap_var(before))
+    assert out["verdict"] == "failed after the jump and the return" and out["returned"] is False, out
+    assert word in out["decision"], out
+
+
+def test_another_runs_note_is_not_this_runs_return(before, home):
+    result = by_itself(home, run_id="another-run")
+    out = kho_return_outcome(wrap_var(result), before=wrap_var(before))
+    assert out["verdict"] == "failed after the jump" and out["returned"] is False
+    assert out["decision"] == "no note of this run's return on the host", out

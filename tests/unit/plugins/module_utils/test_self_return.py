@@ -291,3 +291,70 @@ def test_a_note_not_in_the_scripts_form_is_none(text):
 def test_a_note_of_a_boot_id_the_script_could_not_read():
     note = S.parse_note(f"r1 {OLD_BOOT} unknown 7.3.4 7.2.13 30 load-failed 2\n")
     assert note["new_boot_id"] is None and (note["state"], note["rc"]) == ("load-failed", 2)
+
+
+# ---------------------------------------------------------------- the wiring: arm_for, confirmed, disarmed
+
+LOADED = {"way_back": {"possible": True, "kernel": "/boot/vmlinuz-7.3.4", "initrd": "/boot/initrd.img-7.3.4",
+                       "cmdline": "root=/dev/vda rw console=ttyS0", "release": "7.3.4", "why": "on disk"},
+          "target": {"target_release": "7.2.13"}, "method": "systemctl", "interface": "live"}
+
+
+def old_boot(tmp_path) -> Box:
+    """The arming boot: its outgoing kexec-metadata says what it sends (7.3.4, count 1); systemd runs."""
+    box = Box(tmp_path, boot_id=OLD_BOOT, release="7.3.4", metadata=None)
+    out = Path(box.where.debugfs) / paths.KHO / paths.KEXEC_METADATA_OUT
+    out.parent.mkdir(parents=True)
+    out.write_bytes(SENT_BY_COLD)
+    (tmp_path / "systemd").mkdir()
+    return box
+
+
+def test_arm_for_arms_what_the_next_boot_must_be_from_the_load_and_the_kernels_own_count(tmp_path):
+    box = old_boot(tmp_path)
+    got = S.arm_for(LOADED, "run-1", 45, OLD_BOOT, box.where, systemd=str(tmp_path / "systemd"))
+    assert got["armed"] and (got["kexec_count"], got["old_release"], got["new_release"]) == (1, "7.3.4", "7.2.13")
+    assert got["paths"][-1] == box.where.wants and len(box.left()) == 4
+    script = Path(f"{box.where.directory}/{paths.RETURN_SCRIPT}").read_text()
+    assert "count='1' timeout='45'" in script and "'systemctl' 'kexec'" in script
+    assert "'--command-line=root=/dev/vda rw console=ttyS0 kho=on'" in script  # the load's own kho=on
+
+
+@pytest.mark.parametrize(("change", "word"), [
+    (lambda r, t: r["way_back"].update(possible=False, why="only /vmlinuz is on disk"), "only /vmlinuz is on disk"),
+    (lambda r, t: r.update(interface="finalize"), "hands over at finalize"),
+    (lambda r, t: os.rmdir(t / "systemd"), "systemd is not running here"),
+    (lambda r, t: os.unlink(Path(S.Where.under(str(t / "host")).debugfs) / paths.KHO / paths.KEXEC_METADATA_OUT),
+     "the count this kernel sends is unreadable"),
+    (lambda r, t: r["way_back"].update(cmdline="root=/dev/vda init='/bin/sh -c x'"), "cmdline is"),
+])
+def test_arm_for_refuses_what_it_cannot_promise_before_writing_anything(tmp_path, change, word):
+    box = old_boot(tmp_path)
+    result = {**LOADED, "way_back": dict(LOADED["way_back"])}
+    change(result, tmp_path)
+    with pytest.raises(S.Refused) as info:
+        S.arm_for(result, "run-1", 45, OLD_BOOT, box.where, systemd=str(tmp_path / "systemd"))
+    assert word in str(info.value) and "nothing was armed" in str(info.value) and box.left() == []
+
+
+def test_confirmed_wins_once_and_says_when_the_host_was_returning_already(box):
+    box.arm(armed())
+    assert S.present(box.where)[:2] == [box.where.wants, box.where.unit]
+    got = S.confirmed(box.where)
+    assert (got["confirmed"], got["returning"], got["changed"]) == (True, False, True) and box.left() == []
+    assert S.confirmed(box.where) == {"changed": False, "confirmed": False, "returning": False,
+                                      "msg": "nothing was armed"}
+    box.arm(armed())
+    os.rename(f"{box.where.directory}/{paths.RETURN_ARMED}", f"{box.where.directory}/{paths.RETURN_RETURNING}")
+    got = S.confirmed(box.where)
+    assert (got["confirmed"], got["returning"]) == (False, True) and "too late" in got["msg"]
+
+
+def test_disarmed_reads_the_note_and_leaves_nothing_on_disk(box):
+    a = armed(kexec="kexec")
+    box.arm(a)
+    box.run(VANISH="1")  # returned by itself: the note is left for the controller
+    got = S.disarmed(box.where)
+    assert got["note"]["state"] == "returning" and got["note"]["run_id"] == a.run_id and got["changed"]
+    assert S.present(box.where) == [] and not os.path.exists(os.path.dirname(box.where.note))
+    assert S.disarmed(box.where)["changed"] is False

@@ -439,3 +439,14 @@ def test_pstore_search_finds_what_is_there_within_its_bounds(tmp_path):
         "kexec-kho-canary-old", "kexec-kho-canary-web-1-1795.5-42"]
     assert FA.pstore_search(dirs, ["kexec-kho-canary-old"], max_files=1) in ([], ["kexec-kho-canary-old"])
     assert FA.pstore_search(dirs, ["canary-web-1"], max_bytes=4) == []  # read no further than the bound
+
+
+def test_a_rollback_disarms_the_hosts_own_return_this_run_armed(tmp_path, fixtures):
+    """Noted in the jump status before it is armed (a killed run's status says to disarm), undone first."""
+    kho = make_host(tmp_path, "live-cold")
+    calls = []
+    changes = K.Changes(disarm=lambda: calls.append("disarm"))
+    changes.did(paths.DONE_RETURN)
+    assert changes.done() == (paths.DONE_RETURN,)
+    assert changes.undo(kho, None) == ["the host's own return disarmed"] and calls == ["disarm"]
+    assert changes.done() == () and changes.undo(kho, None) == []
