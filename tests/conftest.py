@@ -103,6 +103,8 @@ LONGEST = {
     "test_a_services_fd_store_crosses_releases_both_ways_on_the_sid_guest": 330,  # estimated: two sid handovers
     "test_a_chain_through_three_releases_keeps_everything": 316,
     "test_a_new_kernel_that_fails_its_test_is_handed_back_to_the_old_one": 560,  # #36: four handovers
+    "test_a_new_kernel_without_ssh_returns_by_itself_and_a_later_run_reports_it": 600,  # estimated: five boots
+    "test_a_target_that_panics_and_cold_boots_is_never_acted_on": 200,  # estimated
     "test_a_target_whose_formats_moved_on_is_refused_naming_both_sides": 259,
     "test_a_packaged_modular_kernel_with_its_initramfs": 208,
     "test_a_verified_verdict_coincides_with_stage_2_passing": 181,

@@ -386,6 +386,15 @@ ansible_facts:
           elements: str
           sample: [oops]
           version_added: 0.3.0
+        self_return:
+          description:
+            - What of the host's own return (M(kexec.kho.kho_kexec)'s O(kexec.kho.kho_kexec#module:confirm_timeout))
+              is on disk - C(present), the paths; and C(note), the note of a return the host made by itself (its
+              C(run_id), C(old_boot_id), C(new_boot_id), C(old_release), C(new_release), C(timeout), C(state)), or
+              V(null). The handover role reports a note it finds and removes it (O(kexec.kho.kho_kexec#module:state=disarmed)).
+          type: dict
+          sample: {present: [], note: null}
+          version_added: 0.4.0
         out:
           description: What this kernel will hand over.
           type: dict
@@ -467,7 +476,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host, kexec, lock
+from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host, kexec, lock, self_return
 
 
 ARGUMENT_SPEC = {
@@ -497,6 +506,8 @@ def read(module, kho) -> dict:
     """The host's KHO state and, in the same run, what a load would do (nothing changed) and what pstore holds."""
     p = module.params
     out = facts.read(kho, p["kernel_log"], p["pstore_search"], module.run_command)
+    where = self_return.where_for(kho)  # the host's own return of a run (kho_kexec confirm_timeout), as on disk
+    out["kho_raw"]["self_return"] = {"note": self_return.read_note(where), "present": self_return.present(where)}
     if p["preflight"] is not None:
         raw = out["kho_raw"]
         out["preflight"] = kexec.preflight(module, kho, p["preflight"], raw["images"], raw["liveupdate"])

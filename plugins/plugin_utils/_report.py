@@ -39,7 +39,9 @@ LIVEUPDATE = {"method": "str", "expected_number": "int", "incoming_number": "int
 REGION = {"name": "str", "size": "int", "start_before": "int", "start_after": "int", "revived": "bool",
           "ramoops": "bool"}
 WAY_BACK = {"verdict": "str", "returned": "bool", "failed_check": "str", "failed_release": "str", "failure": "str",
-            "decision": "str", "returned_to": "str"}  # _return.outcome's, with its "return" and "back" as data
+            "decision": "str", "returned_to": "str", "by_host": "bool"}  # _return.outcome's, "return", "back" as data
+NOTE = {"run_id": "str", "old_boot_id": "str", "new_boot_id": "str", "old_release": "str", "new_release": "str",
+        "timeout": "int", "state": "str"}  # self_return.parse_note's: a return the host made by itself in a run before
 PLAN = {"kernel": "str", "initrd": "str", "cmdline": "str", "argv": "strs", "method": "str", "finalize": "bool",
         "enable_and_reboot_first": "bool", "lock": "str", "canary": "bool", "regions": "strs"}
 
@@ -136,6 +138,7 @@ def normalise(result) -> dict:
     out["liveupdate"] = _record(r.get("liveupdate"), LIVEUPDATE)
     out["plan"] = _record(r.get("plan"), PLAN)
     out["way_back"] = _record(r.get("way_back"), WAY_BACK)
+    out["earlier_return"] = _record(r.get("earlier_return"), NOTE)
     phases = r.get("boot_phases")
     out["boot_phases"] = {str(k): _num(v) for k, v in phases.items()} if isinstance(phases, Mapping) else None
     return out

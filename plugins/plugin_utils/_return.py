@@ -32,7 +32,9 @@ class AfterJump:
 
     ``jumped``: kho_kexec's (true, false, null); ``failed``: the check the new kernel failed (one of CHECKS), None
     where every check passed; ``answers``: the host answers on its new boot (the return needs a load there);
-    ``way_back``: kho_kexec's ``way_back`` record; ``new_release``: the release the jump loaded."""
+    ``way_back``: kho_kexec's ``way_back`` record; ``new_release``: the release the jump loaded; ``received``: the
+    boot that answered received a KHO handover (kho_kexec's ``handover_received``); ``answered_release``: the release
+    it runs (its facts read on arrival), None where not read."""
 
     jumped: bool | None
     failed: str | None
@@ -40,6 +42,8 @@ class AfterJump:
     way_back: dict | None
     policy: str = ON_FAILURE
     new_release: str | None = None
+    received: bool | None = None
+    answered_release: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,12 @@ def from_result(result: dict, failed: str | None, answers: bool, policy: str = O
     result = result if isinstance(result, dict) else {}
     target = ((result.get("load") or {}).get("target") or {}) if isinstance(result.get("load"), dict) else {}
     way_back = result.get("way_back") if isinstance(result.get("way_back"), dict) else None
+    facts = (result.get("ansible_facts") or {}).get("kho") if isinstance(result.get("ansible_facts"), dict) else None
+    received = result.get("handover_received")
     return AfterJump(result.get("jumped"), failed, bool(answers), way_back, policy,
-                     target.get("target_release") if isinstance(target, dict) else None)
+                     target.get("target_release") if isinstance(target, dict) else None,
+                     received if isinstance(received, bool) else None,
+                     facts.get("release") if isinstance(facts, dict) and isinstance(facts.get("release"), str) else None)
 
 
 def decide(state: AfterJump) -> Decision:
@@ -75,6 +83,10 @@ def decide(state: AfterJump) -> Decision:
         return Decision(False, f"the new kernel failed at {state.failed} and the host does not answer on it: the "
                                "controller cannot hand it back (a return armed on the host acts by itself)")
     way = state.way_back or {}
+    if state.received is False and state.answered_release is not None and state.answered_release == way.get("release"):
+        return Decision(False, f"the new kernel failed at {state.failed}: the host answers on its old kernel "
+                               f"{state.answered_release} without a handover (a cold boot: the new kernel never came "
+                               "up, or came up without KHO): it is home already, and nothing handed over survived")
     if way.get("possible") is not True:
         return Decision(False, f"the new kernel failed at {state.failed}, and no way back was recorded: "
                                f"{way.get('why') or 'the run that loaded did not say (its answer was lost)'}")

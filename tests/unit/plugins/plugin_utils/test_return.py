@@ -38,6 +38,7 @@ def test_a_failed_check_on_a_host_that_answers_with_a_way_back_returns():
     ({"way_back": {**WAY, "possible": "yes"}}, "no way back was recorded"),  # only true is true
     ({"jumped": False}, "the host did not jump"),
     ({"jumped": None}, "whether the host jumped is unknown"),
+    ({"failed": R.VERIFICATION, "received": False, "answered_release": "7.3.4"}, "a cold boot: the new kernel never"),
 ])
 def test_no_return_where_there_is_nothing_to_return_from_or_no_way(kw, why):
     decision = R.decide(state(**kw))
@@ -61,6 +62,16 @@ def test_the_facts_come_from_kho_kexecs_result():
     assert after == state(failed=R.VERIFICATION)
     assert R.from_result({"jumped": None}, R.TEST_COMMAND, False).way_back is None
     assert R.from_result("not a dict", None, False).jumped is None
+    cold = R.from_result({**result, "handover_received": False, "ansible_facts": {"kho": {"release": "7.3.4"}}},
+                         R.VERIFICATION, answers=True)
+    assert (cold.received, cold.answered_release) == (False, "7.3.4") and R.decide(cold).go is False
+
+
+@pytest.mark.parametrize("kw", [{"received": False, "answered_release": "7.2.13"},  # the new kernel, without KHO
+                                {"received": False, "answered_release": None},  # its facts were not read
+                                {"received": True, "answered_release": "7.3.4"}])  # a handover received
+def test_only_the_old_release_on_a_boot_without_a_handover_is_home_already(kw):
+    assert R.decide(state(failed=R.VERIFICATION, **kw)).go is True
 
 
 # ---------------------------------------------------------------- what the verdict says
