@@ -191,6 +191,8 @@ preflight:
     - What a load would do, with O(preflight). C(ok) says whether it would go ahead; C(msg) says why not, or what it
       would do. Otherwise the keys of M(kexec.kho.kho_kexec)'s return for O(kexec.kho.kho_kexec#module:state=loaded)
       in check mode (C(kernel), C(initrd), C(cmdline), C(argv), C(method), C(competing_loaders), ...).
+    - Where it would not, C(refused_by) is V(kho) where KHO is not usable on this boot (the same as the facts'
+      C(reason)), else V(load) (the image, the initrd, C(kexec -s), the target, the method).
   returned: with O(preflight)
   type: dict
   sample: {ok: true, msg: would load, kernel: /boot/vmlinuz-7.3.4, method: kexec}

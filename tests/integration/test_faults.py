@@ -226,8 +226,15 @@ def test_a_lost_boot_id_is_unknown_and_fails_safe(lab_factory, tmp_path):
 def test_kho_off_is_refused_then_enabled_through_grub_and_handed_over(lab_factory, tmp_path):
     guests = lab_factory(1, "--boot", "grub")  # a real GRUB boots the guest, with KHO off
     name = guests["guests"][0]["name"]
-    for d in ("refused", "enabled"):
+    for d in ("dry", "refused", "enabled"):
         (tmp_path / d).mkdir()
+    # #39: a dry run names every refusal, not only the first: KHO off on this boot, and a kernel that is not there.
+    dry, summary = handover(guests, tmp_path / "dry", cli=("--check",), kho_handover_kernel="/boot/vmlinuz-7.3.5")
+    verdict = summary[name]["verdict"]
+    assert dry.returncode != 0 and verdict.startswith("would refuse: "), summary
+    assert "KHO is built in but not enabled on this boot" in verdict and "/boot/vmlinuz-7.3.5" in verdict, verdict
+    assert (summary[name]["release_before"], summary[name]["boot_id_after"]) == ("7.3.4", None), summary[name]
+    print("the dry run:", verdict)
     refused, summary = handover(guests, tmp_path / "refused")
     assert refused.returncode != 0
     assert "add kho=on to the kernel command line" in refused.stdout and "kho_handover_reboot_ok" in refused.stdout

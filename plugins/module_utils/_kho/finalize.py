@@ -20,6 +20,10 @@ class FinalizeError(Exception):
     pass
 
 
+class KhoInactive(FinalizeError):
+    """KHO is not usable on this boot (require_kho): what kho_facts' own reason says too."""
+
+
 def outgoing_fdt(host: KhoHost) -> dict | None:
     data = host.read_bytes(os.path.join(host.out_dir, "fdt"))
     return None if data is None else {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -29,11 +33,11 @@ def require_kho(host: KhoHost) -> str:
     """The interface generation; raises when KHO is not usable on this boot."""
     generation = host.generation()
     if generation == "none":
-        raise FinalizeError(f"KHO is not active on this host ({host.kho} is absent): {ENABLE_HINT}; "
+        raise KhoInactive(f"KHO is not active on this host ({host.kho} is absent): {ENABLE_HINT}; "
                             "if it is, check that the kernel has CONFIG_KEXEC_HANDOVER and that debugfs is mounted "
                             "(mount_debugfs: true)")
     if generation == "unknown":
-        raise FinalizeError(f"{host.kho} exists but has no out/ directory: an interface this collection does not know")
+        raise KhoInactive(f"{host.kho} exists but has no out/ directory: an interface this collection does not know")
     return generation
 
 

@@ -18,7 +18,7 @@ import time
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdline, GrammarError, parse_bool
 from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, facts, host, liveupdate, regions
 from ansible_collections.kexec.kho.plugins.module_utils._kho import boot_files, files, image, jump_status, way_back
-from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError, require_kho, transition
+from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError, KhoInactive, require_kho, transition
 from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
 JUMP_WAIT_STEPS = 100  # the queued jump waits at most this many 50 ms steps for the module's process to exit
@@ -622,8 +622,9 @@ def preflight(module, kho, options: dict, images: dict, lu: dict | None = None) 
                        " /vmlinuz): give one"}
     try:
         return {**planned(*plan_load(module, kho, Kexec(module, p["state_dir"]), p, lu)), "ok": True}
-    except (KexecError, FinalizeError, host.NeedsRoot) as exc:
-        return {"ok": False, "kernel": p["kernel"], "initrd": p["initrd"], "msg": str(exc)}
+    except (KexecError, FinalizeError, host.NeedsRoot) as exc:  # refused_by: kho where KHO is not usable (require_kho)
+        return {"ok": False, "kernel": p["kernel"], "initrd": p["initrd"], "msg": str(exc),
+                "refused_by": "kho" if isinstance(exc, KhoInactive) else "load"}
 
 
 def check_boot(host, expected: str | None, refused: str | None = None) -> None:

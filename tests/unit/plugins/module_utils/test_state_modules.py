@@ -450,3 +450,12 @@ def test_a_rollback_disarms_the_hosts_own_return_this_run_armed(tmp_path, fixtur
     assert changes.done() == (paths.DONE_RETURN,)
     assert changes.undo(kho, None) == ["the host's own return disarmed"] and calls == ["disarm"]
     assert changes.done() == () and changes.undo(kho, None) == []
+
+
+def test_preflight_says_whether_kho_or_the_load_refused(tmp_path, fixtures):
+    """#39's dry run lists every refusal: the role takes KHO's from the facts' reason, the load's from here."""
+    off = make_host(tmp_path, "builtin-off")
+    got = K.preflight(FakeModule(off), off, params(tmp_path), {})
+    assert got["ok"] is False and got["refused_by"] == "kho" and "KHO is not active" in got["msg"], got
+    missing = K.preflight(FakeModule(off), off, params(tmp_path, kernel=str(tmp_path / "vmlinuz-7.3.5")), {})
+    assert missing["refused_by"] == "load" and "vmlinuz-7.3.5 does not exist" in missing["msg"], missing
