@@ -56,6 +56,7 @@ description:
 author:
   - kexec.kho contributors (@kexec-kho)
 extends_documentation_fragment:
+  - kexec.kho._host.group
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -289,7 +290,7 @@ regenerated:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import bootloader, files, image
+from ansible_collections.kexec.kho.plugins.module_utils._kho import bootloader, files, host, image
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import GrammarError, apply_kho, check_request, kho_signature
 from ansible_collections.kexec.kho.plugins.module_utils._kho.host import KhoHost
 from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
@@ -347,6 +348,7 @@ ARGUMENT_SPEC = {
     "follow_symlinks": {"type": "bool", "default": True},
     "regenerate": {"type": "bool", "default": True},
     "backup": {"type": "bool", "default": False},
+    **host.ARGUMENT_SPEC,  # the action group's options, accepted and ignored (the doc fragment _host.group)
 }
 
 
