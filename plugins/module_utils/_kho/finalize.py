@@ -34,8 +34,8 @@ def require_kho(host: KhoHost) -> str:
     generation = host.generation()
     if generation == "none":
         raise KhoInactive(f"KHO is not active on this host ({host.kho} is absent): {ENABLE_HINT}; "
-                            "if it is, check that the kernel has CONFIG_KEXEC_HANDOVER and that debugfs is mounted "
-                            "(mount_debugfs: true)")
+                          "if it is, check that the kernel has CONFIG_KEXEC_HANDOVER and that debugfs is mounted "
+                          "(mount_debugfs: true)")
     if generation == "unknown":
         raise KhoInactive(f"{host.kho} exists but has no out/ directory: an interface this collection does not know")
     return generation
