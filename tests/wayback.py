@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import pytest
+
 from ansible_collections.kexec.kho.plugins.plugin_utils import _handover
 
 OLD_BOOT = "4b1f3b0e-6c1d-4c47-9d4c-0d3c1c0e2a11"
@@ -42,3 +44,13 @@ def home(fixtures: Path) -> dict:
             "out": side(fixtures, "handover2", "out"),
             "log": (fixtures / "handover2" / "dmesg_kho.txt").read_text().splitlines(),
             "reserve_mem_param": ["oops", "trace"]}
+
+
+@pytest.fixture(name="before")
+def before_fixture(fixtures) -> dict:
+    return before(fixtures)
+
+
+@pytest.fixture(name="home")
+def home_fixture(fixtures) -> dict:
+    return home(fixtures)

@@ -11,21 +11,12 @@ from ansible.utils.unsafe_proxy import wrap_var
 
 import wayback  # pylint: disable=import-error  # tests/: the recorded trees of a return
 from wayback import BACK_BOOT, MID_BOOT, NO_WAY, WAY  # pylint: disable=import-error
+from wayback import before_fixture, home_fixture  # noqa: F401  pylint: disable=import-error,unused-import
 
 from ansible_collections.kexec.kho.plugins.filter.kho import kho_return_decide, kho_return_outcome
 from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
 
 CANARY = "kexec-kho-canary-g1-1.5-42"
-
-
-@pytest.fixture
-def before(fixtures) -> dict:
-    return wayback.before(fixtures)
-
-
-@pytest.fixture
-def home(fixtures) -> dict:
-    return wayback.home(fixtures)
 
 
 def jump(**kw) -> dict:

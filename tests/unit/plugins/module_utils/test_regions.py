@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 from ansible.errors import AnsibleFilterError
 
+from wayback import side  # pylint: disable=import-error  # tests/: a recorded side decoded as kho_facts does
+
 from ansible_collections.kexec.kho.plugins.filter.kho import kho_liveupdate_verify, kho_regions_verify
 from ansible_collections.kexec.kho.plugins.module_utils._kho import regions
-from ansible_collections.kexec.kho.plugins.plugin_utils import _handover
 
 RUNNING = "root=/dev/vda kho=on reserve_mem=1M:4096:oops ramoops.mem_name=oops reserve_mem=4M:2M:trace"
 OOPS_START = 0x3EB00000
-
-
-def side(fixtures, directory: str, name: str) -> dict:
-    """One side (in or out) of a recorded directory, decoded as the kho_facts action does."""
-    raw = {"present": True, "fdt": None, "sub_blobs": {}}
-    for f in (fixtures / directory).glob(f"{name}_sub_fdts_*"):
-        raw["sub_blobs"][f.name[len(name) + len("_sub_fdts_"):]] = base64.b64encode(f.read_bytes()).decode()
-    facts, errors = _handover.decode_side(raw, name)
-    assert errors == []
-    return {**facts, "present": True}
 
 
 def log(fixtures, directory: str) -> list:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import wayback  # pylint: disable=import-error  # tests/: the recorded trees of a return
 from wayback import BACK_BOOT, MID_BOOT, NO_WAY, OLD_BOOT, RUN, WAY  # pylint: disable=import-error
+from wayback import before_fixture, home_fixture  # noqa: F401  pylint: disable=import-error,unused-import
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import self_return
 from ansible_collections.kexec.kho.plugins.plugin_utils import _return as R
@@ -110,16 +110,6 @@ def test_a_failed_check_is_never_verified_whatever_happens_after(jumped, failed,
 
 
 # ---------------------------------------------------------------- the old kernel's word that it came home
-
-@pytest.fixture
-def before(fixtures) -> dict:
-    return wayback.before(fixtures)
-
-
-@pytest.fixture
-def home(fixtures) -> dict:
-    return wayback.home(fixtures)
-
 
 def test_a_return_that_came_home_passes_every_check(before, home):
     back = R.return_checks(before, home, "7.2.13", MID_BOOT)
