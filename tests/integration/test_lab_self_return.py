@@ -64,7 +64,7 @@ def test_a_handover_confirmed_in_time_leaves_nothing_armed(lab_factory, tmp_path
 
 
 @pytest.mark.lab_full
-def test_a_new_kernel_without_ssh_returns_by_itself_and_a_later_run_reports_it(lab_factory, tmp_path, releases):
+def test_a_new_kernel_without_ssh_returns_by_itself_and_a_later_run_reports_it(lab_factory, tmp_path, releases):  # noqa: F811
     """7.3.4 -> 7.2.13 whose line masks sshd: the host goes back to 7.3.4 by itself at 60 s of the new kernel's
     uptime.  Under the role the verdict says so, from the note and the old kernel's own facts; under kho_kexec alone
     the note stays, and the next run of the role reports it, removes it and hands over verified."""
