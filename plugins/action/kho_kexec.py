@@ -203,6 +203,7 @@ class ActionModule(ActionBase):
         root = opts["check_root"]
         # Where the host's own return may be armed (asked for; its answer may be lost), the wait covers it too.
         limit = float(opts["kexec_timeout"]) + float(opts["confirm_timeout"])
+        run["confirm_timeout"] = opts["confirm_timeout"]  # a rollback disarms too
         deadline = jumped_at + limit
         original_timeout = self._connection_timeout(opts["connect_timeout"])
         try:
@@ -220,12 +221,14 @@ class ActionModule(ActionBase):
                                            not_jumped_after=float(opts["not_jumped_after"]), on_event=progress,
                                            run_id=run["id"], ended=run["ended"])
             run.update(back=back, downtime=time.monotonic() - jumped_at)
-            if (back.get("note") or {}).get("run_id") == run["id"]:  # this run's host returned by itself
+            home = (back.get("note") or {}).get("run_id") == run["id"]  # this run's host returned by itself
+            if home:
                 result["self_return"]["note"] = back["note"]
             result.update(jumped=True, old_boot_answers=back["old_answers"], boot_id_after=back["boot_id"],
                           boot_id_before=back["old_id"], downtime=round(run["downtime"], 2))
             run["phases"].update(_jump.wait_phases(back, run["probe"] is not None))
-            run["test"] = self._test_command(opts, run, deadline)
+            # test_command is the new kernel's test: on the old kernel, back by itself, only its facts are read
+            run["test"] = {"rc": 0} if home else self._test_command(opts, run, deadline)
             run["facts"] = self._read_facts(opts, run) if not run["test"]["rc"] else None
         except _jump.NotBack as exc:
             return self._not_back(result, exc, run, task_vars, jumped_at)
@@ -277,6 +280,9 @@ class ActionModule(ActionBase):
         whose = _jump.unload_plan(left)
         res = (self._execute_module(module_name=MODULE, module_args={"state": "unloaded"}, task_vars=task_vars)
                if whose else None)
+        if run.get("confirm_timeout"):  # the host's own return, armed or maybe armed: nothing of it stays on the old boot
+            gone = self._execute_module(module_name=MODULE, module_args={"state": "disarmed"}, task_vars=task_vars)
+            result["self_return"] = {**result.get("self_return", {}), "disarmed": gone.get("removed")}
         undone, unloaded = _jump.unload_outcome(whose, res, left["source"])
         finalize = ("; the finalize this run made is left in place (kexec.kho.kho_finalize state=aborted undoes it)"
                     if left["finalized_here"] else "")

@@ -252,6 +252,8 @@ class Wait:
         mine = status if status is not None and status.run == self.run_id else None  # another run's is none of ours
         if new and self.old_id is None:
             self.learn_old(new, mine)
+        if new and new != self.old_id and returning_from(note, self.run_id, new):
+            return None  # the new kernel, on its way back by itself: the boot after it is the arrival
         if new and new != self.old_id:
             # Without a probe, the host's first answer is the attempt that read the new boot id.
             first = self.first_answer if self.probe is not None else began
@@ -338,6 +340,12 @@ class Wait:
 def wait_for_new_boot(read, old_id: str | None, timeout: float, interval: float = 0.25, probe=None, **kw) -> dict:
     """Wait(...).run(): the arrival on a new boot (see Wait)."""
     return Wait(read, old_id, timeout, interval, probe, **kw).run()
+
+
+def returning_from(note, run_id: str | None, boot: str) -> bool:
+    """This run's host says (its note) that it is leaving ``boot`` by its own return, not yet gone."""
+    return (isinstance(note, dict) and run_id is not None and note.get("run_id") == run_id
+            and note.get("state") == self_return.STATES[0] and note.get("new_boot_id") == boot)
 
 
 def after_not_back(exc: NotBack) -> bool | None:

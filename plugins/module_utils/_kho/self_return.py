@@ -201,6 +201,7 @@ jump_back() {{
     sync
     {jump}
     rc=$?
+    {queued}
     tell "exit $rc"
     say "the jump back returned (rc $rc): the host stays on $new_release"
     {unload} 2>/dev/null
@@ -249,6 +250,9 @@ def script(armed: Armed, where: Where = Where()) -> str:
     return SCRIPT.format(
         **{k: quote(v) for k, v in words.items()},
         load=" ".join(map(quote, argv)), jump=" ".join(map(quote, jump)),
+        # systemctl kexec returns once the job is queued: the jump is systemd's now, and the image must stay loaded
+        queued=('if [ "$rc" -eq 0 ]; then say "the jump back is queued (systemctl kexec)"; return 0; fi'
+                if armed.method == "systemctl" else ":"),
         unload=" ".join(map(quote, [armed.kexec, "-u"])), script=paths.RETURN_SCRIPT, armed=paths.RETURN_ARMED,
         confirmed=paths.RETURN_CONFIRMED, returning=paths.RETURN_RETURNING, meta_at=metadata.RELEASE_AT,
         meta_len=metadata.RELEASE_LEN, count_at=metadata.COUNT_AT)
@@ -415,9 +419,17 @@ def confirmed(where: Where = Where()) -> dict:
     returning = os.path.exists(f"{where.directory}/{paths.RETURN_RETURNING}")
     armed = os.path.exists(f"{where.directory}/{paths.RETURN_ARMED}")
     won = confirm(where)
-    return {"changed": armed or returning, "confirmed": won, "returning": returning and not won,
+    # The script removes its marker right after it writes its note: the note is the word that it took the return
+    # (returning, or a jump back that failed: load-failed, exit), read and removed here so that it is said once.
+    note = None if won else read_note(where)
+    if note is not None:
+        os.unlink(where.note)
+    returning = not won and (returning or (note or {}).get("state") == STATES[0])
+    return {"changed": armed or returning or note is not None, "confirmed": won, "returning": returning, "note": note,
             "msg": ("confirmed: the host's own return is disarmed" if won else
-                    "too late: the host is returning by itself" if returning else "nothing was armed")}
+                    "too late: the host is returning by itself" if returning else
+                    f"too late: the host's own return ran and failed ({note['state']} {note['rc']})" if note else
+                    "nothing was armed")}
 
 
 def disarmed(where: Where = Where()) -> dict:

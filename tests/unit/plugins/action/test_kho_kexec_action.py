@@ -433,3 +433,11 @@ def test_the_way_back_recorded_before_the_jump_is_in_the_result(monkeypatch):
     lost = run(Host(polls=[poll(OLD, "started"), poll(NEW)], load=AnsibleConnectionFailure("reset")), monkeypatch,
                expect_boot_id=OLD)
     assert lost["jumped"] is True and "way_back" not in lost
+
+
+def test_a_rollback_with_confirm_timeout_also_disarms_the_hosts_own_return(monkeypatch):
+    """#36: a jump that did not happen leaves nothing of the self-return armed on the old boot."""
+    host = Host(polls=[poll(OLD, "exit 1")])
+    res = run(host, monkeypatch, expect_boot_id=OLD, confirm_timeout=60)
+    assert res["failed"] and res["jumped"] is False and host.log[-2:] == ["module unloaded", "module disarmed"], host.log
+    assert host.module_args[0]["confirm_timeout"] == 60  # the module that loads arms it

@@ -342,7 +342,7 @@ def test_confirmed_wins_once_and_says_when_the_host_was_returning_already(box):
     assert S.present(box.where)[:2] == [box.where.wants, box.where.unit]
     got = S.confirmed(box.where)
     assert (got["confirmed"], got["returning"], got["changed"]) == (True, False, True) and box.left() == []
-    assert S.confirmed(box.where) == {"changed": False, "confirmed": False, "returning": False,
+    assert S.confirmed(box.where) == {"changed": False, "confirmed": False, "returning": False, "note": None,
                                       "msg": "nothing was armed"}
     box.arm(armed())
     os.rename(f"{box.where.directory}/{paths.RETURN_ARMED}", f"{box.where.directory}/{paths.RETURN_RETURNING}")
@@ -358,3 +358,28 @@ def test_disarmed_reads_the_note_and_leaves_nothing_on_disk(box):
     assert got["note"]["state"] == "returning" and got["note"]["run_id"] == a.run_id and got["changed"]
     assert S.present(box.where) == [] and not os.path.exists(os.path.dirname(box.where.note))
     assert S.disarmed(box.where)["changed"] is False
+
+
+def test_a_confirm_after_the_script_took_the_return_says_returning_from_its_note(box):
+    """The script drops its marker right after its note: the note alone says the confirm came too late (#36 review)."""
+    a = armed(kexec="kexec")
+    box.arm(a)
+    box.run(VANISH="1")  # the script took the return: marker gone, note left
+    got = S.confirmed(box.where)
+    assert (got["confirmed"], got["returning"]) == (False, True) and got["note"]["run_id"] == a.run_id, got
+    assert S.read_note(box.where) is None and S.present(box.where) == []
+
+
+def test_a_confirm_after_a_failed_jump_back_says_so(box):
+    box.arm(armed())
+    box.run(LOAD_RC="3")
+    got = S.confirmed(box.where)
+    assert (got["confirmed"], got["returning"]) == (False, False) and "load-failed 3" in got["msg"], got
+
+
+def test_systemctl_kexec_queued_keeps_the_image_loaded(box):
+    """systemctl kexec returns once queued: no 'exit' note, no kexec -u under systemd's own jump."""
+    box.arm(armed(method="systemctl"))
+    rc, err = box.run()
+    assert rc == 0 and box.calls()[1:] == [["sync"], ["systemctl", "kexec"]] and "queued" in err, box.calls()
+    assert S.read_note(box.where)["state"] == "returning"

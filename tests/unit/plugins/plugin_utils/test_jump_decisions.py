@@ -158,3 +158,16 @@ def test_a_poll_answer_is_read_bounded():
     huge = arrival(OLD, "started") + "x" * 10_000_000
     parsed = _jump.parse_arrival(huge)
     assert parsed.boot_id == OLD and parsed.status.state == "started"
+
+
+def test_the_new_kernel_on_its_way_back_by_itself_is_not_the_arrival():
+    """The host's own return (#36): between its note and its jump the new kernel may still answer; the arrival is
+    the boot after it, with the note, never the leaving kernel's answer."""
+    home = "99999999-8888-7777-6666-555555555555"
+    note = f"run-1 {OLD} {NEW} 7.3.4 7.2.13 60 returning"
+    w, _clock = wait(answers(arrival(OLD, "started", "alive"), arrival(NEW) + note + "\n", arrival(home) + note + "\n"))
+    back = w.run()
+    assert back["boot_id"] == home and back["note"]["new_boot_id"] == NEW and back["note"]["state"] == "returning"
+    other = f"run-2 {OLD} {NEW} 7.3.4 7.2.13 60 returning"  # another run's note: this run's kernel is the arrival
+    w, _clock = wait(answers(arrival(OLD, "started", "alive"), arrival(NEW) + other + "\n"))
+    assert w.run()["boot_id"] == NEW
