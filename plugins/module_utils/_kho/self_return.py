@@ -312,12 +312,15 @@ def install(armed: Armed, where: Where = Where(), module=None) -> list:
     return [*written, where.wants]
 
 
-def disarm(where: Where = Where()) -> list:
-    """Remove whatever is armed (the script's own disarm, from the controller's side): the paths removed."""
-    names = (paths.RETURN_SCRIPT, paths.RETURN_ARMED, paths.RETURN_CONFIRMED, paths.RETURN_RETURNING)
+MARKERS = (paths.RETURN_SCRIPT, paths.RETURN_ARMED, paths.RETURN_CONFIRMED, paths.RETURN_RETURNING)  # in directory
+
+
+def disarm(where: Where = Where(), note: bool = False) -> list:
+    """Remove whatever is armed (the script's own disarm, from the controller's side), and with ``note`` the note
+    too: the paths removed."""
     removed = []
     for path in (where.wants, f"{where.wants}.kexec-kho.new", where.unit,
-                 *(f"{where.directory}/{n}" for n in names)):
+                 *(f"{where.directory}/{n}" for n in MARKERS), *([where.note] if note else [])):
         try:
             os.unlink(path)
             removed.append(path)
@@ -408,8 +411,7 @@ def where_for(kho) -> Where:
 
 def present(where: Where = Where()) -> list:
     """What of the self-return is on disk now (check mode's answer for state=confirmed and state=disarmed)."""
-    names = (paths.RETURN_SCRIPT, paths.RETURN_ARMED, paths.RETURN_CONFIRMED, paths.RETURN_RETURNING)
-    return [path for path in (where.wants, where.unit, *(f"{where.directory}/{n}" for n in names), where.note)
+    return [path for path in (where.wants, where.unit, *(f"{where.directory}/{n}" for n in MARKERS), where.note)
             if os.path.lexists(path)]
 
 
@@ -423,7 +425,7 @@ def confirmed(where: Where = Where()) -> dict:
     # (returning, or a jump back that failed: load-failed, exit), read and removed here so that it is said once.
     note = None if won else read_note(where)
     if note is not None:
-        os.unlink(where.note)
+        disarm(where, note=True)
     returning = not won and (returning or (note or {}).get("state") == STATES[0])
     return {"changed": armed or returning or note is not None, "confirmed": won, "returning": returning, "note": note,
             "msg": ("confirmed: the host's own return is disarmed" if won else
@@ -436,17 +438,6 @@ def disarmed(where: Where = Where()) -> dict:
     """kho_kexec state=disarmed: whatever is armed removed, and the note of a return the host made by itself read
     (returned as ``note``) and removed: nothing of the self-return is left on disk."""
     note = read_note(where)
-    removed = disarm(where)
-    try:
-        os.unlink(where.note)
-        removed.append(where.note)
-    except FileNotFoundError:
-        pass
-    for directory in (os.path.dirname(where.note),):
-        try:
-            os.rmdir(directory)
-            removed.append(directory)
-        except OSError:
-            pass
+    removed = disarm(where, note=True)
     return {"changed": bool(removed), "removed": removed, "note": note,
             "msg": f"removed {len(removed)} path(s) of the host's own return" if removed else "nothing was armed"}

@@ -368,6 +368,7 @@ def test_a_confirm_after_the_script_took_the_return_says_returning_from_its_note
     got = S.confirmed(box.where)
     assert (got["confirmed"], got["returning"]) == (False, True) and got["note"]["run_id"] == a.run_id, got
     assert S.read_note(box.where) is None and S.present(box.where) == []
+    assert not os.path.exists(os.path.dirname(box.where.note))  # nothing of it left, not even its directory
 
 
 def test_a_confirm_after_a_failed_jump_back_says_so(box):
