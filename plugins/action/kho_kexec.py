@@ -16,13 +16,16 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import (
     ARGUMENT_SPEC, JUMP_OPTIONS, MUTUALLY_EXCLUSIVE, REQUIRED_IF, check_values,
 )
 from ansible_collections.kexec.kho.plugins.module_utils._kho.host import ARGUMENT_SPEC as HOST_SPEC
-from ansible_collections.kexec.kho.plugins.plugin_utils import _arrival, _jump
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
+from ansible_collections.kexec.kho.plugins.plugin_utils import _arrival, _jump, _owner, _return
+from ansible_collections.kexec.kho.plugins.plugin_utils._handover import facts_from_raw
 
 display = Display()
 
 MODULE = "kexec.kho.kho_kexec"
 PATH_OPTIONS = tuple(k for k, spec in ARGUMENT_SPEC.items() if spec.get("type") == "path")
 ROOTS = tuple(k for k in HOST_SPEC if k.endswith("_root"))  # where the new boot's facts are read
+RETURN_KEEPS = ("finalize", "accept_loss", "drop_regions", "state_dir", *ROOTS)  # the return loads as the jump did
 ATTEMPT_SLACK = 10.0  # seconds a remote command may take beyond connect_timeout before it is abandoned
 
 
@@ -55,7 +58,7 @@ class ActionModule(ActionBase):
                            "(no ~ or $: the controller polls it after the jump)"}
         opts = {**{k: valid[k] for k in JUMP_OPTIONS}, **{k: args.get(k) or ARGUMENT_SPEC[k]["default"] for k in ROOTS},
                 "debugfs_root": root, "check_root": root if valid["verify_handover"] else None,
-                "confirm_timeout": valid["confirm_timeout"]}
+                "confirm_timeout": valid["confirm_timeout"], "drop_regions": valid["drop_regions"]}
         # The host's part, in one run: load (the method resolved, auto: what keeps the host's live-update state),
         # the pstore message, the queued jump.  The values as validated and typed, but paths as given: the module
         # expands them on the host (a ~ is the host user's home, not the controller's).
@@ -122,15 +125,18 @@ class ActionModule(ActionBase):
                "phases": {"boot_id": None}, "id": uuid.uuid4().hex}  # the run id the host's jump status carries
         result["jumped"] = False
         try:
-            return (self._pre_jump(result, load_args, run) or self._trigger(result, load_args, run, task_vars)
+            done = (self._pre_jump(result, load_args, opts, run, task_vars)
+                    or self._trigger(result, load_args, run, task_vars)
                     or self._wait(result, opts, run, task_vars) or self._verdict(result, opts, run))
+            return self._way_home(done, load_args, opts, run, task_vars)
         except Exception as exc:  # pylint: disable=broad-except  # whatever raised, the result says what is known
             display.vvv(f"kho_kexec: {traceback.format_exc()}")
             return {**result, "failed": True, "changed": result["jumped"] is not False,
                     "msg": f"kho_kexec failed ({type(exc).__name__}: {exc}); jumped: {result['jumped']}"}
 
-    def _pre_jump(self, result, load_args, run):
-        """The old boot id where given; else the load's run reads it (and refuses the controller's own)."""
+    def _pre_jump(self, result, load_args, opts, run, task_vars):
+        """The old boot id where given; else the load's run reads it (and refuses the controller's own).  With
+        return=on_failure, the old kernel's facts: the return's receiver checks compare against them."""
         old_id = _jump.boot_id(load_args.get("expect_boot_id"))
         if load_args.get("expect_boot_id") and not old_id:
             return {**result, "failed": True, "msg": f"expect_boot_id is {load_args['expect_boot_id']!r}, not a boot "
@@ -140,9 +146,24 @@ class ActionModule(ActionBase):
                                                      "would replace the kernel this run executes on"}
         run["old_id"] = old_id
         run["probe"] = None if self._task.check_mode else self._probe()  # it must answer while the host is up
-        if self._task.args.get("facts_after"):
+        if opts["facts_after"]:
             _arrival.sources()  # read here, before anything changes: after the trigger every return says jumped
+        if opts["return"] == _return.ON_FAILURE and not self._task.check_mode:
+            run["before"] = self._facts_now(task_vars)
+            if "error" in run["before"]:
+                return {**result, "failed": True, "msg": f"return={_return.ON_FAILURE} needs the old kernel's facts "
+                                                         f"before the jump, and they were not read: "
+                                                         f"{run['before']['error']}"}
         return None
+
+    def _facts_now(self, task_vars) -> dict:
+        """kho_facts on the host as it is now, decoded here as its action does; {'error': why} where not read."""
+        res = self._execute_module(module_name="kexec.kho.kho_facts", module_args={}, task_vars=task_vars)
+        raw = res.get("kho_raw")
+        if res.get("failed") or res.get("unreachable") or raw is None:
+            return {"error": str(res.get("msg") or "kho_facts returned no facts")}
+        facts = facts_from_raw(raw, False)
+        return {"error": facts["over_budget"]} if facts.get("over_budget") else facts
 
     def _load(self, load_args, run, task_vars) -> dict:
         """The module's run on the host, and whether its process is known to have ended (``run['ended']``).
@@ -298,6 +319,66 @@ class ActionModule(ActionBase):
                                       if back["first_answer"] is not None else None),
                       attempts=back["attempts"], method=load.get("method"))  # null where the load's answer was lost
         return {**result, **_jump.verdict(back, run["downtime"], run["test"], root), **self._facts(opts, run)}
+
+    # ------------------------------------------------------------ the way back (return=on_failure)
+
+    def _way_home(self, result, load_args, opts, run, task_vars):
+        """A new kernel that failed test_command or the handover check, on a host that answers on it, is handed back
+        to the way back's kernel by a second handover (docs/way-back.md); the verdict is in ``return``, decided from
+        fields (_return), and the run stays failed.  Nothing is done for a run that passed, did not jump, or whose
+        host returned by itself."""
+        if (opts["return"] != _return.ON_FAILURE or not result.get("failed") or result.get("jumped") is not True
+                or not result.get("failed_check") or (result.get("self_return") or {}).get("note")):
+            return result
+        note = self._disarm_before_return(result, run, task_vars)
+        if note:  # the host's own return ran while the controller looked: its note decides
+            out = _return.host_outcome({**result, "self_return": {**result["self_return"], "note": note}}, note,
+                                       run["before"], opts["drop_regions"])
+            return {**result, "returned": out["returned"], "return": out, "msg": f"{out['verdict']}: {result['msg']}"}
+        state = _return.from_result(result, result["failed_check"], True, opts["return"])
+        decision = _return.decide(state)
+        canary = f"{load_args['pmsg']}-back" if load_args.get("pmsg") else None
+        back = self._return_jump(result, load_args, opts, canary, task_vars) if decision.go else {}
+        out = _return.settle(state, decision, result, back, run["before"], str(result.get("msg") or ""),
+                             opts["drop_regions"], canary)
+        home = out["returned"] and isinstance(back.get("ansible_facts"), dict)
+        return {**result, **({"ansible_facts": back["ansible_facts"]} if home and opts["facts_after"] else {}),
+                "returned": out["returned"], "return": out, "msg": f"{out['verdict']}: {result['msg']}"}
+
+    def _disarm_before_return(self, result, run, task_vars) -> dict | None:
+        """Where the host's own return may be armed, it is removed before the controller's (the two never race);
+        the note of a return the host began by itself, where the disarm found one."""
+        if not run.get("confirm_timeout"):
+            return None
+        gone = self._execute_module(module_name=MODULE, module_args={"state": "disarmed"}, task_vars=task_vars)
+        result["self_return"] = {**result["self_return"], "disarmed": gone.get("removed")}
+        return gone.get("note") if isinstance(gone.get("note"), dict) else None
+
+    def _return_jump(self, result, load_args, opts, canary, task_vars) -> dict:
+        """The return: under the handover lock on the new boot, the way back's kernel loaded with the same options
+        and the target check refusing (the old kernel must read what the new one sends), the jump, and the old
+        kernel's facts on arrival.  The lock is released where the host did not jump back."""
+        owner = _owner.this_run(target=(task_vars or {}).get("inventory_hostname"))
+
+        def take(break_lock=None):
+            return self._execute_module(module_name="kexec.kho.kho_lock", task_vars=task_vars, module_args={
+                "state": "acquired", "owner": owner, **({"break_lock": break_lock} if break_lock else {})})
+        lock = _owner.acquire(take, owner, paths.LOCK)
+        if not lock.get("acquired"):
+            return {"jumped": False, "failed": True, "msg": f"the handover lock on the new boot: {lock.get('msg')}"}
+        way = result["way_back"]
+        back_args = {**{k: load_args[k] for k in RETURN_KEEPS if k in load_args}, "state": "executed",
+                     "kernel": way["kernel"], "initrd": way.get("initrd") or "none", "cmdline": way["cmdline"],
+                     "method": (result.get("load") or {}).get("method") or load_args.get("method", "auto"), "target_check": "refuse",
+                     "expect_boot_id": result["boot_id_after"], **({"pmsg": canary} if canary else {})}
+        back_opts = {**opts, "test_command": None, "facts_after": True, "check_root": opts["debugfs_root"],
+                     "verify_handover": True, "pstore_search": [canary] if canary else [], "confirm_timeout": 0,
+                     "return": _return.NEVER}
+        back = self._execute({"changed": False}, back_args, back_opts, task_vars)
+        if back.get("jumped") is False:
+            self._execute_module(module_name="kexec.kho.kho_lock", task_vars=task_vars,
+                                 module_args={"state": "released", "owner": owner})
+        return back
 
     @staticmethod
     def _facts(opts, run) -> dict:

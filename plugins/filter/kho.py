@@ -185,51 +185,20 @@ def kho_return_decide(jump, failed=None, answers=True, policy=_return.ON_FAILURE
     return {"go": decision.go, "why": decision.why, "failed_check": state.failed, "way_back": state.way_back}
 
 
-def _home(back: dict, before: dict, state, jump: dict, allowed, canary) -> dict | None:
-    """The old kernel's word after the return (_return.return_checks, and the canary in its pstore); None where the
-    return never came back on a new boot with its facts read."""
-    facts = (back.get("ansible_facts") or {}).get("kho") if isinstance(back.get("ansible_facts"), dict) else None
-    if back.get("jumped") is not True or not back.get("facts_read") or not isinstance(facts, dict):
-        return None
-    checks = _return.return_checks(before, facts, state.new_release, jump.get("boot_id_after"), allowed or ())
-    if canary and canary not in (back.get("pstore_found") or []):
-        checks["failures"].append("the canary written again before the return is in no pstore record of the old "
-                                  "kernel's new boot")
-    return checks
-
-
 def kho_return_outcome(jump, back=None, before=None, failed=None, failure="", answers=True,
-                       policy=_return.ON_FAILURE, allowed=None, canary=None):
+                       policy=_return.ON_FAILURE, allowed=None, canary=None, note=None):
     """The verdict of a run whose new kernel failed a check, with both halves' evidence: the failed check and its
-    message, the decision, the return's kho_kexec answer (``back``) and the old kernel's receiver checks."""
+    message, the decision, the return's kho_kexec answer (``back``) and the old kernel's receiver checks.  ``note``:
+    the host's note of a return it made by itself where it was read after the jump (a disarm, a late confirm);
+    else the jump's own (``self_return.note``)."""
     jump, back, before = (_plain(x) if isinstance(x, Mapping) else {} for x in (jump, back, before))
-    note = (jump.get("self_return") or {}).get("note") if isinstance(jump.get("self_return"), dict) else None
+    if not isinstance(note, Mapping):
+        note = (jump.get("self_return") or {}).get("note") if isinstance(jump.get("self_return"), dict) else None
+    note = _plain(note) if isinstance(note, Mapping) else None
     if isinstance(note, dict):  # the host returned by itself: its note and the old kernel's facts decide
-        return _by_host(jump, note, before, _plain(allowed))
+        return _return.host_outcome(jump, note, before, _plain(allowed))
     state, decision = _after_jump("kho_return_outcome", jump, failed, answers, policy)
-    if state.failed is None:  # the run failed after the jump without a check named: nothing decides a return
-        return {"verdict": _return.FAILED_AFTER_JUMP, "returned": False, "failed_check": None, "decision":
-                "no check is named as failed: no return is decided", "returned_to": None, "return": None}
-    checks = _home(back, before, state, jump, _plain(allowed), canary) if decision.go else None
-    out = _return.outcome(state, decision, str(failure or ""), checks)
-    if decision.go:  # what the return's own run said, failed or not (its jump, its message)
-        out["back"] = {k: back.get(k) for k in ("jumped", "boot_id_after", "downtime", "failed", "msg")}
-    return out
-
-
-def _by_host(jump: dict, note: dict, before: dict, allowed) -> dict:
-    """The verdict of a host that returned by itself (kho_kexec's self_return.note, this run's): the old kernel's
-    receiver checks on the facts the jump read on arrival (facts_after) against its facts before the jump."""
-    after = (jump.get("ansible_facts") or {}).get("kho") if isinstance(jump.get("ansible_facts"), dict) else None
-    after = after if isinstance(after, dict) else {}
-    checks = _return.return_checks(before, after, note.get("new_release"), note.get("new_boot_id"), allowed or ())
-    got = _return.by_host(note, jump.get("run_id"), jump.get("boot_id_before"), jump.get("boot_id_after"),
-                          after.get("release"), checks)
-    return {"verdict": got["verdict"] or _return.FAILED_AFTER_JUMP, "returned": got["returned"] is True,
-            "failed_check": None, "failed_release": note.get("new_release"), "by_host": True,
-            "failure": f"not confirmed within {note.get('timeout')} s of the new kernel's boot", "decision": got["why"],
-            "returned_to": note.get("old_release") if got["returned"] is True else None, "return": checks,
-            "note": note}
+    return _return.settle(state, decision, jump, back, before, str(failure or ""), _plain(allowed), canary)
 
 
 class FilterModule:

@@ -296,6 +296,24 @@ options:
     type: int
     default: 0
     version_added: 0.4.0
+  return:
+    description:
+      - With O(state=executed), whether a new kernel that fails its checks is handed back to the old one by a second
+        KHO handover (docs/way-back.md), for playbooks without the handover role (whose C(kho_handover_return) also
+        covers its own checks).
+      - V(on_failure) - where the new boot answered and failed O(test_command) or O(verify_handover)
+        (RV(failed_check)), and RV(way_back) is possible, the old kernel's facts read before the jump are the
+        baseline; on the new boot the handover lock is taken, anything O(confirm_timeout) armed is disarmed, the way
+        back's kernel is loaded with the same O(finalize), O(accept_loss), O(drop_regions) and method, O(target_check=refuse)
+        (the old kernel must read what the new one sends), and the host jumps back. With O(pmsg), the return writes
+        C(PMSG-back) and looks for it in the old kernel's pstore. The old kernel's own facts then decide (RV(return)).
+        The run fails all the same - a returned host is never a verified handover.
+      - V(never) - the host stays on the new kernel (RV(failed_check) says what it failed).
+      - Where the old kernel's facts cannot be read before the jump, nothing is loaded and the run fails.
+    type: str
+    choices: [on_failure, never]
+    default: never
+    version_added: 0.4.0
 requirements:
   - kexec-tools 2.0.14 or later on the managed host (C(kexec -s), for C(kexec_file_load)); an older one is refused
     before anything changes.
@@ -339,6 +357,22 @@ EXAMPLES = r"""
     kexec_timeout: 180
   become: true
   register: jump
+
+- name: An upgrade that goes home by itself where the new kernel fails its health check
+  kexec.kho.kho_kexec:
+    state: executed
+    kernel: /boot/vmlinuz-7.3.4
+    pmsg: "upgrade {{ ansible_date_time.epoch }}"
+    test_command: systemctl is-active --quiet my-service
+    facts_after: true
+    return: on_failure
+  become: true
+  register: jump
+  failed_when: false  # decide from the fields, never from msg
+
+- name: Say where the host is
+  ansible.builtin.debug:
+    msg: "{{ jump.return.verdict if jump.return is defined else ('verified' if not jump.failed else jump.msg) }}"
 """
 
 RETURN = r"""
@@ -439,8 +473,8 @@ way_back:
       any target; C(cmdline), the running command line less C(BOOT_IMAGE=); C(release); and C(why), a sentence.
     - C(possible) is V(false) where no return can be promised (no image of the running release on disk, only
       C(/vmlinuz), which names the newest kernel installed; a modular build without its initrd), and C(why) says so.
-    - The handover role's way back takes the host home by it where the new kernel fails a check
-      (C(kho_handover_return)); this module does not return by itself (docs/way-back.md).
+    - The way back takes the host home by it where the new kernel fails a check - O(return=on_failure), or the handover
+      role's C(kho_handover_return) (docs/way-back.md).
   returned: O(state=executed), where the run that loads answered
   type: dict
   sample: {possible: true, kernel: /boot/vmlinuz-7.3.4, initrd: /boot/initrd.img-7.3.4,
@@ -549,6 +583,32 @@ dropped_regions:
   type: list
   elements: str
   version_added: 0.3.0
+returned:
+  description:
+    - With O(return=on_failure), the host is back on its old kernel after a failed check, and the old kernel's own
+      facts say it came home (RV(return)); the run still fails.
+  returned: O(state=executed), where O(return=on_failure) and the new boot failed a check
+  type: bool
+  version_added: 0.4.0
+return:
+  description:
+    - "With O(return=on_failure), the way back's record - C(verdict) (C(returned to OLD: the new kernel NEW failed at
+      CHECK), C(failed after the jump and the return), C(failed after the jump), or, where the host's own return ran
+      first, C(returned by the host: not confirmed within N s)); C(returned); C(failed_check); C(failed_release);
+      C(failure), the failed check's message; C(decision), why the return was made or not; C(returned_to); C(return),
+      the old kernel's receiver checks (C(failures), C(unconfirmed), C(taken)), V(null) where no return came back with
+      its facts; C(back), the return's own run (C(jumped), C(boot_id_after) - the boot the host is on now -
+      C(downtime), C(failed), C(msg))."
+    - Where the host came home and O(facts_after) is set, C(ansible_facts.kho) are the old kernel's, read on its
+      return (the host as it is now), not the failed kernel's.
+  returned: O(state=executed), where O(return=on_failure) and the new boot failed a check
+  type: dict
+  sample: {verdict: "returned to 7.3.4: the new kernel 7.2.13 failed at test_command", returned: true,
+           failed_check: test_command, failed_release: 7.2.13, returned_to: 7.3.4,
+           decision: "the new kernel failed at test_command: handing the host back to 7.3.4 (/boot/vmlinuz-7.3.4)",
+           return: {failures: [], unconfirmed: [], taken: {kept: [oops]}},
+           back: {jumped: true, boot_id_after: 0b5c3bfe-0d59-4b5a-9c7e-0f5d6c2c1e11, downtime: 41.2, failed: null}}
+  version_added: 0.4.0
 failed_check:
   description:
     - The check a new boot that answered failed, a stable word for roles to decide from (the handover role's way

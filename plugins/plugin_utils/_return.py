@@ -13,9 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import regions, self_return
-
-ON_FAILURE, NEVER = "on_failure", "never"
-POLICIES = (ON_FAILURE, NEVER)  # kho_handover_return, kho_kexec's return option: when to hand a host back
+from ansible_collections.kexec.kho.plugins.module_utils._kho.way_back import NEVER, ON_FAILURE, POLICIES  # noqa: F401
 VERIFICATION, TEST_COMMAND, LUO_CHECKS, HEALTH_GATE = "verification", "test_command", "luo_checks", "health gate"
 CHECKS = (VERIFICATION, TEST_COMMAND, LUO_CHECKS, HEALTH_GATE)  # what a new kernel can fail after the jump
 
@@ -179,3 +177,52 @@ def by_host(note: dict | None, run_id: str, old_boot_id: str, boot_id: str | Non
                 "why": f"the host returned by itself, but not home: {'; '.join(back['failures'])}"}
     return {"returned": True, "verdict": RETURNED_BY_HOST.format(seconds=note["timeout"]),
             "why": f"the host returned to {note['old_release']} by itself from {note['new_release']}"}
+
+
+def home_checks(back: dict, before: dict, state: AfterJump, failed_boot_id: str | None, allowed=(),
+                canary: str | None = None) -> dict | None:
+    """The old kernel's word after the return (return_checks, and the canary written again before it in the old
+    kernel's pstore): from the return's kho_kexec answer (``back``, with facts_after).  None where the return never
+    came back on a new boot with its facts read."""
+    facts = (back.get("ansible_facts") or {}).get("kho") if isinstance(back.get("ansible_facts"), dict) else None
+    if back.get("jumped") is not True or not back.get("facts_read") or not isinstance(facts, dict):
+        return None
+    checks = return_checks(before, facts, state.new_release, failed_boot_id, allowed or ())
+    if canary and canary not in (back.get("pstore_found") or []):
+        checks["failures"].append("the canary written again before the return is in no pstore record of the old "
+                                  "kernel's new boot")
+    return checks
+
+
+BACK_FIELDS = ("jumped", "boot_id_after", "downtime", "failed", "msg")  # what the return's own run said, in outcome
+
+
+def settle(state: AfterJump, decision: Decision, jump: dict, back: dict, before: dict, failure: str, allowed=(),
+           canary: str | None = None) -> dict:
+    """The verdict of a run whose new kernel failed a check, with both halves' evidence: the failed check and its
+    message (``failure``), the decision, the return's kho_kexec answer (``back``, its BACK_FIELDS) and the old
+    kernel's receiver checks.  One home for the role's filter and kho_kexec's own return."""
+    if state.failed is None:  # the run failed after the jump without a check named: nothing decides a return
+        return {"verdict": FAILED_AFTER_JUMP, "returned": False, "failed_check": None, "decision":
+                "no check is named as failed: no return is decided", "returned_to": None, "return": None}
+    back = back if isinstance(back, dict) else {}
+    checks = home_checks(back, before, state, jump.get("boot_id_after"), allowed, canary) if decision.go else None
+    out = outcome(state, decision, failure, checks)
+    if decision.go:
+        out["back"] = {k: back.get(k) for k in BACK_FIELDS}
+    return out
+
+
+def host_outcome(jump: dict, note: dict, before: dict, allowed=()) -> dict:
+    """The verdict of a host that returned by itself (kho_kexec's self_return.note, this run's): the old kernel's
+    receiver checks on the facts the jump read on arrival (facts_after) against its facts before the jump."""
+    after = (jump.get("ansible_facts") or {}).get("kho") if isinstance(jump.get("ansible_facts"), dict) else None
+    after = after if isinstance(after, dict) else {}
+    checks = return_checks(before, after, note.get("new_release"), note.get("new_boot_id"), allowed or ())
+    got = by_host(note, jump.get("run_id"), jump.get("boot_id_before"), jump.get("boot_id_after"),
+                  after.get("release"), checks)
+    return {"verdict": got["verdict"] or FAILED_AFTER_JUMP, "returned": got["returned"] is True,
+            "failed_check": None, "failed_release": note.get("new_release"), "by_host": True,
+            "failure": f"not confirmed within {note.get('timeout')} s of the new kernel's boot", "decision": got["why"],
+            "returned_to": note.get("old_release") if got["returned"] is True else None, "return": checks,
+            "note": note}

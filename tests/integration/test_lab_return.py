@@ -9,6 +9,7 @@ build-lab/logs/release-matrix.json with both kernels' own log lines (the serial 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,56 @@ def test_a_new_kernel_that_fails_its_test_is_handed_back_to_the_old_one(
             "refused": None, "evidence": {"both kernels' log": both,
                                           "revived": serial_lines(guests, "Revived memory reservation")[-2:],
                                           "decision": way["decision"]}})
+
+
+FAILS_ON_734 = 'test "$(cat /proc/sys/kernel/osrelease)" != 7.3.4'  # the upgrade's health check fails on 7.3.4
+RETURN_TASK = """\
+    - kexec.kho.kho_kexec:
+        state: executed
+        kernel: /boot/vmlinuz-7.3.4
+        pmsg: kho-upgrade-canary
+        test_command: '{test}'
+        facts_after: true
+        kexec_timeout: 600
+        return: on_failure
+      register: jump
+      failed_when: false
+    - ansible.builtin.copy: {{content: '{{{{ jump | to_json }}}}', dest: '{out}', mode: '0644'}}
+      delegate_to: localhost
+"""
+
+
+def test_a_bad_upgrade_is_returned_by_kho_kexec_itself_without_the_role(lab_factory, tmp_path, releases):  # noqa: F811
+    """kho_kexec return=on_failure, in a playbook of its own: 7.2.13 upgraded to 7.3.4, whose health check fails, is
+    handed back to 7.2.13; 7.2.13's own facts and both kernels' log lines say it came home."""
+    guests = lab_factory(1)
+    name = guests["guests"][0]["name"]
+    copy_kernels(guests, tmp_path, {"/boot/vmlinuz-7.2.13": releases["7.2.13"]})
+    guest_run(guests, tmp_path, f"    - ansible.builtin.copy: {{src: {KERNEL}, dest: /boot/vmlinuz-7.3.4, "
+                                "remote_src: true, mode: '0644'}\n")
+    proc, summary = handover(guests, tmp_path, kho_handover_kernel="/boot/vmlinuz-7.2.13")
+    assert proc.returncode == 0 and summary[name]["verdict"] == "verified", proc.stdout[-4000:]
+    on_72 = next(iter(facts(guests, tmp_path).values()))
+    count = on_72["in"]["kexec_metadata"]["kexec_count"]
+
+    out = tmp_path / "jump.json"
+    guest_run(guests, tmp_path, RETURN_TASK.format(test=FAILS_ON_734, out=out))
+    res = json.loads(out.read_text())
+    assert res["failed"] and res["jumped"] is True and res["failed_check"] == "test_command", res
+    back = res["return"]
+    assert back["verdict"] == "returned to 7.2.13: the new kernel 7.3.4 failed at test_command", back
+    assert res["returned"] is True and back["return"]["failures"] == [] and "oops" in back["return"]["taken"]["kept"]
+    home = res["ansible_facts"]["kho"]  # facts_after: the host as it is now
+    meta = home["in"]["kexec_metadata"]
+    assert (home["release"], meta["previous_release"], meta["kexec_count"]) == ("7.2.13", "7.3.4", count + 2), meta
+    assert home["boot_id"] == back["back"]["boot_id_after"]
+    assert home["boot_id"] not in (res["boot_id_before"], res["boot_id_after"])
+    now = next(iter(facts(guests, tmp_path).values()))
+    assert (now["release"], now["boot_id"], now["kexec_loaded"]) == ("7.2.13", home["boot_id"], False), now
+    both = serial_lines(guests, EXEC_FROM)[-2:]  # 7.3.4's (from 7.2.13), then 7.2.13's again (from 7.3.4)
+    assert "7.2.13" in both[0] and "7.3.4" in both[1], both
+    record({"pair": "7.2.13 -> 7.3.4 -> 7.2.13 (an upgrade whose health check failed: kho_kexec return=on_failure)",
+            "verdict": back["verdict"], "kept": back["return"]["taken"]["kept"] + ["pstore canary"],
+            "refused": None, "evidence": {"both kernels' log": both,
+                                          "revived": serial_lines(guests, "Revived memory reservation")[-2:],
+                                          "decision": back["decision"]}})

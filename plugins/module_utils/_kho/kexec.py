@@ -61,11 +61,12 @@ ARGUMENT_SPEC = {
     "facts_after": {"type": "bool", "default": False},
     "pstore_search": facts.PSTORE_SEARCH_SPEC,
     "confirm_timeout": {"type": "int", "default": 0},
+    "return": {"type": "str", "default": way_back.NEVER, "choices": list(way_back.POLICIES)},
 }
 REQUIRED_IF = [("state", "loaded", ("kernel",)), ("state", "executed", ("kernel",))]
 MUTUALLY_EXCLUSIVE = [("cmdline", "append")]
 JUMP_OPTIONS = ("connect_timeout", "kexec_timeout", "post_kexec_delay", "poll_interval", "not_jumped_after",
-                "test_command", "verify_handover", "facts_after", "pstore_search")
+                "test_command", "verify_handover", "facts_after", "pstore_search", "return")
 RANGES = {"connect_timeout": (1, 3600), "kexec_timeout": (1, 86400), "post_kexec_delay": (0, 3600),
           "poll_interval": (0.05, 60), "not_jumped_after": (1, 86400), "confirm_timeout": (0, 86400)}
 
@@ -75,6 +76,9 @@ def check_values(params: dict) -> None:
     if params.get("state") in ("loaded", "executed") and not params.get("kernel"):
         raise ValueError(f"kernel is {params.get('kernel')!r}; state={params['state']} needs the path of the kernel "
                          "image on the host")
+    if params.get("return", way_back.NEVER) != way_back.NEVER and params.get("state") != "executed":
+        raise ValueError(f"return is {params['return']!r}; a return is made only after a jump: it needs state=executed "
+                         f"(state is {params.get('state')!r})")
     for name, (low, high) in RANGES.items():
         value = params.get(name)
         if value is not None and not low <= value <= high:

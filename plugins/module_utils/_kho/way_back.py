@@ -16,6 +16,8 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho import boot_files, 
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdline
 
 FIELDS = ("possible", "kernel", "initrd", "cmdline", "release", "why")
+ON_FAILURE, NEVER = "on_failure", "never"
+POLICIES = (ON_FAILURE, NEVER)  # kho_kexec's return option, the role's kho_handover_return: when to hand a host back
 
 
 def return_cmdline(running: str) -> str:
