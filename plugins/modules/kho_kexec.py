@@ -609,6 +609,15 @@ return:
            return: {failures: [], unconfirmed: [], taken: {kept: [oops]}},
            back: {jumped: true, boot_id_after: 0b5c3bfe-0d59-4b5a-9c7e-0f5d6c2c1e11, downtime: 41.2, failed: null}}
   version_added: 0.4.0
+undone:
+  description:
+    - In a failed task's answer, what this task changed on the host and undid itself before it answered, in order
+      (V(the host's own return disarmed), V(the image unloaded), V(the finalize done by this task aborted)); empty
+      where it changed nothing (a refusal) or had nothing left to undo.
+  returned: failure, O(state=loaded) or O(state=executed) on the old boot
+  type: list
+  elements: str
+  version_added: 0.4.0
 failed_check:
   description:
     - The check a new boot that answered failed, a stable word for roles to decide from (the handover role's way
@@ -753,7 +762,7 @@ def main():
         why = str(exc) if isinstance(exc, OWN_ERRORS) else f"{type(exc).__name__}: {exc}"
         # What is left of this run's changes (undone already where it could): what a rollback still has to undo.
         module.fail_json(msg=why, triggered=False, loaded_here=changes.loaded, finalized_here=changes.finalized,
-                         **({"path": exc.path} if isinstance(exc, host.NeedsRoot) else {}))
+                         undone=changes.undone, **({"path": exc.path} if isinstance(exc, host.NeedsRoot) else {}))
     module.exit_json(**result)
 
 

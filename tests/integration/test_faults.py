@@ -117,7 +117,8 @@ def test_load_unloaded_behind_the_roles_back_is_caught_before_the_jump(quiet_gue
     proc, summary = handover(quiet_guest, tmp_path, kho_handover_method="systemctl")
     assert proc.returncode != 0
     result = next(iter(summary.values()))
-    assert result["verdict"] == "failed, rolled back", result
+    # the load taken away by another: nothing of this run's left to undo, or its rollback unloaded what was queued
+    assert result["verdict"] in ("failed, rolled back", "refused, nothing changed"), result
     # caught by the load's own check, before queueing, or by the queued job's guard, whichever comes first
     assert any(why in result["error"] for why in ("kexec_loaded is still 0", "no kexec image is loaded right before",
                                                   "no kexec image was loaded any more when the jump was due")), result
@@ -238,7 +239,7 @@ def test_kho_off_is_refused_then_enabled_through_grub_and_handed_over(lab_factor
     refused, summary = handover(guests, tmp_path / "refused")
     assert refused.returncode != 0
     assert "add kho=on to the kernel command line" in refused.stdout and "kho_handover_reboot_ok" in refused.stdout
-    assert summary[name]["verdict"] == "failed, rolled back", summary
+    assert summary[name]["verdict"] == "refused, nothing changed", summary
     proc, summary = handover(guests, tmp_path / "enabled", kho_handover_reboot_ok=True)
     assert proc.returncode == 0, proc.stdout[-4000:]
     result = summary[name]

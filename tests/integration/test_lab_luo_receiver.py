@@ -56,7 +56,7 @@ def test_a_verified_verdict_coincides_with_stage_2_passing(lab_factory, tmp_path
     line = without_liveupdate(before["cmdline"])
     proc, summary = handover(guests, tmp_path, kho_handover_cmdline=line)
     refused = summary[name]
-    assert proc.returncode != 0 and refused["verdict"] == "failed, rolled back", refused
+    assert proc.returncode != 0 and refused["verdict"] == "refused, nothing changed", refused
     assert refused["failed_step"] == "preflight", refused
     assert "the target command line has no liveupdate=on" in refused["error"], refused
     assert all(f"session {s} held by pid" in refused["error"] for s in SESSIONS), refused

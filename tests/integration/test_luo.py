@@ -70,7 +70,7 @@ def test_a_method_that_would_lose_sessions_is_refused_and_an_accepted_loss_fails
     proc, summary = handover(guests, tmp_path, kho_handover_method="systemctl")
     assert proc.returncode != 0
     refused = summary[name]
-    assert refused["verdict"] == "failed, rolled back", refused
+    assert refused["verdict"] == "refused, nothing changed", refused
     assert "method systemctl would lose session" in refused["error"] and "test-session" in refused["error"], refused
     assert "accept_loss: [process_sessions]" in refused["error"], refused
     assert_untouched(guests, tmp_path)
@@ -136,7 +136,7 @@ def test_kexec_e_would_lose_the_fd_store_refused_then_an_accepted_loss_fails(lab
     proc, summary = handover(guests, tmp_path, kho_handover_method="kexec")
     assert proc.returncode != 0
     refused = summary[name]
-    assert refused["verdict"] == "failed, rolled back", refused
+    assert refused["verdict"] == "refused, nothing changed", refused
     error = refused["error"]  # systemd 262's journald and udevd keep fd stores too: named with the service's
     assert error.startswith("method kexec would lose ") and "kho-cache.service (fd store: 1 fds)" in error, refused
     assert "accept the loss with accept_loss: [fd_stores]" in error, refused
@@ -178,7 +178,7 @@ def test_a_target_that_cannot_restore_the_sessions_is_refused(lab_factory, tmp_p
     for variant, lacks in (("nomemfd", "memfd-v2"), ("noluo", "luo-v5")):
         proc, summary = handover(guests, tmp_path, kho_targets=holder, kho_handover_kernel=f"/boot/vmlinuz-{variant}")
         refused = summary[holder]
-        assert proc.returncode != 0 and refused["verdict"] == "failed, rolled back", refused
+        assert proc.returncode != 0 and refused["verdict"] == "refused, nothing changed", refused
         assert f"cannot read {lacks}" in refused["error"] or lacks in refused["error"], refused
     state = facts_of(guests, tmp_path)[holder]
     assert state["kexec_loaded"] is False and state["in"]["present"] is False  # nothing changed on it

@@ -84,12 +84,12 @@ def test_failed_load_rolls_back_under_the_oldest_core(lab_factory, tmp_path):
     assert "KHO handover failed in phase jump at 'Load, jump and wait for the new kernel'" in proc.stdout
     assert summary[name]["failed_step"] == "jump"
     assert "kexec -s -l /tmp/truncated failed" in proc.stdout
-    assert summary[name]["verdict"] == "failed, rolled back"
+    assert summary[name]["verdict"] == "refused, nothing changed"  # the image was refused: nothing loaded
     after = facts(guests, tmp_path)[name]
     assert after["kexec_loaded"] is False and after["in"]["present"] is False
     assert after["boot_id"] == summary[name]["boot_id_before"]
     stats = proc.stdout.split("CUSTOM STATS", 1)[-1]  # set_stats under 2.16 too
-    assert f'"{name}": {{' in stats and "failed, rolled back" in stats, stats[-3000:]
+    assert f'"{name}": {{' in stats and "refused, nothing changed" in stats, stats[-3000:]
 
 
 def test_host_that_never_returns_fails_alone(lab_factory, tmp_path):
@@ -143,13 +143,13 @@ def test_runs_that_must_not_start_change_nothing(lab_factory, tmp_path):
     proc, summary = handover(guests, tmp_path, env=without_pyfdt(tmp_path))
     assert proc.returncode != 0
     assert "this controller cannot decode or verify a handover: it lacks the Python library pyfdt" in proc.stdout
-    assert summary[name]["verdict"] == "failed, rolled back", summary
+    assert summary[name]["verdict"] == "refused, nothing changed", summary
     assert "this run undid: nothing left to undo" in proc.stdout, proc.stdout[-3000:]
 
     proc, summary = handover(guests, tmp_path, kho_handover_cmdline=NO_REGIONS_CMDLINE)
     assert proc.returncode != 0
     assert "the new kernel would not take up every region handed over: the target command line has no reserve_mem= for 'oops'" in proc.stdout
-    assert "drop_regions" in proc.stdout and summary[name]["verdict"] == "failed, rolled back", summary
+    assert "drop_regions" in proc.stdout and summary[name]["verdict"] == "refused, nothing changed", summary
     assert "this run undid: its handover lock released" in proc.stdout, proc.stdout[-3000:]
     after = facts(guests, tmp_path)[name]
     assert after["boot_id"] == before["boot_id"] and after["kexec_loaded"] is False and after["in"]["present"] is False

@@ -126,3 +126,18 @@ def test_the_changelog_has_every_release():
 def test_the_release_is_cut_as_docs_releasing_says():
     assert re.search(r"^release-notes:", (ROOT / "Makefile").read_text(), re.M)
     assert "make release-notes" in (ROOT / "docs" / "releasing.md").read_text()
+
+
+TAGS = ROOT / "tests" / "output" / "release-tags.txt"  # written by tests/utils/layout.sh from the source's tags
+
+
+def test_every_release_is_tagged_at_its_version():
+    """Each version changelogs/changelog.yaml lists as released has a git tag of that name, on a commit whose
+    galaxy.yml names that version; and no tag names a version that is not released."""
+    if not TAGS.exists():
+        pytest.skip("no tags recorded: run from a layout of a git checkout (tests/utils/layout.sh); a tarball has none")
+    tags = dict(line.split(" ", 1) for line in TAGS.read_text().splitlines() if " " in line)
+    if not tags:
+        pytest.skip("the checkout has no tags (a clone made with --no-tags): fetch them to check the releases")
+    assert {v: tags.get(v) for v in released() if tags.get(v) != v} == {}, "a release without its tag, or tagged off"
+    assert sorted(set(tags) - set(released())) == []

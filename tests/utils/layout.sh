@@ -13,3 +13,9 @@ git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | t
 # ansible-test needs a git repository to tell its files; give it one of its own.
 if [ ! -d "$dest/.git" ]; then git -C "$dest" init -q; fi
 git -C "$dest" add -A >/dev/null 2>&1
+# The release tags and the version each one's galaxy.yml names (tests/unit/test_release.py): the layout's own
+# repository has no history; a source without one (a tarball) writes none, and that test says skipped.
+mkdir -p "$dest/tests/output"
+for tag in $(git tag -l); do
+  printf '%s %s\n' "$tag" "$(git show "$tag:galaxy.yml" 2>/dev/null | sed -n 's/^version: *//p')"
+done > "$dest/tests/output/release-tags.txt"

@@ -295,6 +295,7 @@ class Changes:
     def __init__(self, status: jump_status.Writer | None = None, disarm=None):
         self.status, self.finalized, self.loaded, self.armed = status, False, False, False
         self.disarm = disarm  # removes the host's own return (self_return.disarm), where this run may arm one
+        self.undone: list = []  # what undo() undid, in order: kho_kexec's failure says it (undone), never only its msg
 
     def done(self) -> tuple:
         return tuple(word for word, on in ((paths.DONE_FINALIZE, self.finalized), (paths.DONE_LOAD, self.loaded),
@@ -345,6 +346,7 @@ class Changes:
         except Exception as undo_exc:  # pylint: disable=broad-except  # said, with what is left
             self.failed()
             raise KexecError(f"{exc}; undoing it failed: {undo_exc}") from exc
+        self.undone.extend(undone)
         self.failed()
         if not undone:
             raise exc

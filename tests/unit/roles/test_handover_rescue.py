@@ -31,6 +31,18 @@ def rescue_expression() -> str:
     return keep["ansible.builtin.set_fact"]["_kho_handover_jumped"]
 
 
+def decided(tmp_path, play) -> list:
+    """Run the play on localhost; what it wrote to out."""
+    (tmp_path / "play.yml").write_text(json.dumps(play))
+    (tmp_path / "inventory").write_text(f"web-1 ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory"),
+                           "-e", f"out={tmp_path / 'r.json'}", str(tmp_path / "play.yml")],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return json.loads((tmp_path / "r.json").read_text())
+
+
 def test_a_jump_result_without_jumped_is_unknown_never_false(tmp_path):
     if ROOT.parents[1].name != "ansible_collections":
         pytest.skip("runs from an ansible_collections/kexec/kho layout (tests/utils/layout.sh)")
@@ -40,11 +52,38 @@ def test_a_jump_result_without_jumped_is_unknown_never_false(tmp_path):
          "vars": {"_jumped": rescue_expression()},
          "loop": [case for case, _jumped in CASES], "loop_control": {"loop_var": "_kho_handover_jump"}},
         {"ansible.builtin.copy": {"content": "{{ decided | to_json }}", "dest": "{{ out }}", "mode": "0600"}}]}]
-    (tmp_path / "play.yml").write_text(json.dumps(play))
-    (tmp_path / "inventory").write_text(f"web-1 ansible_connection=local ansible_python_interpreter={sys.executable}\n")
-    env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory"),
-                           "-e", f"out={tmp_path / 'r.json'}", str(tmp_path / "play.yml")],
-                          capture_output=True, text=True, env=env, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert json.loads((tmp_path / "r.json").read_text()) == [jumped for _case, jumped in CASES]
+    assert decided(tmp_path, play) == [jumped for _case, jumped in CASES]
+
+
+# (what the back-out registered, whether the verdict is 'refused, nothing changed' rather than 'failed, rolled back')
+UNDONE = [
+    ({}, True),  # refused in preflight: nothing ran
+    ({"_kho_handover_undo_lock": {"changed": True}}, True),  # the run's own lock, taken and released, is no change
+    ({"_kho_handover_load": {"undone": []}, "_kho_handover_jump": {"jumped": False, "load": {"undone": []}}}, True),
+    ({"_kho_handover_undo_load": {"changed": True}}, False),
+    ({"_kho_handover_undo_load": {"failed": True, "changed": False}}, False),  # an unload that failed: not nothing
+    ({"_kho_handover_undo_finalize": {"changed": True}}, False),
+    ({"_kho_handover_undo_return": {"changed": True}}, False),
+    ({"_kho_handover_jump": {"jumped": False, "unloaded": True}}, False),  # the action's own rollback unloaded
+    ({"_kho_handover_jump": {"jumped": False, "self_return": {"disarmed": ["/etc/systemd/system/x"]}}}, False),
+    ({"_kho_handover_load": {"undone": ["the image unloaded"]}}, False),  # the load's run undid itself
+]
+
+
+def changed_nothing_expression() -> str:
+    tasks = yaml.safe_load((ROOT / "roles" / "handover" / "tasks" / "main.yml").read_text())
+    back_out = next(t for t in tasks[0]["rescue"] if t["name"] == "Back out a host that never jumped")
+    say = next(t for t in back_out["block"] if t["name"] == "Say what was undone")
+    return say["ansible.builtin.set_fact"]["_kho_handover_changed_nothing"]
+
+
+def test_a_refusal_that_changed_nothing_is_told_from_a_rollback_by_fields(tmp_path):
+    if ROOT.parents[1].name != "ansible_collections":
+        pytest.skip("runs from an ansible_collections/kexec/kho layout (tests/utils/layout.sh)")
+    defaults = {"_kho_handover_load": {}, "_kho_handover_jump": {}}
+    tasks = [{"ansible.builtin.set_fact": {"decided": []}}]
+    for registered, _nothing in UNDONE:
+        tasks.append({"ansible.builtin.set_fact": {"decided": "{{ decided + [_nothing | bool] }}"},
+                      "vars": {**defaults, **registered, "_nothing": changed_nothing_expression()}})
+    tasks.append({"ansible.builtin.copy": {"content": "{{ decided | to_json }}", "dest": "{{ out }}", "mode": "0600"}})
+    assert decided(tmp_path, [{"hosts": "all", "gather_facts": False, "tasks": tasks}]) == [nothing for _case, nothing in UNDONE]
