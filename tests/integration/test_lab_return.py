@@ -64,7 +64,10 @@ def test_a_new_kernel_that_fails_its_test_is_handed_back_to_the_old_one(
     home = next(iter(facts(guests, tmp_path).values()))
     meta = home["in"]["kexec_metadata"]
     assert (home["release"], meta["previous_release"], meta["kexec_count"]) == ("7.3.4", "7.2.13", count + 2), meta
-    assert home["boot_id"] not in (result["boot_id_before"], result["boot_id_after"])
+    # the summary says where the host is now: home, on the boot the return came back on
+    assert (result["release_after"], result["boot_id_after"]) == ("7.3.4", home["boot_id"]) == \
+        ("7.3.4", way["back"]["boot_id_after"]), result
+    assert home["boot_id"] != result["boot_id_before"] and way["failed_release"] == "7.2.13"
     assert home["kexec_loaded"] is False
     both = serial_lines(guests, EXEC_FROM)[-2:]  # the new kernel's, then the old one's again
     assert "7.3.4" in both[0] and "7.2.13" in both[1], both
@@ -126,3 +129,40 @@ def test_a_bad_upgrade_is_returned_by_kho_kexec_itself_without_the_role(lab_fact
             "refused": None, "evidence": {"both kernels' log": both,
                                           "revived": serial_lines(guests, "Revived memory reservation")[-2:],
                                           "decision": back["decision"]}})
+
+
+HEALTH_UNIT = """\
+    - ansible.builtin.copy:
+        dest: /etc/systemd/system/kho-lab-health.service
+        mode: '0644'
+        content: |
+          [Unit]
+          Description=A service that fails on 7.2.13 (the lab's health gate fault)
+          [Service]
+          Type=oneshot
+          RemainAfterExit=true
+          ExecStart=/bin/sh -c 'test "$(uname -r)" != 7.2.13'
+          [Install]
+          WantedBy=multi-user.target
+    - ansible.builtin.systemd_service: {name: kho-lab-health.service, enabled: true, daemon_reload: true}
+"""
+
+
+def test_a_failed_health_gate_is_a_failed_check_and_the_host_goes_home(lab_factory, tmp_path, releases):  # noqa: F811
+    """The role's health gate: a service that fails on the new kernel leaves systemd degraded; with only `running`
+    accepted, the gate fails, and the way back takes the host home to 7.3.4 as for any other check."""
+    guests = lab_factory(1)
+    name = guests["guests"][0]["name"]
+    copy_kernels(guests, tmp_path, {"/boot/vmlinuz-7.2.13": releases["7.2.13"]})
+    guest_run(guests, tmp_path, f"    - ansible.builtin.copy: {{src: {KERNEL}, dest: /boot/vmlinuz-7.3.4, "
+                                "remote_src: true, mode: '0644'}\n" + HEALTH_UNIT)
+    proc, summary = handover(guests, tmp_path, kho_handover_kernel="/boot/vmlinuz-7.2.13", kho_handover_canary=True,
+                             kho_handover_health_gate=True, kho_handover_health_timeout=120,
+                             kho_handover_health_states=["running"])
+    result = summary[name]
+    assert proc.returncode != 0 and result["failed_step"] == "health", result
+    assert result["verdict"] == "returned to 7.3.4: the new kernel 7.2.13 failed at health gate", result
+    assert result["way_back"]["failed_check"] == "health gate" and result["way_back"]["return"]["failures"] == []
+    assert result["release_after"] == "7.3.4", result
+    home = next(iter(facts(guests, tmp_path).values()))
+    assert (home["release"], home["in"]["kexec_metadata"]["previous_release"]) == ("7.3.4", "7.2.13"), home

@@ -42,7 +42,8 @@ PLAY = """
 """
 
 
-def test_the_summary_has_one_shape_on_this_core(tmp_path):
+def summary(tmp_path, extra: dict | None = None) -> dict:
+    """The role's summary of PLAY's facts (``extra``: extra vars over them)."""
     if ROOT.parents[1].name != "ansible_collections":
         pytest.skip("runs from an ansible_collections/kexec/kho layout (tests/utils/layout.sh)")
     (tmp_path / "play.yml").write_text(PLAY)
@@ -50,10 +51,14 @@ def test_the_summary_has_one_shape_on_this_core(tmp_path):
     env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(ROOT.parents[2]), "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
            "ANSIBLE_NOCOLOR": "1"}
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory"),
-                           "-e", f"out={tmp_path / 'r.json'}", str(tmp_path / "play.yml")],
+                           "-e", f"out={tmp_path / 'r.json'}", "-e", json.dumps(extra or {}), str(tmp_path / "play.yml")],
                           capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    r = json.loads((tmp_path / "r.json").read_text())
+    return json.loads((tmp_path / "r.json").read_text())
+
+
+def test_the_summary_has_one_shape_on_this_core(tmp_path):
+    r = summary(tmp_path)
     assert r["verdict"] == "verified" and r["failed_step"] is None and r["error"] is None
     assert r["downtime"] == 25.48 and r["detect_latency"] == 1.28 and r["kexec_count"] == 1
     assert r["previous_release"] == "7.3.4" and r["target_release"] == "7.3.4" and r["target_support"] == "compatible"
@@ -63,3 +68,19 @@ def test_the_summary_has_one_shape_on_this_core(tmp_path):
     assert r["timings"]["banner_to_answer"] is None and r["liveupdate"] is None and r["plan"] is None
     assert r["regions"] == [{"name": "oops", "size": 1048576, "start_before": 1051721728, "start_after": 1051721728,
                              "revived": True, "ramoops": None}]
+
+
+HOME = "99999999-8888-7777-6666-555555555555"
+
+
+@pytest.mark.parametrize("back", [{"boot_id_after": HOME}, None])
+def test_a_host_the_way_back_took_home_is_summarised_where_it_is(tmp_path, back):
+    """#36: after a return, release_after and boot_id_after are the old kernel's again (the failed one is named in
+    way_back); a host that returned by itself (no back: its jump's arrival was the home boot) likewise."""
+    ret = {"verdict": "returned to 7.3.4: the new kernel 7.2.13 failed at test_command", "returned": True,
+           "failed_release": "7.2.13", "returned_to": "7.3.4", **({"back": back} if back else {"by_host": True})}
+    r = summary(tmp_path, {"_kho_handover_return": ret, "_kho_handover_verdict": ret["verdict"]})
+    assert r["release_after"] == "7.3.4" and r["way_back"]["failed_release"] == "7.2.13", r
+    assert r["boot_id_after"] == (HOME if back else "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee")
+    stayed = summary(tmp_path, {"_kho_handover_return": {**ret, "returned": False, "returned_to": None}})
+    assert stayed["boot_id_after"] == "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
