@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters: fdt_decode (a KHO blob to the structure the facts use), kho_query (jmespath), and the verifications of a
 handover from the receiver's facts: kho_regions_verify, kho_liveupdate_verify, and kho_handover_verify (all of the
-handover role's checks at once); the way back (docs/way-back.md): kho_return_decide and kho_return_outcome."""
+handover role's checks at once); the way back (docs/way-back.md): kho_return_decide and kho_return_outcome; and
+kho_verdict, the role's verdict from its fields (_verdict)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import liveupdate, regions
-from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt, _handover, _return
+from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt, _handover, _return, _verdict
 
 try:
     import jmespath
@@ -201,8 +202,24 @@ def kho_return_outcome(jump, back=None, before=None, failed=None, failure="", an
     return _return.settle(state, decision, jump, back, before, str(failure or ""), _plain(allowed), canary)
 
 
+def kho_verdict(fields):
+    """The handover role's verdict of one host from its fields (_verdict.passed or _verdict.failed)."""
+    fields = _plain(fields) if isinstance(fields, Mapping) else {}
+    defaults = {"failed": False, "check_mode": False, "verify": True, "jumped": False, "changed_nothing": False}
+    try:
+        flag = {k: boolean(fields.get(k, v), strict=True) for k, v in defaults.items()}
+    except TypeError as exc:
+        raise AnsibleFilterError(f"kho_verdict: {exc}") from exc
+    if not flag["failed"]:
+        return _verdict.passed(flag["check_mode"], flag["verify"], fields.get("dropped") or ())
+    refusals = fields.get("refusals") or ()
+    return _verdict.failed(flag["check_mode"], flag["jumped"], fields.get("way_back") or None,
+                           [refusals] if isinstance(refusals, str) else refusals, flag["changed_nothing"])
+
+
 class FilterModule:
     def filters(self):
         return {"fdt_decode": fdt_decode, "kho_query": kho_query, "kho_liveupdate_verify": kho_liveupdate_verify,
                 "kho_regions_verify": kho_regions_verify, "kho_handover_verify": kho_handover_verify,
-                "kho_return_decide": kho_return_decide, "kho_return_outcome": kho_return_outcome}
+                "kho_return_decide": kho_return_decide, "kho_return_outcome": kho_return_outcome,
+                "kho_verdict": kho_verdict}

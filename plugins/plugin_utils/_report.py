@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import files
-from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
+from ansible_collections.kexec.kho.plugins.plugin_utils import _jump, _verdict
 
 # The timeline's bars, in kho_kexec's own phase names (_jump.WAIT_PHASES): the jump split where kho_kexec timed
 # its parts, else as one bar; to_answer stands for the wait where it was not watched in parts (no banner check).
@@ -305,7 +305,7 @@ def _fleet_html(results: dict) -> str:
                              f'width:{100 * min(r["downtime"], end - offset) / axis:.3f}%" '
                              f'title="downtime {r["downtime"]:.1f} s"></div>')
             out.append(f'<div class="row"><span class="name"><a href="#host-{html.escape(host)}">{html.escape(host)}</a> '
-                       f'<span class="verdict {"ok" if verdict == "verified" else "bad"}">{html.escape(verdict)}</span>'
+                       f'<span class="verdict {"ok" if _verdict.ok(verdict) else "bad"}">{html.escape(verdict)}</span>'
                        f'</span><div class="track" style="{grid}">{"".join(spans)}</div>'
                        f'<span class="down">{_seconds(r["downtime"])}</span></div>')
         out.append("</div>")
@@ -327,8 +327,8 @@ def _host_section(host: str, r: dict, scale: float, batch) -> str:
              f'{html.escape(_text(r["error"]))}</p>') if r["failed_step"] else ""
     facts = ([f"batch {batch}"] if batch is not None else []) + (
         [f"downtime {r['downtime']:.1f} s"] if r["downtime"] is not None else [])
-    return (f'<section class="host" id="host-{html.escape(host)}"><details{"" if verdict == "verified" else " open"}>'
-            f'<summary>{html.escape(host)} <span class="verdict {"ok" if verdict == "verified" else "bad"}">'
+    return (f'<section class="host" id="host-{html.escape(host)}"><details{"" if _verdict.ok(verdict) else " open"}>'
+            f'<summary>{html.escape(host)} <span class="verdict {"ok" if _verdict.ok(verdict) else "bad"}">'
             f'{html.escape(verdict)}</span> {html.escape(", ".join(facts))}</summary>'
             f'<div class="timeline">{"".join(bars) or "<em>no phase timed</em>"}</div>'
             f'<p>{html.escape(_text(r["release_before"]))} &rarr; {html.escape(_text(r["release_after"]))}, '
@@ -352,12 +352,12 @@ def render_html(results) -> str:
     for host in sorted(results):
         groups.setdefault(_text(results[host]["verdict"]), []).append(host)
     sections = []
-    for verdict in sorted(groups, key=lambda v: (v == "verified", v)):
+    for verdict in sorted(groups, key=lambda v: (_verdict.ok(v), v)):
         hosts = groups[verdict]
-        sections.append(f'<details class="group"{"" if verdict == "verified" else " open"}><summary><h2>'
+        sections.append(f'<details class="group"{"" if _verdict.ok(verdict) else " open"}><summary><h2>'
                         f'{html.escape(verdict)}: {len(hosts)} host{"s" if len(hosts) != 1 else ""}</h2></summary>'
                         + "".join(_host_section(h, results[h], scale, labels.get(results[h]["batch"])) for h in hosts) + "</details>")
-    verified = len(groups.get("verified", []))
+    verified = len(groups.get(_verdict.VERIFIED, []))
     legend = "".join(f'<span style="background:{c}">{p.replace("_", " ")}</span>' for p, c in PHASES if p not in ("jump", "to_answer"))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>KHO handover report</title>

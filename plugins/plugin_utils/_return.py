@@ -4,7 +4,7 @@
 one, what the verdict says, and whether the old kernel took the return up.  Pure functions.  Not a public API.
 
 The facts come from kho_kexec's result (``jumped``, ``way_back``, the target's release), the role's checks (which one
-failed) and the receivers' kho facts; nothing here reads a host.  The words the code compares are spelled once, here.
+failed) and the receivers' kho facts; nothing here reads a host.  The verdict's words are spelled once, in _verdict.
 docs/way-back.md.
 """
 
@@ -14,14 +14,13 @@ from dataclasses import dataclass
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import regions, self_return
 from ansible_collections.kexec.kho.plugins.module_utils._kho.way_back import NEVER, ON_FAILURE, POLICIES  # noqa: F401
+from ansible_collections.kexec.kho.plugins.plugin_utils import _verdict
 VERIFICATION, TEST_COMMAND, LUO_CHECKS, HEALTH_GATE = "verification", "test_command", "luo_checks", "health gate"
 CHECKS = (VERIFICATION, TEST_COMMAND, LUO_CHECKS, HEALTH_GATE)  # what a new kernel can fail after the jump
 
-VERIFIED = "verified"  # the role's verdict for a verified handover: never said of a host that returned
-FAILED_AFTER_JUMP = "failed after the jump"
-FAILED_AFTER_RETURN = "failed after the jump and the return"
-RETURNED = "returned to {old}: the new kernel {new} failed at {check}"
-RETURNED_BY_HOST = "returned by the host: not confirmed within {seconds} s"
+# The verdict's words are _verdict's (one home); the way back's are named here as it uses them.
+VERIFIED, FAILED_AFTER_JUMP, FAILED_AFTER_RETURN = _verdict.VERIFIED, _verdict.FAILED_AFTER_JUMP, _verdict.FAILED_AFTER_RETURN
+RETURNED, RETURNED_BY_HOST = _verdict.RETURNED, _verdict.RETURNED_BY_HOST
 
 
 @dataclass(frozen=True)
