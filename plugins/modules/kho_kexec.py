@@ -368,11 +368,11 @@ EXAMPLES = r"""
     return: on_failure
   become: true
   register: jump
-  failed_when: false  # decide from the fields, never from msg
+  ignore_errors: true  # a returned host is still a failed run; the next task decides from its fields
 
 - name: Say where the host is
   ansible.builtin.debug:
-    msg: "{{ jump.return.verdict if jump.return is defined else ('verified' if not jump.failed else jump.msg) }}"
+    msg: "{{ jump.return.verdict if jump.return is defined else jump.failed_check | default('jumped') }}"
 """
 
 RETURN = r"""
