@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,8 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho import host as H
 from ansible_collections.kexec.kho.plugins.module_utils._kho import jump_status, paths
 from ansible_collections.kexec.kho.plugins.module_utils._kho import kexec as K
 from ansible_collections.kexec.kho.plugins.modules import kho_kexec as module
+from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import check_values
+from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
 
 MODULE = [sys.executable, "-m", "ansible_collections.kexec.kho.plugins.modules.kho_kexec"]
 
@@ -229,3 +233,152 @@ def test_executed_without_the_actions_run_id_is_refused_before_any_change(tmp_pa
     with pytest.raises(jump_status.StatusError, match="run_id is None"):
         module.state_run(mod, kho, K.Kexec(mod, str(tmp_path / "run")), K.Changes())
     assert not status.exists() and not mod.commands
+
+
+# The options' ranges, and the queued jump (kexec.jump_job, queue_jump) on a host that says what is loaded.
+
+RUN = "run-1"  # the action's run id, as the jump status names it
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"poll_interval": -1}, "poll_interval is -1; the valid range is 0.05 to 60 seconds"),
+    ({"kexec_timeout": 0}, "kexec_timeout is 0; the valid range is 1 to 86400 seconds"),
+    ({"not_jumped_after": 10 ** 9}, "not_jumped_after is 1000000000"),
+])
+def test_jump_option_ranges_are_checked(params, message):
+    with pytest.raises(ValueError, match=message):
+        check_values(params)
+    with pytest.raises(ValueError, match="kernel is ''; state=executed needs the path of the kernel image"):
+        check_values({"state": "executed", "kernel": ""})
+    check_values({"poll_interval": 0.25, "kexec_timeout": 300})  # in range: no error
+
+
+class Loaded:
+    """A host that says an image is loaded (or not), in its kexec_loaded file too."""
+
+    def __init__(self, loaded, path):
+        self.loaded, self.kexec_loaded_path = loaded, str(path)
+        path.write_text("1\n" if loaded else "0\n")
+
+    def kexec_loaded(self):
+        return self.loaded
+
+
+class Module:
+    """What queue_jump asks of AnsibleModule: a binary's path, and commands as argument lists (setsid runs for real)."""
+
+    def __init__(self, systemd_run=None, rc=0):
+        self.systemd_run, self.rc, self.commands = systemd_run, rc, []
+
+    def get_bin_path(self, name):
+        return {"systemd-run": self.systemd_run, "setsid": shutil.which("setsid")}.get(name)
+
+    def run_command(self, argv):
+        assert isinstance(argv, list)  # never a shell string
+        self.commands.append(argv)
+        if argv[0].endswith("setsid"):
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+            return proc.returncode, proc.stdout, proc.stderr
+        return self.rc, "", "Failed to start transient service unit" if self.rc else ""
+
+
+@pytest.fixture
+def jump_host(tmp_path, monkeypatch):
+    """A kexec that records its -e and fails as a kexec -e that cannot jump does; the status file; no systemd."""
+    kexec = tmp_path / "my kexec"  # a path with a space: the job quotes it
+    kexec.write_text(f"#!/bin/sh\necho \"$@\" > '{tmp_path}/jumped'\nexit 7\n")
+    kexec.chmod(0o755)
+    monkeypatch.setattr(paths, "SYSTEMD_RUNTIME", str(tmp_path / "no-systemd"))
+    return tmp_path, K.Kexec(Module(), str(tmp_path / "run")), str(tmp_path / "status")
+
+
+def _text(path):
+    return path.read_text() if path.exists() else ""
+
+
+def _wait_for_text(path, unwanted="", seconds=20):
+    deadline = time.monotonic() + seconds  # a detached child may start late on a loaded machine
+    while time.monotonic() < deadline and _text(path) == unwanted:
+        time.sleep(0.05)  # the shell creates the file before it writes: wait for the text, not the file
+    return _text(path)
+
+
+PREFIX = f"{RUN} 123 456 load"  # a run's status line up to its state
+
+
+def changes_for(status: str):
+    """What queue_jump is given: the changes of a run whose jump status (this process's) is at ``status``."""
+    return K.Changes(jump_status.Writer(status, RUN))
+
+
+def test_the_queued_jump_waits_for_the_run_that_queued_it(jump_host):
+    tmp_path, kx, status = jump_host
+    run = subprocess.Popen(["sleep", "1"])  # the module's process, still answering the controller
+    Loaded(True, tmp_path / "kexec_loaded")
+    subprocess.Popen(["/bin/sh", "-c", K.jump_job("kexec", str(tmp_path / "my kexec"), run.pid, status,
+                                                  str(tmp_path / "kexec_loaded"), PREFIX)], start_new_session=True)
+    run.wait()
+    exited = time.time()
+    assert _wait_for_text(tmp_path / "jumped") == "-e\n"  # the quoted path with a space ran
+    assert (tmp_path / "jumped").stat().st_mtime >= exited  # not before the run that queued it had exited
+    assert _wait_for_text(Path(status)) == f"{PREFIX} exit 7\n"  # the failed jump left its status for the next poll
+    assert jump_status.parse(_text(Path(status))).state == "exit 7" and not Path(status + ".new").exists()
+    assert _jump.jump_failure("exit 7") == "the jump command returned (exit 7) and the host stayed on its old boot"
+
+
+def test_the_queued_jump_checks_again_that_an_image_is_loaded(jump_host):
+    """Unloaded between the queueing and the jump: no jump (systemctl kexec would load its own image), and said so."""
+    tmp_path, kx, status = jump_host
+    Loaded(False, tmp_path / "kexec_loaded")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # the run that queued it has exited
+    subprocess.run(["/bin/sh", "-c", K.jump_job("systemctl", "kexec", gone.pid, status, str(tmp_path / "kexec_loaded"),
+                                                PREFIX)], check=False, timeout=20)
+    assert _text(Path(status)) == f"{PREFIX} not-loaded\n" and not (tmp_path / "jumped").exists()
+    assert "no kexec image was loaded any more when the jump was due" in _jump.jump_failure("not-loaded")
+
+
+def test_the_jump_is_queued_detached_without_systemd(jump_host, monkeypatch):
+    tmp_path, kx, status = jump_host
+    kx.binary = str(tmp_path / "my kexec")
+    monkeypatch.setattr(K, "JUMP_WAIT_STEPS", 2)  # this test's own process is the one the job would wait for
+    started = time.monotonic()
+    changes = changes_for(status)
+    argv = K.queue_jump(kx.module, Loaded(True, tmp_path / "kexec_loaded"), kx, "kexec", changes)
+    assert time.monotonic() - started < 2  # returned at once: the job runs on, detached, waiting for this process
+    assert argv[1:4] == ["-f", "/bin/sh", "-c"] and kx.module.commands == [argv]
+    me = changes.status.status.prefix()
+    assert me.startswith(f"{RUN} {os.getpid()} ") and me.endswith(" -")  # this process, nothing changed yet
+    assert _text(Path(status)) == f"{me} started\n"  # written before the jump was queued
+    assert _wait_for_text(tmp_path / "jumped") == "-e\n"
+    assert _wait_for_text(Path(status), f"{me} started\n") == f"{me} exit 7\n"
+
+
+@pytest.mark.parametrize(("method", "jump"), [("kexec", "'/usr/sbin/my kexec' -e; { printf"),
+                                              ("systemctl", "systemctl kexec || { printf")])
+def test_the_jump_prefers_a_transient_systemd_unit(jump_host, monkeypatch, method, jump):
+    tmp_path, kx, status = jump_host
+    (tmp_path / "systemd").mkdir()
+    monkeypatch.setattr(paths, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
+    kx.module, kx.binary = Module("/usr/bin/systemd-run"), "/usr/sbin/my kexec"
+    changes = changes_for(status)
+    argv = K.queue_jump(kx.module, Loaded(True, tmp_path / "kexec_loaded"), kx, method, changes)
+    assert kx.module.commands == [argv] and argv[:5] == ["/usr/bin/systemd-run", "--quiet", "--collect", "/bin/sh", "-c"]
+    assert f"while kill -0 {os.getpid()} " in argv[5] and f"; {jump} " in argv[5]
+    assert jump_status.parse(_text(Path(status))) == jump_status.Status(RUN, os.getpid(), changes.status.start,
+                                                                        (), "started")
+
+
+@pytest.mark.parametrize(("loaded", "rc", "message"), [
+    (False, 0, "no kexec image is loaded right before the jump"),
+    (True, 1, "systemd-run could not queue the jump \\(rc 1\\): Failed to start transient service unit"),
+])
+def test_a_jump_that_cannot_be_queued_raises(jump_host, monkeypatch, loaded, rc, message):
+    tmp_path, kx, status = jump_host
+    (tmp_path / "systemd").mkdir()
+    monkeypatch.setattr(paths, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
+    with pytest.raises(K.KexecError, match=message):
+        K.queue_jump(Module("/usr/bin/systemd-run", rc), Loaded(loaded, tmp_path / "kexec_loaded"), kx, "kexec",
+                     changes_for(status))
+    time.sleep(0.5)
+    assert not (tmp_path / "jumped").exists()

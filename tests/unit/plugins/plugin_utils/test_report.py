@@ -1,11 +1,16 @@
-"""The report's one data shape on every ansible-core, its summary line (and the filter), and the fleet timeline,
+"""plugin_utils/_report.py: the summary line, the HTML page (self-contained, escaped, total over any JSON), the
+fleet timeline, and the report files.
+
+The report's one data shape on every ansible-core, its summary line (and the filter), and the fleet timeline,
 checked in headless Chromium by a screenshot."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -18,6 +23,137 @@ from hypothesis import strategies as st
 
 from ansible_collections.kexec.kho.plugins.filter.kho_report import FilterModule
 from ansible_collections.kexec.kho.plugins.plugin_utils import _report
+
+RESULTS = {
+    "web-1": {"verdict": "verified", "release_before": "7.3.4", "release_after": "7.3.5", "kexec_count": 1,
+              "previous_release": "7.3.4", "downtime": 12.5, "failed_step": None,
+              "timings": {"preflight": 3.0, "jump": 15.0, "verify": 2.0},
+              "regions": [{"name": "oops", "start_before": 0x3EB00000, "start_after": 0x3EB00000, "size": 1048576}]},
+    "web-<2>": {"verdict": "failed, rolled back", "failed_step": "Load, jump and wait", "error": "kexec <failed>",
+                "timings": {"preflight": 3.5, "jump": None, "verify": None}, "regions": []},
+}
+
+
+def test_live_update_in_the_summary_and_the_page():
+    lu = {"method": "systemctl", "incoming_number": 2, "expected_number": 2, "sessions_before": [],
+          "units_before": ["cache.service"], "lost": []}
+    r = {**RESULTS["web-1"], "liveupdate": lu}
+    assert _report.summary_line("web-1", r).endswith(
+        "; live update by systemctl: number 2 (expected 2), preserved cache.service")
+    r["liveupdate"]["lost"] = ["cache.service came back failed with 0 of its 1 stored fds"]
+    assert "LOST cache.service came back failed" in _report.summary_line("web-1", r)
+    assert "LOST cache.service came back failed" in _report.render_html({"web-1": r})
+    assert "live update" not in _report.summary_line("web-1", RESULTS["web-1"])
+    r["boot_phases"] = {"stopping": 3.825, "exit": 0.313, "systemd-shutdown": 0.676, "kernel": 12.018}
+    assert _report.summary_line("web-1", r).endswith(
+        "; systemd: stopping 3.8 s + exit 0.3 s + systemd-shutdown 0.7 s + kernel 12.0 s")
+    assert "systemd: stopping 3.8 s" in _report.render_html({"web-1": r})
+
+
+def test_summary_line():
+    line = _report.summary_line("web-1", RESULTS["web-1"])
+    assert line.startswith("web-1: verified; 7.3.4 -> 7.3.5") and "oops 0x3eb00000 -> 0x3eb00000" in line
+    assert "at 'Load, jump and wait': kexec <failed>" in _report.summary_line("x", RESULTS["web-<2>"])
+
+
+def test_html_is_self_contained_and_escaped():
+    page = _report.render_html(RESULTS)
+    assert "1 of 2 hosts verified" in page
+    assert "web-&lt;2&gt;" in page and "kexec &lt;failed&gt;" in page and "<failed>" not in page
+    assert not re.search(r"<script|https?://|src=", page)
+    assert page.count('class="bar preflight"') == 2 and page.count('class="bar jump"') == 1
+    assert "downtime 12.5 s" in page
+
+
+def test_the_jump_is_drawn_in_its_parts_where_they_were_timed():
+    r = {**RESULTS["web-1"], "timings": {"preflight": 3.0, "jump": 15.0, "load": 4.0, "to_gone": 1.0,
+                                         "gone_to_banner": 8.5, "banner_to_answer": 1.5, "to_answer": 11.0,
+                                         "verify": 2.0}}
+    page = _report.render_html({"web-1": r})
+    order = ["preflight", "load", "to_gone", "gone_to_banner", "banner_to_answer", "verify"]
+    assert [p for p in (*order, "to_answer") if f'class="bar {p}"' in page] == order  # to_answer: the parts' sum
+    assert 'class="bar jump"' not in page and "gone to banner 8.5 s (downtime 12.5 s)" in page
+    # A wait not watched in parts (no banner check): the load, then the wait as one bar.
+    unwatched = {**r, "timings": {**r["timings"], "to_gone": None, "gone_to_banner": None, "banner_to_answer": None}}
+    page = _report.render_html({"web-1": unwatched})
+    assert 'class="bar load"' in page and "to answer 11.0 s (downtime 12.5 s)" in page
+    assert "downtime 12.5 s (preflight 3.0 s, load 4.0 s, to gone 1.0 s, gone to banner 8.5 s, banner to answer 1.5 s, verify 2.0 s);" \
+        in _report.summary_line("web-1", r)
+
+
+def test_a_fleet_page_groups_hosts_by_verdict_failures_first_and_open():
+    results = {f"h{i:04d}": {**RESULTS["web-1"]} for i in range(30)}
+    results["h0007"] = dict(RESULTS["web-<2>"])
+    page = _report.render_html(results)
+    groups = re.findall(r'<details class="group"( open)?><summary><h2>([^<]*)</h2>', page)
+    assert groups == [(" open", "failed, rolled back: 1 host"), ("", "verified: 29 hosts")]
+    assert page.index('id="host-h0007"') < page.index('id="host-h0000"')
+    assert page.count("<details open><summary>h0007") == 1 and page.count("<details><summary>h00") == 29
+
+
+SCALAR = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+
+
+JSON_VALUE = st.recursive(
+    SCALAR, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=16)
+
+
+FIELDS = ("verdict", "failed_step", "error", "release_before", "release_after", "kexec_count", "downtime",
+          "previous_release", "timings", "regions", "boot_phases")
+
+
+LIVEUPDATE = st.fixed_dictionaries({}, optional={k: JSON_VALUE for k in (
+    "method", "incoming_number", "expected_number", "sessions_before", "units_before", "lost")})
+
+
+RESULT = st.fixed_dictionaries({}, optional={**{k: JSON_VALUE for k in FIELDS},
+                                             "liveupdate": LIVEUPDATE | JSON_VALUE}) | JSON_VALUE
+
+
+REGION = st.fixed_dictionaries({}, optional={k: JSON_VALUE for k in ("name", "start_before", "start_after", "size")})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), RESULT | st.builds(lambda r, g: {**r, "regions": g}, st.fixed_dictionaries(
+    {}, optional={k: JSON_VALUE for k in FIELDS}), st.lists(REGION, max_size=3)), max_size=4))
+def test_every_renderer_is_total_over_any_json(results):
+    """Numbers, strings, nulls, lists or NaN where numbers were expected: a page and a line each, never a raise."""
+    page = _report.render_html(results)
+    assert page.startswith("<!DOCTYPE html>") and not re.search(r"<script|https?://|src=", page)
+    for host, r in results.items():
+        line = _report.summary_line(host, r)
+        assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", line)
+
+
+def test_a_null_as_ansible_core_2_16_renders_it_is_no_failure():
+    """2.16 templates without native types: the role's null failed_step and numbers arrive as strings."""
+    r = {**RESULTS["web-1"], "failed_step": "", "downtime": "12.5", "kexec_count": "1"}
+    assert _report.summary_line("web-1", r).startswith("web-1: verified; 7.3.4 -> 7.3.5")
+    page = _report.render_html({"web-1": r})
+    assert 'class="error"' not in page and "downtime 12.5 s" in page
+
+
+def test_terminal_output_never_carries_an_escape_sequence():
+    line = _report.summary_line("h\x1b]0;owned\x07", {"verdict": "verified\x1b[2J", "error": "x", "failed_step": "s\r"})
+    assert "\x1b" not in line and "\x07" not in line and "\r" not in line
+    assert "h\\x1b]0;owned\\x07: verified\\x1b[2J at 's\\x0d'" in line
+
+
+def test_report_files_are_written_atomically_and_private(tmp_path):
+    target = tmp_path / "report.html"
+    target.write_text("old")
+    target.chmod(0o644)
+    _report.write_private(str(target), "new")
+    assert target.read_text() == "new" and stat.S_IMODE(target.stat().st_mode) == 0o600
+    old = os.umask(0o277)
+    try:
+        _report.write_private(str(target), "newer")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o400  # a stricter umask wins
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary file left
+
 
 ROOT = Path(__file__).resolve().parents[4]
 T0 = 1_780_000_000.0
