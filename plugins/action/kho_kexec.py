@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 import traceback
 import uuid
+from dataclasses import dataclass, field
+from typing import Callable
 
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
@@ -27,6 +29,26 @@ PATH_OPTIONS = tuple(k for k, spec in ARGUMENT_SPEC.items() if spec.get("type") 
 ROOTS = tuple(k for k in HOST_SPEC if k.endswith("_root"))  # where the new boot's facts are read
 RETURN_KEEPS = ("finalize", "accept_loss", "drop_regions", "state_dir", *ROOTS)  # the return loads as the jump did
 ATTEMPT_SLACK = 10.0  # seconds a remote command may take beyond connect_timeout before it is abandoned
+
+
+@dataclass
+class Run:
+    """One state=executed run, as its phases learn it: each phase reads what the ones before it set."""
+
+    limit: float  # seconds one remote command may take before it is abandoned
+    started: float = field(default_factory=time.monotonic)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)  # the run id the host's jump status carries
+    phases: dict = field(default_factory=lambda: {"boot_id": None})  # kho_kexec's phases, in seconds
+    old_id: str | None = None  # the old boot id: given, else read by the load's run (None: its answer was lost)
+    probe: Callable | None = None  # the SSH banner check, where it answered before the jump
+    before: dict | None = None  # the old kernel's facts, read before the jump for return=on_failure
+    ended: bool = False  # the load's process is known to have ended
+    load: dict = field(default_factory=dict)  # the load's answer
+    confirm_timeout: int = 0  # the host's own return may be armed (a rollback disarms it)
+    back: dict | None = None  # the new boot's arrival (wait_for_new_boot)
+    downtime: float | None = None
+    test: dict | None = None  # test_command's result ({"rc": 0} where none ran)
+    facts: str | None = None  # the new boot's facts as read (facts_after)
 
 
 class ActionModule(ActionBase):
@@ -121,8 +143,7 @@ class ActionModule(ActionBase):
 
         Each phase returns the task's result when the run ends there, else None; every return from the trigger on
         says what is known of the jump (``jumped``: false, null for unknown, true)."""
-        run = {"started": time.monotonic(), "limit": float(opts["connect_timeout"]) + ATTEMPT_SLACK,
-               "phases": {"boot_id": None}, "id": uuid.uuid4().hex}  # the run id the host's jump status carries
+        run = Run(limit=float(opts["connect_timeout"]) + ATTEMPT_SLACK)
         result["jumped"] = False
         try:
             done = (self._pre_jump(result, load_args, opts, run, task_vars)
@@ -134,7 +155,7 @@ class ActionModule(ActionBase):
             return {**result, "failed": True, "changed": result["jumped"] is not False,
                     "msg": f"kho_kexec failed ({type(exc).__name__}: {exc}); jumped: {result['jumped']}"}
 
-    def _pre_jump(self, result, load_args, opts, run, task_vars):
+    def _pre_jump(self, result, load_args, opts, run: Run, task_vars):
         """The old boot id where given; else the load's run reads it (and refuses the controller's own).  With
         return=on_failure, the old kernel's facts: the return's receiver checks compare against them."""
         old_id = _jump.boot_id(load_args.get("expect_boot_id"))
@@ -144,16 +165,16 @@ class ActionModule(ActionBase):
         if old_id and old_id == _jump.controller_boot_id():
             return {**result, "failed": True, "msg": f"the host is the controller itself (boot id {old_id}): the jump "
                                                      "would replace the kernel this run executes on"}
-        run["old_id"] = old_id
-        run["probe"] = None if self._task.check_mode else self._probe()  # it must answer while the host is up
+        run.old_id = old_id
+        run.probe = None if self._task.check_mode else self._probe()  # it must answer while the host is up
         if opts["facts_after"]:
             _arrival.sources()  # read here, before anything changes: after the trigger every return says jumped
         if opts["return"] == _return.ON_FAILURE and not self._task.check_mode:
-            run["before"] = self._facts_now(task_vars)
-            if "error" in run["before"]:
+            run.before = self._facts_now(task_vars)
+            if "error" in run.before:
                 return {**result, "failed": True, "msg": f"return={_return.ON_FAILURE} needs the old kernel's facts "
                                                          f"before the jump, and they were not read: "
-                                                         f"{run['before']['error']}"}
+                                                         f"{run.before['error']}"}
         return None
 
     def _facts_now(self, task_vars) -> dict:
@@ -165,28 +186,28 @@ class ActionModule(ActionBase):
         facts = facts_from_raw(raw, False)
         return {"error": facts["over_budget"]} if facts.get("over_budget") else facts
 
-    def _load(self, load_args, run, task_vars) -> dict:
-        """The module's run on the host, and whether its process is known to have ended (``run['ended']``).
+    def _load(self, load_args, run: Run, task_vars) -> dict:
+        """The module's run on the host, and whether its process is known to have ended (``run.ended``).
 
         Whatever breaks the answer (a connection failure, any error on the way back) is 'triggered: null', never
         'not': the polls then ask the host, whose jump status names this run.  A module that answered without saying
         (it crashed) has ended; what it did is in its jump status, if it wrote one."""
-        run["ended"] = False
+        run.ended = False
         try:  # the host checks its boot id (expected, or not the controller's) before it changes anything
             load = self._execute_module(module_name=MODULE, task_vars=task_vars, module_args={
-                **load_args, "expect_boot_id": run["old_id"], "refuse_boot_id": _jump.controller_boot_id(),
-                "run_id": run["id"]})
+                **load_args, "expect_boot_id": run.old_id, "refuse_boot_id": _jump.controller_boot_id(),
+                "run_id": run.id})
         except Exception as exc:  # pylint: disable=broad-except  # the jump may or may not have been queued
             display.vvv(f"kho_kexec: no answer from the run that loads and queues the jump: {exc}")
             return {"triggered": None, "msg": str(exc)}
         if load.get("unreachable") or not isinstance(load.get("triggered", None), (bool, type(None))):
             return {"triggered": None, "msg": str(load.get("msg"))}
         if "triggered" not in load:  # it answered, so it exited: a crash, or a refusal before the module ran
-            run["ended"] = True
+            run.ended = True
             return {**load, "triggered": None}
         return load
 
-    def _trigger(self, result, load_args, run, task_vars):
+    def _trigger(self, result, load_args, run: Run, task_vars):
         """The host's one run: load, canary, queue the jump.  A lost answer is 'triggered: null', never 'not'."""
         # Clean up any remote temporary directory first: after the jump it belongs to a kernel that is gone.
         self._remove_tmp_path(self._connection._shell.tmpdir)
@@ -195,16 +216,16 @@ class ActionModule(ActionBase):
         if not self._task.check_mode:
             result["jumped"] = None  # from here the jump may have been queued, whatever raises
         load = self._load(load_args, run, task_vars)
-        run["phases"]["load"] = round(time.monotonic() - loading, 2)
-        result["load"] = run["load"] = load
+        run.phases["load"] = round(time.monotonic() - loading, 2)
+        result["load"] = run.load = load
         if isinstance(load.get("way_back"), dict):  # recorded on the old boot before the jump (way_back.read)
             result["way_back"] = load["way_back"]
-        result["run_id"] = run["id"]
+        result["run_id"] = run.id
         result["self_return"] = {"armed": load.get("self_return") if isinstance(load.get("self_return"), dict) else None,
                                  "note": None}
-        run["old_id"] = run["old_id"] or _jump.boot_id(load.get("boot_id"))  # None: the answer was lost
-        if run["old_id"]:
-            result["boot_id_before"] = run["old_id"]
+        run.old_id = run.old_id or _jump.boot_id(load.get("boot_id"))  # None: the answer was lost
+        if run.old_id:
+            result["boot_id_before"] = run.old_id
         if self._task.check_mode:  # nothing is written, loaded or queued in check mode, answered or not
             result["jumped"] = False
             if load.get("triggered") is not None and not load.get("failed"):
@@ -215,16 +236,16 @@ class ActionModule(ActionBase):
             return {**result, "failed": True, "msg": f"nothing was jumped: {load.get('msg')}"}
         # Queued, or unknown (the connection broke, the run crashed): the polls ask the host.
         result.update(jumped=None, old_boot_answers=0, boot_id_after=None, handover_received=None, downtime=None,
-                      detection="ssh banner" if run["probe"] else "connection", phases=run["phases"])
+                      detection="ssh banner" if run.probe else "connection", phases=run.phases)
         return None
 
-    def _wait(self, result, opts, run, task_vars):
+    def _wait(self, result, opts, run: Run, task_vars):
         """Until the new boot answers (then test_command), or the wait ends: rolled back where it never left."""
         jumped_at = time.monotonic()
         root = opts["check_root"]
         # Where the host's own return may be armed (asked for; its answer may be lost), the wait covers it too.
         limit = float(opts["kexec_timeout"]) + float(opts["confirm_timeout"])
-        run["confirm_timeout"] = opts["confirm_timeout"]  # a rollback disarms too
+        run.confirm_timeout = opts["confirm_timeout"]  # a rollback disarms too
         deadline = jumped_at + limit
         original_timeout = self._connection_timeout(opts["connect_timeout"])
         try:
@@ -233,24 +254,24 @@ class ActionModule(ActionBase):
 
             def read_new():
                 self._connection.reset()  # never poll through the dead kernel's connection
-                return self._shell(_jump.arrival_command(root), run["limit"], "a poll")["stdout"]
+                return self._shell(_jump.arrival_command(root), run.limit, "a poll")["stdout"]
 
             progress = self._progress(task_vars, jumped_at)
             progress(_jump.EVENT_SENT, 0.0)
-            back = _jump.wait_for_new_boot(read_new, run["old_id"], limit,
-                                           float(opts["poll_interval"]), run["probe"],
+            back = _jump.wait_for_new_boot(read_new, run.old_id, limit,
+                                           float(opts["poll_interval"]), run.probe,
                                            not_jumped_after=float(opts["not_jumped_after"]), on_event=progress,
-                                           run_id=run["id"], ended=run["ended"])
-            run.update(back=back, downtime=time.monotonic() - jumped_at)
-            home = (back.get("note") or {}).get("run_id") == run["id"]  # this run's host returned by itself
+                                           run_id=run.id, ended=run.ended)
+            run.back, run.downtime = back, time.monotonic() - jumped_at
+            home = (back.get("note") or {}).get("run_id") == run.id  # this run's host returned by itself
             if home:
                 result["self_return"]["note"] = back["note"]
             result.update(jumped=True, old_boot_answers=back["old_answers"], boot_id_after=back["boot_id"],
-                          boot_id_before=back["old_id"], downtime=round(run["downtime"], 2))
-            run["phases"].update(_jump.wait_phases(back, run["probe"] is not None))
+                          boot_id_before=back["old_id"], downtime=round(run.downtime, 2))
+            run.phases.update(_jump.wait_phases(back, run.probe is not None))
             # test_command is the new kernel's test: on the old kernel, back by itself, only its facts are read
-            run["test"] = {"rc": 0} if home else self._test_command(opts, run, deadline)
-            run["facts"] = self._read_facts(opts, run) if not run["test"]["rc"] else None
+            run.test = {"rc": 0} if home else self._test_command(opts, run, deadline)
+            run.facts = self._read_facts(opts, run) if not run.test["rc"] else None
         except _jump.NotBack as exc:
             return self._not_back(result, exc, run, task_vars, jumped_at)
         finally:
@@ -258,36 +279,36 @@ class ActionModule(ActionBase):
                 self._connection_timeout(original_timeout)
         return None
 
-    def _read_facts(self, opts, run) -> str | None:
+    def _read_facts(self, opts, run: Run) -> str | None:
         """With facts_after, the new boot's facts, read once it answered and test_command passed (the host settled as
         far as the play asks): one command, no module run.  None where there is nothing to read them with (the load's
         answer, with the interpreter that ran it, was lost) or the read did not answer; then facts_read is false."""
         command = opts["facts_after"] and _arrival.read_command(
-            run["load"].get("python"), {**{k: opts[k] for k in ROOTS}, "pstore_search": opts["pstore_search"]})
+            run.load.get("python"), {**{k: opts[k] for k in ROOTS}, "pstore_search": opts["pstore_search"]})
         if not command:
             return None
         reading = time.monotonic()
         try:
-            return self._shell(command, run["limit"] + _arrival.READ_SECONDS, "reading the new boot's facts")["stdout"]
+            return self._shell(command, run.limit + _arrival.READ_SECONDS, "reading the new boot's facts")["stdout"]
         except AnsibleConnectionFailure as exc:
             display.warning(f"kho_kexec: reading the new boot's facts failed: {exc}")
             return None
         finally:
-            run["phases"]["facts"] = round(time.monotonic() - reading, 2)
+            run.phases["facts"] = round(time.monotonic() - reading, 2)
 
-    def _test_command(self, opts, run, deadline) -> dict:
-        run["phases"]["test_command"] = None
+    def _test_command(self, opts, run: Run, deadline) -> dict:
+        run.phases["test_command"] = None
         if not opts["test_command"]:
             return {"rc": 0}
         testing = time.monotonic()
         try:
-            return self._shell(opts["test_command"], max(deadline - time.monotonic(), run["limit"]), "test_command")
+            return self._shell(opts["test_command"], max(deadline - time.monotonic(), run.limit), "test_command")
         except AnsibleConnectionFailure as exc:  # the host is back, the test did not answer
             return {"rc": -1, "stderr": str(exc)}
         finally:
-            run["phases"]["test_command"] = round(time.monotonic() - testing, 2)
+            run.phases["test_command"] = round(time.monotonic() - testing, 2)
 
-    def _not_back(self, result, exc, run, task_vars, jumped_at):
+    def _not_back(self, result, exc, run: Run, task_vars, jumped_at):
         """No new boot: unknown (it may have jumped) fails as is; a host still on its old boot is rolled back, as far
         as this run changed it (its answer, else its jump status, says how far)."""
         self._connection.reset()  # later tasks must not reuse a connection to the kernel that left
@@ -295,13 +316,13 @@ class ActionModule(ActionBase):
         if _jump.after_not_back(exc) is None:
             return {**result, "failed": True, "changed": True, "msg": str(exc)}
         result["jumped"] = False
-        left = _jump.left_by_run(run["load"], exc.status)
+        left = _jump.left_by_run(run.load, exc.status)
         # The role's rescue reads the load's loaded_here and finalized_here: where the answer was lost, the status's.
-        result["load"] = {**run["load"], "loaded_here": left["loaded_here"], "finalized_here": left["finalized_here"]}
+        result["load"] = {**run.load, "loaded_here": left["loaded_here"], "finalized_here": left["finalized_here"]}
         whose = _jump.unload_plan(left)
         res = (self._execute_module(module_name=MODULE, module_args={"state": "unloaded"}, task_vars=task_vars)
                if whose else None)
-        if run.get("confirm_timeout"):  # the host's own return, armed or maybe armed: nothing of it stays on the old boot
+        if run.confirm_timeout:  # the host's own return, armed or maybe armed: nothing of it stays on the old boot
             gone = self._execute_module(module_name=MODULE, module_args={"state": "disarmed"}, task_vars=task_vars)
             result["self_return"] = {**result.get("self_return", {}), "disarmed": gone.get("removed")}
         undone, unloaded = _jump.unload_outcome(whose, res, left["source"])
@@ -309,20 +330,20 @@ class ActionModule(ActionBase):
                     if left["finalized_here"] else "")
         return {**result, "failed": True, "unloaded": unloaded, "msg": f"{exc}; {undone}{finalize}"}
 
-    def _verdict(self, result, opts, run):
+    def _verdict(self, result, opts, run: Run):
         root = opts["check_root"]
-        if run["test"]["rc"]:  # back, but not well: the success fields stay out
-            return {**result, "changed": True, **_jump.verdict(run["back"], run["downtime"], run["test"], root)}
-        back, load = run["back"], run["load"]
-        result.update(changed=True, rebooted=True, elapsed=round(time.monotonic() - run["started"], 2),
+        if run.test["rc"]:  # back, but not well: the success fields stay out
+            return {**result, "changed": True, **_jump.verdict(run.back, run.downtime, run.test, root)}
+        back, load = run.back, run.load
+        result.update(changed=True, rebooted=True, elapsed=round(time.monotonic() - run.started, 2),
                       detect_latency=(round(back["waited"] - back["first_answer"], 2)
                                       if back["first_answer"] is not None else None),
                       attempts=back["attempts"], method=load.get("method"))  # null where the load's answer was lost
-        return {**result, **_jump.verdict(back, run["downtime"], run["test"], root), **self._facts(opts, run)}
+        return {**result, **_jump.verdict(back, run.downtime, run.test, root), **self._facts(opts, run)}
 
     # ------------------------------------------------------------ the way back (return=on_failure)
 
-    def _way_home(self, result, load_args, opts, run, task_vars):
+    def _way_home(self, result, load_args, opts, run: Run, task_vars):
         """A new kernel that failed test_command or the handover check, on a host that answers on it, is handed back
         to the way back's kernel by a second handover (docs/way-back.md); the verdict is in ``return``, decided from
         fields (_return), and the run stays failed.  Nothing is done for a run that passed, did not jump, or whose
@@ -333,22 +354,22 @@ class ActionModule(ActionBase):
         note = self._disarm_before_return(result, run, task_vars)
         if note:  # the host's own return ran while the controller looked: its note decides
             out = _return.host_outcome({**result, "self_return": {**result["self_return"], "note": note}}, note,
-                                       run["before"], opts["drop_regions"])
+                                       run.before, opts["drop_regions"])
             return {**result, "returned": out["returned"], "return": out, "msg": f"{out['verdict']}: {result['msg']}"}
         state = _return.from_result(result, result["failed_check"], True, opts["return"])
         decision = _return.decide(state)
         canary = f"{load_args['pmsg']}-back" if load_args.get("pmsg") else None
         back = self._return_jump(result, load_args, opts, canary, task_vars) if decision.go else {}
-        out = _return.settle(state, decision, result, back, run["before"], str(result.get("msg") or ""),
+        out = _return.settle(state, decision, result, back, run.before, str(result.get("msg") or ""),
                              opts["drop_regions"], canary)
         home = out["returned"] and isinstance(back.get("ansible_facts"), dict)
         return {**result, **({"ansible_facts": back["ansible_facts"]} if home and opts["facts_after"] else {}),
                 "returned": out["returned"], "return": out, "msg": f"{out['verdict']}: {result['msg']}"}
 
-    def _disarm_before_return(self, result, run, task_vars) -> dict | None:
+    def _disarm_before_return(self, result, run: Run, task_vars) -> dict | None:
         """Where the host's own return may be armed, it is removed before the controller's (the two never race);
         the note of a return the host began by itself, where the disarm found one."""
-        if not run.get("confirm_timeout"):
+        if not run.confirm_timeout:
             return None
         gone = self._execute_module(module_name=MODULE, module_args={"state": "disarmed"}, task_vars=task_vars)
         result["self_return"] = {**result["self_return"], "disarmed": gone.get("removed")}
@@ -381,11 +402,12 @@ class ActionModule(ActionBase):
         return back
 
     @staticmethod
-    def _facts(opts, run) -> dict:
-        """facts_after's return: the new boot's facts (as kho_facts returns them) where its first poll read them."""
+    def _facts(opts, run: Run) -> dict:
+        """facts_after's return: the new boot's facts (as kho_facts returns them), where the one read after its first
+        answer (and test_command) got them (_read_facts)."""
         if not opts["facts_after"]:
             return {}
-        got = _arrival.decode(run["facts"], run["back"]["boot_id"]) if run["facts"] else {"error": "nothing was read (see above)"}
+        got = _arrival.decode(run.facts, run.back["boot_id"]) if run.facts else {"error": "nothing was read (see above)"}
         if "error" not in got and got["facts"].get("over_budget"):  # as kho_facts: refused, and read again by it
             got = {"error": f"the controller refused to decode them: {got['facts']['over_budget']}"}
         if "error" in got:

@@ -339,6 +339,31 @@ def _host_section(host: str, r: dict, scale: float, batch) -> str:
             + f'{error}</details></section>')
 
 
+# The page's style sheet: plain CSS, no external resource.
+STYLE = f"""\
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+summary h2 {{ display: inline; font-size: 1.2em; }} section.host summary {{ font-weight: bold; margin: 0.4em 0; }}
+.timeline {{ display: flex; width: 100%; background: #eee; border-radius: 4px; overflow: hidden; min-height: 1.6em; }}
+.bar {{ color: #fff; font-size: 0.8em; padding: 0.3em; white-space: nowrap; overflow: hidden; }}
+.verdict {{ font-size: 0.8em; padding: 0.1em 0.4em; border-radius: 3px; color: #fff; }}
+.ok {{ background: #2e7d32; }} .bad {{ background: {DOWNTIME_COLOUR}; }} .error {{ color: {DOWNTIME_COLOUR}; }}
+.legend span {{ display: inline-block; padding: 0.2em 0.6em; margin-right: 0.5em; color: #fff; }}
+.legend span.down {{ background: {DOWNTIME_COLOUR}; }}
+.fleet {{ margin-bottom: 2em; }} .fleet h2 {{ font-size: 1.2em; }}
+.fleet .row {{ display: flex; align-items: center; margin: 0.25em 0; }}
+.fleet .name {{ width: 16em; flex: none; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; font-size: 0.9em; }}
+.fleet .down {{ width: 7em; flex: none; text-align: right; font-size: 0.9em; }}
+.fleet .track {{ position: relative; flex: 1; height: 1.3em; background-color: #eee; }}
+.fleet .axis {{ padding: 0 0.4em; border-left: 4px solid transparent; }} .fleet .axis .track {{ background: none; height: 1.2em; }}
+.tick {{ position: absolute; font-size: 0.75em; border-left: 1px solid #999; padding-left: 2px; white-space: nowrap; }}
+.span {{ position: absolute; top: 0; bottom: 0; }}
+.downtime {{ position: absolute; bottom: -5px; height: 4px; background: {DOWNTIME_COLOUR}; }}
+.batch {{ padding: 0.2em 0.4em 0.5em; border-left: 4px solid #6c8ebf; margin: 0.3em 0; }}
+.batch.b0 {{ background: #f3f6fb; }} .batch.b1 {{ background: #fbf6ec; border-left-color: #d79b00; }}
+.batch-title {{ font-size: 0.85em; font-weight: bold; color: #555; }}
+"""
+
+
 def render_html(results) -> str:
     """The fleet on one time axis (batch by batch, downtime per host), then each host grouped by verdict
     (failures first, open; verified ones folded), with its own timeline.
@@ -362,27 +387,7 @@ def render_html(results) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>KHO handover report</title>
 <style>
-body {{ font-family: sans-serif; margin: 2em; color: #222; }}
-summary h2 {{ display: inline; font-size: 1.2em; }} section.host summary {{ font-weight: bold; margin: 0.4em 0; }}
-.timeline {{ display: flex; width: 100%; background: #eee; border-radius: 4px; overflow: hidden; min-height: 1.6em; }}
-.bar {{ color: #fff; font-size: 0.8em; padding: 0.3em; white-space: nowrap; overflow: hidden; }}
-.verdict {{ font-size: 0.8em; padding: 0.1em 0.4em; border-radius: 3px; color: #fff; }}
-.ok {{ background: #2e7d32; }} .bad {{ background: {DOWNTIME_COLOUR}; }} .error {{ color: {DOWNTIME_COLOUR}; }}
-.legend span {{ display: inline-block; padding: 0.2em 0.6em; margin-right: 0.5em; color: #fff; }}
-.legend span.down {{ background: {DOWNTIME_COLOUR}; }}
-.fleet {{ margin-bottom: 2em; }} .fleet h2 {{ font-size: 1.2em; }}
-.fleet .row {{ display: flex; align-items: center; margin: 0.25em 0; }}
-.fleet .name {{ width: 16em; flex: none; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; font-size: 0.9em; }}
-.fleet .down {{ width: 7em; flex: none; text-align: right; font-size: 0.9em; }}
-.fleet .track {{ position: relative; flex: 1; height: 1.3em; background-color: #eee; }}
-.fleet .axis {{ padding: 0 0.4em; border-left: 4px solid transparent; }} .fleet .axis .track {{ background: none; height: 1.2em; }}
-.tick {{ position: absolute; font-size: 0.75em; border-left: 1px solid #999; padding-left: 2px; white-space: nowrap; }}
-.span {{ position: absolute; top: 0; bottom: 0; }}
-.downtime {{ position: absolute; bottom: -5px; height: 4px; background: {DOWNTIME_COLOUR}; }}
-.batch {{ padding: 0.2em 0.4em 0.5em; border-left: 4px solid #6c8ebf; margin: 0.3em 0; }}
-.batch.b0 {{ background: #f3f6fb; }} .batch.b1 {{ background: #fbf6ec; border-left-color: #d79b00; }}
-.batch-title {{ font-size: 0.85em; font-weight: bold; color: #555; }}
-</style></head><body>
+{STYLE}</style></head><body>
 <h1>KHO handover report</h1>
 <p>{verified} of {len(results)} hosts verified.</p>
 <p class="legend">{legend}<span class="down">downtime</span></p>
