@@ -237,7 +237,7 @@ def stats(values: list, digits: int = 2) -> dict:
 def decode_cost(repeat: int) -> dict:
     if ROOT.parents[1].name == "ansible_collections":
         sys.path.insert(0, str(ROOT.parents[2]))
-    from ansible_collections.kexec.kho.plugins.plugin_utils import _handover  # pylint: disable=import-outside-toplevel
+    from ansible_collections.kexec.kho.plugins.plugin_utils import _decode  # pylint: disable=import-outside-toplevel
     import fdtbuild  # pylint: disable=import-outside-toplevel
     from simtree import FIXTURES  # pylint: disable=import-outside-toplevel
     shared = FIXTURES / "handover1"
@@ -251,7 +251,7 @@ def decode_cost(repeat: int) -> dict:
         times = []
         for _i in range(repeat):
             t = time.perf_counter()
-            _handover.decode_side(raw, "in")
+            _decode.decode_side(raw, "in")
             times.append(time.perf_counter() - t)
         out[name] = stats(times, 6)
     return out
@@ -300,13 +300,13 @@ def cost(fn, repeat: int = 3) -> tuple:
 
 def hostile_inputs() -> dict:
     """Each hostile blob of tests/hostile.py through the controller's decoder: time, peak memory, outcome."""
-    from ansible_collections.kexec.kho.plugins.plugin_utils import _handover  # pylint: disable=import-outside-toplevel
+    from ansible_collections.kexec.kho.plugins.plugin_utils import _decode  # pylint: disable=import-outside-toplevel
     import hostile  # pylint: disable=import-outside-toplevel
     out = {}
     for name, (what, build, expected) in hostile.CASES.items():
         data = build()
         raw = {"fdt": None, "sub_blobs": {"x": base64.b64encode(data).decode()}}
-        (_facts, errors), seconds, peak = cost(lambda raw=raw: _handover.decode_side(raw, "in"))
+        (_facts, errors), seconds, peak = cost(lambda raw=raw: _decode.decode_side(raw, "in"))
         out[name] = {"input": what, "bytes": len(data), "seconds": seconds, "peak_mib": peak,
                      "result": "refused" if errors else "decoded", "expected": expected,
                      "error": errors[0]["error"] if errors else None}
@@ -316,12 +316,12 @@ def hostile_inputs() -> dict:
 def hostile_hosts() -> dict:
     """Each hostile host of tests/hostile.py (all it returned) through facts_from_raw, as kho_facts decodes it:
     time, peak memory, outcome against the per-host budget."""
-    from ansible_collections.kexec.kho.plugins.plugin_utils import _handover  # pylint: disable=import-outside-toplevel
+    from ansible_collections.kexec.kho.plugins.plugin_utils import _decode  # pylint: disable=import-outside-toplevel
     import hostile  # pylint: disable=import-outside-toplevel
     out = {}
     for name, (what, build, expected) in hostile.HOSTS.items():
         raw = build()
-        facts, seconds, peak = cost(lambda raw=raw: _handover.facts_from_raw(raw))
+        facts, seconds, peak = cost(lambda raw=raw: _decode.facts_from_raw(raw))
         sent = sum(len(v) for side in ("in", "out") for v in (raw.get(side) or {}).get("sub_blobs", {}).values())
         out[name] = {"input": what, "base64_mib": round(sent / 2**20, 1), "seconds": seconds, "peak_mib": peak,
                      "result": "refused" if facts.get("over_budget") else "decoded", "expected": expected,
@@ -333,7 +333,7 @@ def _one_host(recorded: dict, log: list) -> str:
     """The controller's part of one host's handover against recorded answers: the jump's wait loop (old boot, gone,
     back), the decode of the facts before and after, the regions and live update verdicts, the summary line."""
     from ansible_collections.kexec.kho.plugins.filter import kho as filters  # pylint: disable=import-outside-toplevel
-    from ansible_collections.kexec.kho.plugins.plugin_utils import _arrival, _handover, _jump, _report  # pylint: disable=import-outside-toplevel
+    from ansible_collections.kexec.kho.plugins.plugin_utils import _facts_after, _decode, _jump, _report  # pylint: disable=import-outside-toplevel
     old, new = "11111111-2222-3333-4444-555555555555", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
     answers = iter([f"{old}\nstarted\nin\n", OSError("gone"), OSError("gone"), f"{new}\nnone\nin\n"])
     clock = [0.0]
@@ -346,7 +346,7 @@ def _one_host(recorded: dict, log: list) -> str:
     _jump.wait_for_new_boot(read, old, 300, 0.25, clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
     # Then the new boot's facts, as kho_kexec's facts_after reads them (the role asks for them): one answer, decoded.
     answer = json.dumps({"kho_raw": {**recorded["after"], "log": log}, "pstore_found": []})
-    before, after = _handover.facts_from_raw(recorded["before"]), _arrival.decode(answer)["facts"]
+    before, after = _decode.facts_from_raw(recorded["before"]), _facts_after.decode(answer)["facts"]
     taken = filters.kho_regions_verify(before, after, [])
     lu = filters.kho_liveupdate_verify({"device": False}, {"device": False}, "kexec")
     result = _report.normalise({"verdict": "verified" if not taken["lost"] else "failed", "downtime": 20.0,

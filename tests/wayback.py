@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.kexec.kho.plugins.plugin_utils import _handover
+from ansible_collections.kexec.kho.plugins.plugin_utils import _decode
 
 OLD_BOOT = "4b1f3b0e-6c1d-4c47-9d4c-0d3c1c0e2a11"
 MID_BOOT = "9d0c2e4a-1b3c-4d5e-8f70-112233445566"
@@ -25,7 +25,7 @@ def side(fixtures: Path, directory: str, name: str) -> dict:
     raw = {"present": True, "fdt": None, "sub_blobs": {}}
     for f in (fixtures / directory).glob(f"{name}_sub_fdts_*"):
         raw["sub_blobs"][f.name[len(name) + len("_sub_fdts_"):]] = base64.b64encode(f.read_bytes()).decode()
-    facts, errors = _handover.decode_side(raw, name)
+    facts, errors = _decode.decode_side(raw, name)
     assert errors == []
     return {**facts, "present": True}
 

@@ -10,7 +10,7 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 from ansible_collections.kexec.kho.plugins.plugin_utils import _owner, _ready
-from ansible_collections.kexec.kho.plugins.plugin_utils._handover import facts_from_raw
+from ansible_collections.kexec.kho.plugins.plugin_utils._decode import facts_from_raw
 
 MODULE = "kexec.kho.kho_facts"
 

@@ -19,8 +19,8 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import (
 )
 from ansible_collections.kexec.kho.plugins.module_utils._kho.host import ARGUMENT_SPEC as HOST_SPEC
 from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
-from ansible_collections.kexec.kho.plugins.plugin_utils import _arrival, _jump, _owner, _return
-from ansible_collections.kexec.kho.plugins.plugin_utils._handover import facts_from_raw
+from ansible_collections.kexec.kho.plugins.plugin_utils import _facts_after, _jump, _owner, _return
+from ansible_collections.kexec.kho.plugins.plugin_utils._decode import facts_from_raw
 
 display = Display()
 
@@ -168,7 +168,7 @@ class ActionModule(ActionBase):
         run.old_id = old_id
         run.probe = None if self._task.check_mode else self._probe()  # it must answer while the host is up
         if opts["facts_after"]:
-            _arrival.sources()  # read here, before anything changes: after the trigger every return says jumped
+            _facts_after.sources()  # read here, before anything changes: after the trigger every return says jumped
         if opts["return"] == _return.ON_FAILURE and not self._task.check_mode:
             run.before = self._facts_now(task_vars)
             if "error" in run.before:
@@ -283,13 +283,13 @@ class ActionModule(ActionBase):
         """With facts_after, the new boot's facts, read once it answered and test_command passed (the host settled as
         far as the play asks): one command, no module run.  None where there is nothing to read them with (the load's
         answer, with the interpreter that ran it, was lost) or the read did not answer; then facts_read is false."""
-        command = opts["facts_after"] and _arrival.read_command(
+        command = opts["facts_after"] and _facts_after.read_command(
             run.load.get("python"), {**{k: opts[k] for k in ROOTS}, "pstore_search": opts["pstore_search"]})
         if not command:
             return None
         reading = time.monotonic()
         try:
-            return self._shell(command, run.limit + _arrival.READ_SECONDS, "reading the new boot's facts")["stdout"]
+            return self._shell(command, run.limit + _facts_after.READ_SECONDS, "reading the new boot's facts")["stdout"]
         except AnsibleConnectionFailure as exc:
             display.warning(f"kho_kexec: reading the new boot's facts failed: {exc}")
             return None
@@ -407,7 +407,7 @@ class ActionModule(ActionBase):
         answer (and test_command) got them (_read_facts)."""
         if not opts["facts_after"]:
             return {}
-        got = _arrival.decode(run.facts, run.back["boot_id"]) if run.facts else {"error": "nothing was read (see above)"}
+        got = _facts_after.decode(run.facts, run.back["boot_id"]) if run.facts else {"error": "nothing was read (see above)"}
         if "error" not in got and got["facts"].get("over_budget"):  # as kho_facts: refused, and read again by it
             got = {"error": f"the controller refused to decode them: {got['facts']['over_budget']}"}
         if "error" in got:

@@ -14,7 +14,7 @@ from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import liveupdate, regions
-from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt, _handover, _return, _verdict
+from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt, _decode, _return, _verdict
 
 try:
     import jmespath
@@ -25,8 +25,8 @@ except ImportError:  # pragma: no cover - reported when the filter is used
 
 def fdt_decode(blob, name=None, byteorder="little"):
     try:
-        return _handover.decode_blob(_handover.b64decode(blob), name, byteorder)
-    except (_fdt.FdtError, _handover.BlobError, ValueError) as exc:
+        return _decode.decode_blob(_decode.b64decode(blob), name, byteorder)
+    except (_fdt.FdtError, _decode.BlobError, ValueError) as exc:
         raise AnsibleFilterError(f"fdt_decode: {exc}") from exc
 
 

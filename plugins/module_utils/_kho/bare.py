@@ -4,7 +4,7 @@
 
 Importing ``ansible.module_utils.basic`` from an AnsiballZ payload is most of a module run's cost on a slow host
 (3 to 4 s under emulation); this reads the same facts, by the same code (facts.read), with the standard library
-only.  The controller sends these sources with the command (plugin_utils/_arrival.py) and decodes the answer as
+only.  The controller sends these sources with the command (plugin_utils/_facts_after.py) and decodes the answer as
 kho_facts' action does.
 """
 
@@ -16,7 +16,7 @@ import subprocess
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host
 
-COMMAND_SECONDS = 10  # each systemctl or systemd-analyze call (four at most: within _arrival.READ_SECONDS)
+COMMAND_SECONDS = 10  # each systemctl or systemd-analyze call (four at most: within _facts_after.READ_SECONDS)
 MAX_ANSWER = 24 << 20  # characters printed at most: the blobs' own cap (16 MiB of base64) and the rest
 
 

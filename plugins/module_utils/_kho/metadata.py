@@ -3,7 +3,7 @@
 """kexec-metadata v1, the kernel's word of the kernel before it: its one home.  Not a public API.
 
 A packed struct in the kernel's byte order: u32 version, char previous_release[65] (NUL-padded), u32 kexec_count.
-The controller decodes the incoming one from kho_facts' blobs (plugin_utils/_handover.py); the host reads the
+The controller decodes the incoming one from kho_facts' blobs (plugin_utils/_decode.py); the host reads the
 outgoing one (what this kernel sends) to arm its own return (self_return.py, whose script reads the same offsets).
 """
 

@@ -395,7 +395,7 @@ def test_any_error_after_the_trigger_still_says_jumped(monkeypatch):
     """Whatever raises after the trigger (here the decode of the new boot's facts), the result carries jumped."""
     def explode(*_args):
         raise RecursionError("maximum recursion depth exceeded")
-    monkeypatch.setattr(action._arrival, "decode", explode)
+    monkeypatch.setattr(action._facts_after, "decode", explode)
     host = Host(polls=[poll(NEW)], facts=facts_line(),
                 load={"triggered": True, "loaded_here": True, "python": "/usr/bin/python3"})
     res = run(host, monkeypatch, facts_after=True)

@@ -25,7 +25,7 @@ from ansible_collections.kexec.kho.plugins.filter.kho import (
 )
 from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host
 from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
-from ansible_collections.kexec.kho.plugins.plugin_utils._handover import facts_from_raw
+from ansible_collections.kexec.kho.plugins.plugin_utils._decode import facts_from_raw
 
 
 def test_fdt_decode_real_memblock(fixtures):

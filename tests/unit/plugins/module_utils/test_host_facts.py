@@ -10,7 +10,7 @@ import pytest
 import simtree
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host
-from ansible_collections.kexec.kho.plugins.plugin_utils._handover import facts_from_raw
+from ansible_collections.kexec.kho.plugins.plugin_utils._decode import facts_from_raw
 
 
 def gather(tmp_path, generation, **kw):

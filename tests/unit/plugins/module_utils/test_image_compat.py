@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, host, image
-from ansible_collections.kexec.kho.plugins.plugin_utils import _handover
+from ansible_collections.kexec.kho.plugins.plugin_utils import _decode
 
 CONFIG = "CONFIG_KEXEC_HANDOVER=y\nCONFIG_LIVEUPDATE=y\n# CONFIG_LIVEUPDATE_MEMFD is not set\n"
 
@@ -68,7 +68,7 @@ def test_the_newest_kernel_in_boot_is_the_next_one(tmp_path):
 
 def test_composite_compatibles_are_lists_of_tokens():
     assert image.compatible_tokens("kho-v4;radix-v1") == ["kho-v4", "radix-v1"]
-    assert _handover.root_version("radix-v1;kho-v4") == 4 and _handover.root_version("kho-v9") is None
+    assert _decode.root_version("radix-v1;kho-v4") == 4 and _decode.root_version("kho-v9") is None
     found = image.TOKEN.findall(b"\0kho-v4;radix-v1\0xx\0luo-v5;block-v1\0memfd-v2\0notkho-v3\0")
     assert found == [b"kho-v4", b"luo-v5", b"memfd-v2"]
 

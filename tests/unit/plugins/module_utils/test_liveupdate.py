@@ -7,7 +7,7 @@ import os
 import pytest
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import liveupdate as lu
-from ansible_collections.kexec.kho.plugins.plugin_utils import _handover
+from ansible_collections.kexec.kho.plugins.plugin_utils import _decode
 
 
 @pytest.fixture
@@ -178,24 +178,24 @@ def test_verify_names_every_loss():
 
 def test_the_outgoing_luo_entry_is_decoded_by_content(luo_dir):
     data = (luo_dir / "out_sub_fdts_LUO").read_bytes()
-    rec = _handover.decode_blob(data, "LUO")
+    rec = _decode.decode_blob(data, "LUO")
     assert rec["format"] == "luo"
     assert rec["luo"] == {"compatible": "luo-v5", "next_number": 1, "sessions": False, "flbs": True}
-    assert _handover.decode_blob(b"\0" * 32, "LUO")["format"] == "binary"  # never labelled LUO by its name alone
-    assert _handover.decode_blob(data, "something-else")["format"] == "luo"
-    with pytest.raises(_handover.BlobError, match="LUO: 8 bytes"):
-        _handover.decode_blob(data[:8], "LUO")
+    assert _decode.decode_blob(b"\0" * 32, "LUO")["format"] == "binary"  # never labelled LUO by its name alone
+    assert _decode.decode_blob(data, "something-else")["format"] == "luo"
+    with pytest.raises(_decode.BlobError, match="LUO: 8 bytes"):
+        _decode.decode_blob(data[:8], "LUO")
 
 
 def test_the_incoming_luo_entry_is_consumed_not_decoded(luo_dir):
     import base64
     blob = base64.b64encode((luo_dir / "out_sub_fdts_LUO").read_bytes()).decode()
-    facts_in, errors = _handover.decode_side({"fdt": None, "sub_blobs": {"LUO": blob}}, "in")
+    facts_in, errors = _decode.decode_side({"fdt": None, "sub_blobs": {"LUO": blob}}, "in")
     assert facts_in["sub_blobs"]["LUO"]["format"] == "consumed" and "luo" not in facts_in["sub_blobs"]["LUO"]
     assert errors == []
     raw = {"byteorder": "little", "liveupdate": {"device": True}, "out": {"fdt": None, "sub_blobs": {"LUO": blob}},
            "in": {"fdt": None, "sub_blobs": {}}}
-    assert _handover.facts_from_raw(raw)["liveupdate"]["outgoing"]["next_number"] == 1
+    assert _decode.facts_from_raw(raw)["liveupdate"]["outgoing"]["next_number"] == 1
 
 
 def test_the_incoming_number_comes_from_the_kernel_log():
@@ -205,8 +205,8 @@ def test_the_incoming_number_comes_from_the_kernel_log():
 
 
 def test_a_composite_root_compatible_is_matched_on_its_kho_prefix():
-    assert _handover.root_version("kho-v4;radix-v1") == 4 and _handover.root_version("kho-v4") == 4
-    assert _handover.root_version("kho-v9") is None and _handover.root_version(None) is None
+    assert _decode.root_version("kho-v4;radix-v1") == 4 and _decode.root_version("kho-v4") == 4
+    assert _decode.root_version("kho-v9") is None and _decode.root_version(None) is None
 
 
 # ---------------------------------------------------------------- issue 37: live update, from the receiver

@@ -10,7 +10,7 @@ import fdtbuild
 import hostile
 import pytest
 
-from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt, _handover
+from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt, _decode
 
 
 def b64(data: bytes) -> str:
@@ -33,11 +33,11 @@ def test_hostile_hosts_are_decoded_within_the_budget_or_refused(case):
     _what, build, outcome = hostile.HOSTS[case]
     raw = build()
     started = time.process_time()
-    facts = _handover.facts_from_raw(raw)
+    facts = _decode.facts_from_raw(raw)
     seconds = time.process_time() - started
     assert ("refused" if "over_budget" in facts else "decoded") == outcome, facts["errors"][:2]
     assert seconds < 3, seconds
-    assert peak_mib(lambda: _handover.facts_from_raw(raw)) < 64
+    assert peak_mib(lambda: _decode.facts_from_raw(raw)) < 64
     if outcome == "refused":
         assert facts["over_budget"].startswith("more than ")
         assert all(e["blob"].startswith("out/sub_fdts") for e in facts["errors"])
@@ -54,11 +54,11 @@ def test_a_real_host_has_no_over_budget_and_spends_little(fixtures):
             raw["in"]["fdt"] = b64(f.read_bytes())
         elif name.startswith("sub_fdts_"):
             raw["in"].setdefault("sub_blobs", {})[name[len("sub_fdts_"):]] = b64(f.read_bytes())
-    facts = _handover.facts_from_raw(raw)
+    facts = _decode.facts_from_raw(raw)
     assert "over_budget" not in facts and facts["errors"] == []
     budget = _fdt.Budget()
     for side in ("out", "in"):
-        _handover.decode_side(raw.get(side), side, budget=budget)
+        _decode.decode_side(raw.get(side), side, budget=budget)
     assert all(budget.spent[k] * 50 < limit for k, limit in budget.limits.items() if k != "blobs"), budget.spent
 
 
@@ -86,8 +86,8 @@ def test_a_walk_that_fails_is_charged_as_far_as_it_went():
 def test_both_sides_share_one_budget():
     """Each side alone fits; together they are over."""
     side = {"fdt": b64(hostile.nested((50, 50))), "sub_blobs": {}}  # 5,103 tokens
-    assert _handover.decode_side(side, "in")[1] == []
-    facts = _handover.facts_from_raw({"out": side, "in": side})
+    assert _decode.decode_side(side, "in")[1] == []
+    facts = _decode.facts_from_raw({"out": side, "in": side})
     assert facts["over_budget"].startswith(f"more than {_fdt.BUDGET['tokens']:,} FDT structure tokens")
     assert [e["blob"] for e in facts["errors"]] == ["in/fdt"]
     assert facts["out"]["fdt"]["status"] == "complete" and facts["in"]["fdt"]["status"] == "invalid"
@@ -95,7 +95,7 @@ def test_both_sides_share_one_budget():
 
 def test_too_many_sub_blobs_are_refused_before_any_is_decoded():
     many = {f"blob{i}": b64(fdtbuild.metadata("7.3.4", 1)) for i in range(_fdt.BUDGET["blobs"] + 1)}
-    facts = _handover.facts_from_raw({"in": {"fdt": None, "sub_blobs": many}})
+    facts = _decode.facts_from_raw({"in": {"fdt": None, "sub_blobs": many}})
     assert facts["errors"] == [{"blob": "in/sub_fdts", "error": f"refused: {facts['over_budget']}; none of the "
                                 f"{len(many)} sub-blobs decoded"}]
     assert facts["in"]["sub_blobs"] == {} and facts["in"]["kexec_metadata"] is None
@@ -103,14 +103,14 @@ def test_too_many_sub_blobs_are_refused_before_any_is_decoded():
 
 def test_the_total_size_of_the_blobs_is_capped():
     budget = _fdt.Budget(bytes=1000)
-    _facts, errors = _handover.decode_side({"sub_blobs": {"a": b64(b"\1" * 600), "b": b64(b"\2" * 600)}}, "out",
-                                           budget=budget)
+    _facts, errors = _decode.decode_side({"sub_blobs": {"a": b64(b"\1" * 600), "b": b64(b"\2" * 600)}}, "out",
+                                         budget=budget)
     assert "more than 1,000 bytes of blobs" in errors[0]["error"]
 
 
 def test_decode_blob_charges_the_budget_it_is_given():
     with pytest.raises(_fdt.OverBudget, match="more than 1,000 sibling pairs"):
-        _handover.decode_blob(hostile.flat(100, b"v", b"\0\0\0\1"), "x", budget=_fdt.Budget(pairs=1000))
+        _decode.decode_blob(hostile.flat(100, b"v", b"\0\0\0\1"), "x", budget=_fdt.Budget(pairs=1000))
 
 
 @pytest.mark.parametrize(("raw", "expanded"), [

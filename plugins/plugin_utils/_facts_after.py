@@ -20,7 +20,7 @@ import zlib
 from pathlib import Path
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import bare, paths
-from ansible_collections.kexec.kho.plugins.plugin_utils._handover import facts_from_raw
+from ansible_collections.kexec.kho.plugins.plugin_utils._decode import facts_from_raw
 
 PACKAGE = "ansible_collections.kexec.kho.plugins.module_utils._kho"
 MODULES = ("paths", "cmdline", "host", "liveupdate", "facts", "bare")  # bare.py and what it imports

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt, _handover
+from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt, _decode
 
 OOPS = {"name": "oops", "start": 0x3EB00000, "size": 0x100000}
 TRACE = {"name": "trace", "start": 0x3E600000, "size": 0x400000}
@@ -34,7 +34,7 @@ def side_from(fixtures, directory: str, side: str) -> dict:
 
 
 def test_real_kho_v4_incoming_tree(fixtures):
-    facts, errors = _handover.decode_side(side_from(fixtures, "handover1", "in"), "in")
+    facts, errors = _decode.decode_side(side_from(fixtures, "handover1", "in"), "in")
     assert errors == []
     assert (facts["compatible"], facts["version"], facts["known_version"]) == ("kho-v4", 4, True)
     assert facts["fdt"]["status"] == "complete"
@@ -49,7 +49,7 @@ def test_real_kho_v4_incoming_tree(fixtures):
 
 
 def test_second_handover_has_no_kho_test(fixtures):
-    facts, errors = _handover.decode_side(side_from(fixtures, "handover2", "in"), "in")
+    facts, errors = _decode.decode_side(side_from(fixtures, "handover2", "in"), "in")
     assert errors == []
     assert "kho_test" not in facts["sub_blobs"]
     assert facts["kexec_metadata"]["kexec_count"] == 2
@@ -57,7 +57,7 @@ def test_second_handover_has_no_kho_test(fixtures):
 
 
 def test_cold_out_fdt_is_reported_truncated_and_sub_blobs_still_decode(fixtures):
-    facts, errors = _handover.decode_side(side_from(fixtures, "cold", "out"), "out")
+    facts, errors = _decode.decode_side(side_from(fixtures, "cold", "out"), "out")
     assert facts["fdt"]["status"] == "truncated"
     assert "totalsize 353, 233 bytes read" in facts["fdt"]["error"]
     assert errors == []  # truncation is what a cold boot exposes, not a fault
@@ -70,7 +70,7 @@ def test_every_root_version(version):
     mb = fdtbuild.memblock({"pstore": (0x1000_0000, 0x20_0000)})
     md = fdtbuild.metadata("6.18.0", 3)
     root = fdtbuild.kho_root(version, {"memblock": (0xABC000, len(mb)), "kexec-metadata": (0xDEF000, len(md))})
-    facts, errors = _handover.decode_side({"fdt": b64(root), "sub_blobs": {
+    facts, errors = _decode.decode_side({"fdt": b64(root), "sub_blobs": {
         "memblock": b64(mb), "kexec-metadata": b64(md)}}, "in")
     assert errors == []
     assert facts["version"] == version
@@ -83,16 +83,16 @@ def test_every_root_version(version):
 
 def test_unknown_root_version_is_reported_not_fatal():
     root = fdtbuild.build({"props": {"compatible": fdtbuild.s("kho-v9")}, "nodes": {}})
-    facts, errors = _handover.decode_side({"fdt": b64(root), "sub_blobs": {}}, "in")
+    facts, errors = _decode.decode_side({"fdt": b64(root), "sub_blobs": {}}, "in")
     assert errors == []
     assert (facts["compatible"], facts["version"], facts["known_version"]) == ("kho-v9", None, False)
 
 
 def test_big_endian_host():
     mb = fdtbuild.memblock({"x": (0x1234_5000, 0x1000)}, byteorder="big")
-    rec = _handover.decode_blob(mb, "memblock", "big")
+    rec = _decode.decode_blob(mb, "memblock", "big")
     assert rec["reserve_mem"] == [{"name": "x", "start": 0x1234_5000, "size": 0x1000}]
-    assert _handover.decode_metadata(fdtbuild.metadata("7.1", 9, "big"), "big")["kexec_count"] == 9
+    assert _decode.decode_metadata(fdtbuild.metadata("7.1", 9, "big"), "big")["kexec_count"] == 9
 
 
 @pytest.mark.parametrize(("blob", "name", "message"), [
@@ -108,12 +108,12 @@ def test_big_endian_host():
      "memblock", "expected 'reserve-mem-v1'"),
 ])
 def test_schema_errors(blob, name, message):
-    with pytest.raises(_handover.BlobError, match=message):
-        _handover.decode_blob(blob, name)
+    with pytest.raises(_decode.BlobError, match=message):
+        _decode.decode_blob(blob, name)
 
 
 def test_binary_blob_is_size_and_hash():
-    rec = _handover.decode_blob(b"\x01\x02\x03", "luo")
+    rec = _decode.decode_blob(b"\x01\x02\x03", "luo")
     assert rec["format"] == "binary" and rec["size"] == 3 and len(rec["sha256"]) == 64
 
 
@@ -121,7 +121,7 @@ def test_corrupt_blobs_become_per_blob_errors(fixtures):
     raw = side_from(fixtures, "handover1", "in")
     raw["sub_blobs"]["memblock"] = b64(b"\xd0\x0d\xfe\xed" + b"\xff" * 60)
     raw["sub_blobs"]["kexec-metadata"] = "!!! not base64"
-    facts, errors = _handover.decode_side(raw, "in")
+    facts, errors = _decode.decode_side(raw, "in")
     by_blob = {e["blob"]: e["error"] for e in errors}
     assert "truncated" in by_blob["in/sub_fdts/memblock"]
     assert "not valid base64" in by_blob["in/sub_fdts/kexec-metadata"]
@@ -132,28 +132,28 @@ def test_corrupt_blobs_become_per_blob_errors(fixtures):
 def test_blob_size_mismatch_is_flagged(fixtures):
     raw = side_from(fixtures, "handover1", "in")
     raw["sub_blobs"]["kexec-metadata"] = b64(fdtbuild.metadata("7.3.4", 1) + b"\0")
-    _facts, errors = _handover.decode_side(raw, "in")
+    _facts, errors = _decode.decode_side(raw, "in")
     assert any("blob-size 73" in e["error"] for e in errors)
 
 
 def test_facts_from_raw_keeps_scalars_and_raw_on_request(fixtures):
     out = {"present": True, "finalized": None, **side_from(fixtures, "cold", "out")}
     raw = {"supported": True, "byteorder": "little", "out": out, "in": {"present": False, "fdt": None, "sub_blobs": {}}}
-    facts = _handover.facts_from_raw(raw, include_raw=True)
+    facts = _decode.facts_from_raw(raw, include_raw=True)
     assert facts["supported"] is True
     assert facts["out"]["present"] and facts["out"]["finalized"] is None
     assert facts["in"]["present"] is False and facts["in"]["fdt"]["status"] == "absent"
     assert set(facts["raw"]) == {"out/fdt", "out/sub_fdts/memblock", "out/sub_fdts/kexec-metadata",
                                  "out/sub_fdts/kho_test"}
-    assert "raw" not in _handover.facts_from_raw(raw)
+    assert "raw" not in _decode.facts_from_raw(raw)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200), st.sampled_from(["memblock", "kexec-metadata", "kho_test", "luo"]))
 def test_any_sub_blob_decodes_or_errors(data, name):
     try:
-        _handover.decode_blob(data, name)
-    except (_fdt.FdtError, _handover.BlobError):
+        _decode.decode_blob(data, name)
+    except (_fdt.FdtError, _decode.BlobError):
         pass
 
 
@@ -166,7 +166,7 @@ def test_hostile_blobs_are_refused_or_decoded_within_bounds(case):
     tracemalloc.start()
     started = time.monotonic()
     try:
-        facts, errors = _handover.decode_side(raw, "in")
+        facts, errors = _decode.decode_side(raw, "in")
         seconds, peak = time.monotonic() - started, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -194,7 +194,7 @@ RAW = st.fixed_dictionaries({}, optional={"in": SIDE | JSON, "out": SIDE | JSON,
 @given(RAW | JSON)
 def test_any_raw_facts_structure_gives_facts_and_errors_never_a_crash(raw):
     """What a broken or hostile module run could return: non-mapping sides, wrong types, missing keys."""
-    facts = _handover.facts_from_raw(raw, include_raw=True)
+    facts = _decode.facts_from_raw(raw, include_raw=True)
     assert isinstance(facts["errors"], list)
     assert all(set(e) == {"blob", "error"} for e in facts["errors"])
     assert isinstance(facts["in"]["sub_blobs"], dict) and isinstance(facts["out"]["sub_blobs"], dict)
