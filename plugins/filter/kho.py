@@ -14,7 +14,7 @@ from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import liveupdate, regions
-from ansible_collections.kexec.kho.plugins.plugin_utils import _fdt, _decode, _return, _verdict
+from ansible_collections.kexec.kho.plugins.plugin_utils import _decode, _fdt, _jump, _return, _verdict
 
 try:
     import jmespath
@@ -217,9 +217,16 @@ def kho_verdict(fields):
                            [refusals] if isinstance(refusals, str) else refusals, flag["changed_nothing"])
 
 
+def kho_back_out(undo, jump=None, load=None):
+    """The handover role's back-out of a host that did not jump: what it undid, in words, and whether it changed
+    nothing (_jump.backed_out)."""
+    return _jump.backed_out(_plain(undo) if isinstance(undo, Mapping) else {},
+                            *(_plain(x) if isinstance(x, Mapping) else {} for x in (jump, load)))
+
+
 class FilterModule:
     def filters(self):
         return {"fdt_decode": fdt_decode, "kho_query": kho_query, "kho_liveupdate_verify": kho_liveupdate_verify,
                 "kho_regions_verify": kho_regions_verify, "kho_handover_verify": kho_handover_verify,
                 "kho_return_decide": kho_return_decide, "kho_return_outcome": kho_return_outcome,
-                "kho_verdict": kho_verdict}
+                "kho_verdict": kho_verdict, "kho_back_out": kho_back_out}

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections import namedtuple
+from collections.abc import Mapping
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import jump_status, paths, self_return
 from ansible_collections.kexec.kho.plugins.plugin_utils import _return
@@ -390,6 +391,31 @@ def unload_outcome(whose: str | None, res: dict | None, source: str = "answer") 
     if res.get("changed"):
         return f"the image {whose} was unloaded", True
     return "no image was loaded any more", False
+
+
+# What the handover role's back-out undid, in its words (the rescue's registered results, by step).
+BACKED_OUT = (("finalize", "the finalize this run made aborted"), ("load", "the image this run loaded unloaded"),
+              ("return", "the host's own return disarmed"), ("lock", "its handover lock released"))
+
+
+def backed_out(undo: dict, jump: dict | None = None, load: dict | None = None) -> dict:
+    """The role's back-out of a host that did not jump, from fields: ``undone``, what it undid in words (``undo``: the
+    registered results of its steps, by BACKED_OUT's names; ``jump``: kho_kexec's result, whose own rollback may have
+    unloaded), and ``changed_nothing``: nothing of the host's was changed (the run's own lock, taken and released,
+    aside) - no finalize, load or return undone by the back-out, none by the jump's own rollback (``unloaded``,
+    ``self_return.disarmed``), none by the load's run itself (``load``: its answer's ``undone``)."""
+    undo = {k: v for k, v in (undo or {}).items() if isinstance(v, Mapping)}
+    jump, load = (x if isinstance(x, Mapping) else {} for x in (jump, load))
+    done = {k: bool(undo.get(k, {}).get("changed")) for k, _w in BACKED_OUT}
+    done["load"] = done["load"] or bool(jump.get("unloaded"))
+    unload_failed = bool(undo.get("load", {}).get("failed"))
+    words = [w for k, w in BACKED_OUT[:2] if done[k]]
+    words += [f"unloading the image failed: {undo['load'].get('msg') or ''}"] if unload_failed else []
+    words += [w for k, w in BACKED_OUT[2:] if done[k]]
+    disarmed = (jump.get("self_return") or {}).get("disarmed") if isinstance(jump.get("self_return"), Mapping) else None
+    changed = (done["finalize"] or done["load"] or unload_failed or done["return"] or bool(disarmed)
+               or bool(load.get("undone")))
+    return {"undone": words, "changed_nothing": not changed}
 
 
 def verdict(back: dict, downtime: float, test: dict, root: str | None) -> dict:

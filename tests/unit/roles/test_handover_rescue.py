@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
+
 ROOT = Path(__file__).resolve().parents[3]
 
 # (what _kho_handover_jump holds when the rescue runs, whether the rescue counts it as jumped)
@@ -31,11 +33,11 @@ def rescue_expression() -> str:
     return keep["ansible.builtin.set_fact"]["_kho_handover_jumped"]
 
 
-def decided(tmp_path, play) -> list:
+def decided(tmp_path, play, env: dict | None = None) -> list:
     """Run the play on localhost; what it wrote to out."""
     (tmp_path / "play.yml").write_text(json.dumps(play))
     (tmp_path / "inventory").write_text(f"web-1 ansible_connection=local ansible_python_interpreter={sys.executable}\n")
-    env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
+    env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1", **(env or {})}
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory"),
                            "-e", f"out={tmp_path / 'r.json'}", str(tmp_path / "play.yml")],
                           capture_output=True, text=True, env=env, timeout=300, check=False)
@@ -68,22 +70,39 @@ UNDONE = [
     ({"_kho_handover_jump": {"jumped": False, "self_return": {"disarmed": ["/etc/systemd/system/x"]}}}, False),
     ({"_kho_handover_load": {"undone": ["the image unloaded"]}}, False),  # the load's run undid itself
 ]
+SKIPPED = {"skipped": True, "changed": False}  # what a step the rescue skipped registers
 
 
-def changed_nothing_expression() -> str:
+def say_what_was_undone() -> dict:
     tasks = yaml.safe_load((ROOT / "roles" / "handover" / "tasks" / "main.yml").read_text())
     back_out = next(t for t in tasks[0]["rescue"] if t["name"] == "Back out a host that never jumped")
-    say = next(t for t in back_out["block"] if t["name"] == "Say what was undone")
-    return say["ansible.builtin.set_fact"]["_kho_handover_changed_nothing"]
+    return next(t for t in back_out["block"] if t["name"] == "Say what was undone")
 
 
 def test_a_refusal_that_changed_nothing_is_told_from_a_rollback_by_fields(tmp_path):
+    """The rescue's own task (its vars and set_fact, through the filter kho_back_out), over what the back-out can
+    register."""
     if ROOT.parents[1].name != "ansible_collections":
         pytest.skip("runs from an ansible_collections/kexec/kho layout (tests/utils/layout.sh)")
-    defaults = {"_kho_handover_load": {}, "_kho_handover_jump": {}}
+    say = say_what_was_undone()
+    defaults = {"_kho_handover_load": {}, "_kho_handover_jump": {}, **{f"_kho_handover_undo_{k}": SKIPPED for k in
+                                                                       ("finalize", "load", "return", "lock")}}
     tasks = [{"ansible.builtin.set_fact": {"decided": []}}]
     for registered, _nothing in UNDONE:
-        tasks.append({"ansible.builtin.set_fact": {"decided": "{{ decided + [_nothing | bool] }}"},
-                      "vars": {**defaults, **registered, "_nothing": changed_nothing_expression()}})
+        tasks.append({**say, "name": "the rescue's task", "vars": {**defaults, **registered, **say["vars"]}})
+        tasks.append({"ansible.builtin.set_fact": {"decided": "{{ decided + [_kho_handover_changed_nothing | bool] }}"}})
     tasks.append({"ansible.builtin.copy": {"content": "{{ decided | to_json }}", "dest": "{{ out }}", "mode": "0600"}})
-    assert decided(tmp_path, [{"hosts": "all", "gather_facts": False, "tasks": tasks}]) == [nothing for _case, nothing in UNDONE]
+    got = decided(tmp_path, [{"hosts": "all", "gather_facts": False, "tasks": tasks}],
+                  {"ANSIBLE_COLLECTIONS_PATH": str(ROOT.parents[2])})
+    assert got == [nothing for _case, nothing in UNDONE]
+
+
+def test_what_the_back_out_undid_is_said_in_its_order():
+    got = _jump.backed_out({"finalize": {"changed": True}, "load": {"failed": True, "msg": "busy"},
+                            "return": {"changed": True}, "lock": {"changed": True}}, {"unloaded": True})
+    assert got["undone"] == ["the finalize this run made aborted", "the image this run loaded unloaded",
+                             "unloading the image failed: busy", "the host's own return disarmed",
+                             "its handover lock released"] and got["changed_nothing"] is False
+    assert _jump.backed_out({"lock": {"changed": True}, "load": SKIPPED}) == {
+        "undone": ["its handover lock released"], "changed_nothing": True}
+    assert _jump.backed_out({}, None, None) == {"undone": [], "changed_nothing": True}
