@@ -28,6 +28,17 @@ def serial_lines(guests, words: str) -> list:
     return [line.strip() for line in serial.splitlines() if words in line]
 
 
+def record_return(guests, pair: str, verdict: str, way: dict, came_from: tuple) -> None:
+    """Both kernels' own `KHO: exec from:` lines (the new kernel's, then the old one's again: ``came_from``), and a
+    row of the release matrix."""
+    both = serial_lines(guests, EXEC_FROM)[-2:]
+    assert came_from[0] in both[0] and came_from[1] in both[1], both
+    record({"pair": pair, "verdict": verdict, "kept": way["return"]["taken"]["kept"] + ["pstore canary"],
+            "refused": None, "evidence": {"both kernels' log": both,
+                                          "revived": serial_lines(guests, "Revived memory reservation")[-2:],
+                                          "decision": way["decision"]}})
+
+
 def to_72(guests, tmp_path):
     return handover(guests, tmp_path, kho_handover_kernel="/boot/vmlinuz-7.2.13", kho_handover_canary=True,
                     kho_handover_test_command=FAILS_ON_NEW)
@@ -69,13 +80,8 @@ def test_a_new_kernel_that_fails_its_test_is_handed_back_to_the_old_one(
         ("7.3.4", way["back"]["boot_id_after"]), result
     assert home["boot_id"] != result["boot_id_before"] and way["failed_release"] == "7.2.13"
     assert home["kexec_loaded"] is False
-    both = serial_lines(guests, EXEC_FROM)[-2:]  # the new kernel's, then the old one's again
-    assert "7.3.4" in both[0] and "7.2.13" in both[1], both
-    record({"pair": "7.3.4 -> 7.2.13 -> 7.3.4 (test_command failed on 7.2.13: the way back)",
-            "verdict": result["verdict"], "kept": way["return"]["taken"]["kept"] + ["pstore canary"],
-            "refused": None, "evidence": {"both kernels' log": both,
-                                          "revived": serial_lines(guests, "Revived memory reservation")[-2:],
-                                          "decision": way["decision"]}})
+    record_return(guests, "7.3.4 -> 7.2.13 -> 7.3.4 (test_command failed on 7.2.13: the way back)", result["verdict"],
+                  way, ("7.3.4", "7.2.13"))  # the new kernel's line (from 7.3.4), then the old one's again
 
 
 FAILS_ON_734 = 'test "$(cat /proc/sys/kernel/osrelease)" != 7.3.4'  # the upgrade's health check fails on 7.3.4
@@ -122,13 +128,8 @@ def test_a_bad_upgrade_is_returned_by_kho_kexec_itself_without_the_role(lab_fact
     assert home["boot_id"] not in (res["boot_id_before"], res["boot_id_after"])
     now = next(iter(facts(guests, tmp_path).values()))
     assert (now["release"], now["boot_id"], now["kexec_loaded"]) == ("7.2.13", home["boot_id"], False), now
-    both = serial_lines(guests, EXEC_FROM)[-2:]  # 7.3.4's (from 7.2.13), then 7.2.13's again (from 7.3.4)
-    assert "7.2.13" in both[0] and "7.3.4" in both[1], both
-    record({"pair": "7.2.13 -> 7.3.4 -> 7.2.13 (an upgrade whose health check failed: kho_kexec return=on_failure)",
-            "verdict": back["verdict"], "kept": back["return"]["taken"]["kept"] + ["pstore canary"],
-            "refused": None, "evidence": {"both kernels' log": both,
-                                          "revived": serial_lines(guests, "Revived memory reservation")[-2:],
-                                          "decision": back["decision"]}})
+    record_return(guests, "7.2.13 -> 7.3.4 -> 7.2.13 (an upgrade whose health check failed: kho_kexec return=on_failure)",
+                  back["verdict"], back, ("7.2.13", "7.3.4"))  # 7.3.4's line (from 7.2.13), then 7.2.13's again
 
 
 HEALTH_UNIT = """\
