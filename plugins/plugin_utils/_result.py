@@ -24,6 +24,12 @@ def _map(value) -> dict:
     return dict(value) if isinstance(value, Mapping) else {}
 
 
+def _flag(value) -> bool:
+    """A setting as a bool: Ansible's words for true (ansible-core 2.16 renders a leaf as text); anything else, a list
+    or a mapping too, is false."""
+    return isinstance(value, (bool, int, float, str)) and boolean(value, strict=False)
+
+
 def _list(value) -> list:
     return list(value) if isinstance(value, list) else []
 
@@ -48,9 +54,9 @@ def plan(f: dict) -> dict:
     return {"kernel": load.get("kernel", settings.get("kernel")), "initrd": load.get("initrd", settings.get("initrd")) or None,
             "cmdline": load.get("cmdline"), "argv": load.get("argv"),
             "method": load.get("method", settings.get("method")),  # as the load resolved it (auto: what keeps LUO state)
-            "finalize": before.get("interface") == "finalize" and boolean(settings.get("finalize"), strict=False),
+            "finalize": before.get("interface") == "finalize" and _flag(settings.get("finalize")),
             "enable_and_reboot_first": not before.get("enabled", True),
-            "lock": _map(_map(f.get("read")).get("lock")).get("path"), "canary": boolean(settings.get("canary"), strict=False),
+            "lock": _map(_map(f.get("read")).get("lock")).get("path"), "canary": _flag(settings.get("canary")),
             "regions": [r.get("name") for r in _list(_map(before.get("out")).get("reserve_mem")) if isinstance(r, Mapping)],
             "target": load.get("target")}  # what the target kernel reads of what is handed over
 
@@ -96,6 +102,6 @@ def record(facts, now: float) -> dict:
         # the way back, where the new kernel failed a check (return.yml): the decision, the verdict, both halves'
         "way_back": f.get("way_back") or None,
         "earlier_return": f.get("earlier_return"),  # a return the host made by itself in an earlier run
-        "plan": plan(f) if boolean(f.get("check_mode"), strict=False) else None,  # a dry run says what it would do
+        "plan": plan(f) if _flag(f.get("check_mode")) else None,  # a dry run says what it would do
         "timings": timings(f, now),
     })
