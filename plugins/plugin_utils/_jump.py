@@ -403,7 +403,8 @@ def backed_out(undo: dict, jump: dict | None = None, load: dict | None = None) -
     registered results of its steps, by BACKED_OUT's names; ``jump``: kho_kexec's result, whose own rollback may have
     unloaded), and ``changed_nothing``: nothing of the host's was changed (the run's own lock, taken and released,
     aside) - no finalize, load or return undone by the back-out, none by the jump's own rollback (``unloaded``,
-    ``self_return.disarmed``), none by the load's run itself (``load``: its answer's ``undone``)."""
+    ``self_return.disarmed``), none by the load's run itself (``load``: its answer's ``undone``), and no boot-loader
+    change by the enable step (``undo['enable']``, kept: kho=on stays)."""
     undo = {k: v for k, v in (undo or {}).items() if isinstance(v, Mapping)}
     jump, load = (x if isinstance(x, Mapping) else {} for x in (jump, load))
     done = {k: bool(undo.get(k, {}).get("changed")) for k, _w in BACKED_OUT}
@@ -413,8 +414,9 @@ def backed_out(undo: dict, jump: dict | None = None, load: dict | None = None) -
     words += [f"unloading the image failed: {undo['load'].get('msg') or ''}"] if unload_failed else []
     words += [w for k, w in BACKED_OUT[2:] if done[k]]
     disarmed = (jump.get("self_return") or {}).get("disarmed") if isinstance(jump.get("self_return"), Mapping) else None
+    kept = bool(undo.get("enable", {}).get("changed"))  # the enable step's boot-loader change (kho=on), kept
     changed = (done["finalize"] or done["load"] or unload_failed or done["return"] or bool(disarmed)
-               or bool(load.get("undone")))
+               or bool(load.get("undone")) or kept)
     return {"undone": words, "changed_nothing": not changed}
 
 

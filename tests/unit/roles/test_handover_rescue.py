@@ -69,6 +69,9 @@ UNDONE = [
     ({"_kho_handover_jump": {"jumped": False, "unloaded": True}}, False),  # the action's own rollback unloaded
     ({"_kho_handover_jump": {"jumped": False, "self_return": {"disarmed": ["/etc/systemd/system/x"]}}}, False),
     ({"_kho_handover_load": {"undone": ["the image unloaded"]}}, False),  # the load's run undid itself
+    ({"_kho_handover_enabled": {"changed": True}}, False),  # kho=on written and kept (make test-lab found it said
+    # 'refused, nothing changed' after an enable that rebooted the host)
+    ({"_kho_handover_enabled": {"changed": False}}, True),  # kho=on was there already
 ]
 SKIPPED = {"skipped": True, "changed": False}  # what a step the rescue skipped registers
 
