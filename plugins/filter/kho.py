@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import liveupdate, regions
-from ansible_collections.kexec.kho.plugins.plugin_utils import _decode, _fdt, _jump, _return, _verdict
+from ansible_collections.kexec.kho.plugins.module_utils._kho import liveupdate
+from ansible_collections.kexec.kho.plugins.plugin_utils import _decode, _fdt, _jump, _receiver, _return, _verdict
 
 try:
     import jmespath
@@ -61,15 +61,15 @@ def kho_query(data, expression):
 def kho_liveupdate_verify(before, after, method):
     before, after = _plain(before), _plain(after)
     try:
-        liveupdate.check_shape(before, "before")
-        liveupdate.check_shape(after, "after")
+        _receiver.check_shape(before, "before")
+        _receiver.check_shape(after, "after")
     except ValueError as exc:
         raise AnsibleFilterError(f"kho_liveupdate_verify takes ansible_facts.kho.liveupdate from before and after the "
                                  f"jump: {exc}") from exc
     if method not in liveupdate.METHODS[1:]:
         raise AnsibleFilterError(f"kho_liveupdate_verify: method is {method!r}, expected kexec or systemctl (as the jump "
                                  "resolved it)")
-    return liveupdate.verify(before, after, str(method))
+    return _receiver.verify(before, after, str(method))
 
 
 def _region_list(facts: dict, path: tuple, which: str) -> None:
@@ -101,8 +101,8 @@ def kho_regions_verify(before, after, allowed=None):
     if not isinstance(allowed, list) or not all(isinstance(x, str) for x in allowed):
         raise AnsibleFilterError(f"kho_regions_verify: the regions allowed to go are {allowed!r:.80}: expected a list of names")
     try:
-        return regions.taken_up(before, after, allowed)
-    except ValueError as exc:  # a log line in no form the kernel writes (regions.LogFormatError)
+        return _receiver.taken_up(before, after, allowed)
+    except ValueError as exc:  # a log line in no form the kernel writes (_receiver.LogFormatError)
         raise AnsibleFilterError(f"kho_regions_verify: {exc}") from exc
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import regions, self_return
+from ansible_collections.kexec.kho.plugins.module_utils._kho import self_return
+from ansible_collections.kexec.kho.plugins.plugin_utils import _receiver
 from ansible_collections.kexec.kho.plugins.module_utils._kho.way_back import NEVER, ON_FAILURE, POLICIES  # noqa: F401
 from ansible_collections.kexec.kho.plugins.plugin_utils import _verdict
 VERIFICATION, TEST_COMMAND, LUO_CHECKS, HEALTH_GATE = "verification", "test_command", "luo_checks", "health gate"
@@ -137,7 +138,7 @@ def return_checks(before: dict, after: dict, failed_release: str | None, failed_
         unconfirmed.append("the old kernel has no kexec-metadata: where it came from is not told")
     elif not isinstance(meta, dict) or meta.get("previous_release") != failed_release or _count(meta) != base + 2:
         failures.append(f"kexec-metadata {meta}, expected previous release {failed_release} and count {base + 2}")
-    taken = regions.taken_up(before, after, allowed)
+    taken = _receiver.taken_up(before, after, allowed)
     if taken["lost"]:
         failures.append(f"handed over but not taken up again by the old kernel: {'; '.join(taken['lost'])}")
     return {"failures": failures, "unconfirmed": unconfirmed, "taken": taken}

@@ -1,7 +1,7 @@
 # Copyright (c) kexec.kho contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The reserve_mem regions a handover carries: which ones a target command line keeps (before the jump), and which
-ones the new kernel took up (after it, from the receiver's own record).  Not a public API.
+"""The reserve_mem regions a handover carries: which ones a target command line keeps, before the jump, on the
+host.  Which ones the new kernel took up is judged on the controller (plugin_utils/_receiver.py).  Not a public API.
 
 A kernel revives a region handed to it only when its own command line has ``reserve_mem=SIZE:ALIGN:NAME`` with the
 same name and size and an alignment the old start satisfies (mm/memblock.c, reserve_mem_kho_revive); else the
@@ -16,21 +16,8 @@ import struct
 import sys
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdline, kho_params
-from ansible_collections.kexec.kho.plugins.module_utils._kho.host import log_message
 
 NAME = r"([^']{1,15})"  # a reserve_mem label: RESERVE_MEM_NAME_SIZE - 1 characters at most
-HEX = r"0x[0-9a-f]{1,16}"
-# The new kernel's own messages (mm/memblock.c, fs/pstore/ram.c, 7.2 and 7.3), each matched whole.
-REVIVED = re.compile(rf"Revived memory reservation '{NAME}' from KHO")
-NOT_REVIVED = (re.compile(rf"KHO reserve-mem '{NAME}' has wrong (?:alignment \({HEX}, {HEX}\)|size \({HEX} != {HEX}\))"),
-               re.compile(rf"FDT 'memblock' has no child '{NAME}': -\d{{1,4}}"),
-               re.compile(rf"Node '{NAME}' is incompatible with 'reserve-mem-v1': -\d{{1,4}}"))
-NONE_REVIVED = re.compile(r"failed to retrieve FDT 'memblock' from KHO: -\d{1,4}"
-                          r"|FDT 'memblock' is incompatible with 'memblock-v1': -\d{1,4}")  # no region at all
-RAMOOPS_SHAPE = re.compile(r"ramoops: using [^@ ]+@[^@ ]+, ecc: .*")  # not its others ("using module parameters")
-RAMOOPS = re.compile(rf"ramoops: using ({HEX})@({HEX}), ecc: -?\d{{1,10}}")
-RAMOOPS_FORM = "ramoops: using 0xSIZE@0xSTART, ecc: N (hex numbers of at most 16 digits)"
-MAX_LINES = 4096  # log lines looked at, at most
 MEMBLOCK_BYTES = 1 << 16  # the running kernel's outgoing memblock tree, read at most (8 regions take 1 KiB)
 
 CACHE_LINE = 64  # SMP_CACHE_BYTES on x86: reserve_mem() rounds a smaller alignment up to it
@@ -39,10 +26,6 @@ CACHE_LINE = 64  # SMP_CACHE_BYTES on x86: reserve_mem() rounds a smaller alignm
 RAMOOPS_LAYOUT = {"record_size": 4096, "console_size": 4096, "ftrace_size": 4096, "pmsg_size": 4096, "ecc": 0}
 # kstrtoul/kstrtoint with base 0, as module parameters are parsed; longer than any 64-bit number is not one.
 MODULE_NUMBER = re.compile(r"([+-]?)(0[xX][0-9a-fA-F]{1,16}|0[0-7]{0,22}|[1-9][0-9]{0,19})")
-
-
-class LogFormatError(ValueError):
-    """A kernel log line that starts as one of the kernel's messages but is not in the form the kernel writes."""
 
 
 def on_line(line: str) -> dict:
@@ -224,91 +207,3 @@ def check_target(host, running: str, target: str, allowed=(), canary: bool = Fal
     dropped = dropped_by(running, target, known)
     refusal = refused(running, target, allowed, known) or (canary_refused(running, target, known) if canary else None)
     return {"dropped": [d["name"] for d in dropped], "refusal": refusal}
-
-
-# ---------------------------------------------------------------- after the jump: the receiver's word
-
-def _log_lines(log) -> list:
-    """The kernel's messages, without their time stamps."""
-    return [log_message(x) for x in (log or [])[:MAX_LINES]]
-
-
-def _from_log(name: str, lines: list):
-    """True: the new kernel logged the revival; False: it logged why not (which wins); None: it said nothing of it."""
-    if any(NONE_REVIVED.fullmatch(line) for line in lines):
-        return False
-    if any(m and m.group(1) == name for rx in NOT_REVIVED for m in map(rx.fullmatch, lines)):
-        return False
-    return True if any(m and m.group(1) == name for m in map(REVIVED.fullmatch, lines)) else None
-
-
-def _from_out_tree(region: dict, after: dict):
-    """The new kernel's own outgoing memblock (what it would hand on), on kernels whose out/ tree is live (7.x)."""
-    out = after.get("out") or {}
-    if after.get("interface") != "live" or not out.get("present"):
-        return None
-    return any(r.get("name") == region["name"] and r.get("start") == region["start"] and r.get("size") == region["size"]
-               for r in out.get("reserve_mem") or [])
-
-
-def _from_param_list(name: str, after: dict):
-    """memblock/reserve_mem_param lists the regions the new kernel reserved: a name missing there was not."""
-    names = after.get("reserve_mem_param")
-    if not isinstance(names, list):
-        return None
-    return None if name in names else False
-
-
-def ramoops_at(line: str) -> int | None:
-    """The start a kernel's "ramoops: using 0xSIZE@0xSTART, ecc: N" line names; None for another message.
-    LogFormatError (a ValueError) for a line of that shape whose numbers are not in the kernel's form."""
-    if not RAMOOPS_SHAPE.fullmatch(line):
-        return None
-    m = RAMOOPS.fullmatch(line)
-    if not m:
-        raise LogFormatError(f"the log line {line[:120]!r} is not in the form the kernel writes: {RAMOOPS_FORM}")
-    return int(m.group(2), 16)
-
-
-def _attached(region: dict, lines: list) -> bool:
-    return any(ramoops_at(line) == region["start"] for line in lines)
-
-
-def _region(region: dict, before: dict, after: dict, lines: list) -> dict:
-    received = any(r.get("name") == region["name"] and r.get("start") == region["start"]
-                   and r.get("size") == region["size"] for r in ((after.get("in") or {}).get("reserve_mem") or []))
-    evidence = {"log": _from_log(region["name"], lines), "out_tree": _from_out_tree(region, after),
-                "reserve_mem_param": _from_param_list(region["name"], after)}
-    said = [v for v in evidence.values() if v is not None]
-    revived = False if False in said else (True if said else None)
-    rec = {"name": region["name"], "start": region["start"], "size": region["size"], "received": received,
-           "revived": revived if received else False, "evidence": {k: v for k, v in evidence.items() if v is not None}}
-    if _attached(region, _log_lines(before.get("log"))):  # the old kernel had ramoops on it
-        rec["ramoops"] = _attached(region, lines)
-    return rec
-
-
-def _why(rec: dict) -> str:
-    if not rec["received"]:
-        return f"{rec['name']}: not in the incoming tree"
-    if rec["revived"] is None:
-        return f"{rec['name']}: the new kernel gave no record of it (no live out/ tree, no log line, no reserve_mem_param)"
-    return (f"{rec['name']}: handed over but not revived by the new kernel (its command line has no reserve_mem= "
-            "with that name, or another size or alignment)")
-
-
-def taken_up(before: dict, after: dict, allowed=()) -> dict:
-    """Each region the old kernel handed over (its out/ tree), and whether the new kernel took it up.
-
-    ``kept``: revived at the same start and size; ``dropped``: allowed to go (``allowed``) and not revived;
-    ``lost``: neither, each with why.  A region of which the new kernel says nothing is lost: unknown fails safe.
-    """
-    lines = _log_lines(after.get("log"))
-    sent = [r for r in ((before.get("out") or {}).get("reserve_mem") or []) if isinstance(r, dict) and "name" in r]
-    regions = [_region(r, before, after, lines) for r in sent]
-    allowed = set(allowed or ())
-    kept = [r["name"] for r in regions if r["revived"]]
-    dropped = [r["name"] for r in regions if not r["revived"] and r["name"] in allowed]
-    lost = [_why(r) for r in regions if not r["revived"] and r["name"] not in allowed]
-    detached = [r["name"] for r in regions if r.get("ramoops") is False]
-    return {"regions": regions, "kept": kept, "dropped": dropped, "lost": lost, "ramoops_detached": detached}

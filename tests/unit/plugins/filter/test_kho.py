@@ -19,12 +19,15 @@ from ansible.errors import AnsibleFilterError
 from ansible.utils.unsafe_proxy import wrap_var
 from wayback import BACK_BOOT, MID_BOOT, NO_WAY, WAY  # pylint: disable=import-error
 from wayback import before_fixture, home_fixture  # noqa: F401  pylint: disable=import-error,unused-import
+from receiver import OOPS_START  # pylint: disable=import-error  # tests/: the recorded sides of oops and trace
+from receiver import kept_fixture, sent_fixture  # noqa: F401  pylint: disable=import-error,unused-import
 
 from ansible_collections.kexec.kho.plugins.filter.kho import (
-    fdt_decode, kho_handover_verify, kho_query, kho_return_decide, kho_return_outcome,
+    fdt_decode, kho_handover_verify, kho_liveupdate_verify, kho_query, kho_regions_verify, kho_return_decide,
+    kho_return_outcome,
 )
-from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host
-from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
+from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host, liveupdate
+from ansible_collections.kexec.kho.plugins.plugin_utils import _jump, _receiver
 from ansible_collections.kexec.kho.plugins.plugin_utils._decode import facts_from_raw
 
 
@@ -300,3 +303,80 @@ def test_another_runs_note_is_not_this_runs_return(before, home):
     out = kho_return_outcome(wrap_var(result), before=wrap_var(before))
     assert out["verdict"] == "failed after the jump" and out["returned"] is False
     assert out["decision"] == "no note of this run's return on the host", out
+
+
+# ---------------------------------------------------------------- kho_regions_verify and kho_liveupdate_verify
+
+@pytest.mark.parametrize("after, needle", [
+    ({"in": {"reserve_mem": "x"}}, "after.in.reserve_mem"),
+    ({"out": {"reserve_mem": [{"name": "oops", "start": "0", "size": 1}]}}, "after.out.reserve_mem"),
+    ({"log": "Revived"}, "after.log"),
+    ({"reserve_mem_param": [1]}, "after.reserve_mem_param"),
+    ({"in": "x"}, "after.in is"),
+    ({"out": ["x"]}, "after.out is"),
+    ([], "ansible_facts.kho"),
+])
+def test_the_regions_filter_refuses_malformed_facts_with_the_reason(sent, after, needle):
+    with pytest.raises(AnsibleFilterError, match=needle.replace(".", r"\.")):
+        kho_regions_verify(sent, after)
+
+
+def test_the_regions_filter_refuses_a_bad_log_before(sent, kept):
+    with pytest.raises(AnsibleFilterError, match=r"before\.log is"):
+        kho_regions_verify({**sent, "log": {"a": 1}}, kept)
+
+
+def test_the_regions_filter_refuses_a_bad_allowed_list(sent, kept):
+    with pytest.raises(AnsibleFilterError, match="allowed to go"):
+        kho_regions_verify(sent, kept, "oops")
+
+
+@pytest.mark.parametrize("before, needle", [
+    ({"sessions": [{"name": "x"}]}, r"before\.sessions\[0\]\.pid"),
+    ({"sessions": "x"}, "expected a list of mappings"),
+    ({"systemd": {"kexec_count": "1"}}, r"before\.systemd\.kexec_count"),
+    ({"systemd": {"preserving_units": [{"fd_store": 1}]}}, r"preserving_units\[0\]\.unit"),
+    ({"outgoing": {"next_number": True}}, "next_number"),
+    ({"restore_failures": {"sessions": "abc"}}, r"restore_failures\.sessions"),
+    (None, "expected ansible_facts.kho.liveupdate"),
+])
+def test_the_live_update_filter_refuses_malformed_facts_with_the_reason(before, needle):
+    with pytest.raises(AnsibleFilterError, match=needle):
+        kho_liveupdate_verify(before, {}, "kexec")
+
+
+def test_the_live_update_filter_refuses_an_unresolved_method():
+    with pytest.raises(AnsibleFilterError, match="expected kexec or systemctl"):
+        kho_liveupdate_verify({}, {}, "auto")
+
+
+def test_sessions_the_new_kernel_could_not_restore_are_lost_from_its_own_log():
+    """As on the lab with a target built without CONFIG_LIVEUPDATE_MEMFD: the number came, the sessions did not."""
+    log = ["[    0.8] luo: Retrieved live update data, liveupdate number: 1",
+           "[   12.1] luo: No registered handler for compatible 'memfd-v2'",
+           "[   12.1] luo: Failed to deserialize files for session [kexec_simple_state] -ENOENT"]
+    after = {"device": True, "registered": True, "incoming_number": 1,
+             "restore_failures": liveupdate.restore_failures(log)}
+    before = {"device": True, "outgoing": {"next_number": 1}, "sessions": [{"name": "kexec_simple_state", "pid": 167}]}
+    result = kho_liveupdate_verify(before, after, "kexec")
+    assert result["lost"] == ["LUO session kexec_simple_state could not be restored by the new kernel (its log: Failed to "
+                              "deserialize files; no registered handler for memfd-v2)"]
+    assert kho_liveupdate_verify(before, {**after, "restore_failures": liveupdate.restore_failures(log[:1])},
+                                 "kexec")["lost"] == []
+
+
+@pytest.mark.parametrize("line", [
+    "[    1.3] ramoops: using 0x100000@0123, ecc: 0",
+    "[    1.3] ramoops: using 0x100000@" + "1" * 5000 + ", ecc: 0",
+    "[    1.3] ramoops: using 0x100000@0x" + "f" * 17 + ", ecc: 0",
+    "[    1.3] ramoops: using 1048576@1051721728, ecc: 0",
+])
+def test_the_region_filters_name_a_number_they_cannot_read(sent, kept, line):
+    """Item 8: int(x, 0) raised a bare ValueError on '@0123' and on a 4,300-digit number."""
+    with pytest.raises(AnsibleFilterError, match="not in the form the kernel writes: ramoops: using 0xSIZE@0xSTART"):
+        kho_regions_verify(sent, {**kept, "log": [line]})
+    assert _receiver.ramoops_at(f"ramoops: using 0x100000@{OOPS_START:#x}, ecc: 0") == OOPS_START
+    for other in ("ramoops: using module parameters", "ramoops:using 0x1@0x2, ecc: 0"):  # other messages
+        assert _receiver.ramoops_at(other) is None
+    kept = {**kept, "log": kept["log"] + ["[    1.2] ramoops: using module parameters"]}  # on every such boot
+    assert kho_regions_verify(sent, kept)["regions"][0]["ramoops"] is True

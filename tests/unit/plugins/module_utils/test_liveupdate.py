@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from receiver import SESSION, STORE, facts  # pylint: disable=import-error  # tests/: kho_facts' liveupdate facts
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import liveupdate as lu
 from ansible_collections.kexec.kho.plugins.plugin_utils import _decode
@@ -91,18 +92,6 @@ def test_boot_phases_of_a_cold_boot():
     assert lu.boot_phases("Bootup is not yet finished") is None and lu.seconds("") is None
 
 
-SESSION = {"name": "test-session", "pid": 167, "comm": "luo_kexec_simpl", "unit": "ssh.service"}
-STORE = {"unit": "cache.service", "active": "active", "preserve": "yes", "luo_session": None, "fd_store": 1}
-
-
-def facts(sessions=(), units=(), device=True, number=None, count=None, incoming=None, registered="as device"):
-    """kho_facts' liveupdate facts; the device registered by the kernel wherever it is there, unless told."""
-    return {"device": device, "registered": device if registered == "as device" else registered,
-            "sessions": list(sessions), "incoming_number": incoming,
-            "outgoing": {"compatible": "luo-v5", "next_number": number, "sessions": False, "flbs": True},
-            "systemd": {"version": 262, "kexec_count": count, "preserving_units": list(units)}}
-
-
 @pytest.mark.parametrize(("state", "requested", "accept", "method"), [
     (facts(), "auto", (), "kexec"),
     (facts(sessions=[SESSION]), "auto", (), "kexec"),
@@ -140,42 +129,6 @@ def test_bad_method_or_loss_names_the_valid_values():
         lu.choose_method(facts(), "auto", ["everything"])
 
 
-def test_verify_passes_when_everything_came_across():
-    before = facts(sessions=[SESSION], number=3, count=0)
-    after = facts(number=4, incoming=3, count=0)
-    assert lu.verify(before, after, "kexec")["lost"] == []
-    before = facts(units=[STORE], number=3, count=0)
-    after = facts(units=[STORE], number=4, incoming=3, count=1)
-    assert lu.verify(before, after, "systemctl")["lost"] == []
-
-
-def test_an_luo_entry_that_carried_nothing_loses_nothing():
-    """A target without LUO logs no liveupdate number; with no session and no preserved store, nothing was lost."""
-    assert lu.verify(facts(number=1), facts(incoming=None), "kexec")["lost"] == []
-    assert lu.verify(facts(sessions=[SESSION], number=1), facts(incoming=None), "kexec")["lost"][0].startswith(
-        "the new kernel logged no liveupdate number, the old one was to hand over 1")
-
-
-def test_verify_names_every_loss():
-    before = facts(sessions=[SESSION], units=[STORE], number=3, count=0)
-    after = facts(units=[{**STORE, "fd_store": 0}], incoming=None, count=0)
-    lost = lu.verify(before, after, "systemctl")["lost"]
-    assert lost == [
-        "the new kernel logged no liveupdate number, the old one was to hand over 3: the LUO state is not shown to "
-        "have come across",
-        "systemd's KExecCount is 0 after the jump, 0 before: PID 1 did not come through the kexec with its "
-        "serialised state",
-        "cache.service came back active with 0 of its 1 stored fds",
-        "LUO session test-session held by pid 167 (luo_kexec_simpl) was lost: systemctl kexec stopped its process",
-    ]
-    assert lu.verify(facts(units=[STORE]), facts(units=[]), "systemctl")["lost"][-1] == (
-        "cache.service came back without its preservation with 0 of its 1 stored fds")
-    # after kexec -e a restarted service refills its store: the count is no proof, the loss is by construction
-    assert lu.verify(facts(units=[STORE]), facts(units=[STORE]), "kexec")["lost"] == [
-        "cache.service's fd store (1 fds) was lost: kexec -e bypasses systemd, which never serialised it"]
-    assert lu.verify(facts(device=False, number=3), {}, "kexec")["lost"] == []  # no LUO: nothing to check
-
-
 def test_the_outgoing_luo_entry_is_decoded_by_content(luo_dir):
     data = (luo_dir / "out_sub_fdts_LUO").read_bytes()
     rec = _decode.decode_blob(data, "LUO")
@@ -210,52 +163,6 @@ def test_a_composite_root_compatible_is_matched_on_its_kho_prefix():
 
 
 # ---------------------------------------------------------------- issue 37: live update, from the receiver
-
-HANDED = facts(sessions=[SESSION, {**SESSION, "name": "kexec_simple_state"}], number=1)
-
-
-@pytest.mark.parametrize(("after", "words"), [
-    # the lab's finding: the number came (the state was read), and no /dev/liveupdate to get the sessions back
-    (facts(incoming=1, device=False), "the new kernel did not register /dev/liveupdate (it booted without "
-                                      "liveupdate=on, or without LUO): nothing in it can give back session "
-                                      "test-session, session kexec_simple_state"),
-    (facts(incoming=1, registered=None), "whether the new kernel registered /dev/liveupdate is not known"),
-    (facts(incoming=1, device=False, registered=True), "registered /dev/liveupdate, but the device node is missing"),
-])
-def test_sessions_count_as_kept_only_where_the_new_kernel_can_hand_them_back(after, words):
-    result = lu.verify(HANDED, after, "kexec")
-    assert len(result["lost"]) == 1 and words in result["lost"][0] and result["device_after"] is False, result
-    kept = lu.verify(HANDED, facts(incoming=1), "kexec")
-    assert kept["lost"] == [] and kept["device_after"] is True
-
-
-def test_systemds_stores_also_need_the_device_in_the_new_boot():
-    before = facts(units=[STORE], number=3, count=0)
-    lost = lu.verify(before, facts(units=[STORE], incoming=3, count=1, device=False), "systemctl")["lost"]
-    assert lost == ["the new kernel did not register /dev/liveupdate (it booted without liveupdate=on, or without "
-                    "LUO): nothing in it can give back cache.service's fd store"]
-
-
-def test_unknown_liveupdate_numbers_with_held_sessions_are_a_loss():
-    """Item 7: both numbers unknown (no outgoing LUO entry read, no incoming line) gave verified."""
-    for expected, incoming, words in ((None, None, "logged no liveupdate number, no number was read"),
-                                      (None, 1, "logged liveupdate number 1, no number was read"),
-                                      (2, None, "logged no liveupdate number, the old one was to hand over 2")):
-        lost = lu.verify(facts(sessions=[SESSION], number=expected), facts(incoming=incoming), "kexec")["lost"]
-        assert lost == [f"the new kernel {words}: the LUO state is not shown to have come across"], lost
-    assert lu.verify(facts(number=None), facts(incoming=None), "kexec")["lost"] == []  # nothing held: nothing lost
-
-
-def test_after_one_failed_restore_no_session_can_be_retrieved():
-    """The kernel deserializes every session at the first open of /dev/liveupdate; one failure fails every open."""
-    log = ["[   12.1] luo: No registered handler for compatible 'memfd-v2'",
-           "[   12.1] luo: Failed to deserialize files for session [kexec_simple_state] -ENOENT"]
-    after = {**facts(incoming=1), "restore_failures": lu.restore_failures(log)}
-    assert lu.verify(HANDED, after, "kexec")["lost"] == [
-        "LUO session kexec_simple_state could not be restored by the new kernel (its log: Failed to deserialize "
-        "files; no registered handler for memfd-v2)",
-        "session test-session cannot be retrieved either: after a failed restore the new kernel refuses every open of "
-        "/dev/liveupdate"]
 
 
 def test_the_kernels_liveupdate_lines_are_matched_whole_and_bounded():
