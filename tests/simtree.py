@@ -33,6 +33,11 @@ def _side(dest: Path, fixture_dir: str, prefix: str, side: str, with_fdt: bool) 
 
 
 def options(dest: Path) -> dict:
+    """The modules' arguments that point them at the tree under ``dest`` (their internal option)."""
+    return {"_internal": roots(dest)}
+
+
+def roots(dest: Path) -> dict:
     return {"debugfs_root": str(dest / "debug"), "sysfs_root": str(dest / "sys"),
             "procfs_root": str(dest / "proc"), "devfs_root": str(dest / "dev")}
 

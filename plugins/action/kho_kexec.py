@@ -17,7 +17,7 @@ from ansible.utils.display import Display
 from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import (
     ARGUMENT_SPEC, JUMP_OPTIONS, MUTUALLY_EXCLUSIVE, REQUIRED_IF, check_values,
 )
-from ansible_collections.kexec.kho.plugins.module_utils._kho.host import ARGUMENT_SPEC as HOST_SPEC
+from ansible_collections.kexec.kho.plugins.module_utils._kho.host import INTERNAL, ROOTS, internal
 from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 from ansible_collections.kexec.kho.plugins.plugin_utils import _facts_after, _jump, _owner, _return
 from ansible_collections.kexec.kho.plugins.plugin_utils._decode import facts_from_raw
@@ -26,8 +26,7 @@ display = Display()
 
 MODULE = "kexec.kho.kho_kexec"
 PATH_OPTIONS = tuple(k for k, spec in ARGUMENT_SPEC.items() if spec.get("type") == "path")
-ROOTS = tuple(k for k in HOST_SPEC if k.endswith("_root"))  # where the new boot's facts are read
-RETURN_KEEPS = ("finalize", "accept_loss", "drop_regions", "state_dir", *ROOTS)  # the return loads as the jump did
+RETURN_KEEPS = ("finalize", "accept_loss", "drop_regions", "state_dir", INTERNAL)  # the return loads as the jump did
 ATTEMPT_SLACK = 10.0  # seconds a remote command may take beyond connect_timeout before it is abandoned
 
 
@@ -68,23 +67,24 @@ class ActionModule(ActionBase):
             check_values(valid)
         except (AnsibleActionFail, ValueError) as exc:
             return {**result, "failed": True, "jumped": False, "msg": f"kho_kexec: {exc}"}
-        procfs = args.get("procfs_root") or ARGUMENT_SPEC["procfs_root"]["default"]
-        if procfs != ARGUMENT_SPEC["procfs_root"]["default"]:  # the polls read the real boot id, as the load must
+        roots = {k: v for k, v in internal(args).items() if k in ROOTS}  # as given: the host expands them
+        if roots["procfs_root"] != ROOTS["procfs_root"]:  # the polls read the real boot id, as the load must
             return {**result, "failed": True, "jumped": False,
-                    "msg": f"kho_kexec: procfs_root is {procfs!r}: state=executed reads the boot id under "
-                           f"{ARGUMENT_SPEC['procfs_root']['default']} on the host (as its polls do); leave it unset"}
-        root = args.get("debugfs_root") or ARGUMENT_SPEC["debugfs_root"]["default"]
+                    "msg": f"kho_kexec: procfs_root is {roots['procfs_root']!r}: state=executed reads the boot id "
+                           f"under {ROOTS['procfs_root']} on the host (as its polls do); leave it unset"}
+        root = roots["debugfs_root"]
         if not isinstance(root, str) or not root.startswith("/") or "$" in root:
             return {**result, "failed": True, "jumped": False,
                     "msg": f"kho_kexec: debugfs_root is {root!r}: state=executed needs an absolute path on the host "
                            "(no ~ or $: the controller polls it after the jump)"}
-        opts = {**{k: valid[k] for k in JUMP_OPTIONS}, **{k: args.get(k) or ARGUMENT_SPEC[k]["default"] for k in ROOTS},
+        opts = {**{k: valid[k] for k in JUMP_OPTIONS}, "roots": roots,
                 "debugfs_root": root, "check_root": root if valid["verify_handover"] else None,
                 "confirm_timeout": valid["confirm_timeout"], "drop_regions": valid["drop_regions"]}
         # The host's part, in one run: load (the method resolved, auto: what keeps the host's live-update state),
         # the pstore message, the queued jump.  The values as validated and typed, but paths as given: the module
         # expands them on the host (a ~ is the host user's home, not the controller's).
-        load_args = {k: (args[k] if k in PATH_OPTIONS else valid[k]) for k in args if k not in JUMP_OPTIONS}
+        load_args = {k: (args[k] if k in PATH_OPTIONS else valid[k]) for k in args if k not in (*JUMP_OPTIONS, INTERNAL)}
+        load_args[INTERNAL] = roots
         return self._execute(result, load_args, opts, task_vars)
 
     # ------------------------------------------------------------ steps
@@ -195,8 +195,8 @@ class ActionModule(ActionBase):
         run.ended = False
         try:  # the host checks its boot id (expected, or not the controller's) before it changes anything
             load = self._execute_module(module_name=MODULE, task_vars=task_vars, module_args={
-                **load_args, "expect_boot_id": run.old_id, "refuse_boot_id": _jump.controller_boot_id(),
-                "run_id": run.id})
+                **load_args, INTERNAL: {**load_args[INTERNAL], "refuse_boot_id": _jump.controller_boot_id()},
+                "expect_boot_id": run.old_id, "run_id": run.id})
         except Exception as exc:  # pylint: disable=broad-except  # the jump may or may not have been queued
             display.vvv(f"kho_kexec: no answer from the run that loads and queues the jump: {exc}")
             return {"triggered": None, "msg": str(exc)}
@@ -284,7 +284,7 @@ class ActionModule(ActionBase):
         far as the play asks): one command, no module run.  None where there is nothing to read them with (the load's
         answer, with the interpreter that ran it, was lost) or the read did not answer; then facts_read is false."""
         command = opts["facts_after"] and _facts_after.read_command(
-            run.load.get("python"), {**{k: opts[k] for k in ROOTS}, "pstore_search": opts["pstore_search"]})
+            run.load.get("python"), {INTERNAL: opts["roots"], "pstore_search": opts["pstore_search"]})
         if not command:
             return None
         reading = time.monotonic()

@@ -8,33 +8,37 @@ from __future__ import annotations
 class ModuleDocFragment:
     DOCUMENTATION = r"""
 options:
-  debugfs_root:
+  _internal:
     description:
-      - For tests against a simulated tree only; on a real host the default is right.
-      - Where debugfs is (or is to be) mounted. KHO's files live under C(<debugfs_root>/kho).
-    type: path
-    default: /sys/kernel/debug
-  sysfs_root:
-    description:
-      - For tests against a simulated tree only; on a real host the default is right.
-      - Root of sysfs, read for C(kernel/kexec_loaded) and C(kernel/security/lockdown).
-    type: path
-    default: /sys
-  procfs_root:
-    description:
-      - For tests against a simulated tree only; on a real host the default is right.
-      - Root of procfs, read for C(cmdline), C(mounts), C(kallsyms), C(config.gz) and the boot id.
-    type: path
-    default: /proc
-  devfs_root:
-    description:
-      - For tests against a simulated tree only; on a real host the default is right.
-      - Root of the device tree, read for C(kmsg) and C(liveupdate).
-    type: path
-    default: /dev
+      - Internal, not for playbooks; it may change in any release. Set by the collection's own action plugin and
+        its tests, and on a real host to be left unset.
+      - The roots of the kernel's file systems for a simulated tree (the collection's unit tests), and the boot id
+        of the controller, which O(kexec.kho.kho_kexec#module:state=executed) passes so that a jump never replaces
+        the kernel the run executes on.
+    type: dict
+    suboptions:
+      debugfs_root:
+        description: Where debugfs is (or is to be) mounted. KHO's files live under C(<debugfs_root>/kho).
+        type: path
+        default: /sys/kernel/debug
+      sysfs_root:
+        description: Root of sysfs.
+        type: path
+        default: /sys
+      procfs_root:
+        description: Root of procfs.
+        type: path
+        default: /proc
+      devfs_root:
+        description: Root of the device tree.
+        type: path
+        default: /dev
+      refuse_boot_id:
+        description: A boot id the host must not be on; only kho_kexec reads it, and changes nothing on that boot.
+        type: str
   mount_debugfs:
     description:
-      - Mount debugfs at O(debugfs_root) when it is not mounted.
+      - Mount debugfs at C(/sys/kernel/debug) when it is not mounted.
       - When V(false) and debugfs is not mounted, the module reports it and does not mount it.
     type: bool
     default: false
@@ -46,30 +50,15 @@ requirements:
     # group/kexec.kho.kho gives them to every module of the group, and one that refused them would fail there.
     GROUP = r"""
 options:
-  debugfs_root:
+  _internal:
     description:
-      - Accepted and ignored, so that C(module_defaults) for C(group/kexec.kho.kho) can set it for every module of
-        the group; this module reads no debugfs.
-    type: path
-    default: /sys/kernel/debug
-  sysfs_root:
-    description:
-      - Accepted and ignored, as O(debugfs_root).
-    type: path
-    default: /sys
-  procfs_root:
-    description:
-      - Accepted and ignored, as O(debugfs_root).
-    type: path
-    default: /proc
-  devfs_root:
-    description:
-      - Accepted and ignored, as O(debugfs_root).
-    type: path
-    default: /dev
+      - Internal, not for playbooks. Accepted and ignored, so that the collection's tests can set it for every module
+        of C(group/kexec.kho.kho).
+    type: dict
   mount_debugfs:
     description:
-      - Accepted and ignored, as O(debugfs_root); this module mounts nothing.
+      - Accepted and ignored, so that C(module_defaults) for C(group/kexec.kho.kho) can set it for every module of
+        the group; this module mounts nothing.
     type: bool
     default: false
 """

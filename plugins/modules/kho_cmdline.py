@@ -348,7 +348,7 @@ ARGUMENT_SPEC = {
     "follow_symlinks": {"type": "bool", "default": True},
     "regenerate": {"type": "bool", "default": True},
     "backup": {"type": "bool", "default": False},
-    **host.ARGUMENT_SPEC,  # the action group's options, accepted and ignored (the doc fragment _host.group)
+    **host.GROUP_SPEC,  # the action group's options, accepted and ignored (the doc fragment _host.group)
 }
 
 

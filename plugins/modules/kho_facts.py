@@ -134,7 +134,7 @@ options:
         default: /run/kexec-kho
   pstore_search:
     description:
-      - Strings to look for in this boot's pstore records (the pstore filesystem under O(sysfs_root), and
+      - Strings to look for in this boot's pstore records (the pstore filesystem under C(/sys/fs/pstore), and
         C(/var/lib/systemd/pstore), where C(systemd-pstore) moves them at boot); those found are returned in
         RV(pstore_found). At most 4096 files are read, 4 MiB of each.
     type: list
@@ -244,7 +244,7 @@ ansible_facts:
           type: str
           sample: live
         debugfs_mounted:
-          description: debugfs is mounted at O(debugfs_root) (after mounting it, when asked to).
+          description: debugfs is mounted at RV(ansible_facts.kho.debugfs_root) (after mounting it, when asked to).
           type: bool
         debugfs_root:
           description: The debugfs root that was read.

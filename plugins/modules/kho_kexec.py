@@ -249,12 +249,6 @@ options:
         boot id read, one round trip fewer.
     type: str
     version_added: 0.3.0
-  refuse_boot_id:
-    description:
-      - A boot id the host must not be on; the module changes nothing on a host on that boot. O(state=executed)
-        passes the controller's own, so that a jump never replaces the kernel the run executes on.
-    type: str
-    version_added: 0.4.0
   run_id:
     description:
       - Set by the action plugin for O(state=executed) to this task's own id (the one the jump status carries); a
@@ -719,7 +713,7 @@ def state_run(module, kho, kexec: Kexec, changes: Changes) -> dict:
     """The state asked for.  state=executed first says on the host who it is (its jump status: the action's run id,
     this process), before anything changes, so that the controller's polls can tell it from a run that never began."""
     p = module.params
-    check_boot(kho, p["expect_boot_id"], p["refuse_boot_id"])
+    check_boot(kho, p["expect_boot_id"], host.internal(p)["refuse_boot_id"])
     if p["state"] == "executed" and not module.check_mode:
         changes.status = jump_status.Writer(paths.JUMP_STATUS, p["run_id"])
         changes.tell()

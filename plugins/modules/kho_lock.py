@@ -135,9 +135,9 @@ def released(params: dict, check_mode: bool) -> dict:
 
 def main():
     module = AnsibleModule(
-        # host.ARGUMENT_SPEC: the action group's options, accepted and ignored (the doc fragment _host.group)
+        # host.GROUP_SPEC: the action group's options, accepted and ignored (the doc fragment _host.group)
         argument_spec={"state": {"type": "str", "default": "acquired", "choices": ["acquired", "released"]},
-                       **lock.ARGUMENT_SPEC, **host.ARGUMENT_SPEC},
+                       **lock.ARGUMENT_SPEC, **host.GROUP_SPEC},
         supports_check_mode=True,
     )
     path = module.params["path"]

@@ -58,7 +58,7 @@ def test_ansible_doc_renders_module(installed, module):
     assert f"kexec.kho.{module}" in out
     for option in docs["DOCUMENTATION"].get("options", {}):
         assert option in out, f"option {option} missing from ansible-doc {module}"
-    for option in ("debugfs_root", "sysfs_root") if module == "kho_facts" else ():
+    for option in ("mount_debugfs", "_internal") if module == "kho_facts" else ():
         assert option in out  # from the doc fragment
     for key in _return_keys(docs["RETURN"]):
         assert key in out, f"return value {key} missing from ansible-doc {module}"

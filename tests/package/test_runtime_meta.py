@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import sys
 
@@ -41,7 +42,7 @@ def test_module_defaults_for_the_group_reach_a_module(shipped, tmp_path):
     kho = json.loads((tmp_path / "kho.json").read_text())
     assert kho["boot_id"] == simtree.BOOT_ID
     assert kho["release"] == "7.3.4"
-    assert kho["debugfs_root"] == roots["debugfs_root"]
+    assert kho["debugfs_root"] == roots["_internal"]["debugfs_root"]
 
 
 def test_execution_environment_metadata_is_the_collection_schema():
@@ -59,10 +60,17 @@ def test_role_supports_the_cores_the_collection_does():
     assert requires == ">=" + role["galaxy_info"]["min_ansible_version"] + ".0"
 
 
-def test_test_only_options_say_so():
+def test_the_test_seams_are_one_internal_option_that_says_so():
+    """Issue 40: the simulated trees' roots and the controller's boot id are no user-facing options."""
     sys.path.insert(0, str(ROOT.parents[2]))
     from ansible_collections.kexec.kho.plugins.doc_fragments._host import ModuleDocFragment
 
-    options = yaml.safe_load(ModuleDocFragment.DOCUMENTATION)["options"]
-    for name in ("debugfs_root", "sysfs_root", "procfs_root", "devfs_root"):
-        assert options[name]["description"][0].startswith("For tests against a simulated tree only"), name
+    for fragment in (ModuleDocFragment.DOCUMENTATION, ModuleDocFragment.GROUP):
+        options = yaml.safe_load(fragment)["options"]
+        assert sorted(options) == ["_internal", "mount_debugfs"]
+        assert options["_internal"]["description"][0].startswith("Internal, not for playbooks")
+    for module in (ROOT / "plugins" / "modules").glob("kho_*.py"):
+        doc = next(ast.literal_eval(t.value) for t in ast.parse(module.read_text()).body
+                   if isinstance(t, ast.Assign) and getattr(t.targets[0], "id", "") == "DOCUMENTATION")
+        documented = yaml.safe_load(doc).get("options", {})
+        assert not [o for o in documented if o.endswith("_root") or o == "refuse_boot_id"], module.name

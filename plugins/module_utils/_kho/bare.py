@@ -33,10 +33,10 @@ def run_command(argv: list) -> tuple:
 
 
 def answer(params: dict) -> str:
-    """One JSON line: facts.read's answer for ``params`` (the four roots, pstore_search), or {"error": why}."""
+    """One JSON line: facts.read's answer for ``params`` (the internal option's roots, pstore_search), or {"error": why}."""
     try:
-        roots = {k: os.path.expanduser(os.path.expandvars(params[k])) for k in host.ARGUMENT_SPEC if k.endswith("_root")}
-        kho = host.from_params(roots)  # as a "path" option is, on the host
+        roots = {k: os.path.expanduser(os.path.expandvars(v)) for k, v in host.internal(params).items() if k in host.ROOTS}
+        kho = host.from_params({host.INTERNAL: roots})  # as a "path" option is, on the host
         out = facts.read(kho, True, params.get("pstore_search"), run_command)
     except (host.NeedsRoot, OSError, ValueError, KeyError, TypeError) as exc:
         return json.dumps({"error": f"reading KHO state failed: {exc}"})

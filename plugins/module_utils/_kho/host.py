@@ -256,17 +256,28 @@ def boot_images(release: str | None, root: str = "/") -> dict:
         {"kernel": None, "initrd": None, "layout": None}])[0]
 
 
+# The one internal option (doc fragment _host): where the kernel's file systems are, for the tests' simulated
+# trees, and the controller's own boot id, which kho_kexec state=executed's action passes.  Not for playbooks.
+INTERNAL = "_internal"
+ROOTS = {"debugfs_root": paths.DEBUGFS, "sysfs_root": paths.SYSFS, "procfs_root": paths.PROCFS, "devfs_root": paths.DEVFS}
 ARGUMENT_SPEC = {
-    "debugfs_root": {"type": "path", "default": paths.DEBUGFS},
-    "sysfs_root": {"type": "path", "default": paths.SYSFS},
-    "procfs_root": {"type": "path", "default": paths.PROCFS},
-    "devfs_root": {"type": "path", "default": paths.DEVFS},
     "mount_debugfs": {"type": "bool", "default": False},
+    INTERNAL: {"type": "dict", "options": {**{k: {"type": "path", "default": v} for k, v in ROOTS.items()},
+                                           "refuse_boot_id": {"type": "str"}}},
 }
+# The same for a module of the action group that reads none of them (doc fragment _host.group): accepted, ignored.
+GROUP_SPEC = {"mount_debugfs": ARGUMENT_SPEC["mount_debugfs"], INTERNAL: {"type": "dict"}}
+
+
+def internal(params: dict) -> dict:
+    """The internal option's values, each at its default where not given (also where the option is absent)."""
+    given = params.get(INTERNAL) or {}
+    return {**ROOTS, "refuse_boot_id": None, **{k: v for k, v in given.items() if v is not None}}
 
 
 def from_params(params: dict) -> KhoHost:
-    return KhoHost(params["debugfs_root"], params["sysfs_root"], params["procfs_root"], params["devfs_root"])
+    roots = internal(params)
+    return KhoHost(*(roots[k] for k in ROOTS))
 
 
 def ensure_debugfs(module, host: KhoHost) -> bool:

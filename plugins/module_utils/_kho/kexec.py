@@ -56,7 +56,6 @@ ARGUMENT_SPEC = {
     "verify_handover": {"type": "bool", "default": True},
     "pmsg": {"type": "str"},
     "expect_boot_id": {"type": "str"},
-    "refuse_boot_id": {"type": "str"},
     "run_id": {"type": "str"},
     "facts_after": {"type": "bool", "default": False},
     "pstore_search": facts.PSTORE_SEARCH_SPEC,
@@ -635,7 +634,7 @@ def preflight(module, kho, options: dict, images: dict, lu: dict | None = None) 
 
 def check_boot(host, expected: str | None, refused: str | None = None) -> None:
     """Before anything changes: with expect_boot_id, refuse a host that is no longer on that boot; with
-    refuse_boot_id (the controller's own, which state=executed's action passes), a host on that boot."""
+    the internal refuse_boot_id (the controller's own, which state=executed's action passes), a host on that boot."""
     if expected is not None and host.boot_id() != expected:
         raise KexecError(f"the host is on boot {host.boot_id()}, not the expected {expected} (expect_boot_id): it "
                          "rebooted since it was read; nothing was changed")

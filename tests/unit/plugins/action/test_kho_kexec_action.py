@@ -77,7 +77,7 @@ class Host:
         self.run_id = module_args.get("run_id")
         if isinstance(self.load, Exception):
             raise self.load
-        if module_args.get("refuse_boot_id") == self.boot_id:  # as the module's check_boot, before any change
+        if (module_args.get("_internal") or {}).get("refuse_boot_id") == self.boot_id:  # as the module's check_boot, before any change
             return {"failed": True, "triggered": False, "msg": "the host is the controller itself"}
         return {"boot_id": self.boot_id, **self.load}  # the module returns the boot id it ran on
 
@@ -115,7 +115,7 @@ def test_back_on_a_new_boot_with_the_handover(monkeypatch):
     assert res["detection"] == "connection"  # no banner answered before the jump: every poll a real attempt
     assert host.log == ["module executed", "poll", "poll", "poll"]  # one run reads the boot id, loads, queues
     assert host.module_args[0]["expect_boot_id"] is None  # read there, and never the controller's own:
-    assert host.module_args[0]["refuse_boot_id"] == _jump.controller_boot_id()
+    assert host.module_args[0]["_internal"]["refuse_boot_id"] == _jump.controller_boot_id()
     assert set(res["phases"]) == {"boot_id", "load", "to_gone", "gone_to_banner", "banner_to_answer", "to_answer",
                                   "test_command"}
     assert res["phases"]["to_gone"] is None and res["phases"]["to_answer"] >= 0  # no banner watched: one span
@@ -179,7 +179,7 @@ def test_options_are_used_as_validated(monkeypatch):
     assert host.module_args[0]["kernel"] == "~/vmlinuz" and host.module_args[0]["state_dir"] == "/run/x"
     for root in ("~/debug", "$D/debug", "debug"):
         host = Host(polls=[poll(NEW, "none")])
-        res = run(host, monkeypatch, debugfs_root=root)
+        res = run(host, monkeypatch, _internal={"debugfs_root": root})
         assert res["failed"] and "needs an absolute path on the host" in res["msg"] and host.module_args == []
 
 
@@ -328,7 +328,7 @@ def test_an_answer_without_a_boot_id_is_not_the_old_boot(monkeypatch):
 
 def test_a_procfs_root_the_polls_do_not_read_is_refused(monkeypatch):
     host = Host()
-    res = run(host, monkeypatch, procfs_root="/tmp/proc")
+    res = run(host, monkeypatch, _internal={"procfs_root": "/tmp/proc"})
     assert res["failed"] and res["jumped"] is False and "procfs_root is '/tmp/proc'" in res["msg"] and host.log == []
 
 

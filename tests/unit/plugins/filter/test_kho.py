@@ -72,7 +72,7 @@ def test_kho_query_bad_expression():
 
 def read(tmp_path, generation: str) -> dict:
     opts = simtree.build(generation, tmp_path / generation)
-    kho = host.KhoHost(opts["debugfs_root"], opts["sysfs_root"], opts["procfs_root"], opts["devfs_root"])
+    kho = host.from_params(opts)
     return facts_from_raw(facts.gather(kho, kho.debugfs_mounted()))
 
 

@@ -15,7 +15,7 @@ from ansible_collections.kexec.kho.plugins.plugin_utils._decode import facts_fro
 
 def gather(tmp_path, generation, **kw):
     opts = simtree.build(generation, tmp_path / generation, **kw)
-    kho = host.KhoHost(opts["debugfs_root"], opts["sysfs_root"], opts["procfs_root"], opts["devfs_root"])
+    kho = host.from_params(opts)
     return kho, facts_from_raw(facts.gather(kho, kho.debugfs_mounted()))
 
 
@@ -71,7 +71,7 @@ def test_finalize_state_read(tmp_path, fixtures):
 def test_unmounted_debugfs(tmp_path, fixtures):
     opts = simtree.build("live-cold", tmp_path / "t")
     (tmp_path / "t" / "proc" / "mounts").write_text("sysfs /sys sysfs rw 0 0\n")
-    kho = host.KhoHost(opts["debugfs_root"], opts["sysfs_root"], opts["procfs_root"], opts["devfs_root"])
+    kho = host.from_params(opts)
     assert kho.debugfs_mounted() is False
 
 
@@ -79,7 +79,7 @@ def test_enabled_by_default_config(tmp_path, fixtures):
     opts = simtree.build("builtin-off", tmp_path / "t")
     (tmp_path / "t" / "proc" / "config.gz").write_bytes(gzip.compress(
         b"CONFIG_KEXEC_HANDOVER=y\nCONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT=y\n"))
-    kho = host.KhoHost(opts["debugfs_root"], opts["sysfs_root"], opts["procfs_root"], opts["devfs_root"])
+    kho = host.from_params(opts)
     raw = facts.gather(kho, True)
     assert raw["supported"] and raw["enabled"] and raw["interface"] == "unknown"
     assert "compiled out" in raw["reason"]
@@ -88,11 +88,11 @@ def test_enabled_by_default_config(tmp_path, fixtures):
 
 def test_permission_denied_says_become(tmp_path, fixtures, monkeypatch):
     opts = simtree.build("live-cold", tmp_path / "t")
-    kho = host.KhoHost(opts["debugfs_root"], opts["sysfs_root"], opts["procfs_root"], opts["devfs_root"])
+    kho = host.from_params(opts)
     real_open = builtins.open
 
     def deny(path, *a, **kw):
-        if str(path).startswith(opts["debugfs_root"]):
+        if str(path).startswith(opts["_internal"]["debugfs_root"]):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *a, **kw)
     monkeypatch.setattr(builtins, "open", deny)
@@ -105,7 +105,7 @@ def kmsg_host(tmp_path, records: str) -> host.KhoHost:
     opts = simtree.build("live-cold", tmp_path / "t")
     kmsg = tmp_path / "t" / "dev" / "kmsg"
     kmsg.write_text(kmsg.read_text() + records)
-    return host.KhoHost(opts["debugfs_root"], opts["sysfs_root"], opts["procfs_root"], opts["devfs_root"])
+    return host.from_params(opts)
 
 
 def test_only_the_kernels_own_records_are_its_word(tmp_path):
@@ -145,7 +145,7 @@ def test_read_bytes_reads_to_eof_and_refuses_huge(tmp_path):
 
 def test_blobs_travel_as_base64(tmp_path, fixtures):
     opts = simtree.build("live-cold", tmp_path / "t")
-    kho = host.KhoHost(opts["debugfs_root"], opts["sysfs_root"], opts["procfs_root"], opts["devfs_root"])
+    kho = host.from_params(opts)
     raw = facts.gather(kho, True, read_log=False)
     assert raw["log"] is None
     assert base64.b64decode(raw["out"]["sub_blobs"]["memblock"]) == \

@@ -76,7 +76,7 @@ def test_composite_compatibles_are_lists_of_tokens():
 @pytest.fixture
 def running(tmp_path):
     opts = simtree.build("live-cold", tmp_path / "host")
-    return host.KhoHost(opts["debugfs_root"], opts["sysfs_root"], opts["procfs_root"], opts["devfs_root"])
+    return host.from_params(opts)
 
 
 SESSIONS = {"sessions": [{"name": "kexec_simple_state", "pid": 167}]}

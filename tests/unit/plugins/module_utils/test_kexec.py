@@ -172,7 +172,7 @@ class ParamsModule(FakeModule):
 
     def __init__(self, kho, p: dict, **kw):
         super().__init__(kho, **kw)
-        self.params = {"expect_boot_id": None, "refuse_boot_id": None, "mount_debugfs": False, "state": "executed",
+        self.params = {"expect_boot_id": None, "_internal": None, "mount_debugfs": False, "state": "executed",
                        "run_id": "run-1", **p}
 
 

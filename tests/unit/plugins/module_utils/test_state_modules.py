@@ -37,7 +37,7 @@ class FakeKernelFinalize:
 
 def make_host(tmp_path, generation, form=None, monkeypatch=None, loaded=False):
     opts = simtree.build(generation, tmp_path / generation, kexec_loaded=loaded)
-    kho = H.KhoHost(opts["debugfs_root"], opts["sysfs_root"], opts["procfs_root"], opts["devfs_root"])
+    kho = H.from_params(opts)
     if form:
         fake = FakeKernelFinalize(kho, form)
         monkeypatch.setattr(kho, "write_finalize", fake)

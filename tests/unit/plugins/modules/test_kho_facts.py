@@ -34,8 +34,7 @@ def host(tmp_path, fixtures):
 
 
 def run(host, rc=0) -> dict:
-    args = {**{k: host["opts"][k] for k in ("debugfs_root", "sysfs_root", "procfs_root", "devfs_root")},
-            "mount_debugfs": True, "kernel_log": False, "lock": {"path": str(host["lock"]), "owner": ME}}
+    args = {"_internal": host["opts"]["_internal"], "mount_debugfs": True, "kernel_log": False, "lock": {"path": str(host["lock"]), "owner": ME}}
     argfile = host["bin"].parent / "args.json"
     argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"_ansible_check_mode": False, **args}}))
     root = Path(L.__file__).resolve().parents[6]

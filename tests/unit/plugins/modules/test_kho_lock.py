@@ -59,8 +59,7 @@ def test_break_lock_on_a_free_lock_changes_nothing(tmp_path):
 
 
 def test_the_action_groups_host_options_are_accepted(tmp_path):
-    group = {"debugfs_root": "/x/debug", "sysfs_root": "/x/sys", "procfs_root": "/x/proc", "devfs_root": "/x/dev",
-             "mount_debugfs": True}
+    group = {"_internal": {"debugfs_root": "/x/debug", "procfs_root": "/x/proc"}, "mount_debugfs": True}
     taken = run(tmp_path, **group)
     assert not taken.get("failed") and taken["acquired"], taken
     assert run(tmp_path, state="released", **group)["changed"]

@@ -26,7 +26,7 @@ HOST_PYTHONS = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13")  # the managed hos
 
 def tree(tmp_path, generation="live-handover", canary="kexec-kho-canary-1"):
     opts = simtree.build(generation, tmp_path / generation)
-    pstore = Path(opts["sysfs_root"]) / "fs" / "pstore"
+    pstore = Path(opts["_internal"]["sysfs_root"]) / "fs" / "pstore"
     pstore.mkdir(parents=True)
     (pstore / "pmsg-ramoops-0").write_text(f"{canary}\n")
     return opts
@@ -41,7 +41,7 @@ def read(opts: dict, python: str, needles=("kexec-kho-canary-1", "absent")) -> s
 def test_the_read_gives_what_kho_facts_reads(tmp_path, fixtures):
     opts = tree(tmp_path)
     got = _facts_after.decode(read(opts, sys.executable), simtree.BOOT_ID)
-    kho = host.KhoHost(opts["debugfs_root"], opts["sysfs_root"], opts["procfs_root"], opts["devfs_root"])
+    kho = host.from_params(opts)
     expected = facts.read(kho, True, ["kexec-kho-canary-1", "absent"], bare.run_command)
     assert got["facts"] == facts_from_raw(expected["kho_raw"])
     assert got["pstore_found"] == expected["pstore_found"] == ["kexec-kho-canary-1"]
@@ -60,7 +60,7 @@ def test_each_host_python_runs_the_read(tmp_path, fixtures, version):
 
 
 def test_a_host_that_cannot_be_read_says_why(tmp_path, fixtures):
-    opts = {**tree(tmp_path), "procfs_root": str(tmp_path / "no-proc")}
+    opts = {"_internal": {**tree(tmp_path)["_internal"], "procfs_root": str(tmp_path / "no-proc")}}
     got = _facts_after.decode(read(opts, sys.executable), simtree.BOOT_ID)
     assert "error" in got  # a missing file reads as absent, never a traceback; facts without the boot id are no one's
 
