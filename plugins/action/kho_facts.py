@@ -10,7 +10,7 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 from ansible_collections.kexec.kho.plugins.plugin_utils import _owner, _ready
-from ansible_collections.kexec.kho.plugins.plugin_utils._decode import facts_from_raw
+from ansible_collections.kexec.kho.plugins.plugin_utils._decode import facts_of
 
 MODULE = "kexec.kho.kho_facts"
 
@@ -40,12 +40,10 @@ class ActionModule(ActionBase):
         else:
             module = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
         result.update(module)
-        raw = result.pop("kho_raw", None)
-        if result.get("failed") or raw is None:
+        facts, why = facts_of(result, include_raw)
+        if facts is None:
             return result
-        facts = facts_from_raw(raw, include_raw)
         result["ansible_facts"] = {"kho": facts}
-        if facts.get("over_budget"):  # this host fails; the others go on
-            result.update(failed=True, msg="kho_facts: the controller refused to decode this host's KHO blobs: "
-                                           f"{facts['over_budget']}")
+        if why:  # over the controller's budget: this host fails; the others go on
+            result.update(failed=True, msg=f"kho_facts: the controller refused to decode this host's KHO blobs: {why}")
         return result

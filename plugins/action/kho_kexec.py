@@ -18,9 +18,8 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import (
     ARGUMENT_SPEC, JUMP_OPTIONS, MUTUALLY_EXCLUSIVE, REQUIRED_IF, check_values,
 )
 from ansible_collections.kexec.kho.plugins.module_utils._kho.host import INTERNAL, ROOTS, internal
-from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 from ansible_collections.kexec.kho.plugins.plugin_utils import _facts_after, _jump, _owner, _return
-from ansible_collections.kexec.kho.plugins.plugin_utils._decode import facts_from_raw
+from ansible_collections.kexec.kho.plugins.plugin_utils._decode import facts_of
 
 display = Display()
 
@@ -179,12 +178,8 @@ class ActionModule(ActionBase):
 
     def _facts_now(self, task_vars) -> dict:
         """kho_facts on the host as it is now, decoded here as its action does; {'error': why} where not read."""
-        res = self._execute_module(module_name="kexec.kho.kho_facts", module_args={}, task_vars=task_vars)
-        raw = res.get("kho_raw")
-        if res.get("failed") or res.get("unreachable") or raw is None:
-            return {"error": str(res.get("msg") or "kho_facts returned no facts")}
-        facts = facts_from_raw(raw, False)
-        return {"error": facts["over_budget"]} if facts.get("over_budget") else facts
+        facts, why = facts_of(self._execute_module(module_name="kexec.kho.kho_facts", module_args={}, task_vars=task_vars))
+        return {"error": why} if why else facts
 
     def _load(self, load_args, run: Run, task_vars) -> dict:
         """The module's run on the host, and whether its process is known to have ended (``run.ended``).
@@ -379,12 +374,7 @@ class ActionModule(ActionBase):
         """The return: under the handover lock on the new boot, the way back's kernel loaded with the same options
         and the target check refusing (the old kernel must read what the new one sends), the jump, and the old
         kernel's facts on arrival.  The lock is released where the host did not jump back."""
-        owner = _owner.this_run(target=(task_vars or {}).get("inventory_hostname"))
-
-        def take(break_lock=None):
-            return self._execute_module(module_name="kexec.kho.kho_lock", task_vars=task_vars, module_args={
-                "state": "acquired", "owner": owner, **({"break_lock": break_lock} if break_lock else {})})
-        lock = _owner.acquire(take, owner, paths.LOCK)
+        lock = _owner.lock(self._execute_module, task_vars, {"state": "acquired"})
         if not lock.get("acquired"):
             return {"jumped": False, "failed": True, "msg": f"the handover lock on the new boot: {lock.get('msg')}"}
         way = result["way_back"]
@@ -397,8 +387,7 @@ class ActionModule(ActionBase):
                      "return": _return.NEVER}
         back = self._execute({"changed": False}, back_args, back_opts, task_vars)
         if back.get("jumped") is False:
-            self._execute_module(module_name="kexec.kho.kho_lock", task_vars=task_vars,
-                                 module_args={"state": "released", "owner": owner})
+            _owner.lock(self._execute_module, task_vars, {"state": "released"})
         return back
 
     @staticmethod

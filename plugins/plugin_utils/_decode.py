@@ -285,3 +285,14 @@ def facts_from_raw(raw: dict, include_raw: bool = False) -> dict:
             for name, blob in _mapping(side_raw.get("sub_blobs"), side, []).items():
                 facts["raw"][f"{side}/sub_fdts/{name}"] = blob
     return facts
+
+
+def facts_of(answer: dict, include_raw: bool = False) -> tuple:
+    """kho_facts' module answer decoded here, as (facts, why): its ``kho_raw`` is taken out of ``answer``.  facts is
+    None where the answer has none (the module failed, the host was unreachable, no kho_raw came), why the module's
+    message then; where the host's blobs are over the controller's budget, facts are returned and why says so."""
+    raw = answer.pop("kho_raw", None)
+    if answer.get("failed") or answer.get("unreachable") or raw is None:
+        return None, str(answer.get("msg") or "kho_facts returned no facts")
+    facts = facts_from_raw(raw, include_raw)
+    return facts, facts.get("over_budget")

@@ -18,7 +18,10 @@ import secrets
 import socket
 import time
 
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
+
 RUNS_DIR = os.path.join(os.path.expanduser("~"), ".ansible", "kexec-kho", "runs")
+LOCK_MODULE = "kexec.kho.kho_lock"
 RUNS_KEPT = 30 * 86400  # nonce files older than this are removed when a new run starts
 
 
@@ -152,3 +155,16 @@ def acquire(run, owner: dict, path: str, lock_of=lambda res: res, runs_dir: str 
                    f" ({holder.get('user', '?')}@{holder.get('controller', '?')} since {holder.get('since', '?')})."
                    f" It goes away with the next boot. If that run is over, take the lock over with"
                    f" break_lock: {holder['run']!r} (kho_handover_break_lock in the role)"}
+
+
+def lock(execute_module, task_vars, args: dict) -> dict:
+    """kho_lock on the host as this run (``execute_module``: the action's _execute_module): released as ``args``
+    say, or acquired, taking over the lock of a run known to be over (acquire)."""
+    args = {**args, "owner": this_run(target=(task_vars or {}).get("inventory_hostname"))}
+
+    def execute(break_lock=None):
+        return execute_module(module_name=LOCK_MODULE, task_vars=task_vars,
+                              module_args={**args, **({"break_lock": break_lock} if break_lock else {})})
+    if args.get("state", "acquired") != "acquired":
+        return execute()
+    return acquire(execute, args["owner"], args.get("path") or paths.LOCK)
