@@ -269,17 +269,17 @@ def matches(record: dict | None, wanted: dict) -> bool:
     return bool(record) and all(record.get(k) == v for k, v in wanted.items())
 
 
-def jump_method(module, host, p: dict, lu: dict | None = None) -> tuple:
+def jump_method(module, kho, p: dict, lu: dict | None = None) -> tuple:
     """The jump method that keeps what this host preserves through live update, before anything changes.
 
     Without /dev/liveupdate nothing is carried by LUO: auto means kexec.  With it, the sessions held now and
     systemd's preserved fd stores decide (module_utils/_kho/liveupdate.py); a loss not accepted is refused.
     ``lu`` is live update as this run gathered it already (kho_facts), else it is gathered here.
     """
-    if not os.path.exists(os.path.join(host.devfs, "liveupdate")):
+    if not os.path.exists(os.path.join(kho.devfs, "liveupdate")):
         return ("kexec" if p["method"] == "auto" else p["method"]), []
     if lu is None:
-        lu = liveupdate.gather(host.devfs, host.procfs, host.cmdline(), None, module.run_command)
+        lu = liveupdate.gather(kho.devfs, kho.procfs, kho.cmdline(), None, module.run_command)
     try:
         return liveupdate.choose_method(lu, p["method"], p["accept_loss"])
     except liveupdate.LossRefused as exc:
@@ -316,7 +316,7 @@ class Changes:
         except jump_status.StatusError:
             pass  # the answer says it too
 
-    def undo(self, host, kexec: Kexec | None) -> list:
+    def undo(self, kho, kexec: Kexec | None) -> list:
         """Undo the host's own return this run armed, the image it loaded, then a finalize it made, each noted as
         undone; raises where one fails."""
         undone = []
@@ -325,23 +325,23 @@ class Changes:
             self.armed = False
             undone.append("the host's own return disarmed")
         if self.loaded and kexec is not None:
-            present = host.kexec_loaded() is not False  # noted ahead of a load that failed: nothing to unload
+            present = kho.kexec_loaded() is not False  # noted ahead of a load that failed: nothing to unload
             if present:
                 kexec.unload()
             kexec.forget()
             self.loaded = False
             undone.extend(["the image unloaded"] if present else [])
         if self.finalized:
-            transition(host, False, False)
+            transition(kho, False, False)
             self.finalized = False
             undone.append("the finalize done by this task aborted")
         return undone
 
-    def back_out(self, host, exc: Exception, kexec: Kexec | None = None):
+    def back_out(self, kho, exc: Exception, kexec: Kexec | None = None):
         """Called while handling ``exc``: undo(), then raise ``exc`` saying what was undone (``exc`` itself where
         nothing was), or what is left where undoing failed."""
         try:
-            undone = self.undo(host, kexec)
+            undone = self.undo(kho, kexec)
         except Exception as undo_exc:  # pylint: disable=broad-except  # said, with what is left
             self.failed()
             raise KexecError(f"{exc}; undoing it failed: {undo_exc}") from exc
@@ -352,19 +352,19 @@ class Changes:
         raise KexecError(f"{exc}; nothing was jumped: {', '.join(undone)}") from exc
 
 
-def undo(host, finalized_here: bool, loaded: Kexec | None = None) -> list:
+def undo(kho, finalized_here: bool, loaded: Kexec | None = None) -> list:
     """Undo what this run changed: the image it ``loaded``, then a finalize done here.  Returns what was undone;
     raises KexecError or FinalizeError where undoing fails."""
     changes = Changes()
     changes.finalized, changes.loaded = finalized_here, loaded is not None
-    return changes.undo(host, loaded)
+    return changes.undo(kho, loaded)
 
 
-def back_out(host, exc: Exception, finalized_here: bool, loaded: Kexec | None = None):
+def back_out(kho, exc: Exception, finalized_here: bool, loaded: Kexec | None = None):
     """Changes.back_out for what the caller names."""
     changes = Changes()
     changes.finalized, changes.loaded = finalized_here, loaded is not None
-    changes.back_out(host, exc, loaded)
+    changes.back_out(kho, exc, loaded)
 
 
 def target_support(kho, p: dict, lu: dict | None, target: dict) -> dict:
@@ -395,19 +395,19 @@ LOADED_RECORDED = "recorded"  # kexec.kho's record on this boot names the image 
 LOADED_OTHER = "other"  # loaded outside this run: by hand, by another tool, or by kexec.kho with other values
 
 
-def loaded_before(host, record: dict | None, wanted: dict) -> str:
+def loaded_before(kho, record: dict | None, wanted: dict) -> str:
     """What is loaded now, as far as the host says: the record is only this collection's word, not the kernel's
     (another loader may have replaced the image since), so it lets a load be skipped, never a jump go unchecked."""
-    loaded = host.kexec_loaded()
+    loaded = kho.kexec_loaded()
     if loaded is False:
         return LOADED_NOTHING
     return LOADED_RECORDED if loaded and matches(record, wanted) else LOADED_OTHER
 
 
-def outside_image(host, record: dict | None) -> str:
+def outside_image(kho, record: dict | None) -> str:
     """The refusal of an image loaded outside this run, naming what is known of it."""
-    if host.kexec_loaded() is None:
-        what = f"whether an image is loaded is unknown ({host.kexec_loaded_path} cannot be read)"
+    if kho.kexec_loaded() is None:
+        what = f"whether an image is loaded is unknown ({kho.kexec_loaded_path} cannot be read)"
     elif record is None:
         what = ("an image is loaded that kexec.kho did not load on this boot (loaded by hand with kexec -l or -s -l, "
                 "or by another tool)")
@@ -419,7 +419,7 @@ def outside_image(host, record: dict | None) -> str:
             "state=unloaded), or set replace_loaded: true (kexec.kho.kho_kexec) to replace it; nothing was changed")
 
 
-def plan_load(module, host, kexec: Kexec, p: dict, lu: dict | None = None) -> tuple:
+def plan_load(module, kho, kexec: Kexec, p: dict, lu: dict | None = None) -> tuple:
     """Everything state=loaded decides, changing nothing: (the result so far, the steps it would take).
 
     The steps: none (this image is loaded already), ["load"], or ["finalize", "load"].  Everything is validated
@@ -432,32 +432,32 @@ def plan_load(module, host, kexec: Kexec, p: dict, lu: dict | None = None) -> tu
     if p["initrd"]:
         check_readable(p["initrd"], "initrd")
     kexec.require()
-    generation = require_kho(host)
-    running = host.cmdline()
+    generation = require_kho(kho)
+    running = kho.cmdline()
     cmdline = target_cmdline(running, p["cmdline"], p["append"], p["ensure_kho"])
-    kept = regions.check_target(host, running, cmdline, p["drop_regions"], p.get("pmsg") is not None)
+    kept = regions.check_target(kho, running, cmdline, p["drop_regions"], p.get("pmsg") is not None)
     if kept["refusal"]:
         raise KexecError(kept["refusal"])
-    if lu is None and os.path.exists(os.path.join(host.devfs, "liveupdate")):
-        lu = liveupdate.gather(host.devfs, host.procfs, running, None, module.run_command)
-    wanted = describe(p["kernel"], p["initrd"], cmdline, host.boot_id(), kernel_sha256)
+    if lu is None and os.path.exists(os.path.join(kho.devfs, "liveupdate")):
+        lu = liveupdate.gather(kho.devfs, kho.procfs, running, None, module.run_command)
+    wanted = describe(p["kernel"], p["initrd"], cmdline, kho.boot_id(), kernel_sha256)
     record = kexec.read_record()
-    before = loaded_before(host, record, wanted)
+    before = loaded_before(kho, record, wanted)
     if before == LOADED_OTHER and not p.get("replace_loaded"):
-        raise KexecError(outside_image(host, record))
-    method, accepted = jump_method(module, host, p, lu)
+        raise KexecError(outside_image(kho, record))
+    method, accepted = jump_method(module, kho, p, lu)
     lost = liveupdate.target_refusal(lu, cmdline, method, p["accept_loss"])
     if lost:
         raise KexecError(lost)
-    result = {"interface": generation, "image_kind": kind, "cmdline": cmdline, "lockdown": host.lockdown(),
+    result = {"interface": generation, "image_kind": kind, "cmdline": cmdline, "lockdown": kho.lockdown(),
               "competing_loaders": competing_loaders(), "previous": record, "finalized_here": False,
               "argv": kexec.load_argv(p["kernel"], p["initrd"], cmdline), "method": method,
               "accepted_loss": accepted, "loaded_here": False, "loaded_before": before, "reloaded": False,
-              "target": target_support(host, p, lu, target), "dropped_regions": kept["dropped"],
+              "target": target_support(kho, p, lu, target), "dropped_regions": kept["dropped"],
               "initrd_how": initrd_how, **wanted}
     if before == LOADED_RECORDED and not p["force"]:
         return result, []
-    if generation == "finalize" and not host.finalized():
+    if generation == "finalize" and not kho.finalized():
         if not p["finalize"]:
             raise KexecError("this kernel has a finalize state and is not finalized: on 6.16 to 6.18 kernels the "
                              "handover data is only taken at load time when finalized. Run kexec.kho.kho_finalize "
@@ -478,7 +478,7 @@ LOADED_MSG = {LOADED_NOTHING: "loaded", LOADED_RECORDED: "loaded again (the imag
               LOADED_OTHER: "loaded, replacing an image loaded outside this run (replace_loaded)"}
 
 
-def do_load(host, kexec: Kexec, result: dict, steps: list, changes: Changes | None = None) -> dict:
+def do_load(kho, kexec: Kexec, result: dict, steps: list, changes: Changes | None = None) -> dict:
     """Carry out plan_load's steps, each noted in ``changes``; a failure is undone, and raised saying what was.
 
     Loading again the image the record names (state=executed, force) leaves what was there: it is not this run's
@@ -487,7 +487,7 @@ def do_load(host, kexec: Kexec, result: dict, steps: list, changes: Changes | No
     fresh = result["loaded_before"] != LOADED_RECORDED
     try:
         if "finalize" in steps:
-            transition(host, True, False)
+            transition(kho, True, False)
             changes.did(paths.DONE_FINALIZE)
         if result["loaded_before"] == LOADED_NOTHING:
             # Noted ahead of the load: a run killed between kexec -l and its next word leaves a status that says
@@ -496,21 +496,21 @@ def do_load(host, kexec: Kexec, result: dict, steps: list, changes: Changes | No
         kexec.load(result["kernel"], result["initrd"], result["cmdline"], result["lockdown"])
         if fresh and not changes.loaded:
             changes.did(paths.DONE_LOAD)
-        if host.kexec_loaded() is False:
+        if kho.kexec_loaded() is False:
             raise KexecError("kexec -s -l returned 0 but /sys/kernel/kexec_loaded is still 0")
         kexec.write_record({k: result[k] for k in WANTED})
     except Exception as exc:  # pylint: disable=broad-except  # whatever failed, what this run changed is undone
-        changes.back_out(host, exc, kexec)  # raises
+        changes.back_out(kho, exc, kexec)  # raises
     return {**result, "changed": True, "loaded": True, "finalized_here": changes.finalized, "loaded_here": fresh,
             "reloaded": not fresh, "msg": LOADED_MSG[result["loaded_before"]]}
 
 
-def ensure_loaded(module, host, kexec: Kexec, p: dict, lu: dict | None = None, changes: Changes | None = None) -> dict:
+def ensure_loaded(module, kho, kexec: Kexec, p: dict, lu: dict | None = None, changes: Changes | None = None) -> dict:
     """state=loaded: plan (validate everything), then, unless in check mode or loaded already, do."""
-    result, steps = plan_load(module, host, kexec, p, lu)
+    result, steps = plan_load(module, kho, kexec, p, lu)
     if not steps or module.check_mode:
         return planned(result, steps)
-    return do_load(host, kexec, result, steps, changes)
+    return do_load(kho, kexec, result, steps, changes)
 
 
 def jump_job(method: str, kexec: str, pid: int, status: str, loaded: str, prefix: str) -> str:
@@ -537,7 +537,7 @@ def jump_job(method: str, kexec: str, pid: int, status: str, loaded: str, prefix
     return f"{wait}; {guard}; {jump}"
 
 
-def queue_jump(module, host, kexec: Kexec, method: str, changes: Changes) -> list:
+def queue_jump(module, kho, kexec: Kexec, method: str, changes: Changes) -> list:
     """Start the jump detached from this run: a transient systemd unit where systemd runs, else a new session.
 
     Writes ``started`` to the run's jump status (``changes.status``) first, so that a poll of the old boot can tell
@@ -545,11 +545,11 @@ def queue_jump(module, host, kexec: Kexec, method: str, changes: Changes) -> lis
     """
     if changes.status is None:
         raise KexecError("the jump is queued only by a run that wrote its jump status")
-    if host.kexec_loaded() is not True:
+    if kho.kexec_loaded() is not True:
         raise KexecError("no kexec image is loaded right before the jump")
     changes.tell(paths.JUMP_STARTED)
     status = changes.status
-    job = ["/bin/sh", "-c", jump_job(method, kexec.binary or "kexec", status.pid, status.path, host.kexec_loaded_path,
+    job = ["/bin/sh", "-c", jump_job(method, kexec.binary or "kexec", status.pid, status.path, kho.kexec_loaded_path,
                                      status.status.prefix())]
     systemd_run = module.get_bin_path("systemd-run")
     if systemd_run and os.path.isdir(paths.SYSTEMD_RUNTIME):
@@ -569,9 +569,9 @@ def queue_jump(module, host, kexec: Kexec, method: str, changes: Changes) -> lis
     return argv
 
 
-def write_pmsg(host, text: str) -> str:
+def write_pmsg(kho, text: str) -> str:
     """Write text to pstore's message log (the canary a verification looks for after the jump)."""
-    path = os.path.join(host.devfs, paths.PMSG)
+    path = os.path.join(kho.devfs, paths.PMSG)
     try:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -581,7 +581,7 @@ def write_pmsg(host, text: str) -> str:
     return path
 
 
-def start_jump(module, host, kexec: Kexec, p: dict, changes: Changes | None = None, arm=None) -> dict:
+def start_jump(module, kho, kexec: Kexec, p: dict, changes: Changes | None = None, arm=None) -> dict:
     """state=executed, the host's part: load (as state=loaded, but always: the record is not the kernel's word of
     what is loaded), record the way back (way_back.read), write the pstore message, arm the host's own return
     (``arm``: called with the result so far, where confirm_timeout asks for one), queue the jump.
@@ -591,18 +591,18 @@ def start_jump(module, host, kexec: Kexec, p: dict, changes: Changes | None = No
     """
     changes = changes if changes is not None else Changes()
     try:
-        result = ensure_loaded(module, host, kexec, {**p, "force": True}, changes=changes)
-        result["way_back"] = way_back.read(host)  # read while the old kernel runs: after the jump only its disk is left
+        result = ensure_loaded(module, kho, kexec, {**p, "force": True}, changes=changes)
+        result["way_back"] = way_back.read(kho)  # read while the old kernel runs: after the jump only its disk is left
         if module.check_mode:
             return {**result, "triggered": False, "msg": "would load and jump to the new kernel"}
         if p["pmsg"] is not None:
-            result["pmsg_path"] = write_pmsg(host, p["pmsg"])
+            result["pmsg_path"] = write_pmsg(kho, p["pmsg"])
         if arm is not None:
             changes.did(paths.DONE_RETURN)  # noted ahead: a run killed while arming leaves a status that says to disarm
             result["self_return"] = arm(result)
-        result["trigger"] = queue_jump(module, host, kexec, result["method"], changes)
+        result["trigger"] = queue_jump(module, kho, kexec, result["method"], changes)
     except Exception as exc:  # pylint: disable=broad-except  # undone, then raised saying so
-        changes.back_out(host, exc, kexec)  # raises
+        changes.back_out(kho, exc, kexec)  # raises
     # The interpreter that ran this: the action's first command on the new boot reads the facts with it.
     return {**result, "triggered": True, "python": sys.executable, "msg": "loaded; the jump is queued"}
 
@@ -632,21 +632,21 @@ def preflight(module, kho, options: dict, images: dict, lu: dict | None = None) 
                 "refused_by": "kho" if isinstance(exc, KhoInactive) else "load"}
 
 
-def check_boot(host, expected: str | None, refused: str | None = None) -> None:
+def check_boot(kho, expected: str | None, refused: str | None = None) -> None:
     """Before anything changes: with expect_boot_id, refuse a host that is no longer on that boot; with
     the internal refuse_boot_id (the controller's own, which state=executed's action passes), a host on that boot."""
-    if expected is not None and host.boot_id() != expected:
-        raise KexecError(f"the host is on boot {host.boot_id()}, not the expected {expected} (expect_boot_id): it "
+    if expected is not None and kho.boot_id() != expected:
+        raise KexecError(f"the host is on boot {kho.boot_id()}, not the expected {expected} (expect_boot_id): it "
                          "rebooted since it was read; nothing was changed")
-    if refused is not None and host.boot_id() == refused:
+    if refused is not None and kho.boot_id() == refused:
         raise KexecError(f"the host is the controller itself (boot id {refused}): the jump would replace the kernel "
                          "this run executes on; nothing was changed")
 
 
-def ensure_unloaded(module, host, kexec: Kexec) -> dict:
+def ensure_unloaded(module, kho, kexec: Kexec) -> dict:
     record = kexec.read_record()
     result = {"previous": record, "loaded": False, "argv": [kexec.binary or "kexec", "-u"]}
-    if not host.kexec_loaded():
+    if not kho.kexec_loaded():
         if not module.check_mode:
             kexec.forget()
         return {**result, "changed": False, "msg": "nothing is loaded"}
@@ -656,6 +656,6 @@ def ensure_unloaded(module, host, kexec: Kexec) -> dict:
         raise KexecError("an image is loaded but kexec is not found on the host to unload it: install kexec-tools")
     kexec.unload()
     kexec.forget()
-    if host.kexec_loaded():
+    if kho.kexec_loaded():
         raise KexecError("kexec -u returned 0 but /sys/kernel/kexec_loaded is still 1")
     return {**result, "changed": True, "msg": "unloaded"}
