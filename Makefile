@@ -123,7 +123,7 @@ demo-live: layout host
 	tests/utils/demo.sh live
 
 bench: layout host
-	cd $(COLL) && python bench/run.py $(BENCH_ARGS)
+	cd $(COLL) && python bench/lab_bench.py $(BENCH_ARGS)
 	mkdir -p bench/results && cp -n $(COLL)/bench/results/*.json bench/results/
 
 lab-up: host venv

@@ -41,7 +41,7 @@ MAX_RSVMAP = 256  # memory reservation entries (KHO writes none); pyfdt's cost g
 MAX_SIBLING_PAIRS = 600_000
 PRINTABLE = frozenset(range(0x20, 0x7F))
 # What decoding everything one host returned may cost the controller, summed over its blobs: sized so that the
-# worst host within every limit takes well under 1 s and 64 MB (bench/run.py --only decode, docs/bench-decode.md).
+# worst host within every limit takes well under 1 s and 64 MB (bench/controller_bench.py, docs/bench-decode.md).
 BUDGET = {"blobs": 64, "bytes": 32 << 20, "tokens": 8192, "pairs": MAX_SIBLING_PAIRS, "name_bytes": 256 << 10,
           "value_bytes": 256 << 10}
 WALK_COSTS = ("tokens", "pairs", "name_bytes", "value_bytes")  # what check() measures as it walks a blob

@@ -18,7 +18,7 @@ keyed by what made it.  Guests of one lab name live under run/<name>/.
 # and the helpers every part uses), lab_build (host packages, kernel source, kernel, variants, selftests),
 # lab_flavours (what is in a guest), lab_disks (root fs, disks, the GRUB disk), lab_guests (QEMU, SSH, boot,
 # stop), lab_snapshot (the KVM probe and the booted snapshot), lab_inventory (the inventories).  This file is the
-# command line and its commands (build, up, down, status, roundtrip), and the module callers import (bench/run.py,
+# command line and its commands (build, up, down, status, roundtrip), and the module callers import (bench/lab_bench.py,
 # the lab's tests).  Standard library only: it runs before the test venv exists.
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def peak_mib(fn) -> float:
 
 @pytest.mark.parametrize("case", sorted(hostile.HOSTS))
 def test_hostile_hosts_are_decoded_within_the_budget_or_refused(case):
-    """bench/run.py --only decode prints the real figures; here, CPU time (not the clock of a loaded machine)
+    """bench/controller_bench.py prints the real figures; here, CPU time (not the clock of a loaded machine)
     with a margin."""
     _what, build, outcome = hostile.HOSTS[case]
     raw = build()

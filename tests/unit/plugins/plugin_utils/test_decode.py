@@ -160,7 +160,7 @@ def test_any_sub_blob_decodes_or_errors(data, name):
 @pytest.mark.parametrize("case", sorted(hostile.CASES))
 def test_hostile_blobs_are_refused_or_decoded_within_bounds(case):
     """Each hostile input ends as its case says, named by its blob; a generous bound guards against a hang
-    or a blow-up (bench/run.py prints the real time and peak memory of each, for the README's table)."""
+    or a blow-up (bench/controller_bench.py prints the real time and peak memory of each, for the README's table)."""
     _what, build, outcome = hostile.CASES[case]
     raw = {"fdt": None, "sub_blobs": {"x": b64(build())}}
     tracemalloc.start()

@@ -1,0 +1,39 @@
+"""The benches run (bench/controller_bench.py, bench/lab_bench.py's playbook runner): a bench that breaks is no
+figure.  Small sizes here; the figures themselves are the benches' to print, not the tests' to assert."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+
+import pytest
+from conftest import ROOT  # pylint: disable=import-error
+
+sys.path.insert(0, str(ROOT / "bench"))
+import controller_bench  # noqa: E402  pylint: disable=import-error,wrong-import-position
+import lab_bench  # noqa: E402  pylint: disable=import-error,wrong-import-position
+
+
+def test_the_simulated_fleet_verifies_every_host_from_its_verdict():
+    fleet = controller_bench.controller_fleet(sizes=(1, 20), forks=5)
+    assert [(f["hosts"], f["verified"]) for f in fleet.values()] == [(1, 1), (20, 20)]
+    assert all(f["cpu_per_host"] > 0 for f in fleet.values())
+
+
+def test_every_controller_target_is_a_number():
+    results = controller_bench.measure(1)
+    results["controller_fleet"] = controller_bench.controller_fleet(sizes=(100, 1000), forks=50)
+    assert all(isinstance(v, (int, float)) for v in controller_bench.targets(results).values())
+
+
+def test_a_run_is_read_from_its_json_files_not_its_text():
+    """The run's end and kho_kexec's phases come from the bench's callback; the CPU split from SPLIT_CPU."""
+    if not (lab_bench.BIN / "ansible-playbook").exists():
+        pytest.skip(f"no ansible-playbook beside {sys.executable}")
+    with tempfile.NamedTemporaryFile("w", suffix=".ini") as inv:
+        inv.write(f"[kho_lab]\nlocalhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+        inv.flush()
+        ran = lab_bench.playbook(inv.name, "    - ansible.builtin.debug: {var: phases}\n"
+                                           "      vars: {phases: {to_gone: 1.5}}\n", limit=120)
+    assert ran["seconds"] and ran["returned"] and ran["phases"] == {"to_gone": 1.5}, ran
+    assert ran["split"]["main"] > 0 and "workers" in ran["split"]
