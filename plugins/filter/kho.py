@@ -1,7 +1,7 @@
 # Copyright (c) kexec.kho contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters: fdt_decode (a KHO blob to the structure the facts use), kho_query (jmespath), and the verifications of a
-handover from the receiver's facts: kho_regions_verify, kho_liveupdate_verify, and kho_handover_verify (all of the
+handover from the receiver's facts: kho_regions_verify, kho_liveupdate_verify, and kho_handover_checks (all of the
 handover role's checks at once); the way back (docs/way-back.md): kho_return_decide and kho_return_outcome; and
 kho_verdict, the role's verdict from its fields (_verdict)."""
 
@@ -142,7 +142,7 @@ def _region_rows(taken: dict, after: dict) -> list:
              "revived": r["revived"], "ramoops": r.get("ramoops")} for r in taken["regions"]]
 
 
-def kho_handover_verify(before, after, method=None, found=None, canary=None, support=None, allowed=None,
+def kho_handover_checks(before, after, method=None, found=None, canary=None, support=None, allowed=None,
                         luo_checks=False):
     """Every check of the handover role's verification at once, from the receiver's facts (see its docs)."""
     before, after = _plain(before), _plain(after)
@@ -227,6 +227,6 @@ def kho_back_out(undo, jump=None, load=None):
 class FilterModule:
     def filters(self):
         return {"fdt_decode": fdt_decode, "kho_query": kho_query, "kho_liveupdate_verify": kho_liveupdate_verify,
-                "kho_regions_verify": kho_regions_verify, "kho_handover_verify": kho_handover_verify,
+                "kho_regions_verify": kho_regions_verify, "kho_handover_checks": kho_handover_checks,
                 "kho_return_decide": kho_return_decide, "kho_return_outcome": kho_return_outcome,
                 "kho_verdict": kho_verdict, "kho_back_out": kho_back_out}

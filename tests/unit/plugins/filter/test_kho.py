@@ -2,7 +2,7 @@
 
 fdt_decode and kho_query, including Ansible's own (tagged, unsafe) types.
 
-kho_handover_verify: the role's verification as one decision, on the recorded 7.3.4 handover (simulated trees).
+kho_handover_checks: the role's verification as one decision, on the recorded 7.3.4 handover (simulated trees).
 
 kho_return_decide and kho_return_outcome (plugins/filter/kho.py, #36): the handover role's way back, decided from
 kho_kexec's result and the check the role saw fail, through Ansible's own (tagged, unsafe) types."""
@@ -23,7 +23,7 @@ from receiver import OOPS_START  # pylint: disable=import-error  # tests/: the r
 from receiver import kept_fixture, sent_fixture  # noqa: F401  pylint: disable=import-error,unused-import
 
 from ansible_collections.kexec.kho.plugins.filter.kho import (
-    fdt_decode, kho_handover_verify, kho_liveupdate_verify, kho_query, kho_regions_verify, kho_return_decide,
+    fdt_decode, kho_handover_checks, kho_liveupdate_verify, kho_query, kho_regions_verify, kho_return_decide,
     kho_return_outcome,
 )
 from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host, liveupdate
@@ -83,7 +83,7 @@ def _pair(tmp_path, fixtures):
 
 def test_the_recorded_handover_verifies_with_its_region_report(pair):
     before, after = pair
-    check = kho_handover_verify(before, after, method="kexec", found=["c-1"], canary="c-1")
+    check = kho_handover_checks(before, after, method="kexec", found=["c-1"], canary="c-1")
     assert check["failures"] == [] and check["liveupdate"] is None, check["failures"]
     assert check["taken"]["kept"] == ["oops", "trace"] and check["taken"]["lost"] == []
     assert [r["name"] for r in check["regions"]] == ["oops", "trace"]
@@ -106,7 +106,7 @@ def broken(after: dict, change) -> dict:
 ])
 def test_each_check_that_does_not_hold_is_named(pair, change, kwargs, sentence):
     before, after = pair
-    check = kho_handover_verify(before, broken(after, change), method="kexec", **kwargs)
+    check = kho_handover_checks(before, broken(after, change), method="kexec", **kwargs)
     assert len(check["failures"]) >= 1 and any(sentence in f for f in check["failures"]), check["failures"]
 
 
@@ -115,22 +115,22 @@ def test_held_sessions_need_a_target_that_reads_them_or_the_workloads_checks(pai
     before = copy.deepcopy(before)
     before["liveupdate"]["sessions"] = [{"name": "db", "pid": 4242}, {"name": "systemd", "pid": 1}]
     for support, checks, failing in (("unknown", False, True), ("compatible", False, False), ("unknown", True, False)):
-        failures = kho_handover_verify(before, after, method="kexec", support=support, luo_checks=checks)["failures"]
+        failures = kho_handover_checks(before, after, method="kexec", support=support, luo_checks=checks)["failures"]
         assert any("LUO sessions db were held" in f for f in failures) is failing, (support, checks, failures)
 
 
 def test_regions_allowed_to_go_are_dropped_not_failed(pair):
     before, after = pair
     after = broken(after, lambda a: a["in"].update(reserve_mem=[]))  # never received: not taken up
-    assert any("not taken up" in f for f in kho_handover_verify(before, after, method="kexec")["failures"])
-    check = kho_handover_verify(before, after, method="kexec", allowed=["oops", "trace"])
+    assert any("not taken up" in f for f in kho_handover_checks(before, after, method="kexec")["failures"])
+    check = kho_handover_checks(before, after, method="kexec", allowed=["oops", "trace"])
     assert not any("not taken up" in f for f in check["failures"]) and check["taken"]["dropped"] == ["oops", "trace"]
 
 
 def test_facts_that_are_not_facts_are_refused_with_the_reason(pair):
     before, _after = pair
     with pytest.raises(AnsibleFilterError, match="kho_regions_verify"):
-        kho_handover_verify(before, {"in": "nonsense"}, method="kexec")
+        kho_handover_checks(before, {"in": "nonsense"}, method="kexec")
 
 
 def with_sessions(before: dict, after: dict, number, incoming, device_after: bool) -> tuple:
@@ -146,18 +146,18 @@ def test_a_new_kernel_that_cannot_give_the_sessions_back_is_not_verified(pair):
     """Issue 37, the lab's finding: verified, 'number 1 (expected 1)', and in the new boot the selftest's stage 2
     could not open /dev/liveupdate.  The number says the state was read; only the device gives sessions back."""
     before, after = with_sessions(*pair, number=1, incoming=1, device_after=False)
-    failures = kho_handover_verify(before, after, method="kexec", support="compatible")["failures"]
+    failures = kho_handover_checks(before, after, method="kexec", support="compatible")["failures"]
     assert len(failures) == 1 and "did not register /dev/liveupdate" in failures[0], failures
     assert "session kexec_simple_state, session test-session" in failures[0], failures
     before, after = with_sessions(*pair, number=1, incoming=1, device_after=True)
-    check = kho_handover_verify(before, after, method="kexec", support="compatible")
+    check = kho_handover_checks(before, after, method="kexec", support="compatible")
     assert check["failures"] == [] and check["liveupdate"]["device_after"] is True, check["failures"]
 
 
 def test_unknown_liveupdate_numbers_are_not_verified_for_a_compatible_target(pair):
     """Item 7: both numbers unknown and the target 'compatible' passed every check."""
     before, after = with_sessions(*pair, number=None, incoming=None, device_after=True)
-    failures = kho_handover_verify(before, after, method="kexec", support="compatible")["failures"]
+    failures = kho_handover_checks(before, after, method="kexec", support="compatible")["failures"]
     assert failures and "logged no liveupdate number, no number was read" in failures[0], failures
 
 
@@ -167,7 +167,7 @@ def test_a_users_record_in_the_log_does_not_revive_a_region(pair):
     after = broken(after, lambda a: a.update(interface="finalize", reserve_mem_param=None, log=[
         "[   20.1] myapp[812]: Revived memory reservation 'oops' from KHO",
         "[   20.2] myapp[812]: Revived memory reservation 'trace' from KHO"]))
-    check = kho_handover_verify(before, after, method="kexec")
+    check = kho_handover_checks(before, after, method="kexec")
     assert check["taken"]["kept"] == [] and any("gave no record" in f for f in check["failures"]), check["failures"]
 
 
