@@ -32,3 +32,13 @@ def bzimage(release: str = "7.3.4", compression: str = "xz", **kw) -> bytes:
     struct.pack_into("<II", head, 0x248, 0x10, len(packed))
     code = b"\x00" * 0x10 + packed
     return bytes(head) + code
+
+
+CONFIG = "CONFIG_KEXEC_HANDOVER=y\nCONFIG_LIVEUPDATE=y\n# CONFIG_LIVEUPDATE_MEMFD is not set\n"  # no memfd handler
+
+
+def write(tmp_path, name="vmlinuz", **kw) -> str:
+    """A bzimage (bzimage(**kw)) written as tmp_path/name; its path."""
+    path = tmp_path / name
+    path.write_bytes(bzimage(**kw))
+    return str(path)

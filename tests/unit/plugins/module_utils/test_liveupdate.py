@@ -217,7 +217,7 @@ def test_preflight_refuses_a_target_that_could_not_hand_the_sessions_back(state,
 
 def test_a_target_line_without_liveupdate_is_refused_before_the_load_naming_the_sessions(tmp_path):
     """Through the load's own plan, as preflight and the jump's run make it: nothing is loaded."""
-    from test_state_modules import FakeModule, make_host, params
+    from fakehost import FakeModule, make_host, params
 
     from ansible_collections.kexec.kho.plugins.module_utils._kho import kexec as K
     kho = make_host(tmp_path, "live-cold")  # its line has no liveupdate=on

@@ -72,7 +72,7 @@ def test_the_running_kernels_tree_gives_the_starts(fixtures, tmp_path):
 
 def test_preflight_accepts_an_alignment_the_known_start_meets(tmp_path):
     """Through the load's own plan (kexec.plan_load), on the simulated cold host (its out/ memblock tree)."""
-    from test_state_modules import FakeModule, make_host, params
+    from fakehost import FakeModule, make_host, params
 
     from ansible_collections.kexec.kho.plugins.module_utils._kho import kexec as K
     kho = make_host(tmp_path, "live-cold")
@@ -113,7 +113,7 @@ def test_a_canary_is_judged_only_where_the_running_line_places_ramoops():
 
 def test_a_canary_with_a_target_that_would_not_attach_ramoops_is_refused_before_the_load(tmp_path):
     """Through kho_kexec state=executed's host run (kexec.start_jump): refused, nothing loaded, nothing queued."""
-    from test_state_modules import FakeModule, make_host, params
+    from fakehost import FakeModule, make_host, params
 
     from ansible_collections.kexec.kho.plugins.module_utils._kho import kexec as K
     kho = make_host(tmp_path, "live-cold")

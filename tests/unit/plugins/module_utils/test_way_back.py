@@ -5,7 +5,7 @@ kho_kexec's run on the host (start_jump) carries the record."""
 from __future__ import annotations
 
 import pytest
-from test_state_modules import FakeModule, make_host, params, state_dir_default  # noqa: F401  pylint: disable=import-error,unused-import
+from fakehost import FakeModule, make_host, params, state_dir_default  # noqa: F401  pylint: disable=import-error,unused-import
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import host as H
 from ansible_collections.kexec.kho.plugins.module_utils._kho import jump_status, paths, way_back

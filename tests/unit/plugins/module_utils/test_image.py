@@ -1,4 +1,5 @@
-"""What a target kernel reads (from its image), and whether it reads what the running kernel hands over."""
+"""module_utils/_kho/image.py: what a target kernel reads, from its image: its release, formats and parameters,
+read as a bounded stream"""
 
 from __future__ import annotations
 
@@ -11,21 +12,14 @@ import tracemalloc
 import zlib
 
 import kimage
+from fakehost import running_fixture  # noqa: F401  pylint: disable=import-error,unused-import  # tests/: a fixture
+from kimage import CONFIG, write  # pylint: disable=import-error  # tests/
 import pytest
-import simtree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, host, image
+from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, image
 from ansible_collections.kexec.kho.plugins.plugin_utils import _decode
-
-CONFIG = "CONFIG_KEXEC_HANDOVER=y\nCONFIG_LIVEUPDATE=y\n# CONFIG_LIVEUPDATE_MEMFD is not set\n"
-
-
-def write(tmp_path, name="vmlinuz", **kw):
-    path = tmp_path / name
-    path.write_bytes(kimage.bzimage(**kw))
-    return str(path)
 
 
 @pytest.mark.parametrize("compression", ["xz", "gzip"])
@@ -73,71 +67,13 @@ def test_composite_compatibles_are_lists_of_tokens():
     assert found == [b"kho-v4", b"luo-v5", b"memfd-v2"]
 
 
-@pytest.fixture
-def running(tmp_path):
-    opts = simtree.build("live-cold", tmp_path / "host")
-    return host.from_params(opts)
-
-
 SESSIONS = {"sessions": [{"name": "kexec_simple_state", "pid": 167}]}
-
-
-def test_what_the_running_kernel_hands_over_is_read_from_its_blobs(running, tmp_path):
-    needed = compat.handed_over(running, None, write(tmp_path, "running"))
-    assert needed["memblock"] == "memblock-v1" and needed["reserve-mem"] == "reserve-mem-v1" and needed["kho"] == "kho-v4"
-    assert "memfd" not in needed
-    assert compat.handed_over(running, SESSIONS, write(tmp_path, "running"))["memfd"] == "memfd-v2"
-
-
-@pytest.mark.parametrize("tokens, missing", [
-    (kimage.LAB_TOKENS, []),
-    (("kho-v4", "memblock-v1", "reserve-mem-v1", "luo-v5"), ["memfd-v2"]),
-    (("kho-v4", "memblock-v1", "reserve-mem-v1"), ["memfd-v2"]),
-    (("kho-v3", "memblock-v1", "reserve-mem-v1", "luo-v5", "memfd-v2"), ["kho-v4"]),
-])
-def test_a_target_lacking_what_is_handed_over_is_refused_naming_it(running, tmp_path, tokens, missing):
-    needed = compat.handed_over(running, SESSIONS, write(tmp_path, "running"))
-    support = compat.check(needed, image.inspect(write(tmp_path, "target", tokens=tokens)), True)
-    assert support["missing"] == missing and support["status"] == ("incompatible" if missing else "compatible")
-    why = compat.refusal(support, True, "refuse")
-    assert (why is None) == (not missing)
-    if missing:
-        assert missing[0] in why and "target_check: report" in why and support["consequences"]
-        assert compat.refusal(support, True, "report") is None
-
-
-def test_an_unreadable_target_is_unknown_refused_only_where_sessions_are_held(running, tmp_path):
-    needed = compat.handed_over(running, None, write(tmp_path, "running"))
-    support = compat.check(needed, image.inspect(write(tmp_path, "target", compression="lz4")), False)
-    assert support["status"] == "unknown" and compat.refusal(support, False, "refuse") is None
-    assert "LUO sessions are held" in compat.refusal(compat.check(needed, image.inspect(
-        write(tmp_path, "target", compression="lz4")), True), True, "refuse")
-
-
-def test_an_unreadable_target_whose_config_lacks_a_handler_is_incompatible(running, tmp_path):
-    (tmp_path / "config-7.3.4").write_text(CONFIG)
-    needed = compat.handed_over(running, SESSIONS, write(tmp_path, "running"))
-    target = image.inspect(write(tmp_path, "target", compression="lz4"), boot=str(tmp_path))
-    support = compat.check(needed, target, True)
-    assert support["status"] == "incompatible" and support["missing"] == ["memfd-v2"]
 
 
 def test_an_rc_comes_before_its_final_release(tmp_path):
     for rel in ("7.4.0-rc3", "7.4.0", "7.3.4"):
         (tmp_path / f"vmlinuz-{rel}").write_bytes(b"x")
     assert image.newest_in_boot(str(tmp_path)).endswith("vmlinuz-7.4.0")
-
-
-def test_the_luo_entry_is_handed_over_only_where_something_rides_on_it(running, tmp_path, fixtures):
-    luo = fixtures / "liveupdate" / "out_sub_fdts_LUO"
-    (tmp_path / "host" / "debug" / "kho" / "out" / "sub_fdts" / "LUO").write_bytes(luo.read_bytes())
-    no_luo = write(tmp_path, "target", tokens=("kho-v4", "memblock-v1", "reserve-mem-v1"))
-    quiet = compat.handed_over(running, {"sessions": []}, write(tmp_path, "running"))
-    assert "luo" not in quiet and compat.check(quiet, image.inspect(no_luo), False)["status"] == "compatible"
-    held = compat.handed_over(running, SESSIONS, write(tmp_path, "running"))
-    assert held["luo"] == "luo-v5" and compat.check(held, image.inspect(no_luo), True)["missing"] == ["luo-v5", "memfd-v2"]
-    units = {"systemd": {"preserving_units": [{"unit": "kho-cache.service", "fd_store": 1}]}}
-    assert compat.handed_over(running, units, write(tmp_path, "running"))["luo"] == "luo-v5"
 
 
 CONFIG_GZ = gzip.compress(CONFIG.encode())
