@@ -496,17 +496,8 @@ def test_a_method_that_would_lose_a_luo_session_is_refused_before_the_load(tmp_p
     assert res["method"] == "kexec" and res["accepted_loss"] == [] and kho.kexec_loaded()
 
 
-@pytest.fixture
-def systemd(tmp_path, monkeypatch):
-    """A host where systemd runs (its runtime directory), and the jump status under tmp_path."""
-    (tmp_path / "systemd").mkdir()
-    monkeypatch.setattr(paths, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
-    monkeypatch.setattr(paths, "JUMP_STATUS", str(tmp_path / "jump-status"))
-    return tmp_path / "jump-status"
-
-
 def test_executed_loads_writes_the_pstore_message_and_queues_the_jump_in_one_run(tmp_path, fixtures, monkeypatch,
-                                                                                 systemd):
+                                                                                 status):
     kho = make_host(tmp_path, "live-cold")
     monkeypatch.setattr(K, "queue_jump", lambda mod, host, kx, method, changes: ["queued", method])  # the status: below
     mod = FakeModule(kho)
@@ -520,25 +511,25 @@ def test_executed_loads_writes_the_pstore_message_and_queues_the_jump_in_one_run
     (1, True, "systemd-run could not queue the jump \\(rc 1\\): Failed to connect to bus"),
     (0, False, "cannot write the pstore message"),
 ])
-def test_executed_undoes_its_load_when_the_jump_cannot_be_queued(tmp_path, fixtures, systemd, queue_rc, pmsg_dir,
+def test_executed_undoes_its_load_when_the_jump_cannot_be_queued(tmp_path, fixtures, status, queue_rc, pmsg_dir,
                                                                  message):
     kho = make_host(tmp_path, "live-cold")
     if not pmsg_dir:
         kho.devfs = str(tmp_path / "no-dev")
     mod = FakeModule(kho, queue_rc=queue_rc)
     kx = K.Kexec(mod, str(tmp_path / "run"))
-    changes = K.Changes(K.jump_status.Writer(str(systemd), "run-1"))
+    changes = K.Changes(K.jump_status.Writer(str(status), "run-1"))
     with pytest.raises(K.KexecError, match=message) as info:
         K.start_jump(mod, kho, kx, params(tmp_path, pmsg="canary-1"), changes)
     assert str(info.value).endswith("nothing was jumped: the image unloaded")
     assert kho.kexec_loaded() is False and kx.read_record() is None and mod.commands[-1][1:] == ["-u"]
 
 
-def test_executed_in_check_mode_queues_nothing(tmp_path, fixtures, systemd):
+def test_executed_in_check_mode_queues_nothing(tmp_path, fixtures, status):
     kho = make_host(tmp_path, "live-cold")
     mod = FakeModule(kho, check_mode=True)
     res = K.start_jump(mod, kho, K.Kexec(mod, str(tmp_path / "run")), params(tmp_path, pmsg="x"))
-    assert res["triggered"] is False and not kho.kexec_loaded() and not systemd.exists()
+    assert res["triggered"] is False and not kho.kexec_loaded() and not status.exists()
     assert not [c for c in mod.commands if "systemd-run" in c[0]]
 
 
