@@ -400,7 +400,7 @@ class ActionModule(ActionBase):
         if "error" not in got and got["facts"].get("over_budget"):  # as kho_facts: refused, and read again by it
             got = {"error": f"the controller refused to decode them: {got['facts']['over_budget']}"}
         if "error" in got:
-            display.warning(f"kho_kexec: the new boot's facts were not read with its first answer: {got['error']}")
+            display.warning(f"kho_kexec: the new boot's facts were not read after the jump: {got['error']}")
             return {"facts_read": False}
         return {"facts_read": True, "ansible_facts": {"kho": got["facts"]}, "pstore_found": got["pstore_found"]}
 
