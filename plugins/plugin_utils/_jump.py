@@ -184,6 +184,7 @@ def handover_failure(output: str, debugfs_root: str) -> str | None:
     return msg and msg.format(kho=debugfs_root.rstrip("/") + "/" + paths.KHO)
 
 
+GONE_AFTER = 2  # failed probes or reads in a row that make the old kernel gone: one alone may be a busy network
 BACKOFF, MAX_PAUSE = 1.5, 2.0  # the pause between polls grows by half each round, up to 2 s (or the interval)
 
 
@@ -202,7 +203,9 @@ class Wait:
     is seen within ``interval`` and not after a back-off.  With a probe, polling starts once the
     old kernel has stopped answering it (or after ``wait_gone`` seconds); while it still answers,
     one real read every ``check_every`` seconds looks for a jump that failed on the old boot.
-    Every failure of read counts as 'not yet', and as a sign the old kernel is gone.  Once it is gone, the pause
+    Every failure of read counts as 'not yet'; GONE_AFTER failures of the probe or the read in a row, with no answer
+    between them, are the old kernel gone (since the first of them): one alone is no sign (a slow banner on a busy
+    host or network; the lab saw one turn a jump its old boot said had failed into an unknown).  Once gone, the pause
     between polls grows by half each round up to MAX_PAUSE: a connection attempt made while the host is down is
     not always lost (a NAT, or QEMU's user network, keeps retrying it), and a burst of them reaching sshd as it
     starts trips its MaxStartups and drops the very login that was waited for.
@@ -224,8 +227,9 @@ class Wait:
         self.run_id, self.ended = run_id, ended
         self.start = clock()
         self.attempts, self.old_answers = 0, 0
-        self.first_answer = self.gone = self.last_error = self.status = None
+        self.first_answer = self.gone = self.last_error = self.status = self.first_miss = None
         self.seen_down = self.running = False
+        self.misses = 0
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -235,10 +239,25 @@ class Wait:
             self.on_event(state, round(self.elapsed(), 1))
 
     def down(self) -> None:
-        """The old kernel stopped answering (first time only)."""
+        """The old kernel stopped answering (first time only), since the first miss of the run of them."""
         if not self.seen_down:
-            self.seen_down, self.gone = True, self.elapsed()
+            self.seen_down, self.gone = True, self.first_miss if self.first_miss is not None else self.elapsed()
             self.tell(EVENT_GONE)
+
+    def miss(self) -> None:
+        """A failed probe or read: GONE_AFTER of them in a row are the old kernel gone."""
+        if self.seen_down:
+            return
+        self.misses += 1
+        if self.first_miss is None:
+            self.first_miss = self.elapsed()
+        if self.misses >= GONE_AFTER:
+            self.down()
+
+    def answered(self) -> None:
+        """The old kernel answered (its banner, or a read of its boot): the misses before were no outage."""
+        if not self.seen_down:
+            self.misses, self.first_miss = 0, None
 
     def attempt(self) -> dict | None:
         """One real read: the arrival on a new boot, None while not yet; raises NotJumped from the old boot."""
@@ -248,7 +267,7 @@ class Wait:
             new, status, process, check, note = parse_arrival(self.read())
         except Exception as exc:  # pylint: disable=broad-except  # every failure is 'not yet'
             self.last_error = exc
-            self.down()
+            self.miss()
             return None
         mine = status if status is not None and status.run == self.run_id else None  # another run's is none of ours
         if new and self.old_id is None:
@@ -256,6 +275,10 @@ class Wait:
         if new and new != self.old_id and returning_from(note, self.run_id, new):
             return None  # the new kernel, on its way back by itself: the boot after it is the arrival
         if new and new != self.old_id:
+            if self.first_miss is not None and not self.seen_down:  # back after fewer misses than GONE_AFTER
+                self.down()
+                if self.probe is not None and self.first_answer is None:
+                    self.first_answer = began
             # Without a probe, the host's first answer is the attempt that read the new boot id.
             first = self.first_answer if self.probe is not None else began
             self.tell(EVENT_BACK)
@@ -264,6 +287,7 @@ class Wait:
                     "note": note}
         if new and new == self.old_id:  # an answer without a boot id is no answer from the old boot
             self.old_answers += 1
+            self.answered()
             self.check_still_old(mine, process)
         return None
 
@@ -297,8 +321,11 @@ class Wait:
         last_check = self.start
         while self.probe is not None and self.elapsed() < min(self.wait_gone, self.timeout):
             if not self.probe():
-                self.down()
-                return None
+                self.miss()
+                if self.seen_down:
+                    return None
+            else:
+                self.answered()
             if self.clock() - last_check >= self.check_every:
                 last_check = self.clock()
                 back = self.attempt()
@@ -313,7 +340,7 @@ class Wait:
         while self.elapsed() < self.timeout:
             answering = self.probe is None or self.probe()
             if not answering:
-                self.down()
+                self.miss()
             else:
                 if self.probe is not None and self.seen_down and self.first_answer is None:  # back after gone
                     self.first_answer = self.elapsed()

@@ -133,10 +133,10 @@ def scripted(replies):
     return read
 
 
-def test_a_failed_read_counts_as_gone_without_a_probe():
-    """Through a connection with no banner check: a failed read is the sign the old kernel left."""
+def test_failed_reads_in_a_row_count_as_gone_without_a_probe():
+    """Through a connection with no banner check: GONE_AFTER failed reads in a row are the sign the old kernel left."""
     clock = Clock()
-    replies = iter([OLD, ConnectionError("reset"), *[OLD] * 1000])
+    replies = iter([OLD, *[ConnectionError("reset")] * _jump.GONE_AFTER, *[OLD] * 1000])
 
     read = scripted(replies)
     with pytest.raises(_jump.NotBack) as info:
@@ -181,7 +181,7 @@ def test_a_started_jump_is_waited_for_and_its_check_returned():
 def test_a_status_after_the_host_was_seen_gone_is_not_a_failed_jump():
     """Seen gone, then the old boot id again with a failed status: unknown (never 'did not jump'), keep waiting."""
     clock = Clock()
-    replies = iter([ConnectionError("reset"), *[arrival(OLD, "exit 1")] * 1000])
+    replies = iter([*[ConnectionError("reset")] * _jump.GONE_AFTER, *[arrival(OLD, "exit 1")] * 1000])
 
     read = scripted(replies)
     with pytest.raises(_jump.NotBack) as info:
@@ -420,3 +420,25 @@ def test_the_new_kernel_on_its_way_back_by_itself_is_not_the_arrival():
     other = f"run-2 {OLD} {NEW} 7.3.4 7.2.13 60 returning"  # another run's note: this run's kernel is the arrival
     w, _clock = wait(answers(arrival_of(OLD, "started", "alive"), arrival_of(NEW) + other + "\n"))
     assert w.run()["boot_id"] == NEW
+
+
+def test_one_miss_is_no_outage_and_the_old_boot_still_says_the_jump_failed():
+    """The lab's flake (2026-12-07): one SSH banner probe missed on a busy controller, the old boot then said 'exit 1',
+    and the wait took the miss for the kernel gone, ignored the old boot's word and ran out its 300 s: unknown, the
+    image left loaded.  One miss, by the probe or by a read, is no outage."""
+    for probe_answers, replies in (([True, False, *[True] * 1000], [arrival(OLD, "exit 1")] * 1000),
+                                   (None, [ConnectionError("reset"), *[arrival(OLD, "exit 1")] * 1000])):
+        clock = Clock()
+        answers_ = iter(probe_answers) if probe_answers else None
+        with pytest.raises(_jump.NotJumped, match=r"the jump command returned \(exit 1\)") as info:
+            _jump.wait_for_new_boot(scripted(iter(replies)), OLD, 300, 0.5,
+                                    probe=(lambda a=answers_: next(a)) if answers_ else None, not_jumped_after=60,
+                                    clock=clock, sleep=clock.sleep, run_id=RUN, check_every=1)
+        assert clock.now < 30 and info.value.old_answers > 0
+
+
+def test_a_new_boot_after_a_single_miss_is_timed_from_that_miss():
+    clock = Clock()
+    replies = iter([ConnectionError("gone"), arrival(NEW, "none")])
+    back = _jump.wait_for_new_boot(scripted(replies), OLD, 60, 0.5, clock=clock, sleep=clock.sleep, run_id=RUN)
+    assert back["boot_id"] == NEW and back["gone"] is not None and back["gone"] <= back["waited"]
