@@ -184,7 +184,7 @@ def handover_failure(output: str, debugfs_root: str) -> str | None:
     return msg and msg.format(kho=debugfs_root.rstrip("/") + "/" + paths.KHO)
 
 
-GONE_AFTER = 2  # failed probes or reads in a row that make the old kernel gone: one alone may be a busy network
+GONE_AFTER = 3  # failed probes or reads in a row that make the old kernel gone: one alone may be a busy network
 BACKOFF, MAX_PAUSE = 1.5, 2.0  # the pause between polls grows by half each round, up to 2 s (or the interval)
 
 
