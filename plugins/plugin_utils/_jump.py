@@ -234,15 +234,15 @@ class Wait:
     def elapsed(self) -> float:
         return self.clock() - self.start
 
-    def tell(self, state: str) -> None:
+    def tell(self, state: str, at: float | None = None) -> None:
         if self.on_event is not None:
-            self.on_event(state, round(self.elapsed(), 1))
+            self.on_event(state, round(self.elapsed() if at is None else at, 1))
 
     def down(self) -> None:
         """The old kernel stopped answering (first time only), since the first miss of the run of them."""
         if not self.seen_down:
             self.seen_down, self.gone = True, self.first_miss if self.first_miss is not None else self.elapsed()
-            self.tell(EVENT_GONE)
+            self.tell(EVENT_GONE, self.gone)
 
     def miss(self) -> None:
         """A failed probe or read: GONE_AFTER of them in a row are the old kernel gone."""
