@@ -76,8 +76,7 @@ class ActionModule(ActionBase):
             return {**result, "failed": True, "jumped": False,
                     "msg": f"kho_kexec: debugfs_root is {root!r}: state=executed needs an absolute path on the host "
                            "(no ~ or $: the controller polls it after the jump)"}
-        opts = {**{k: valid[k] for k in JUMP_OPTIONS}, "roots": roots,
-                "debugfs_root": root, "check_root": root if valid["verify_handover"] else None,
+        opts = {**{k: valid[k] for k in JUMP_OPTIONS}, "roots": roots, "check_root": root if valid["verify_handover"] else None,
                 "confirm_timeout": valid["confirm_timeout"], "drop_regions": valid["drop_regions"]}
         # The host's part, in one run: load (the method resolved, auto: what keeps the host's live-update state),
         # the pstore message, the queued jump.  The values as validated and typed, but paths as given: the module
@@ -382,7 +381,7 @@ class ActionModule(ActionBase):
                      "kernel": way["kernel"], "initrd": way.get("initrd") or "none", "cmdline": way["cmdline"],
                      "method": (result.get("load") or {}).get("method") or load_args.get("method", "auto"), "target_check": "refuse",
                      "expect_boot_id": result["boot_id_after"], **({"pmsg": canary} if canary else {})}
-        back_opts = {**opts, "test_command": None, "facts_after": True, "check_root": opts["debugfs_root"],
+        back_opts = {**opts, "test_command": None, "facts_after": True, "check_root": opts["roots"]["debugfs_root"],
                      "verify_handover": True, "pstore_search": [canary] if canary else [], "confirm_timeout": 0,
                      "return": _return.NEVER}
         back = self._execute({"changed": False}, back_args, back_opts, task_vars)
