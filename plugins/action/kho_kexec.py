@@ -55,6 +55,8 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
+        if args.get("state") in ("loaded", "executed"):  # this run, as the lock names it: what a staged load is for
+            args["owner"] = _owner.this_run(target=(task_vars or {}).get("inventory_hostname"))
         if args.get("state") != "executed":
             return self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
         if self._connection.transport == "local" or self._play_context.connection == "local":

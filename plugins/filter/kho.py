@@ -205,13 +205,14 @@ def kho_return_outcome(jump, back=None, before=None, failed=None, failure="", an
 def kho_verdict(fields):
     """The handover role's verdict of one host from its fields (_verdict.passed or _verdict.failed)."""
     fields = _plain(fields) if isinstance(fields, Mapping) else {}
-    defaults = {"failed": False, "check_mode": False, "verify": True, "jumped": False, "changed_nothing": False}
+    defaults = {"failed": False, "check_mode": False, "verify": True, "jumped": False, "changed_nothing": False,
+                "staged": False}
     try:
         flag = {k: boolean(fields.get(k, v), strict=True) for k, v in defaults.items()}
     except TypeError as exc:
         raise AnsibleFilterError(f"kho_verdict: {exc}") from exc
     if not flag["failed"]:
-        return _verdict.passed(flag["check_mode"], flag["verify"], fields.get("dropped") or ())
+        return _verdict.passed(flag["check_mode"], flag["verify"], fields.get("dropped") or (), flag["staged"])
     refusals = fields.get("refusals") or ()
     return _verdict.failed(flag["check_mode"], flag["jumped"], fields.get("way_back") or None,
                            [refusals] if isinstance(refusals, str) else refusals, flag["changed_nothing"])
@@ -224,9 +225,25 @@ def kho_back_out(undo, jump=None, load=None):
                             *(_plain(x) if isinstance(x, Mapping) else {} for x in (jump, load)))
 
 
+def kho_rollout_stopped(hosts, hostvars, percent=0):
+    """Staged mode: why the switch stops, from the targets' kho_handover_result (_verdict.rollout_stopped)."""
+    if not isinstance(hosts, (list, tuple)):
+        raise AnsibleFilterError(f"kho_rollout_stopped: the hosts are a list of inventory names, not {type(hosts).__name__}")
+    try:
+        percent = float(percent)
+    except (TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"kho_rollout_stopped: the percentage is {percent!r}, not a number") from exc
+
+    def result(name):
+        found = hostvars[name] if name in hostvars else {}
+        return _plain(found["kho_handover_result"]) if "kho_handover_result" in found else None
+    return _verdict.rollout_stopped({h: result(h) for h in hosts}, percent)
+
+
 class FilterModule:
     def filters(self):
         return {"fdt_decode": fdt_decode, "kho_query": kho_query, "kho_liveupdate_verify": kho_liveupdate_verify,
                 "kho_regions_verify": kho_regions_verify, "kho_handover_checks": kho_handover_checks,
                 "kho_return_decide": kho_return_decide, "kho_return_outcome": kho_return_outcome,
-                "kho_verdict": kho_verdict, "kho_back_out": kho_back_out}
+                "kho_verdict": kho_verdict, "kho_back_out": kho_back_out,
+                "kho_rollout_stopped": kho_rollout_stopped}

@@ -397,6 +397,15 @@ ansible_facts:
           type: dict
           sample: {present: [], note: null}
           version_added: 0.4.0
+        stage:
+          description:
+            - A staged load (M(kexec.kho.kho_kexec)'s O(kexec.kho.kho_kexec#module:stage_ttl)) - C(staged), the run
+              it is staged for and its C(expires_at), or V(null); and C(expired), the host's note that it ended a
+              staged load whose time ran out (C(run), C(at), C(state) - V(unloaded) or V(unload-failed) - and
+              C(kernel)), or V(null). The handover role says a note it finds.
+          type: dict
+          sample: {staged: null, expired: {run: "ctl:4242:98765:1f2e", at: 1796000000, state: unloaded, kernel: /boot/vmlinuz-7.3.4}}
+          version_added: 0.4.0
         out:
           description: What this kernel will hand over.
           type: dict
@@ -478,7 +487,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host, kexec, lock, self_return
+from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host, kexec, lock, paths, self_return, stage
 
 
 ARGUMENT_SPEC = {
@@ -510,6 +519,7 @@ def read(module, kho) -> dict:
     out = facts.read(kho, p["kernel_log"], p["pstore_search"], module.run_command)
     where = self_return.where_for(kho)  # the host's own return of a run (kho_kexec confirm_timeout), as on disk
     out["kho_raw"]["self_return"] = {"note": self_return.read_note(where), "present": self_return.present(where)}
+    out["kho_raw"]["stage"] = stage.read(paths.STATE_DIR)  # a load staged for a run, and one whose time ran out
     if p["preflight"] is not None:
         raw = out["kho_raw"]
         out["preflight"] = kexec.preflight(module, kho, p["preflight"], raw["images"], raw["liveupdate"])

@@ -249,6 +249,37 @@ options:
         boot id read, one round trip fewer.
     type: str
     version_added: 0.3.0
+  stage_ttl:
+    description:
+      - With O(state=loaded), seconds the load stays I(staged) for this run (0, the default - not staged; at most
+        86400). A staged load is this run's own (refused where any image is loaded already, and on a kernel with a
+        finalize state, whose handover would be the state of the stage); the host itself unloads it, releases the
+        handover lock where this run still holds it, and writes a note that a later
+        M(kexec.kho.kho_facts) reports (RV(kexec.kho.kho_facts#module:ansible_facts.kho.stage)), once the time has
+        passed and no O(state=executed) with O(staged) of the same run took it up (a systemd timer, else a sleeping
+        process in its own session).
+      - While an image is loaded, a plain C(systemctl reboot) on the host becomes a kexec into it (systemd's
+        auto-kexec; C(SYSTEMCTL_SKIP_AUTO_KEXEC=1) opts a caller out) - an unplanned handover, never verified by
+        this run. The time to live bounds how long that can happen.
+    type: int
+    default: 0
+    version_added: 0.4.0
+  staged:
+    description:
+      - With O(state=executed), take up the load this run staged (O(stage_ttl)) instead of loading again, where the
+        run still holds the handover lock (else the task fails, nothing changed), the load is still staged for it and
+        C(/sys/kernel/kexec_loaded) is C(1); the record must name what the task asks. The staged load then counts as
+        this task's, and any failure before the jump unloads it. Where it is no longer staged (it expired, or was
+        unloaded), the task loads again, as without O(staged) (RV(load.reused_staged) V(false)).
+    type: bool
+    default: false
+    version_added: 0.4.0
+  owner:
+    description:
+      - Set by the action plugin for O(state=loaded) and O(state=executed) to this run, as the handover lock names
+        it (M(kexec.kho.kho_lock)); a value given in the task is ignored.
+    type: dict
+    version_added: 0.4.0
   run_id:
     description:
       - Set by the action plugin for O(state=executed) to this task's own id (the one the jump status carries); a
@@ -436,6 +467,17 @@ loaded_before:
       record on this boot names it; V(other), an image loaded outside this run (refused unless O(replace_loaded)).
   returned: O(state=loaded); for O(state=executed) in RV(load)
   type: str
+  version_added: 0.4.0
+staged:
+  description: With O(stage_ttl), the staged load - C(run), C(ttl), C(expires_at) (seconds since the epoch), C(argv)
+    (what started its expiry); V(null) in check mode.
+  returned: O(state=loaded) with O(stage_ttl)
+  type: dict
+  version_added: 0.4.0
+reused_staged:
+  description: With O(state=executed), the load this run staged was taken up, not loaded again (O(staged)).
+  returned: O(state=executed), in RV(load)
+  type: bool
   version_added: 0.4.0
 reloaded:
   description: The image the record names was loaded again (O(state=executed), O(force)); RV(loaded_here) is then
@@ -703,10 +745,11 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho import host, jump_s
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError
 from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import (
     ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE, REQUIRED_IF, Changes, Kexec, KexecError, check_boot, check_values, ensure_loaded,
-    ensure_unloaded, start_jump,
+    ensure_unloaded, stage_load, start_jump,
 )
+from ansible_collections.kexec.kho.plugins.module_utils._kho.stage import StageError
 
-OWN_ERRORS = (KexecError, FinalizeError, host.NeedsRoot, jump_status.StatusError, self_return.Refused)
+OWN_ERRORS = (KexecError, FinalizeError, host.NeedsRoot, jump_status.StatusError, self_return.Refused, StageError)
 
 
 def state_run(module, kho, kexec: Kexec, changes: Changes) -> dict:
@@ -730,7 +773,7 @@ def state_run(module, kho, kexec: Kexec, changes: Changes) -> dict:
                if p.get("confirm_timeout") else None)
         result = start_jump(module, kho, kexec, p, changes, arm)
     elif p["state"] == "loaded":
-        result = ensure_loaded(module, kho, kexec, p, changes=changes)
+        result = (stage_load if p["stage_ttl"] else ensure_loaded)(module, kho, kexec, p, changes=changes)
     else:
         result = ensure_unloaded(module, kho, kexec)
     return {**result, "changed": result["changed"] or mounted}

@@ -97,6 +97,8 @@ def record(facts, now: float) -> dict:
         "regions": _list(check.get("regions")), "kexec_count": meta.get("kexec_count"),
         "previous_release": meta.get("previous_release"), "downtime": jump.get("downtime"),
         "detection": jump.get("detection"), "method": jump.get("method"), "liveupdate": check.get("liveupdate"),
+        # staged mode: the switch took up the stage's load (true), or loaded again (false); null without a switch
+        "switched_from_stage": _map(jump.get("load")).get("reused_staged"),
         # systemd-analyze's phases of the new boot (systemd 262 counts the old boot's stopping, exit and shutdown)
         "boot_phases": systemd.get("boot_phases"), "detect_latency": jump.get("detect_latency"),
         # the way back, where the new kernel failed a check (return.yml): the decision, the verdict, both halves'

@@ -14,6 +14,8 @@ VERIFIED = "verified"  # the new kernel's own word: everything handed over taken
 JUMPED = "jumped"  # kho_handover_verify off: the host jumped, nothing was checked
 DROPPED = "handed over, regions dropped: {names}"  # regions allowed to go (kho_handover_drop_regions) and gone
 WOULD_HAND_OVER = "would hand over"  # a dry run that found nothing to refuse
+STAGED = "staged"  # staged mode's first part: loaded while the host serves, for this run's switch
+WOULD_STAGE = "would stage"  # its dry run
 WOULD_REFUSE = "would refuse: {reasons}"  # a dry run: every refusal it found
 REFUSED = "refused, nothing changed"  # refused before it changed anything on the host (its own lock aside)
 ROLLED_BACK = "failed, rolled back"  # changed something, did not jump, undid what it did
@@ -23,8 +25,11 @@ RETURNED = "returned to {old}: the new kernel {new} failed at {check}"
 RETURNED_BY_HOST = "returned by the host: not confirmed within {seconds} s"
 
 
-def passed(check_mode: bool, verify: bool, dropped=()) -> str:
-    """The verdict of a run whose every step passed: a dry run's, an unchecked jump's, or the receiver's word."""
+def passed(check_mode: bool, verify: bool, dropped=(), staged: bool = False) -> str:
+    """The verdict of a run whose every step passed: a stage's, a dry run's, an unchecked jump's, or the receiver's
+    word."""
+    if staged:
+        return WOULD_STAGE if check_mode else STAGED
     if check_mode:
         return WOULD_HAND_OVER
     if not verify:
@@ -48,3 +53,14 @@ def failed(check_mode: bool, jumped: bool, way_back: str | None = None, refusals
 def ok(verdict: str) -> bool:
     """A verdict the report shows as good: the receiver verified everything handed over."""
     return verdict == VERIFIED
+
+
+def rollout_stopped(results: dict, percent) -> str:
+    """Staged mode's switch: why the rollout stops (``''``: it goes on), from each target's kho_handover_result (None
+    where a host has none: it never got through its stage, unreachable).  It stops once the hosts failed so far exceed
+    ``percent`` of the targets, as max_fail_percentage does for a batch (0: the first failure)."""
+    failed = sorted(h for h, r in results.items() if not isinstance(r, dict) or r.get("failed_step") is not None)
+    if not results or len(failed) * 100 <= float(percent) * len(results):
+        return ""
+    return (f"{len(failed)} of {len(results)} hosts failed ({', '.join(failed[:10])}{', ...' if len(failed) > 10 else ''}), "
+            f"more than kho_max_fail_percentage={percent}")

@@ -68,9 +68,37 @@ def test_a_list_of_targets_is_a_pattern_too(tmp_path):
 @pytest.mark.parametrize("playbook", PLAYBOOKS)
 def test_hosts_are_only_the_targets_one_batch_at_a_time(playbook):
     targets = plays(playbook)[1]
-    assert targets["hosts"] == "{{ kho_targets | default([]) }}"
+    assert "kho_targets | default([])" in targets["hosts"]
     assert targets["serial"] == "{{ kho_serial | default(1) }}"
     assert targets["max_fail_percentage"] == "{{ kho_max_fail_percentage | default(0) }}"
+
+
+def _hosts_per_play(stdout: str) -> dict:
+    """--list-hosts' answer: {play name: [hosts]}."""
+    found, play = {}, None
+    for line in stdout.splitlines():
+        m = re.match(r"\s*play #\d+ \([^)]*\): (.*?)\s+TAGS:", line)
+        if m:
+            play = found.setdefault(m.group(1), [])
+        elif play is not None and line.startswith("      ") and line.strip() and ":" not in line:
+            play.append(line.strip())
+    return found
+
+
+@pytest.mark.parametrize("staged", [False, True], ids=["one step", "staged"])
+def test_staged_mode_stages_every_target_then_switches_them_and_nothing_else(tmp_path, staged):
+    """kho_staged: the stage and the switch play take the targets, the one-step play none (and the other way)."""
+    proc = run(tmp_path, "handover", "--list-hosts", "-e", "kho_targets=kho", "-e", f"kho_staged={staged}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    hosts = _hosts_per_play(proc.stdout)
+    names = ("Hand hosts over to their new kernel, batch by batch", "Stage every host (staged mode)",
+             "Switch the staged hosts, batch by batch (staged mode)")
+    one, stage, switch = (sorted(hosts[n]) for n in names)
+    assert (one, stage, switch) == (([], ["web-1", "web-2"], ["web-1", "web-2"]) if staged
+                                    else (["web-1", "web-2"], [], []))
+    staged_plays = {p["name"]: p for p in plays("handover")}
+    assert "serial" not in staged_plays["Stage every host (staged mode)"]  # every host at once, at the forks
+    assert staged_plays["Switch the staged hosts, batch by batch (staged mode)"]["serial"] == "{{ kho_serial | default(1) }}"
 
 
 def _enable_local(tmp_path: Path, config: str | None) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ import time
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdline, GrammarError, parse_bool
 from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, facts, host, liveupdate, regions
-from ansible_collections.kexec.kho.plugins.module_utils._kho import boot_files, files, image, jump_status, way_back
+from ansible_collections.kexec.kho.plugins.module_utils._kho import boot_files, files, image, jump_status, stage, way_back
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError, KhoInactive, require_kho, transition
 from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
@@ -61,13 +61,17 @@ ARGUMENT_SPEC = {
     "pstore_search": facts.PSTORE_SEARCH_SPEC,
     "confirm_timeout": {"type": "int", "default": 0},
     "return": {"type": "str", "default": way_back.NEVER, "choices": list(way_back.POLICIES)},
+    "stage_ttl": {"type": "int", "default": 0},
+    "staged": {"type": "bool", "default": False},
+    "owner": {"type": "dict"},
 }
 REQUIRED_IF = [("state", "loaded", ("kernel",)), ("state", "executed", ("kernel",))]
 MUTUALLY_EXCLUSIVE = [("cmdline", "append")]
 JUMP_OPTIONS = ("connect_timeout", "kexec_timeout", "post_kexec_delay", "poll_interval", "not_jumped_after",
                 "test_command", "verify_handover", "facts_after", "pstore_search", "return")
 RANGES = {"connect_timeout": (1, 3600), "kexec_timeout": (1, 86400), "post_kexec_delay": (0, 3600),
-          "poll_interval": (0.05, 60), "not_jumped_after": (1, 86400), "confirm_timeout": (0, 86400)}
+          "poll_interval": (0.05, 60), "not_jumped_after": (1, 86400), "confirm_timeout": (0, 86400),
+          "stage_ttl": (0, stage.MAX_TTL)}
 
 
 def check_values(params: dict) -> None:
@@ -181,6 +185,7 @@ class Kexec:
         self.module = module
         self.state_dir = state_dir
         self.record_path = os.path.join(state_dir, "loaded.json")
+        self.lock_path = os.path.join(state_dir, os.path.basename(paths.LOCK))  # the handover lock beside it
         self.binary = module.get_bin_path("kexec")
 
     def require(self) -> str:
@@ -224,10 +229,12 @@ class Kexec:
             return None
 
     def write_record(self, record: dict) -> None:
+        stage.disarm(self.state_dir)  # a new load is nobody's staged one until stage.arm says so
         files.write_atomic(self.record_path, json.dumps({**record, "loaded_at": time.time()}).encode(),
                            mode=0o600, dir_mode=0o700)
 
     def forget(self) -> None:
+        stage.disarm(self.state_dir)
         try:
             os.unlink(self.record_path)
         except FileNotFoundError:
@@ -581,6 +588,36 @@ def write_pmsg(kho, text: str) -> str:
     return path
 
 
+def stage_load(module, kho, kexec: Kexec, p: dict, changes: Changes | None = None) -> dict:
+    """state=loaded with stage_ttl: a load of this run's own (refused where any image is loaded already, or where the
+    kernel freezes its state at finalize), and its expiry (stage.arm); a failure unloads what it loaded."""
+    changes = changes if changes is not None else Changes()
+    if require_kho(kho) == "finalize":
+        raise KexecError("staging is refused on a kernel with a finalize state (6.16 to 6.19): it freezes what it "
+                         "hands over at finalize, so a staged load would hand over the state of the stage, not of "
+                         "the switch; hand it over in one step")
+    result, steps = plan_load(module, kho, kexec, p)
+    if result["loaded_before"] != LOADED_NOTHING:
+        raise KexecError(f"an image is loaded already ({result['loaded_before']}): a staged load is this run's own, "
+                         "so that its expiry and every abort unload only what this run loaded; unload it first "
+                         "(state=unloaded)")
+    if module.check_mode:
+        return {**planned(result, steps), "staged": None, "msg": "would load, staged"}
+    result = do_load(kho, kexec, result, steps, changes)
+    try:
+        result["staged"] = stage.arm(module, kexec.state_dir, p["owner"], p["stage_ttl"], kexec.binary or "kexec",
+                                     result["kernel"], kexec.lock_path)
+    except Exception as exc:  # pylint: disable=broad-except  # the load this run made is undone
+        changes.back_out(kho, exc, kexec)  # raises
+    return {**result, "msg": f"loaded, staged for {p['stage_ttl']} s"}
+
+
+def take_staged(kho, kexec: Kexec, p: dict) -> bool:
+    """state=executed with staged: whether the load this run staged is taken up (its expiry removed), so that the
+    jump loads nothing again; StageError where the staging run no longer holds the lock."""
+    return stage.take_up(kexec.state_dir, p["owner"], kexec.lock_path) and kho.kexec_loaded() is True
+
+
 def start_jump(module, kho, kexec: Kexec, p: dict, changes: Changes | None = None, arm=None) -> dict:
     """state=executed, the host's part: load (as state=loaded, but always: the record is not the kernel's word of
     what is loaded), record the way back (way_back.read), write the pstore message, arm the host's own return
@@ -591,7 +628,16 @@ def start_jump(module, kho, kexec: Kexec, p: dict, changes: Changes | None = Non
     """
     changes = changes if changes is not None else Changes()
     try:
-        result = ensure_loaded(module, kho, kexec, {**p, "force": True}, changes=changes)
+        # The load this run staged, where it holds: what the record names is loaded, and unloaded on any failure
+        # (this run's load).  Else loaded again, as always.
+        reuse = take_staged(kho, kexec, p) if p.get("staged") and not module.check_mode else False
+        result = ensure_loaded(module, kho, kexec, {**p, "force": not reuse}, changes=changes)
+        if reuse:
+            if result["loaded_before"] != LOADED_RECORDED:
+                raise KexecError("the load this run staged is not what this task asks (kernel, initrd, command line)")
+            changes.did(paths.DONE_LOAD)
+            result.update(loaded_here=True, changed=True, msg="took up the load this run staged")
+        result["reused_staged"] = reuse
         result["way_back"] = way_back.read(kho)  # read while the old kernel runs: after the jump only its disk is left
         if module.check_mode:
             return {**result, "triggered": False, "msg": "would load and jump to the new kernel"}

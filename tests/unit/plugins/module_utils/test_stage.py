@@ -1,0 +1,165 @@
+"""A staged load (kho_kexec stage_ttl, issue 38): its expiry run under sh as the host runs it, the stage's load, and
+the switch that takes it up.  Simulated trees and a fake kexec; the lab runs it on a guest (test_staged.py)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+from fakehost import FakeModule, make_host, params, state_dir_default  # noqa: F401  pylint: disable=import-error,unused-import
+
+from ansible_collections.kexec.kho.plugins.module_utils._kho import kexec as K
+from ansible_collections.kexec.kho.plugins.module_utils._kho import lock, stage
+
+RUN = "ctl:4242:98765:1f2e3d"
+OWNER = {"run": RUN, "target": "web-1"}
+
+
+def _hold(lock_path, run=RUN):
+    lock.acquire(str(lock_path), {"run": run, "target": "web-1"})
+
+
+def _expiry(tmp_path, line=None, holder=RUN, kexec_rc=0):
+    """A state dir with a record, ``staged`` (``line``) and the lock held by ``holder``; the expiry's job for a stage
+    of RUN, run under sh with a fake kexec that logs its argv.  Returns the dir."""
+    state = tmp_path / "run"
+    state.mkdir()
+    (state / "loaded.json").write_text("{}")
+    mine = f"{RUN} 00112233 {int(time.time()) + 60}"
+    if line is not False:
+        (state / stage.STAGED).write_text((line or mine) + "\n")
+    if holder:
+        _hold(state / "handover.lock", holder)
+    fake = tmp_path / "kexec"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/kexec.log\nexit {kexec_rc}\n")
+    fake.chmod(0o755)
+    job = stage.expiry_job(mine, RUN, str(state), str(fake), "/boot/vmlinuz-7.3.4 x", str(state / "handover.lock"))
+    subprocess.run([shutil.which("dash") or "/bin/sh", "-c", job], check=True, timeout=30)
+    return state
+
+
+def test_the_expiry_unloads_notes_and_releases_the_lock_of_its_run(tmp_path):
+    state = _expiry(tmp_path)
+    assert (tmp_path / "kexec.log").read_text() == "-u\n"
+    assert not (state / "loaded.json").exists() and not (state / stage.STAGED).exists()
+    assert not (state / "handover.lock").exists()
+    note = stage.read(str(state))["expired"]
+    assert note["run"] == RUN and note["state"] == stage.UNLOADED and note["kernel"] == "/boot/vmlinuz-7.3.4 x"
+    assert abs(note["at"] - time.time()) < 30 and stage.read(str(state))["staged"] is None
+
+
+def test_the_expiry_leaves_another_runs_lock(tmp_path):
+    state = _expiry(tmp_path, holder="other:1:2:3")
+    assert (tmp_path / "kexec.log").read_text() == "-u\n"
+    assert lock.read(str(state / "handover.lock"))["run"] == "other:1:2:3"
+
+
+@pytest.mark.parametrize("line", [False, f"{RUN} 99999999 {int(time.time()) + 60}"], ids=["taken up", "staged again"])
+def test_an_expiry_whose_stage_was_taken_up_or_replaced_does_nothing(tmp_path, line):
+    state = _expiry(tmp_path, line=line)
+    assert not (tmp_path / "kexec.log").exists() and (state / "loaded.json").exists()
+    assert lock.read(str(state / "handover.lock"))["run"] == RUN and stage.read(str(state))["expired"] is None
+
+
+def test_an_unload_that_fails_is_noted_and_the_record_kept(tmp_path):
+    state = _expiry(tmp_path, kexec_rc=1)
+    assert stage.read(str(state))["expired"]["state"] == stage.UNLOAD_FAILED and (state / "loaded.json").exists()
+
+
+@pytest.fixture(autouse=True)
+def systemd(tmp_path, monkeypatch):
+    """systemd runs on the simulated host (its runtime directory exists)."""
+    (tmp_path / "systemd").mkdir()
+    monkeypatch.setattr(stage.paths, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
+
+
+def _stage(tmp_path, loaded=False, generation="live-cold", check_mode=False, queue_rc=0, ttl=600):
+    kho = make_host(tmp_path, generation, loaded=loaded)
+    mod = FakeModule(kho, check_mode=check_mode, queue_rc=queue_rc)
+    kx = K.Kexec(mod, str(tmp_path / "run"))
+    return kho, mod, kx, params(tmp_path, stage_ttl=ttl, owner=OWNER, staged=False, replace_loaded=False)
+
+
+def test_a_stage_loads_and_starts_its_expiry_as_one_systemd_timer(tmp_path):
+    kho, mod, kx, p = _stage(tmp_path)
+    res = K.stage_load(mod, kho, kx, p)
+    assert res["loaded_here"] and kho.kexec_loaded() and res["staged"]["run"] == RUN
+    timer = mod.commands[-1]
+    assert timer[:4] == ["/usr/bin/systemd-run", "--quiet", "--collect", "--on-active=600"] and timer[4:6] == ["/bin/sh", "-c"]
+    assert stage.mine(kx.state_dir, OWNER) and not stage.mine(kx.state_dir, {"run": "other:1:2:3"})
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    ({"loaded": True}, "an image is loaded that kexec.kho did not load"),
+    ({"generation": "finalize-6.16"}, "staging is refused on a kernel with a finalize state"),
+    ({"ttl": 86401}, "stage_ttl is 86401"),
+])
+def test_a_stage_is_refused_before_it_changes_anything_or_undone(tmp_path, setup, message):
+    kho, mod, kx, p = _stage(tmp_path, **setup)
+    before = kho.kexec_loaded()
+    with pytest.raises((K.KexecError, stage.StageError), match=message):
+        K.stage_load(mod, kho, kx, p)
+    assert kho.kexec_loaded() is before and stage.read(kx.state_dir)["staged"] is None
+
+
+def test_a_stage_onto_a_recorded_load_is_refused(tmp_path):
+    kho, mod, kx, p = _stage(tmp_path)
+    K.ensure_loaded(mod, kho, kx, {**p, "stage_ttl": 0})
+    with pytest.raises(K.KexecError, match=r"an image is loaded already \(recorded\)"):
+        K.stage_load(mod, kho, kx, p)
+    assert kho.kexec_loaded() and kx.read_record() and stage.read(kx.state_dir)["staged"] is None
+
+
+def test_a_stage_whose_expiry_cannot_start_is_unloaded(tmp_path):
+    kho, mod, kx, p = _stage(tmp_path, queue_rc=1)
+    with pytest.raises(K.KexecError, match="expiry could not be started"):
+        K.stage_load(mod, kho, kx, p)
+    assert kho.kexec_loaded() is False and kx.read_record() is None and stage.read(kx.state_dir)["staged"] is None
+
+
+def test_a_dry_run_stage_loads_nothing(tmp_path):
+    kho, mod, kx, p = _stage(tmp_path, check_mode=True)
+    res = K.stage_load(mod, kho, kx, p)
+    assert res["staged"] is None and res["msg"] == "would load, staged" and not kho.kexec_loaded()
+
+
+@pytest.fixture(name="queued")
+def queued_fixture(monkeypatch):
+    monkeypatch.setattr(K, "queue_jump", lambda mod, host, kx, method, changes: ["queued", method])
+
+
+def _switch(mod, kho, kx, p, tmp_path):
+    return K.start_jump(mod, kho, kx, {**p, "staged": True, "stage_ttl": 0, "pmsg": None},
+                        K.Changes(status=None))
+
+
+def test_the_switch_takes_up_the_staged_load_without_loading_again(tmp_path, queued):
+    kho, mod, kx, p = _stage(tmp_path)
+    K.stage_load(mod, kho, kx, p)
+    _hold(kx.lock_path)
+    loads = len([c for c in mod.commands if c[1:3] == ["-s", "-l"]])
+    res = _switch(mod, kho, kx, p, tmp_path)
+    assert res["reused_staged"] and res["loaded_here"] and res["triggered"]
+    assert len([c for c in mod.commands if c[1:3] == ["-s", "-l"]]) == loads  # no second load
+    assert stage.read(kx.state_dir)["staged"] is None  # its expiry has nothing left to do
+
+
+def test_a_switch_whose_stage_expired_loads_again(tmp_path, queued):
+    kho, mod, kx, p = _stage(tmp_path)
+    K.stage_load(mod, kho, kx, p)
+    _hold(kx.lock_path)
+    stage.disarm(kx.state_dir)
+    res = _switch(mod, kho, kx, p, tmp_path)
+    assert res["reused_staged"] is False and res["reloaded"]
+
+
+def test_a_switch_without_the_stages_lock_changes_nothing(tmp_path, queued):
+    kho, mod, kx, p = _stage(tmp_path)
+    K.stage_load(mod, kho, kx, p)
+    _hold(kx.lock_path, "other:1:2:3")
+    commands = len(mod.commands)
+    with pytest.raises(stage.StageError, match="no longer holds its handover lock .*held by 'other:1:2:3'"):
+        _switch(mod, kho, kx, p, tmp_path)
+    assert len(mod.commands) == commands and kho.kexec_loaded() and stage.mine(kx.state_dir, OWNER)
