@@ -153,6 +153,16 @@ def _one_host(recorded: dict, log: list) -> str:  # its verdict
     return result["verdict"]
 
 
+def _recorded(fixtures) -> dict:
+    """A host's recorded answers, before and after its handover (the repository's fixtures)."""
+    def side(directory: str, name: str) -> dict:
+        return {"present": True, "fdt": None, "sub_blobs": {
+            p.name[len(name) + len("_sub_fdts_"):]: base64.b64encode(p.read_bytes()).decode()
+            for p in (fixtures / directory).glob(f"{name}_sub_fdts_*")}}
+    return {"before": {"interface": "live", "out": side("cold", "out"), "in": {"present": False}},
+            "after": {"interface": "live", "out": side("handover1", "out"), "in": side("handover1", "in")}}
+
+
 def controller_fleet(sizes=(1, 100, 1000), forks: int = 50) -> dict:
     """The controller's CPU seconds per host handover, for simulated fleets (no guests), forks workers at a time."""
     import concurrent.futures  # pylint: disable=import-outside-toplevel
@@ -160,12 +170,7 @@ def controller_fleet(sizes=(1, 100, 1000), forks: int = 50) -> dict:
     from simtree import FIXTURES  # pylint: disable=import-outside-toplevel
     from ansible_collections.kexec.kho.plugins.plugin_utils import _verdict  # pylint: disable=import-outside-toplevel
 
-    def side(directory: str, name: str) -> dict:
-        return {"present": True, "fdt": None, "sub_blobs": {
-            p.name[len(name) + len("_sub_fdts_"):]: base64.b64encode(p.read_bytes()).decode()
-            for p in (FIXTURES / directory).glob(f"{name}_sub_fdts_*")}}
-    recorded = {"before": {"interface": "live", "out": side("cold", "out"), "in": {"present": False}},
-                "after": {"interface": "live", "out": side("handover1", "out"), "in": side("handover1", "in")}}
+    recorded = _recorded(FIXTURES)
     log = (FIXTURES / "handover1" / "dmesg_kho.txt").read_text().splitlines()
     out = {}
     for n in sizes:
@@ -180,6 +185,39 @@ def controller_fleet(sizes=(1, 100, 1000), forks: int = 50) -> dict:
     return out
 
 
+def staged_fleet(sizes=(100, 1000), batch: int = 50, forks: int = 50) -> dict:
+    """Staged mode's controller work, simulated (no guests): every host staged at once (its facts decoded), then
+    switched in batches of ``batch``, each host of a batch deciding first whether the rollout goes on from every
+    target's result (_verdict.rollout_stopped, as the role's switch does), then its handover's controller part."""
+    import concurrent.futures  # pylint: disable=import-outside-toplevel
+    import resource  # pylint: disable=import-outside-toplevel
+    from simtree import FIXTURES  # pylint: disable=import-outside-toplevel
+    from ansible_collections.kexec.kho.plugins.plugin_utils import _decode, _verdict  # pylint: disable=import-outside-toplevel
+    recorded = _recorded(FIXTURES)
+    log = (FIXTURES / "handover1" / "dmesg_kho.txt").read_text().splitlines()
+    out = {}
+    for n in sizes:
+        start, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=forks) as pool:
+            list(pool.map(lambda _i: _decode.facts_from_raw(recorded["before"]), range(n)))  # the stage's read
+            results = {f"h{i}": {"verdict": _verdict.STAGED, "failed_step": None} for i in range(n)}
+            stopped, verdicts = 0, []
+            for first in range(0, n, batch):
+                def switch(i):
+                    if _verdict.rollout_stopped(results, 0):
+                        return None
+                    return _one_host(recorded, log)
+                got = list(pool.map(switch, range(first, min(first + batch, n))))
+                stopped += got.count(None)
+                verdicts += got
+        end = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (end.ru_utime - start.ru_utime) + (end.ru_stime - start.ru_stime)
+        out[str(n)] = {"hosts": n, "batch": batch, "cpu_seconds": round(cpu, 3), "cpu_per_host": round(cpu / n, 4),
+                       "wall_seconds": round(time.perf_counter() - wall, 3),
+                       "verified": verdicts.count(_verdict.VERIFIED), "stopped": stopped}
+    return out
+
+
 def ratio(a, b):
     return round(a / b, 2) if a and b else None
 
@@ -187,7 +225,7 @@ def ratio(a, b):
 def measure(repeat: int) -> dict:
     """Every controller figure, in one dict (the keys of the results JSON)."""
     return {"decode": decode_cost(max(repeat, 20)), "report": report_cost(1000), "hostile": hostile_inputs(),
-            "hostile_hosts": hostile_hosts(), "controller_fleet": controller_fleet()}
+            "hostile_hosts": hostile_hosts(), "controller_fleet": controller_fleet(), "staged_fleet": staged_fleet()}
 
 
 def print_figures(results: dict) -> None:
@@ -204,6 +242,9 @@ def print_figures(results: dict) -> None:
     for n, f in results["controller_fleet"].items():
         print(f"  {n:>5} hosts  {f['cpu_seconds']:8.3f} CPU-s  {f['cpu_per_host']:.4f} per host  wall {f['wall_seconds']} s  "
               f"verified {f['verified']}")
+    for n, f in (results.get("staged_fleet") or {}).items():
+        print(f"  staged, {n:>5} hosts, switched {f['batch']} at a time  {f['cpu_seconds']:8.3f} CPU-s  "
+              f"{f['cpu_per_host']:.4f} per host  verified {f['verified']}")
     print("hostile inputs (controller decode; target: each refused or decoded in < 1 s and < 100 MB):")
     for name, h in results["hostile"].items():
         print(f"  {name:16} {h['bytes'] / 2**20:6.2f} MiB  {h['seconds']:6.3f} s  peak {h['peak_mib']:6.1f} MiB  "
@@ -223,6 +264,11 @@ def targets(results: dict) -> dict:
         "controller CPU-seconds per host, 1000 simulated hosts (target <= 1)": fleet["1000"]["cpu_per_host"],
         "controller CPU per host, 1000 hosts / 100 hosts (linear growth: near 1)": ratio(
             fleet["1000"]["cpu_per_host"], fleet["100"]["cpu_per_host"]),
+        **({"staged: controller CPU-seconds per host, 1000 simulated hosts in batches of 50 (target <= 0.5)":
+            results["staged_fleet"]["1000"]["cpu_per_host"],
+            "staged: CPU per host, 1000 hosts / 100 hosts (linear: near 1)": ratio(
+                results["staged_fleet"]["1000"]["cpu_per_host"], results["staged_fleet"]["100"]["cpu_per_host"])}
+           if "1000" in (results.get("staged_fleet") or {}) and "100" in results["staged_fleet"] else {}),
     }
 
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/lab_bench.py [--repeat 5] [--fleet 1,2,4] [--only NAME ...] [--limit S]
     .venv/bin/python bench/lab_bench.py --no-lab          # the controller's figures alone (as bench/controller_bench.py)
+    .venv/bin/python bench/lab_bench.py --window          # the window of a staged handover (issue 38)
 
 Prints a table (median and spread of each scenario) and writes it as JSON under
 bench/results/, with the controller's figures (bench/controller_bench.py) beside them.  Boots only
@@ -127,14 +128,17 @@ def env() -> dict:
 
 
 def playbook(inventory: str, tasks: str, extra: dict | None = None, limit: float = LIMIT,
-             play: str = "hosts: kho_lab\n  gather_facts: false\n") -> dict:
-    """One one-play playbook, run: its ``seconds`` (None when it did not return within ``limit``), ``returned``
-    (when its last task, named returned, started: this clock), ``out`` (its text, for a failure's note), and from
-    JSON files only: the report's ``summary``, the CPU ``split`` (SPLIT_CPU) and kho_kexec's ``phases`` (the bench's
-    callback, bench/callback_plugins/kho_bench.py)."""
+             play: str = "hosts: kho_lab\n  gather_facts: false\n", stage: str | None = None) -> dict:
+    """One one-play playbook, run (with ``stage``, two: a play of those tasks first, then one named switch of
+    ``tasks``, in the same run): its ``seconds`` (None when it did not return within ``limit``), ``start``,
+    ``returned`` (when its last task, named returned, started) and ``switch_start`` (when the switch play started),
+    all on this clock, ``out`` (its text, for a failure's note), and from JSON files only: the report's ``summary``,
+    the CPU ``split`` (SPLIT_CPU) and kho_kexec's ``phases`` (the bench's callback, bench/callback_plugins/kho_bench.py)."""
     with tempfile.TemporaryDirectory() as tmp:
         pb = Path(tmp) / "pb.yml"
-        pb.write_text(f"- {play}  tasks:\n{tasks}    - name: returned\n      ansible.builtin.debug: {{msg: returned}}\n")
+        first = f"- name: stage\n  {play}  tasks:\n{stage}" if stage is not None else ""
+        pb.write_text(f"{first}- name: switch\n  {play}  tasks:\n{tasks}"
+                      "    - name: returned\n      ansible.builtin.debug: {msg: returned}\n")
         files = {k: Path(tmp) / f"{k}.json" for k in ("summary", "split", "record")}
         e = dict(env(), KHO_REPORT_JSON=str(files["summary"]), KHO_BENCH_RUSAGE=str(files["split"]),
                  KHO_BENCH_RECORD=str(files["record"]))
@@ -144,15 +148,16 @@ def playbook(inventory: str, tasks: str, extra: dict | None = None, limit: float
                                    "-e", json.dumps(extra or {})], capture_output=True, text=True, env=e,
                                   timeout=limit, check=False)
         except subprocess.TimeoutExpired:
-            return {"seconds": None, "returned": None, "out": f"did not return within {limit} s", "summary": {},
-                    "split": {}, "phases": None}
+            return {"seconds": None, "start": start, "returned": None, "switch_start": None, "summary": {},
+                    "out": f"did not return within {limit} s", "split": {}, "phases": None}
         seconds = time.monotonic() - start
         if proc.returncode:
             raise RuntimeError(proc.stdout[-3000:])
         got = {k: json.loads(f.read_text()) if f.exists() else {} for k, f in files.items()}
-        stamp = got["record"].get("returned")
-        return {"seconds": seconds, "returned": start + (stamp - wall_start) if stamp else None, "out": proc.stdout,
-                "summary": got["summary"], "split": got["split"], "phases": got["record"].get("phases")}
+        stamps = {k: got["record"].get(k) for k in ("returned", "switch")}
+        here = {k: start + (v - wall_start) if v else None for k, v in stamps.items()}
+        return {"seconds": seconds, "start": start, "returned": here["returned"], "switch_start": here["switch"],
+                "out": proc.stdout, "summary": got["summary"], "split": got["split"], "phases": got["record"].get("phases")}
 
 
 def floor(guest: dict) -> dict:
@@ -224,6 +229,146 @@ def scenarios(guest: dict, inventory: str, limit: float) -> dict:
     }
 
 
+# ------------------------------------------------------------ the window (issue 38): staged, then switched
+
+class FirstAnswer(threading.Thread):
+    """The new boot's first SSH banner, probed every 0.1 s only once the console shows its sshd started (never while
+    the guest is down: see Console).  With kexec -e nothing stops the old sshd before the jump, so the outage, the
+    old sshd's last answer to the new one's first, is the console's kernel_gone to this answer."""
+
+    def __init__(self, guest: dict, console: Console):
+        super().__init__(daemon=True)
+        self.guest, self.console, self.at, self.stop = guest, console, None, False
+
+    def run(self):
+        while not self.stop and self.at is None:
+            gone, sshd = (self.console.seen.get(k) for k in ("kernel_gone", "sshd"))
+            if gone and sshd and sshd > gone and lab.ssh_banner(self.guest["port"], 0.5):
+                self.at = time.monotonic()
+            time.sleep(0.1)
+
+
+WINDOW = ("to_gone", "boot", "to_verdict", "outage")  # the window's parts (see window_run)
+
+
+def window_run(guest: dict, fn) -> dict:
+    """One staged run (``fn``: its stage untimed, then its switch), split into the window's parts: switch start to
+    the old kernel gone (console), the guest's boot (not ours), its sshd to the verdict, and the outage
+    (FirstAnswer); the controller's CPU for the whole run (stage and switch), ansible-playbook and its workers apart."""
+    console = Console(guest["serial"])
+    answer = FirstAnswer(guest, console)
+    console.start()
+    answer.start()
+    cpu = children_cpu()
+    ran = fn()
+    cpu = round(children_cpu() - cpu, 2)
+    time.sleep(0.5) if answer.at is None else None  # the probe's last round
+    console.stop = answer.stop = True
+    gone, sshd, switch, returned = console.seen.get("kernel_gone"), console.seen.get("sshd"), ran["switch_start"], ran["returned"]
+
+    def span(a, b):
+        return round(b - a, 2) if a is not None and b is not None else None
+    return {"seconds": span(switch, returned), "note": None if ran["seconds"] else ran["out"],
+            "window": {"to_gone": span(switch, gone), "boot": span(gone, sshd), "to_verdict": span(sshd, returned),
+                       "outage": span(gone, answer.at)},
+            "verdict": (next(iter((ran["summary"] or {}).values()), {}) or {}).get("verdict") if ran["summary"] else None,
+            "cpu": cpu, "cpu_main": ran["split"].get("main"), "cpu_workers": ran["split"].get("workers")}
+
+
+def window_floor(guest: dict) -> dict:
+    """The hand procedure: the load before (untimed, the host serves), then a detached kexec -e over one SSH
+    command, a banner loop (0.25 s, the role's poll interval) until the old sshd is gone and the new one answers, and
+    one SSH command reading the same evidence files as the role's switch (plugin_utils/_evidence's read)."""
+    sys.path.insert(0, str(ROOT.parents[2])) if ROOT.parents[1].name == "ansible_collections" else None
+    from ansible_collections.kexec.kho.plugins.plugin_utils import _evidence  # pylint: disable=import-outside-toplevel
+    subprocess.run(lab.ssh_argv(guest, f"kexec -s -l {KERNEL} --reuse-cmdline"), check=True, capture_output=True)
+    start = time.monotonic()
+    subprocess.run(lab.ssh_argv(guest, "(setsid sh -c 'sleep 0.2; kexec -e' </dev/null >/dev/null 2>&1 &)"),
+                   check=True, capture_output=True)
+    while lab.ssh_banner(guest["port"], 0.5):
+        time.sleep(0.25)
+    while not lab.ssh_banner(guest["port"], 0.5):
+        time.sleep(0.25)
+    evidence = subprocess.run(lab.ssh_argv(guest, _evidence.command()), check=True, capture_output=True, text=True)
+    _evidence.decode(evidence.stdout)  # the same evidence, whole
+    returned = time.monotonic()
+    return {"seconds": returned - start, "switch_start": start, "returned": returned, "out": "", "summary": {},
+            "split": {}}
+
+
+def window_scenarios(guest: dict, inventory: str, limit: float) -> dict:
+    role = "    - ansible.builtin.include_role: {{name: kexec.kho.handover}}\n      vars: {{kho_handover_part: {}}}\n"
+
+    def reboot():
+        with tempfile.TemporaryDirectory(prefix="kho-cp-") as cp:
+            return playbook(inventory, "    - ansible.builtin.reboot:\n        reboot_command: kexec -e\n"
+                                       f"        reboot_timeout: {int(limit) - 30}\n",
+                            {"ansible_ssh_extra_args": REBOOT_SSH_ARGS, "ansible_control_path_dir": cp}, limit,
+                            stage=f"    - kexec.kho.kho_kexec: {{state: loaded, kernel: {KERNEL}}}\n")
+    return {
+        "switch_floor": lambda: window_run(guest, lambda: window_floor(guest)),
+        "switch_role_staged": lambda: window_run(guest, lambda: playbook(
+            inventory, role.format("switch"), {"kho_handover_kernel": KERNEL}, limit, stage=role.format("stage"))),
+        "switch_reboot_kexec_e": lambda: window_run(guest, reboot),
+    }
+
+
+def window_targets(sc: dict) -> dict:
+    """The window's targets, each a ratio to the same part of the floor (and of the reboot plugin) in the same run."""
+    med = {(name, part): ((s.get("window") or {}).get(part) or {}).get("median") for name, s in sc.items() for part in WINDOW}
+    role, floor_, reboot = "switch_role_staged", "switch_floor", "switch_reboot_kexec_e"
+    out = {}
+    for part, bound in (("to_gone", 1.3), ("to_verdict", 1.5), ("outage", 1.1)):
+        out[f"{part}: staged role / floor (target <= {bound})"] = ratio(med.get((role, part)), med.get((floor_, part)))
+        out[f"{part}: staged role / reboot(kexec -e) (target <= 1.0)"] = ratio(med.get((role, part)), med.get((reboot, part)))
+    cpu = (sc.get(role) or {}).get("controller_cpu") or {}
+    out["controller CPU-seconds per host, staged role, ansible-playbook and its workers (target <= 0.5)"] = cpu.get("median")
+    return out
+
+
+def window_main(args, results: dict) -> None:
+    """--window: the window scenarios, round-robin, ``args.repeat`` rounds, on one guest."""
+    try:
+        up = warm(lab.up(lab.command("up", "--name", "bench-w")))
+        results["accel"] = up["guests"][0]["accel"]
+        guest, inventory = up["guests"][0], up["inventory"]
+        table = window_scenarios(guest, inventory, args.limit)
+        runs: dict = {name: [] for name in table}
+        for i in range(args.repeat):
+            for name in table:
+                lab.log(f"{name} {i + 1}/{args.repeat}")
+                try:
+                    runs[name].append(table[name]())
+                except (RuntimeError, subprocess.CalledProcessError) as exc:
+                    runs[name].append({"seconds": None, "note": str(exc)[-500:]})
+    finally:
+        lab.down(lab.command("down", "--name", "bench-w"))
+    results["window"] = {
+        name: {"seconds": stats([r.get("seconds") for r in rs]),
+               "window": {k: stats([(r.get("window") or {}).get(k) for r in rs]) for k in WINDOW},
+               "verdicts": sorted({str(r.get("verdict")) for r in rs}),
+               "notes": sorted({r["note"][:200] for r in rs if r.get("note")}),
+               "controller_cpu": stats([r.get("cpu") for r in rs]),
+               "controller_cpu_main": stats([r.get("cpu_main") for r in rs]),
+               "controller_cpu_workers": stats([r.get("cpu_workers") for r in rs])}
+        for name, rs in runs.items()}
+    role = results["window"]["switch_role_staged"]
+    results["cpu"] = {"per_host": role["controller_cpu"]["median"], "ansible_playbook": role["controller_cpu_main"]["median"],
+                      "workers": role["controller_cpu_workers"]["median"],
+                      "simulated_1000_staged": ((results.get("staged_fleet") or {}).get("1000") or {}).get("cpu_per_host")}
+    results["targets"] = {**window_targets(results["window"]),
+                          **{k: v for k, v in controller.targets(results).items() if k.startswith("staged")}}
+    print(f"\nkexec.kho window bench, {results['date']}, accel {results.get('accel')}, {args.repeat} rounds (median s)")
+    for name, s in results["window"].items():
+        print(f"  {name:24} " + "  ".join(f"{k} {s['window'][k]['median']}" for k in WINDOW)
+              + f"  CPU {s['controller_cpu']['median']} (main {s['controller_cpu_main']['median']}, workers "
+                f"{s['controller_cpu_workers']['median']})  verdicts {s['verdicts']}")
+    print("targets:")
+    for k, v in results["targets"].items():
+        print(f"  {k}: {v}")
+    print(f"written: {controller.write(results, 'window-')}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5)
@@ -231,6 +376,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--limit", type=int, default=LIMIT, help="seconds before a run counts as 'did not return'")
     ap.add_argument("--no-lab", action="store_true", help="the controller-side figures only (decode, hostile inputs)")
+    ap.add_argument("--window", action="store_true", help="the window of a staged handover (issue 38) alone")
     ap.add_argument("--compare", help="an earlier results JSON, an absolute path: how far each part's median moved (stability)")
     args = ap.parse_args()
     why = "--no-lab was given" if args.no_lab else lab.unavailable()
@@ -238,6 +384,9 @@ def main() -> None:
                      "repeat": args.repeat, "limit_seconds": args.limit, **controller.measure(args.repeat)}
     if why:
         print(f"lab scenarios skipped: {why}")
+    elif args.window:
+        window_main(args, results)
+        return
     else:
         started = []
         try:

@@ -10,7 +10,8 @@ type: aggregate
 short_description: bench/lab_bench.py's record of one playbook run
 description:
   - Writes, at the end of the run, the time the task named C(returned) started (the run's end as the bench counts
-    it) and the first C(phases) a task returned (kexec.kho.kho_kexec's), as JSON to E(KHO_BENCH_RECORD).
+    it), the time the play named C(switch) started (a staged run's switch), and the first C(phases) a task
+    returned (kexec.kho.kho_kexec's), as JSON to E(KHO_BENCH_RECORD).
   - Not part of the collection; bench/lab_bench.py puts it on E(ANSIBLE_CALLBACK_PLUGINS) for its own runs.
 requirements:
   - enabled in callbacks_enabled
@@ -31,7 +32,11 @@ class CallbackModule(CallbackBase):
 
     def __init__(self):
         super().__init__()
-        self.record = {"returned": None, "phases": None}
+        self.record = {"returned": None, "phases": None, "switch": None}
+
+    def v2_playbook_on_play_start(self, play):
+        if play.get_name() == "switch" and self.record["switch"] is None:
+            self.record["switch"] = time.time()
 
     def v2_playbook_on_task_start(self, task, is_conditional):
         if task.get_name() == "returned" and self.record["returned"] is None:

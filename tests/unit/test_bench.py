@@ -20,6 +20,11 @@ def test_the_simulated_fleet_verifies_every_host_from_its_verdict():
     assert all(f["cpu_per_host"] > 0 for f in fleet.values())
 
 
+def test_the_simulated_staged_fleet_switches_every_host_in_batches():
+    fleet = controller_bench.staged_fleet(sizes=(20,), batch=5, forks=5)["20"]
+    assert (fleet["verified"], fleet["stopped"], fleet["batch"]) == (20, 0, 5) and fleet["cpu_per_host"] > 0
+
+
 def test_every_controller_target_is_a_number():
     results = controller_bench.measure(1)
     results["controller_fleet"] = controller_bench.controller_fleet(sizes=(100, 1000), forks=50)
@@ -37,3 +42,15 @@ def test_a_run_is_read_from_its_json_files_not_its_text():
                                            "      vars: {phases: {to_gone: 1.5}}\n", limit=120)
     assert ran["seconds"] and ran["returned"] and ran["phases"] == {"to_gone": 1.5}, ran
     assert ran["split"]["main"] > 0 and "workers" in ran["split"]
+
+
+def test_a_staged_run_times_its_switch_from_the_switch_plays_start():
+    if not (lab_bench.BIN / "ansible-playbook").exists():
+        pytest.skip(f"no ansible-playbook beside {sys.executable}")
+    with tempfile.NamedTemporaryFile("w", suffix=".ini") as inv:
+        inv.write(f"[kho_lab]\nlocalhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+        inv.flush()
+        ran = lab_bench.playbook(inv.name, "    - ansible.builtin.pause: {seconds: 1}\n", limit=120,
+                                 stage="    - ansible.builtin.pause: {seconds: 2}\n")
+    assert ran["switch_start"] and ran["returned"] and ran["returned"] - ran["switch_start"] >= 1, ran
+    assert ran["switch_start"] - ran["start"] >= 2, ran
