@@ -18,7 +18,7 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import (
     ARGUMENT_SPEC, JUMP_OPTIONS, MUTUALLY_EXCLUSIVE, REQUIRED_IF, check_values,
 )
 from ansible_collections.kexec.kho.plugins.module_utils._kho.host import INTERNAL, ROOTS, internal
-from ansible_collections.kexec.kho.plugins.plugin_utils import _facts_after, _jump, _owner, _return
+from ansible_collections.kexec.kho.plugins.plugin_utils import _evidence, _facts_after, _jump, _owner, _return
 from ansible_collections.kexec.kho.plugins.plugin_utils._decode import facts_of
 
 display = Display()
@@ -47,6 +47,7 @@ class Run:
     downtime: float | None = None
     test: dict | None = None  # test_command's result ({"rc": 0} where none ran)
     facts: str | None = None  # the new boot's facts as read (facts_after)
+    evidence: bool = False  # ... by the shell read of its evidence (_evidence), not by the module's code
 
 
 class ActionModule(ActionBase):
@@ -55,7 +56,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
-        if args.get("state") in ("loaded", "executed"):  # this run, as the lock names it: what a staged load is for
+        if args.get("state") in ("loaded", "unloaded", "executed"):  # this run, as the lock names it: what a staged load is for
             args["owner"] = _owner.this_run(target=(task_vars or {}).get("inventory_hostname"))
         if args.get("state") != "executed":
             return self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
@@ -85,6 +86,7 @@ class ActionModule(ActionBase):
         # expands them on the host (a ~ is the host user's home, not the controller's).
         load_args = {k: (args[k] if k in PATH_OPTIONS else valid[k]) for k in args if k not in (*JUMP_OPTIONS, INTERNAL)}
         load_args[INTERNAL] = roots
+        load_args["owner"] = args["owner"]  # the action's own value (the task's is ignored)
         return self._execute(result, load_args, opts, task_vars)
 
     # ------------------------------------------------------------ steps
@@ -279,7 +281,11 @@ class ActionModule(ActionBase):
         """With facts_after, the new boot's facts, read once it answered and test_command passed (the host settled as
         far as the play asks): one command, no module run.  None where there is nothing to read them with (the load's
         answer, with the interpreter that ran it, was lost) or the read did not answer; then facts_read is false."""
-        command = opts["facts_after"] and _facts_after.read_command(
+        if not opts["facts_after"]:
+            return None
+        # Kernel state only (no canary, no live update riding): one shell read, no Python started on a booting host.
+        run.evidence = _evidence.enough(run.load, opts["pstore_search"])
+        command = _evidence.command(opts["roots"]) if run.evidence else _facts_after.read_command(
             run.load.get("python"), {INTERNAL: opts["roots"], "pstore_search": opts["pstore_search"]})
         if not command:
             return None
@@ -397,13 +403,15 @@ class ActionModule(ActionBase):
         answer (and test_command) got them (_read_facts)."""
         if not opts["facts_after"]:
             return {}
-        got = _facts_after.decode(run.facts, run.back["boot_id"]) if run.facts else {"error": "nothing was read (see above)"}
+        decode = _evidence.facts if run.evidence else _facts_after.decode
+        got = decode(run.facts, run.back["boot_id"]) if run.facts else {"error": "nothing was read (see above)"}
         if "error" not in got and got["facts"].get("over_budget"):  # as kho_facts: refused, and read again by it
             got = {"error": f"the controller refused to decode them: {got['facts']['over_budget']}"}
         if "error" in got:
             display.warning(f"kho_kexec: the new boot's facts were not read after the jump: {got['error']}")
             return {"facts_read": False}
-        return {"facts_read": True, "ansible_facts": {"kho": got["facts"]}, "pstore_found": got["pstore_found"]}
+        return {"facts_read": True, "facts_source": "evidence" if run.evidence else "module", "ansible_facts": {"kho": got["facts"]},
+                "pstore_found": got["pstore_found"]}
 
     @staticmethod
     def _progress(task_vars, since: float):

@@ -266,6 +266,8 @@ options:
     version_added: 0.4.0
   staged:
     description:
+      - With O(state=unloaded), unload only a load still staged for this run (O(stage_ttl)); anything else loaded is
+        left as it is.
       - With O(state=executed), take up the load this run staged (O(stage_ttl)) instead of loading again, where the
         run still holds the handover lock (else the task fails, nothing changed), the load is still staged for it and
         C(/sys/kernel/kexec_loaded) is C(1); the record must name what the task asks. The staged load then counts as
@@ -276,7 +278,7 @@ options:
     version_added: 0.4.0
   owner:
     description:
-      - Set by the action plugin for O(state=loaded) and O(state=executed) to this run, as the handover lock names
+      - Set by the action plugin for O(state=loaded), O(state=unloaded) and O(state=executed) to this run, as the handover lock names
         it (M(kexec.kho.kho_lock)); a value given in the task is ignored.
     type: dict
     version_added: 0.4.0
@@ -682,6 +684,16 @@ facts_read:
   returned: O(state=executed) with O(facts_after), on success
   type: bool
   version_added: 0.4.0
+facts_source:
+  description:
+    - With RV(facts_read), how they were read. V(evidence) - one shell read of the new kernel's own files (its trees,
+      C(reserve_mem_param), its KHO and LUO log records, C(/proc/misc)), no Python started on the booting host, where
+      that is all the checks need (no O(pstore_search), and the load's target check names no live update entry);
+      user space's part (C(liveupdate.systemd), pstore, the boot images) is then absent from RV(ansible_facts).
+      V(module) - the module's own read code, run with the host's Python.
+  returned: O(state=executed) with O(facts_after), when RV(facts_read)
+  type: str
+  version_added: 0.4.0
 ansible_facts:
   description: With O(facts_after) and RV(facts_read), the new boot's C(kho) facts, as
     M(kexec.kho.kho_facts) returns them (RV(kexec.kho.kho_facts#module:ansible_facts)).
@@ -775,7 +787,7 @@ def state_run(module, kho, kexec: Kexec, changes: Changes) -> dict:
     elif p["state"] == "loaded":
         result = (stage_load if p["stage_ttl"] else ensure_loaded)(module, kho, kexec, p, changes=changes)
     else:
-        result = ensure_unloaded(module, kho, kexec)
+        result = ensure_unloaded(module, kho, kexec, p["owner"] if p["staged"] else None)
     return {**result, "changed": result["changed"] or mounted}
 
 

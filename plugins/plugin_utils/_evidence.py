@@ -21,6 +21,8 @@ import shlex
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import host, liveupdate, paths
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import kho_params
+from ansible_collections.kexec.kho.plugins.plugin_utils._decode import facts_from_raw
+from ansible_collections.kexec.kho.plugins.plugin_utils._facts_after import ReadError, same_boot
 
 MAGIC = "kho-evidence 1"
 MAX_SUB_BLOBS = 64  # sub-trees read per side, at most (the decode budget refuses more anyway)
@@ -172,3 +174,26 @@ def decode(text) -> dict:
                        "restore_failures": liveupdate.restore_failures(log)},
         "out": _tree(sides, "out"), "in": _tree(sides, "in"),
     }
+
+
+def enough(load, pstore_search) -> bool:
+    """Whether this read is all the receiver's checks need after a jump (kho_kexec's facts_after reads it instead of
+    the module's code): no pstore search (the canary), and nothing of live update rides on the handover - the load's
+    target check (its ``handed_over``) names no LUO or memfd entry, since the sessions and the units' fd stores are
+    user space's, which only the module's read asks."""
+    handed = ((load or {}).get("target") or {}).get("handed_over") if isinstance(load, dict) else None
+    return not pstore_search and isinstance(handed, list) and not any(
+        str(c).startswith(("luo", "memfd")) for c in handed)
+
+
+def facts(text, new_boot_id) -> dict:
+    """The read's answer as _facts_after.decode answers: {"facts", "pstore_found"}, or {"error": why} for an answer
+    not in the read's form or of another boot than ``new_boot_id``.  Total: never raises."""
+    try:
+        raw = decode(text)
+        same_boot(raw["boot_id"], new_boot_id)
+        return {"facts": facts_from_raw(raw), "pstore_found": []}
+    except (EvidenceError, ReadError) as exc:
+        return {"error": str(exc)}
+    except Exception as exc:  # pylint: disable=broad-except  # a host's answer that breaks the decoder fails the read
+        return {"error": f"the new kernel's evidence could not be decoded: {type(exc).__name__}: {exc}"}

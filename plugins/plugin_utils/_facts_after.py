@@ -99,13 +99,13 @@ def _decode(text, new_boot_id) -> dict:
     if not isinstance(answer, dict) or not isinstance(answer.get("kho_raw"), dict):
         why = answer.get("error") if isinstance(answer, dict) else None
         raise ReadError(why[:MAX_WHY] if isinstance(why, str) else "the new boot's facts came back without kho_raw")
-    _same_boot(answer["kho_raw"].get("boot_id"), new_boot_id)
+    same_boot(answer["kho_raw"].get("boot_id"), new_boot_id)
     found = answer.get("pstore_found") or []
     return {"facts": facts_from_raw(answer["kho_raw"]),
             "pstore_found": sorted(x for x in found if isinstance(x, str)) if isinstance(found, list) else []}
 
 
-def _same_boot(read_id, new_boot_id) -> None:
+def same_boot(read_id, new_boot_id) -> None:
     """Facts are the new boot's only where they carry its boot id: any other (another boot's, none, a malformed
     one) is a failed read, never evidence of what the new kernel took up."""
     if not isinstance(new_boot_id, str) or not new_boot_id:

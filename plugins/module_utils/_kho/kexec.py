@@ -689,9 +689,13 @@ def check_boot(kho, expected: str | None, refused: str | None = None) -> None:
                          "this run executes on; nothing was changed")
 
 
-def ensure_unloaded(module, kho, kexec: Kexec) -> dict:
+def ensure_unloaded(module, kho, kexec: Kexec, staged_for: dict | None = None) -> dict:
+    """state=unloaded; with ``staged_for`` (an owner: O(staged)), only a load still staged for that run."""
     record = kexec.read_record()
     result = {"previous": record, "loaded": False, "argv": [kexec.binary or "kexec", "-u"]}
+    if staged_for is not None and not stage.mine(kexec.state_dir, staged_for, live=False):
+        return {**result, "loaded": kho.kexec_loaded(), "changed": False,
+                "msg": "no load is staged for this run (taken up, expired, or never staged): nothing unloaded"}
     if not kho.kexec_loaded():
         if not module.check_mode:
             kexec.forget()

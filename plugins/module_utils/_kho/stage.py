@@ -103,11 +103,12 @@ def read(state_dir: str) -> dict:
                         "kernel": note[3]} if note else None}
 
 
-def mine(state_dir: str, owner) -> bool:
-    """The staged load is this run's and its time has not run out (the expiry has not fired, or is about to)."""
+def mine(state_dir: str, owner, live: bool = True) -> bool:
+    """The staged load is this run's (its expiry has not fired: it removes the line) and, with ``live``, its time has
+    not run out either (the expiry is not about to fire)."""
     staged = read(state_dir)["staged"]
     run = (owner or {}).get("run") if isinstance(owner, dict) else None
-    return bool(staged and run and staged["run"] == run and (staged["expires_at"] or 0) > time.time() + 1)
+    return bool(staged and run and staged["run"] == run and (not live or (staged["expires_at"] or 0) > time.time() + 1))
 
 
 def take_up(state_dir: str, owner, lock_path: str = paths.LOCK) -> bool:

@@ -163,3 +163,14 @@ def test_a_switch_without_the_stages_lock_changes_nothing(tmp_path, queued):
     with pytest.raises(stage.StageError, match="no longer holds its handover lock .*held by 'other:1:2:3'"):
         _switch(mod, kho, kx, p, tmp_path)
     assert len(mod.commands) == commands and kho.kexec_loaded() and stage.mine(kx.state_dir, OWNER)
+
+
+def test_an_unload_of_the_staged_load_leaves_any_other(tmp_path):
+    kho, mod, kx, p = _stage(tmp_path)
+    K.stage_load(mod, kho, kx, p)
+    kept = K.ensure_unloaded(mod, kho, kx, {"run": "other:1:2:3"})
+    assert kept["changed"] is False and kho.kexec_loaded() and "nothing unloaded" in kept["msg"]
+    gone = K.ensure_unloaded(mod, kho, kx, OWNER)
+    assert gone["changed"] and not kho.kexec_loaded() and stage.read(kx.state_dir)["staged"] is None
+    K.ensure_loaded(mod, kho, kx, {**p, "stage_ttl": 0})  # loaded, not staged: a staged-only unload leaves it
+    assert K.ensure_unloaded(mod, kho, kx, OWNER)["changed"] is False and kho.kexec_loaded()

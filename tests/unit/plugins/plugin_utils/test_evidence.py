@@ -75,3 +75,23 @@ def test_a_blob_over_the_bound_is_refused(monkeypatch, tmp_path):
     monkeypatch.setattr(host, "MAX_READ", 16)
     with pytest.raises(_evidence.EvidenceError, match="larger than the 16 bytes"):
         _evidence.decode(read(opts["_internal"]))
+
+
+def test_the_answer_is_the_new_boots_facts_only_with_its_boot_id(tmp_path):
+    opts = simtree.build("live-handover", tmp_path / "t")
+    text = read(opts["_internal"])
+    got = _evidence.facts(text, simtree.BOOT_ID)
+    assert got["pstore_found"] == [] and got["facts"]["in"]["present"] and got["facts"]["boot_id"] == simtree.BOOT_ID
+    assert "not the new boot's" in _evidence.facts(text, "00000000-0000-0000-0000-000000000000")["error"]
+    assert "first line" in _evidence.facts("garbage", simtree.BOOT_ID)["error"]  # total: an error, never a raise
+
+
+@pytest.mark.parametrize("load, search, enough", [
+    ({"target": {"handed_over": ["kho-v4", "memblock-v1", "reserve-mem-v1"]}}, None, True),
+    ({"target": {"handed_over": ["kho-v4", "memblock-v1"]}}, ["kexec-kho-canary-1"], False),  # the canary: pstore
+    ({"target": {"handed_over": ["kho-v4", "luo-v5", "memfd-v2"]}}, None, False),  # sessions, fd stores: user space
+    ({"target": {}}, None, False),  # unknown what rides: the module's read
+    ({}, None, False),
+])
+def test_the_evidence_is_enough_only_for_kernel_state(load, search, enough):
+    assert _evidence.enough(load, search) is enough
