@@ -93,7 +93,7 @@ def _bytes(value: str, limit: int, what: str) -> bytes | None:
 def _lines(text) -> list:
     if not isinstance(text, str) or len(text) > MAX_ANSWER:
         raise EvidenceError(f"the answer is not text of at most {MAX_ANSWER} characters")
-    lines = text.strip("\n").split("\n")
+    lines = text.replace("\r\n", "\n").strip("\n").split("\n")  # a pty (ssh -tt, become) ends lines with CR LF
     if not lines or lines[0] != MAGIC or lines[-1] != "end":
         raise EvidenceError("the answer is not the evidence read's (its first line, or its end, is missing)")
     return lines[1:-1]

@@ -33,6 +33,7 @@ STRINGS = ("host", "verdict", "failed_step", "error", "release_before", "release
            "target_support", "boot_id_before", "boot_id_after", "previous_release", "detection", "method")
 FLOATS = ("downtime", "detect_latency", "started_at", "finished_at")
 INTS = ("kexec_count", "batch")
+BOOLS = ("switched_from_stage",)  # staged mode: the switch took up the stage's load (false: it loaded again)
 TIMINGS = ("preflight", "load", *_jump.WAIT_PHASES, "jump", "verify", "total")
 LIVEUPDATE = {"method": "str", "expected_number": "int", "incoming_number": "int", "kexec_count_before": "int",
               "kexec_count_after": "int", "sessions_before": "strs", "units_before": "strs", "lost": "strs"}
@@ -131,6 +132,7 @@ def normalise(result) -> dict:
     out.update({k: _str(r.get(k)) for k in STRINGS})
     out.update({k: _num(r.get(k)) for k in FLOATS})
     out.update({k: _int(r.get(k)) for k in INTS})
+    out.update({k: _bool(r.get(k)) for k in BOOLS})
     timings = r.get("timings") if isinstance(r.get("timings"), Mapping) else {}
     out["timings"] = {**{str(k): _num(v) for k, v in timings.items()}, **{k: _num(timings.get(k)) for k in TIMINGS}}
     regions = r.get("regions") if isinstance(r.get("regions"), list) else []

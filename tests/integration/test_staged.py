@@ -62,7 +62,7 @@ def test_a_failed_stage_stops_the_rollout_and_the_switch_unloads_every_other_hos
     before = host_state(four, tmp_path)
     bad = four["guests"][0]["name"]
     proc, summary = handover(four, tmp_path, kho_staged=True, kho_serial=2,
-                             host_vars={bad: {"kho_handover_kernel": "/boot/no-such-kernel"}})
+                             host_vars={bad: {"kho_handover_initrd": "/boot/no-such-initrd"}})
     assert proc.returncode != 0
     assert summary[bad]["failed_step"] in ("preflight", "stage") and summary[bad]["verdict"] == "refused, nothing changed"
     for g in four["guests"][1:]:
@@ -85,8 +85,12 @@ def test_a_run_that_ends_after_its_stage_is_undone_by_the_host_when_the_time_run
     assert proc.returncode == 0, proc.stdout[-6000:]
     staged = host_state(four, tmp_path)
     assert all(s["loaded"] and "handover.lock" in s["files"] and s["stage"]["staged"] for s in staged.values()), staged
-    time.sleep(ttl + 15)
-    after = host_state(four, tmp_path)
+    time.sleep(ttl)
+    for _ in range(12):  # the four timers fire TTL after each host's own stage, under TCG seconds apart
+        after = host_state(four, tmp_path)
+        if all(s["stage"]["expired"] for s in after.values()):
+            break
+        time.sleep(10)
     for name, s in after.items():
         assert not s["loaded"] and "handover.lock" not in s["files"] and "staged" not in s["files"], (name, s)
         note = s["stage"]["expired"]

@@ -55,8 +55,9 @@ def expiry_job(line: str, run: str, state_dir: str, kexec: str, kernel: str, loc
     held = q(f'"run": "{run}"')  # the lock's JSON (sort_keys) as lock.py writes it
     return (f"exec 9>>{q(lock_path + '.guard')} && {{ command -v flock >/dev/null 2>&1 && flock 9; }}; "
             f'[ "$(head -n 1 {stage} 2>/dev/null)" = {q(line)} ] || exit 0; '
-            f"if {q(kexec)} -u; then s={UNLOADED}; rm -f {record}; else s={UNLOAD_FAILED}; fi; rm -f {stage}; "
+            f"if {q(kexec)} -u; then s={UNLOADED}; else s={UNLOAD_FAILED}; fi; "
             f"printf '%s %s %s %s\\n' {q(run)} \"$(date +%s)\" \"$s\" {q(kernel)} > {note}.new && mv -f {note}.new {note}; "
+            f'[ "$s" = {UNLOADED} ] && rm -f {record}; rm -f {stage}; '  # the note first: no reader sees neither
             f"if grep -qF {held} {q(lock_path)} 2>/dev/null; then rm -f {q(lock_path)}; fi")
 
 

@@ -84,6 +84,8 @@ def test_the_answer_is_the_new_boots_facts_only_with_its_boot_id(tmp_path):
     assert got["pstore_found"] == [] and got["facts"]["in"]["present"] and got["facts"]["boot_id"] == simtree.BOOT_ID
     assert "not the new boot's" in _evidence.facts(text, "00000000-0000-0000-0000-000000000000")["error"]
     assert "first line" in _evidence.facts("garbage", simtree.BOOT_ID)["error"]  # total: an error, never a raise
+    crlf = _evidence.facts(text.replace("\n", "\r\n"), simtree.BOOT_ID)  # through a pty (ssh -tt under become)
+    assert crlf["facts"] == got["facts"]
 
 
 @pytest.mark.parametrize("load, search, enough", [
