@@ -79,7 +79,7 @@ def test_a_run_that_ends_after_its_stage_is_undone_by_the_host_when_the_time_run
     stage_only = tmp_path / "stage.yml"
     stage_only.write_text("- hosts: kho_lab\n  gather_facts: false\n  become: true\n  roles:\n"
                           "    - role: kexec.kho.handover\n      vars:\n        kho_handover_part: stage\n")
-    ttl = 20
+    ttl = 90  # the read below must come before it: four emulated guests read one after the other take tens of seconds
     proc = run_playbook(stage_only, four["inventory"], tmp_path,
                         extra={"kho_handover_kernel": "/boot/vmlinuz-kho", "kho_handover_stage_ttl": ttl}, check=False)
     assert proc.returncode == 0, proc.stdout[-6000:]
