@@ -262,7 +262,8 @@ def window_run(guest: dict, fn) -> dict:
     cpu = children_cpu()
     ran = fn()
     cpu = round(children_cpu() - cpu, 2)
-    time.sleep(0.5) if answer.at is None else None  # the probe's last round
+    if answer.at is None:
+        time.sleep(0.5)  # the probe's last round
     console.stop = answer.stop = True
     gone, sshd, switch, returned = console.seen.get("kernel_gone"), console.seen.get("sshd"), ran["switch_start"], ran["returned"]
 
@@ -279,7 +280,6 @@ def window_floor(guest: dict) -> dict:
     """The hand procedure: the load before (untimed, the host serves), then a detached kexec -e over one SSH
     command, a banner loop (0.25 s, the role's poll interval) until the old sshd is gone and the new one answers, and
     one SSH command reading the same evidence files as the role's switch (plugin_utils/_evidence's read)."""
-    sys.path.insert(0, str(ROOT.parents[2])) if ROOT.parents[1].name == "ansible_collections" else None
     from ansible_collections.kexec.kho.plugins.plugin_utils import _evidence  # pylint: disable=import-outside-toplevel
     subprocess.run(lab.ssh_argv(guest, f"kexec -s -l {KERNEL} --reuse-cmdline"), check=True, capture_output=True)
     start = time.monotonic()

@@ -127,6 +127,10 @@ LONGEST = {
     "test_molecule_default_scenario": 114,
     "test_alias_and_bastion_hand_over_verified": 107,
     "test_two_runs_at_once_make_one_jump": 106,
+    # #38's staged mode, one module of four guests (test_staged.py), as run on its own (test_staged of this branch)
+    "test_four_guests_staged_at_once_and_switched_two_at_a_time_are_all_verified": 300,
+    "test_a_failed_stage_stops_the_rollout_and_the_switch_unloads_every_other_host": 150,
+    "test_a_run_that_ends_after_its_stage_is_undone_by_the_host_when_the_time_runs_out": 330,
 }
 SHORT = 30
 
