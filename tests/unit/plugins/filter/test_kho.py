@@ -24,7 +24,7 @@ from receiver import kept_fixture, sent_fixture  # noqa: F401  pylint: disable=i
 
 from ansible_collections.kexec.kho.plugins.filter.kho import (
     fdt_decode, kho_handover_checks, kho_liveupdate_verify, kho_query, kho_regions_verify, kho_return_decide,
-    kho_return_outcome,
+    kho_return_outcome, kho_rollout_stopped,
 )
 from ansible_collections.kexec.kho.plugins.module_utils._kho import facts, host, liveupdate
 from ansible_collections.kexec.kho.plugins.plugin_utils import _jump, _receiver
@@ -380,3 +380,12 @@ def test_the_region_filters_name_a_number_they_cannot_read(sent, kept, line):
         assert _receiver.ramoops_at(other) is None
     kept = {**kept, "log": kept["log"] + ["[    1.2] ramoops: using module parameters"]}  # on every such boot
     assert kho_regions_verify(sent, kept)["regions"][0]["ramoops"] is True
+
+
+def test_the_rollout_stop_reads_each_targets_result_from_hostvars():
+    hostvars = {"a": {"kho_handover_result": {"failed_step": None}}, "b": {"kho_handover_result": {"failed_step": "stage"}},
+                "c": {}}  # c: no result, never got through its stage
+    assert kho_rollout_stopped(["a"], hostvars, 0) == ""
+    assert kho_rollout_stopped(["a", "b", "c"], hostvars, "0").startswith("2 of 3 hosts failed (b, c)")
+    with pytest.raises(AnsibleFilterError, match="not a number"):
+        kho_rollout_stopped(["a"], hostvars, "lots")

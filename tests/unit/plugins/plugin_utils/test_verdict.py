@@ -39,3 +39,17 @@ def test_a_field_that_is_no_boolean_is_refused_naming_it():
 def test_a_failed_run_is_never_verified_nor_would_hand_over(check_mode, jumped, refusals, nothing, way_back):
     got = _verdict.failed(check_mode, jumped, way_back, refusals, nothing)
     assert got not in (_verdict.VERIFIED, _verdict.WOULD_HAND_OVER, _verdict.JUMPED) and not _verdict.ok(got)
+
+
+def test_a_stage_is_staged_never_verified():
+    assert _verdict.passed(False, True, (), staged=True) == _verdict.STAGED
+    assert _verdict.passed(True, True, (), staged=True) == _verdict.WOULD_STAGE
+
+
+def test_the_rollout_stops_once_the_failures_exceed_the_share():
+    ok, bad = {"failed_step": None}, {"failed_step": "switch"}
+    assert _verdict.rollout_stopped({"a": ok, "b": ok, "c": ok, "d": ok}, 0) == ""
+    stopped = _verdict.rollout_stopped({"a": bad, "b": ok, "c": ok, "d": ok}, 0)
+    assert stopped.startswith("1 of 4 hosts failed (a)") and "kho_max_fail_percentage=0" in stopped
+    assert _verdict.rollout_stopped({"a": bad, "b": ok, "c": ok, "d": ok}, 25) == ""  # 25 % may fail: not more
+    assert _verdict.rollout_stopped({"a": None, "b": ok}, 49).startswith("1 of 2")  # no result: never got through
