@@ -250,9 +250,19 @@ class ActionModule(ActionBase):
             if opts["post_kexec_delay"]:
                 time.sleep(float(opts["post_kexec_delay"]))
 
+            # The new kernel's evidence in its first answer, where that is all the checks need and no test_command
+            # must pass first; dropped for the polls after one that ran out its time (the read must never make a
+            # good jump a timeout: facts_after then reads it in a command of its own).
+            fold = [_evidence.command(opts["roots"]) if self._fold(opts, run) else None]
+
             def read_new():
                 self._connection.reset()  # never poll through the dead kernel's connection
-                return self._shell(_jump.arrival_command(root), run.limit, "a poll")["stdout"]
+                try:
+                    return self._shell(_jump.arrival_command(root, fold[0], run.old_id), run.limit, "a poll")["stdout"]
+                except AnsibleConnectionFailure as exc:
+                    if isinstance(exc.__cause__, _jump.AttemptTimeout):
+                        fold[0] = None
+                    raise
 
             progress = self._progress(task_vars, jumped_at)
             progress(_jump.EVENT_SENT, 0.0)
@@ -277,12 +287,21 @@ class ActionModule(ActionBase):
                 self._connection_timeout(original_timeout)
         return None
 
+    @staticmethod
+    def _fold(opts, run: Run) -> bool:
+        """Whether the polls carry the evidence read (arrival_command's ``after``)."""
+        return bool(opts["facts_after"] and not opts["test_command"] and run.old_id
+                    and _evidence.enough(run.load, opts["pstore_search"]))
+
     def _read_facts(self, opts, run: Run) -> str | None:
         """With facts_after, the new boot's facts, read once it answered and test_command passed (the host settled as
         far as the play asks): one command, no module run.  None where there is nothing to read them with (the load's
         answer, with the interpreter that ran it, was lost) or the read did not answer; then facts_read is false."""
         if not opts["facts_after"]:
             return None
+        if (run.back or {}).get("after") is not None:  # read in the first answer of the new boot
+            run.evidence, run.phases["facts"] = True, 0.0
+            return run.back["after"]
         # Kernel state only (no canary, no live update riding): one shell read, no Python started on a booting host.
         run.evidence = _evidence.enough(run.load, opts["pstore_search"])
         command = _evidence.command(opts["roots"]) if run.evidence else _facts_after.read_command(

@@ -142,23 +142,31 @@ PROCESS_CHECK = (
     "fi; set +f; echo $p")
 
 
-def arrival_command(debugfs_root: str | None) -> str:
+AFTER = "kho-after"  # the line before what a poll also read on a boot other than the old one (``after``)
+
+
+def arrival_command(debugfs_root: str | None, after: str | None = None, old_id: str | None = None) -> str:
     """What every poll runs: the boot id, the jump status, whether the run it names is alive, and (given a debugfs
-    root) the handover check.  At most MAX_LINE bytes of the status are read.
+    root) the handover check.  At most MAX_LINE bytes of the status are read.  With ``after`` (sh text of the
+    collection's own, _evidence.command) and the old boot id, also that, behind AFTER, on any other boot only: the
+    first answer of the new boot carries it, and no poll of the old one pays for it.
 
     One round trip on the first connection to the new boot: no second command before the task returns (but
-    test_command and facts_after's read, each where asked for).
+    test_command and facts_after's read, each where asked for, and where not folded in here).
     """
+    old = boot_id(old_id)
+    tail = (f'; if [ "$(cat {paths.BOOT_ID})" != {shlex.quote(old)} ]; then echo {AFTER}; {after}; fi'
+            if after and old else "")
     status = (f"s=$(head -c {jump_status.MAX_LINE} {shlex.quote(paths.JUMP_STATUS)} 2>/dev/null | head -n 1); "
               f'echo "${{s:-{paths.JUMP_NONE}}}"; set -f; set -- $s')
     check = handover_check_command(debugfs_root) if debugfs_root else "echo unchecked"
     note = (f"n=$(head -c {NOTE_LINE} {shlex.quote(paths.RETURN_NOTE)} 2>/dev/null | head -n 1); "
             'echo "${n:--}"')  # the host's own return, where it made one (self_return's note)
-    return f"cat {paths.BOOT_ID}; {status}; {PROCESS_CHECK}; {check}; {note}"
+    return f"cat {paths.BOOT_ID}; {status}; {PROCESS_CHECK}; {check}; {note}{tail}"
 
 
 NOTE_LINE = 512  # bytes of the host's note read (self_return.read_note reads as much)
-Arrival = namedtuple("Arrival", "boot_id status process check note")
+Arrival = namedtuple("Arrival", "boot_id status process check note after")
 MAX_ARRIVAL = 4096  # characters of a poll's answer read: five short lines
 PROCESS_WORDS = (paths.RUN_ALIVE, paths.RUN_GONE, paths.RUN_UNKNOWN)
 
@@ -166,13 +174,15 @@ PROCESS_WORDS = (paths.RUN_ALIVE, paths.RUN_GONE, paths.RUN_UNKNOWN)
 def parse_arrival(text) -> Arrival:
     """From arrival_command's output: the boot id (or None), the jump status (jump_status.Status, or None where
     there is none of the run's form), the process (alive, gone or unknown), the handover check, and the host's note
-    of a return it made by itself (self_return.parse_note: None where there is none of its form)."""
-    lines = str(text or "")[:MAX_ARRIVAL].strip().splitlines()
+    of a return it made by itself (self_return.parse_note: None where there is none of its form); and what it read
+    behind AFTER (arrival_command's ``after``), else None."""
+    head, marked, after = str(text or "").replace("\r\n", "\n").partition(f"\n{AFTER}\n")
+    lines = head[:MAX_ARRIVAL].strip().splitlines()
     lines += [""] * (5 - len(lines))
     process = lines[2].strip()
     return Arrival(boot_id(lines[0]), jump_status.parse(lines[1]),
                    process if process in PROCESS_WORDS else paths.RUN_UNKNOWN, lines[3].strip(),
-                   self_return.parse_note(lines[4]))
+                   self_return.parse_note(lines[4]), after if marked else None)
 
 
 def handover_failure(output: str, debugfs_root: str) -> str | None:
@@ -264,7 +274,7 @@ class Wait:
         self.attempts += 1
         began = self.elapsed()
         try:
-            new, status, process, check, note = parse_arrival(self.read())
+            new, status, process, check, note, after = parse_arrival(self.read())
         except Exception as exc:  # pylint: disable=broad-except  # every failure is 'not yet'
             self.last_error = exc
             self.miss()
@@ -284,7 +294,7 @@ class Wait:
             self.tell(EVENT_BACK)
             return {"boot_id": new, "attempts": self.attempts, "waited": self.elapsed(), "gone": self.gone,
                     "first_answer": first, "old_answers": self.old_answers, "check": check, "old_id": self.old_id,
-                    "note": note}
+                    "note": note, "after": after}
         if new and new == self.old_id:  # an answer without a boot id is no answer from the old boot
             self.old_answers += 1
             self.answered()

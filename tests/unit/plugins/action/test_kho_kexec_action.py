@@ -290,13 +290,14 @@ def test_facts_after_are_one_command_after_the_test(monkeypatch):
     assert commands[-1].startswith("/usr/bin/python3 -I -S -c ") and res["phases"]["facts"] is not None
 
 
-@pytest.mark.parametrize(("handed_over", "search", "source"), [
-    (["kho-v4", "memblock-v1", "reserve-mem-v1"], None, "evidence"),  # kernel state only: the shell read
-    (["kho-v4", "luo-v5", "memfd-v2"], None, "module"),  # live update rides: user space's part too
-    (["kho-v4", "memblock-v1"], ["canary-1"], "module"),  # the canary's pstore search
+@pytest.mark.parametrize(("handed_over", "search", "source", "folded"), [
+    (["kho-v4", "memblock-v1", "reserve-mem-v1"], None, "evidence", False),  # kernel state only: the shell read
+    (["kho-v4", "memblock-v1", "reserve-mem-v1"], None, "evidence", True),  # ... in the first answer of the new boot
+    (["kho-v4", "luo-v5", "memfd-v2"], None, "module", False),  # live update rides: user space's part too
+    (["kho-v4", "memblock-v1"], ["canary-1"], "module", False),  # the canary's pstore search
 ])
 def test_facts_after_read_the_kernels_evidence_without_python_where_that_is_all(
-        monkeypatch, tmp_path, handed_over, search, source):
+        monkeypatch, tmp_path, handed_over, search, source, folded):
     import subprocess  # pylint: disable=import-outside-toplevel
     import simtree  # pylint: disable=import-outside-toplevel,import-error
     from ansible_collections.kexec.kho.plugins.plugin_utils import _evidence  # pylint: disable=import-outside-toplevel
@@ -306,18 +307,24 @@ def test_facts_after_read_the_kernels_evidence_without_python_where_that_is_all(
                       "python": "/usr/bin/python3", "target": {"handed_over": handed_over}})
     real = host.command
 
+    def evidence():
+        out = subprocess.run(["/bin/sh", "-c", _evidence.command(sim)], capture_output=True, text=True, check=True)
+        return out.stdout.replace(simtree.BOOT_ID, NEW)
+
     def command(cmd, sudoable=True):
         if cmd == _evidence.command(host_roots):  # the read of the host's own files: the simulated tree's, here
             host.log.append("evidence")
-            out = subprocess.run(["/bin/sh", "-c", _evidence.command(sim)], capture_output=True, text=True, check=True)
-            return {"rc": 0, "stdout": out.stdout.replace(simtree.BOOT_ID, NEW), "stderr": ""}
-        return real(cmd, sudoable)
+            return {"rc": 0, "stdout": evidence(), "stderr": ""}
+        reply = real(cmd, sudoable)
+        if folded and _evidence.command(host_roots) in cmd and reply["stdout"].startswith(NEW):
+            reply["stdout"] += f"{_jump.AFTER}\n{evidence()}"  # the poll's command carries it: the new boot's answer
+        return reply
     host_roots = dict(action.ROOTS)
     monkeypatch.setattr(host, "command", command)
     res = run(host, monkeypatch, facts_after=True, **({"pstore_search": search} if search else {}))
     assert not res.get("failed") and res["facts_read"] is True and res["facts_source"] == source, res
     assert res["ansible_facts"]["kho"]["boot_id"] == NEW and res["ansible_facts"]["kho"]["in"]["present"] is True
-    assert host.log[-1] == ("evidence" if source == "evidence" else "facts")
+    assert host.log[-1] == ("poll" if folded else "evidence" if source == "evidence" else "facts")
 
 
 def test_no_facts_are_read_when_the_test_fails(monkeypatch):

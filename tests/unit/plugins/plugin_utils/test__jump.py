@@ -231,7 +231,7 @@ def test_arrival_is_one_command_with_the_boot_id_first(tmp_path, monkeypatch):
     out = subprocess.run(["sh", "-c", _jump.arrival_command(str(tmp_path))], capture_output=True, text=True,
                          check=True).stdout
     monkeypatch.setattr(paths, "RETURN_NOTE", str(tmp_path / "no-note"))
-    new, status, process, check, note = _jump.parse_arrival(out)
+    new, status, process, check, note, _after = _jump.parse_arrival(out)
     assert new == Path(paths.BOOT_ID).read_text().strip() == _jump.controller_boot_id()
     assert status is None and process == paths.RUN_UNKNOWN  # no status: no run named, none of this run's
     assert check == "in" and _jump.handover_failure(check, str(tmp_path)) is None and note is None

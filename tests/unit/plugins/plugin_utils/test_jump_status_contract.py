@@ -114,3 +114,19 @@ WORDS = st.sampled_from(["run-1", "4242", "777", "-", "load", "finalize,load", "
 def test_parse_is_total_and_what_it_returns_reads_back_the_same(text):
     status = jump_status.parse(text)
     assert status is None or jump_status.parse(status.line()) == status
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_what_a_poll_also_reads_is_read_on_another_boot_only(tmp_path, monkeypatch, shell):
+    """arrival_command's ``after`` (the new kernel's evidence): behind the boot id test, so no poll of the old boot
+    pays for it; parse_arrival gives it apart, the five lines as before."""
+    monkeypatch.setattr(paths, "JUMP_STATUS", str(tmp_path / "none"))
+    here, other = _jump.controller_boot_id(), "00000000-0000-4000-8000-000000000000"
+
+    def answer(old_id):
+        return _jump.parse_arrival(subprocess.run([shell, "-c", _jump.arrival_command(None, "echo one; echo two", old_id)],
+                                                  capture_output=True, text=True, check=True, timeout=20).stdout)
+    assert answer(here).after is None and answer(here).boot_id == here  # still the old boot: not read
+    got = answer(other)  # a boot other than the old one: read, behind the mark
+    assert got.after == "one\ntwo\n" and got.boot_id == here and got.check == "unchecked"
+    assert "echo one" not in _jump.arrival_command(None, "echo one", "not a boot id")  # no old boot id: no fold
