@@ -691,7 +691,7 @@ facts_source:
       that is all the checks need (no O(pstore_search), and the load's target check names no live update entry);
       user space's part (C(liveupdate.systemd), pstore, the boot images) is then absent from RV(ansible_facts).
       Without O(test_command) that read comes with the poll that first sees the new boot (behind a test of its boot
-      id: no poll of the old boot pays for it), else it is a command of its own after O(test_command).
+      id, so that no poll of the old boot pays for it), else it is a command of its own after O(test_command).
       V(module) - the module's own read code, run with the host's Python.
   returned: O(state=executed) with O(facts_after), when RV(facts_read)
   type: str
