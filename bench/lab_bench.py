@@ -272,8 +272,15 @@ def window_run(guest: dict, fn) -> dict:
     return {"seconds": span(switch, returned), "note": None if ran["seconds"] else ran["out"],
             "window": {"to_gone": span(switch, gone), "boot": span(gone, sshd), "to_verdict": span(sshd, returned),
                        "outage": span(gone, answer.at)},
-            "verdict": (next(iter((ran["summary"] or {}).values()), {}) or {}).get("verdict") if ran["summary"] else None,
+            "verdict": _first(ran["summary"]).get("verdict"),
+            "timings": _first(ran["summary"]).get("timings") or {},  # the role's own split (the report's timings)
             "cpu": cpu, "cpu_main": ran["split"].get("main"), "cpu_workers": ran["split"].get("workers")}
+
+
+def _first(summary) -> dict:
+    """The one host's record of the report's summary JSON ({} where there is none)."""
+    hosts = summary.get("hosts") if isinstance(summary, dict) and isinstance(summary.get("hosts"), dict) else summary
+    return next(iter(hosts.values()), {}) if isinstance(hosts, dict) and hosts else {}
 
 
 def window_floor(guest: dict) -> dict:
@@ -347,6 +354,8 @@ def window_main(args, results: dict) -> None:
         name: {"seconds": stats([r.get("seconds") for r in rs]),
                "window": {k: stats([(r.get("window") or {}).get(k) for r in rs]) for k in WINDOW},
                "verdicts": sorted({str(r.get("verdict")) for r in rs}),
+               "role_timings": {k: stats([(r.get("timings") or {}).get(k) for r in rs])
+                                for k in sorted({k for r in rs for k in (r.get("timings") or {})})},
                "notes": sorted({r["note"][:200] for r in rs if r.get("note")}),
                "controller_cpu": stats([r.get("cpu") for r in rs]),
                "controller_cpu_main": stats([r.get("cpu_main") for r in rs]),
@@ -363,6 +372,9 @@ def window_main(args, results: dict) -> None:
         print(f"  {name:24} " + "  ".join(f"{k} {s['window'][k]['median']}" for k in WINDOW)
               + f"  CPU {s['controller_cpu']['median']} (main {s['controller_cpu_main']['median']}, workers "
                 f"{s['controller_cpu_workers']['median']})  verdicts {s['verdicts']}")
+        split = "  ".join(f"{k} {v['median']}" for k, v in s["role_timings"].items() if v["n"])
+        if split:
+            print(f"    {name} as the role times it (median s): {split}")
     print("targets:")
     for k, v in results["targets"].items():
         print(f"  {k}: {v}")
