@@ -340,14 +340,7 @@ def window_main(args, results: dict) -> None:
         results["accel"] = up["guests"][0]["accel"]
         guest, inventory = up["guests"][0], up["inventory"]
         table = window_scenarios(guest, inventory, args.limit)
-        runs: dict = {name: [] for name in table}
-        for i in range(args.repeat):
-            for name in table:
-                lab.log(f"{name} {i + 1}/{args.repeat}")
-                try:
-                    runs[name].append(table[name]())
-                except (RuntimeError, subprocess.CalledProcessError) as exc:
-                    runs[name].append({"seconds": None, "note": str(exc)[-500:]})
+        runs = round_robin(table, list(table), args.repeat)
     finally:
         lab.down(lab.command("down", "--name", "bench-w"))
     results["window"] = {
@@ -381,6 +374,21 @@ def window_main(args, results: dict) -> None:
     print(f"written: {controller.write(results, 'window-')}")
 
 
+def round_robin(table: dict, names: list, repeat: int, after=None) -> dict:
+    """Each scenario once per round, ``repeat`` rounds: a slow spell of the emulated guest falls on every scenario
+    alike, not on one.  ``after()``, after each run, may return a new table (the guest restarted)."""
+    runs: dict = {name: [] for name in names}
+    for i in range(repeat):
+        for name in names:
+            lab.log(f"{name} {i + 1}/{repeat}")
+            try:
+                runs[name].append(table[name]())
+            except (RuntimeError, subprocess.CalledProcessError) as exc:
+                runs[name].append({"seconds": None, "note": str(exc)[-500:]})
+            table = (after() if after else None) or table
+    return runs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5)
@@ -409,21 +417,16 @@ def main() -> None:
             guest, inventory = up["guests"][0], up["inventory"]
             table = scenarios(guest, inventory, args.limit)
             names = [n for n in table if not args.only or n in args.only]
-            runs: dict = {name: [] for name in names}
-            # Round-robin, one run of each scenario per round: a slow spell of the emulated guest
-            # falls on every scenario alike, not on one.
-            for i in range(args.repeat):
-                for name in names:
-                    lab.log(f"{name} {i + 1}/{args.repeat}")
-                    try:
-                        runs[name].append(table[name]())
-                    except RuntimeError as exc:
-                        runs[name].append({"seconds": None, "note": str(exc)[-500:]})
-                    if not lab.ssh_banner(guest["port"], 2):  # a run that did not return: restart the guest
-                        lab.down(lab.command("down", "--name", "bench-1"))
-                        up = warm(lab.up(ns))
-                        guest, inventory = up["guests"][0], up["inventory"]
-                        table = scenarios(guest, inventory, args.limit)  # the scenarios are bound to the new guest
+            bound = {"guest": guest}
+
+            def restart():  # a run that did not return: restart the guest; the scenarios are bound to the new one
+                if lab.ssh_banner(bound["guest"]["port"], 2):
+                    return None
+                lab.down(lab.command("down", "--name", "bench-1"))
+                again = warm(lab.up(ns))
+                bound["guest"] = again["guests"][0]
+                return scenarios(bound["guest"], again["inventory"], args.limit)
+            runs = round_robin(table, names, args.repeat, restart)
             results["scenarios"] = {
                 name: {"seconds": stats([r.get("seconds") for r in rs]),
                        "detect_latency": stats([r.get("detect_latency") for r in rs]),

@@ -31,26 +31,24 @@ def test_every_controller_target_is_a_number():
     assert all(isinstance(v, (int, float)) for v in controller_bench.targets(results).values())
 
 
-def test_a_run_is_read_from_its_json_files_not_its_text():
-    """The run's end and kho_kexec's phases come from the bench's callback; the CPU split from SPLIT_CPU."""
+def _local(tasks: str, **kw) -> dict:
+    """lab_bench.playbook on this machine (a local connection), or skipped where ansible-playbook is not beside us."""
     if not (lab_bench.BIN / "ansible-playbook").exists():
         pytest.skip(f"no ansible-playbook beside {sys.executable}")
     with tempfile.NamedTemporaryFile("w", suffix=".ini") as inv:
         inv.write(f"[kho_lab]\nlocalhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
         inv.flush()
-        ran = lab_bench.playbook(inv.name, "    - ansible.builtin.debug: {var: phases}\n"
-                                           "      vars: {phases: {to_gone: 1.5}}\n", limit=120)
+        return lab_bench.playbook(inv.name, tasks, limit=120, **kw)
+
+
+def test_a_run_is_read_from_its_json_files_not_its_text():
+    """The run's end and kho_kexec's phases come from the bench's callback; the CPU split from SPLIT_CPU."""
+    ran = _local("    - ansible.builtin.debug: {var: phases}\n      vars: {phases: {to_gone: 1.5}}\n")
     assert ran["seconds"] and ran["returned"] and ran["phases"] == {"to_gone": 1.5}, ran
     assert ran["split"]["main"] > 0 and "workers" in ran["split"]
 
 
 def test_a_staged_run_times_its_switch_from_the_switch_plays_start():
-    if not (lab_bench.BIN / "ansible-playbook").exists():
-        pytest.skip(f"no ansible-playbook beside {sys.executable}")
-    with tempfile.NamedTemporaryFile("w", suffix=".ini") as inv:
-        inv.write(f"[kho_lab]\nlocalhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
-        inv.flush()
-        ran = lab_bench.playbook(inv.name, "    - ansible.builtin.pause: {seconds: 1}\n", limit=120,
-                                 stage="    - ansible.builtin.pause: {seconds: 2}\n")
+    ran = _local("    - ansible.builtin.pause: {seconds: 1}\n", stage="    - ansible.builtin.pause: {seconds: 2}\n")
     assert ran["switch_start"] and ran["returned"] and ran["returned"] - ran["switch_start"] >= 1, ran
     assert ran["switch_start"] - ran["start"] >= 2, ran
