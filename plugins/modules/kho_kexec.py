@@ -272,7 +272,7 @@ options:
         run still holds the handover lock (else the task fails, nothing changed), the load is still staged for it and
         C(/sys/kernel/kexec_loaded) is C(1); the record must name what the task asks. The staged load then counts as
         this task's, and any failure before the jump unloads it. Where it is no longer staged (it expired, or was
-        unloaded), the task loads again, as without O(staged) (RV(load.reused_staged) V(false)).
+        unloaded), the task loads again, as without O(staged) (RV(reused_staged) V(false)).
     type: bool
     default: false
     version_added: 0.4.0

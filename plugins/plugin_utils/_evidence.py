@@ -110,13 +110,13 @@ def _parse(lines: list) -> tuple:
         if key == "side":
             sides.setdefault(value, {"fdt": None, "sub_blobs": {}})
         elif key in ("fdt", "sub"):
-            side, _, rest = value.partition(" ")
+            side, _sep, rest = value.partition(" ")
             if side not in sides:
                 raise EvidenceError(f"a {key} line of side {side[:8]!r}, which the answer did not open")
             if key == "fdt":
                 sides[side]["fdt"] = _bytes(rest, host.MAX_READ, f"{side}/fdt")
             else:
-                name, _, data = rest.partition(" ")
+                name, _sep, data = rest.partition(" ")
                 if not NAME.fullmatch(name) or len(sides[side]["sub_blobs"]) >= MAX_SUB_BLOBS:
                     raise EvidenceError(f"a sub-tree of {side}/ is named {name[:80]!r} or one too many")
                 sides[side]["sub_blobs"][name] = _bytes(data, host.MAX_READ, f"{side}/sub_fdts/{name}")

@@ -87,7 +87,7 @@ def test_a_run_that_ends_after_its_stage_is_undone_by_the_host_when_the_time_run
     staged = host_state(four, tmp_path)
     assert all(s["loaded"] and "handover.lock" in s["files"] and s["stage"]["staged"] for s in staged.values()), staged
     time.sleep(ttl)
-    for _ in range(12):  # the four timers fire TTL after each host's own stage, under TCG seconds apart
+    for _round in range(12):  # the four timers fire TTL after each host's own stage, under TCG seconds apart
         after = host_state(four, tmp_path)
         if all(s["stage"]["expired"] for s in after.values()):
             break
