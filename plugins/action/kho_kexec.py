@@ -80,7 +80,8 @@ class ActionModule(ActionBase):
                     "msg": f"kho_kexec: debugfs_root is {root!r}: state=executed needs an absolute path on the host "
                            "(no ~ or $: the controller polls it after the jump)"}
         opts = {**{k: valid[k] for k in JUMP_OPTIONS}, "roots": roots, "check_root": root if valid["verify_handover"] else None,
-                "confirm_timeout": valid["confirm_timeout"], "drop_regions": valid["drop_regions"]}
+                "confirm_timeout": valid["confirm_timeout"], "drop_regions": valid["drop_regions"],
+                "evidence": _evidence.command(roots)}  # the shell read of the new kernel's evidence, built once
         # The host's part, in one run: load (the method resolved, auto: what keeps the host's live-update state),
         # the pstore message, the queued jump.  The values as validated and typed, but paths as given: the module
         # expands them on the host (a ~ is the host user's home, not the controller's).
@@ -253,7 +254,7 @@ class ActionModule(ActionBase):
             # The new kernel's evidence in its first answer, where that is all the checks need and no test_command
             # must pass first; dropped for the polls after one that ran out its time (the read must never make a
             # good jump a timeout: facts_after then reads it in a command of its own).
-            fold = [_evidence.command(opts["roots"]) if self._fold(opts, run) else None]
+            fold = [opts["evidence"] if self._fold(opts, run) else None]
 
             def read_new():
                 self._connection.reset()  # never poll through the dead kernel's connection
@@ -304,7 +305,7 @@ class ActionModule(ActionBase):
             return run.back["after"]
         # Kernel state only (no canary, no live update riding): one shell read, no Python started on a booting host.
         run.evidence = _evidence.enough(run.load, opts["pstore_search"])
-        command = _evidence.command(opts["roots"]) if run.evidence else _facts_after.read_command(
+        command = opts["evidence"] if run.evidence else _facts_after.read_command(
             run.load.get("python"), {INTERNAL: opts["roots"], "pstore_search": opts["pstore_search"]})
         if not command:
             return None

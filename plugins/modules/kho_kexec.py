@@ -282,6 +282,14 @@ options:
         it (M(kexec.kho.kho_lock)); a value given in the task is ignored.
     type: dict
     version_added: 0.4.0
+  lock_path:
+    description:
+      - The handover lock's file (M(kexec.kho.kho_lock)'s O(kexec.kho.kho_lock#module:path)) that a staged load is
+        bound to (O(stage_ttl), O(staged)) - its expiry releases it where this run still holds it, and a switch takes
+        the load up only while this run holds it.
+    type: path
+    default: /run/kexec-kho/handover.lock
+    version_added: 0.4.0
   run_id:
     description:
       - Set by the action plugin for O(state=executed) to this task's own id (the one the jump status carries); a

@@ -287,3 +287,27 @@ def ensure_debugfs(module, host: KhoHost) -> bool:
     if not module.check_mode:
         module.run_command(["mount", "-t", "debugfs", "debugfs", host.debugfs], check_rc=True)
     return True
+
+
+class DetachError(Exception):
+    """A job could not be started apart from this run."""
+
+
+def detach(module, script: str, what: str, delay: int = 0) -> list:
+    """Start the sh ``script`` apart from this run, ``delay`` seconds from now: a transient systemd unit (a timer,
+    with a delay) where systemd runs, else a new session (setsid -f forks and returns at once; the job lets go of
+    this run's pipes before it waits).  Returns the argv that started it; DetachError says ``what`` could not be."""
+    systemd_run = module.get_bin_path("systemd-run")
+    if systemd_run and os.path.isdir(paths.SYSTEMD_RUNNING):
+        argv = [systemd_run, "--quiet", "--collect", *([f"--on-active={delay}"] if delay else []), "/bin/sh", "-c",
+                script]
+    else:
+        setsid = module.get_bin_path("setsid")
+        if not setsid:
+            raise DetachError(f"neither systemd-run (with systemd running) nor setsid is on the host to {what}")
+        wait = f"sleep {int(delay)}; " if delay else ""
+        argv = [setsid, "-f", "/bin/sh", "-c", f"exec </dev/null >/dev/null 2>&1; {wait}{script}"]
+    rc, out, err = module.run_command(argv)
+    if rc:
+        raise DetachError(f"{os.path.basename(argv[0])} could not {what} (rc {rc}): {(err or out).strip()}")
+    return argv

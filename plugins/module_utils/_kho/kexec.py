@@ -17,7 +17,7 @@ import time
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho.cmdline import Cmdline, GrammarError, parse_bool
 from ansible_collections.kexec.kho.plugins.module_utils._kho import compat, facts, host, liveupdate, regions
-from ansible_collections.kexec.kho.plugins.module_utils._kho import boot_files, files, image, jump_status, stage, way_back
+from ansible_collections.kexec.kho.plugins.module_utils._kho import boot_files, files, image, jump_status, lock, stage, way_back
 from ansible_collections.kexec.kho.plugins.module_utils._kho.finalize import FinalizeError, KhoInactive, require_kho, transition
 from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
 
@@ -64,6 +64,7 @@ ARGUMENT_SPEC = {
     "stage_ttl": {"type": "int", "default": 0},
     "staged": {"type": "bool", "default": False},
     "owner": {"type": "dict"},
+    "lock_path": lock.ARGUMENT_SPEC["path"],  # kho_lock's path: the lock a staged load is bound to
 }
 REQUIRED_IF = [("state", "loaded", ("kernel",)), ("state", "executed", ("kernel",))]
 MUTUALLY_EXCLUSIVE = [("cmdline", "append")]
@@ -155,7 +156,7 @@ def target_cmdline(running: str, cmdline: str | None = None, append: str | None 
     return line.strip()
 
 
-def competing_loaders(defaults: str = paths.DEBIAN_KEXEC_DEFAULTS, systemd: str = paths.SYSTEMD_RUNTIME) -> list:
+def competing_loaders(defaults: str = paths.DEBIAN_KEXEC_DEFAULTS, systemd: str = paths.SYSTEMD_RUNNING) -> list:
     """What on the host loads its own image, without -s, when none is loaded."""
     found = []
     try:
@@ -185,7 +186,6 @@ class Kexec:
         self.module = module
         self.state_dir = state_dir
         self.record_path = os.path.join(state_dir, "loaded.json")
-        self.lock_path = os.path.join(state_dir, os.path.basename(paths.LOCK))  # the handover lock beside it
         self.binary = module.get_bin_path("kexec")
 
     def require(self) -> str:
@@ -556,24 +556,12 @@ def queue_jump(module, kho, kexec: Kexec, method: str, changes: Changes) -> list
         raise KexecError("no kexec image is loaded right before the jump")
     changes.tell(paths.JUMP_STARTED)
     status = changes.status
-    job = ["/bin/sh", "-c", jump_job(method, kexec.binary or "kexec", status.pid, status.path, kho.kexec_loaded_path,
-                                     status.status.prefix())]
-    systemd_run = module.get_bin_path("systemd-run")
-    if systemd_run and os.path.isdir(paths.SYSTEMD_RUNTIME):
-        argv = [systemd_run, "--quiet", "--collect", *job]
-        rc, out, err = module.run_command(argv)
-        if rc:
-            raise KexecError(f"systemd-run could not queue the jump (rc {rc}): {(err or out).strip()}")
-        return argv
-    setsid = module.get_bin_path("setsid")
-    if not setsid:
-        raise KexecError("neither systemd-run (with systemd running) nor setsid is on the host to queue the jump")
-    # setsid -f forks and returns at once; the job lets go of this run's pipes before it waits.
-    argv = [setsid, "-f", "/bin/sh", "-c", f"exec </dev/null >/dev/null 2>&1; {job[2]}"]
-    rc, out, err = module.run_command(argv)
-    if rc:
-        raise KexecError(f"setsid could not queue the jump (rc {rc}): {(err or out).strip()}")
-    return argv
+    job = jump_job(method, kexec.binary or "kexec", status.pid, status.path, kho.kexec_loaded_path,
+                   status.status.prefix())
+    try:
+        return host.detach(module, job, "queue the jump")
+    except host.DetachError as exc:
+        raise KexecError(str(exc)) from exc
 
 
 def write_pmsg(kho, text: str) -> str:
@@ -606,7 +594,7 @@ def stage_load(module, kho, kexec: Kexec, p: dict, changes: Changes | None = Non
     result = do_load(kho, kexec, result, steps, changes)
     try:
         result["staged"] = stage.arm(module, kexec.state_dir, p["owner"], p["stage_ttl"], kexec.binary or "kexec",
-                                     result["kernel"], kexec.lock_path)
+                                     result["kernel"], p["lock_path"])
     except Exception as exc:  # pylint: disable=broad-except  # the load this run made is undone
         changes.back_out(kho, exc, kexec)  # raises
     return {**result, "msg": f"loaded, staged for {p['stage_ttl']} s"}
@@ -615,7 +603,7 @@ def stage_load(module, kho, kexec: Kexec, p: dict, changes: Changes | None = Non
 def take_staged(kho, kexec: Kexec, p: dict) -> bool:
     """state=executed with staged: whether the load this run staged is taken up (its expiry removed), so that the
     jump loads nothing again; StageError where the staging run no longer holds the lock."""
-    return stage.take_up(kexec.state_dir, p["owner"], kexec.lock_path) and kho.kexec_loaded() is True
+    return stage.take_up(kexec.state_dir, p["owner"], p["lock_path"]) and kho.kexec_loaded() is True
 
 
 def start_jump(module, kho, kexec: Kexec, p: dict, changes: Changes | None = None, arm=None) -> dict:

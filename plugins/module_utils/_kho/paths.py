@@ -53,7 +53,6 @@ KEXEC_METADATA_OUT = "out/sub_fdts/kexec-metadata"  # under DEBUGFS/KHO: what th
 SYSTEMD_RUNNING = "/run/systemd/system"  # exists where systemd is PID 1 (sd_booted)
 
 # The distribution's and the boot loaders' files.
-SYSTEMD_RUNTIME = "/run/systemd/system"  # exists where systemd is the running init
 SYSTEMD_PSTORE = "/var/lib/systemd/pstore"  # where systemd-pstore moves the pstore records at boot
 DEBIAN_KEXEC_DEFAULTS = "/etc/default/kexec"  # kexec-tools' LOAD_KEXEC
 GRUB_DEFAULT = "/etc/default/grub"

@@ -24,7 +24,7 @@ import secrets
 import shlex
 import time
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import files, lock, paths
+from ansible_collections.kexec.kho.plugins.module_utils._kho import files, host, lock
 
 STAGED, EXPIRED = "staged", "staged-expired"  # under the state directory
 RUN = re.compile(r"[A-Za-z0-9._:-]{1,200}")  # a run id, as _owner.this_run makes them (host:pid:start:nonce)
@@ -36,8 +36,13 @@ class StageError(Exception):
     pass
 
 
+def run_of(owner):
+    """The run id in ``owner`` (kho_kexec's, set by the action plugin), as given: None where there is none."""
+    return owner.get("run") if isinstance(owner, dict) else None
+
+
 def check_run(owner) -> str:
-    run = (owner or {}).get("run") if isinstance(owner, dict) else None
+    run = run_of(owner)
     if not isinstance(run, str) or not RUN.fullmatch(run):
         raise StageError(f"a staged load needs the run that stages it (owner, set by the action plugin): {run!r} is "
                          f"not a run id ({RUN.pattern})")
@@ -61,7 +66,7 @@ def expiry_job(line: str, run: str, state_dir: str, kexec: str, kernel: str, loc
             f"if grep -qF {held} {q(lock_path)} 2>/dev/null; then rm -f {q(lock_path)}; fi")
 
 
-def arm(module, state_dir: str, owner, ttl: int, kexec: str, kernel: str, lock_path: str = paths.LOCK) -> dict:
+def arm(module, state_dir: str, owner, ttl: int, kexec: str, kernel: str, lock_path: str) -> dict:
     """Write ``staged`` for the run in ``owner`` and start its expiry; StageError (nothing left) where it cannot."""
     run = check_run(owner)
     if not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL:
@@ -70,19 +75,11 @@ def arm(module, state_dir: str, owner, ttl: int, kexec: str, kernel: str, lock_p
     line = f"{run} {secrets.token_hex(8)} {expires}"
     files.write_atomic(_path(state_dir, STAGED), (line + "\n").encode(), mode=0o600, dir_mode=0o700)
     job = expiry_job(line, run, state_dir, kexec, kernel, lock_path)
-    systemd_run = module.get_bin_path("systemd-run")
-    setsid = module.get_bin_path("setsid")
-    if systemd_run and os.path.isdir(paths.SYSTEMD_RUNTIME):
-        argv = [systemd_run, "--quiet", "--collect", f"--on-active={ttl}", "/bin/sh", "-c", job]
-    elif setsid:
-        argv = [setsid, "-f", "/bin/sh", "-c", f"exec </dev/null >/dev/null 2>&1; sleep {ttl}; {job}"]
-    else:
+    try:
+        argv = host.detach(module, job, "end a staged load", delay=ttl)
+    except host.DetachError as exc:
         disarm(state_dir)
-        raise StageError("neither systemd-run (with systemd running) nor setsid is on the host to end a staged load")
-    rc, out, err = module.run_command(argv)
-    if rc:
-        disarm(state_dir)
-        raise StageError(f"the staged load's expiry could not be started (rc {rc}): {(err or out).strip()}")
+        raise StageError(f"the staged load's expiry could not be started: {exc}") from exc
     return {"run": run, "ttl": ttl, "expires_at": expires, "argv": argv}
 
 
@@ -108,11 +105,11 @@ def mine(state_dir: str, owner, live: bool = True) -> bool:
     """The staged load is this run's (its expiry has not fired: it removes the line) and, with ``live``, its time has
     not run out either (the expiry is not about to fire)."""
     staged = read(state_dir)["staged"]
-    run = (owner or {}).get("run") if isinstance(owner, dict) else None
+    run = run_of(owner)
     return bool(staged and run and staged["run"] == run and (not live or (staged["expires_at"] or 0) > time.time() + 1))
 
 
-def take_up(state_dir: str, owner, lock_path: str = paths.LOCK) -> bool:
+def take_up(state_dir: str, owner, lock_path: str) -> bool:
     """The switch's part, under the lock's flock (the expiry takes it too): StageError where the staging run no
     longer holds the handover lock (its time ran out, or it was released); else whether the staged load is this
     run's, and if so its expiry removed, so that nothing unloads it between here and the jump."""

@@ -3,10 +3,14 @@ boot images per distribution family."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
+
 import pytest
 import simtree
 
-from ansible_collections.kexec.kho.plugins.module_utils._kho import host
+from ansible_collections.kexec.kho.plugins.module_utils._kho import host, paths
 
 
 def test_unmounted_debugfs(tmp_path, fixtures):
@@ -85,3 +89,54 @@ def test_boot_images_per_distribution_family(tmp_path, layout):
         (tmp_path / rel).write_bytes(b"x")
     release = "6.12.0-55.el10.x86_64" if layout in ("el", "bls") else "7.3.4"
     assert host.boot_images(release, str(tmp_path)) == expected
+
+
+class Detacher:
+    """What host.detach asks of AnsibleModule: the binaries it finds, and commands as argument lists (setsid runs)."""
+
+    def __init__(self, bins):
+        self.bins, self.commands = bins, []
+
+    def get_bin_path(self, name):
+        return self.bins.get(name)
+
+    def run_command(self, argv):
+        assert isinstance(argv, list)  # never a shell string
+        self.commands.append(argv)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("delay", [0, 1])
+def test_a_detached_job_without_systemd_runs_in_its_own_session_after_its_delay(tmp_path, monkeypatch, delay):
+    """The jump (no delay) and a staged load's expiry (its time to live) start the same way; setsid runs for real."""
+    if not shutil.which("setsid"):
+        pytest.skip("setsid (util-linux) is not on this machine")
+    monkeypatch.setattr(paths, "SYSTEMD_RUNNING", str(tmp_path / "no-systemd"))
+    done = tmp_path / "done"
+    mod = Detacher({"systemd-run": "/usr/bin/systemd-run", "setsid": shutil.which("setsid")})
+    started = time.monotonic()
+    argv = host.detach(mod, f"echo $$ > '{done}'", "run the job", delay=delay)
+    assert argv[0] == shutil.which("setsid") and argv[1] == "-f" and ("sleep 1; " in argv[4]) is bool(delay)
+    while not done.exists() and time.monotonic() - started < 15:
+        time.sleep(0.05)
+    assert done.exists() and time.monotonic() - started >= delay
+
+
+def test_a_detached_job_with_systemd_is_one_transient_unit(tmp_path, monkeypatch):
+    (tmp_path / "systemd").mkdir()
+    monkeypatch.setattr(paths, "SYSTEMD_RUNNING", str(tmp_path / "systemd"))
+    mod = Detacher({"systemd-run": shutil.which("true")})
+    assert host.detach(mod, "kexec -u", "end it", delay=30)[1:] == ["--quiet", "--collect", "--on-active=30",
+                                                                    "/bin/sh", "-c", "kexec -u"]
+    assert host.detach(mod, "kexec -e", "jump")[1:] == ["--quiet", "--collect", "/bin/sh", "-c", "kexec -e"]
+
+
+@pytest.mark.parametrize(("bins", "message"), [
+    ({}, "neither systemd-run \\(with systemd running\\) nor setsid is on the host to end a staged load"),
+    ({"setsid": "/bin/false"}, "false could not end a staged load \\(rc 1\\)"),
+])
+def test_a_job_that_cannot_be_detached_says_what(tmp_path, monkeypatch, bins, message):
+    monkeypatch.setattr(paths, "SYSTEMD_RUNNING", str(tmp_path / "no-systemd"))
+    with pytest.raises(host.DetachError, match=message):
+        host.detach(Detacher(bins), "true", "end a staged load", delay=5)

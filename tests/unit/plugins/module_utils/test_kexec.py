@@ -40,7 +40,7 @@ def unloads(mod) -> list:
 def status(tmp_path, monkeypatch):
     """systemd runs (its runtime directory), and the jump status is under tmp_path."""
     (tmp_path / "systemd").mkdir()
-    monkeypatch.setattr(paths, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
+    monkeypatch.setattr(paths, "SYSTEMD_RUNNING", str(tmp_path / "systemd"))
     monkeypatch.setattr(paths, "JUMP_STATUS", str(tmp_path / "jump-status"))
     return tmp_path / "jump-status"
 
@@ -289,7 +289,7 @@ def jump_host(tmp_path, monkeypatch):
     kexec = tmp_path / "my kexec"  # a path with a space: the job quotes it
     kexec.write_text(f"#!/bin/sh\necho \"$@\" > '{tmp_path}/jumped'\nexit 7\n")
     kexec.chmod(0o755)
-    monkeypatch.setattr(paths, "SYSTEMD_RUNTIME", str(tmp_path / "no-systemd"))
+    monkeypatch.setattr(paths, "SYSTEMD_RUNNING", str(tmp_path / "no-systemd"))
     return tmp_path, K.Kexec(Module(), str(tmp_path / "run")), str(tmp_path / "status")
 
 
@@ -360,7 +360,7 @@ def test_the_jump_is_queued_detached_without_systemd(jump_host, monkeypatch):
 def test_the_jump_prefers_a_transient_systemd_unit(jump_host, monkeypatch, method, jump):
     tmp_path, kx, status = jump_host
     (tmp_path / "systemd").mkdir()
-    monkeypatch.setattr(paths, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
+    monkeypatch.setattr(paths, "SYSTEMD_RUNNING", str(tmp_path / "systemd"))
     kx.module, kx.binary = Module("/usr/bin/systemd-run"), "/usr/sbin/my kexec"
     changes = changes_for(status)
     argv = K.queue_jump(kx.module, Loaded(True, tmp_path / "kexec_loaded"), kx, method, changes)
@@ -377,7 +377,7 @@ def test_the_jump_prefers_a_transient_systemd_unit(jump_host, monkeypatch, metho
 def test_a_jump_that_cannot_be_queued_raises(jump_host, monkeypatch, loaded, rc, message):
     tmp_path, kx, status = jump_host
     (tmp_path / "systemd").mkdir()
-    monkeypatch.setattr(paths, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
+    monkeypatch.setattr(paths, "SYSTEMD_RUNNING", str(tmp_path / "systemd"))
     with pytest.raises(K.KexecError, match=message):
         K.queue_jump(Module("/usr/bin/systemd-run", rc), Loaded(loaded, tmp_path / "kexec_loaded"), kx, "kexec",
                      changes_for(status))

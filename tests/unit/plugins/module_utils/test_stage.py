@@ -11,7 +11,7 @@ import pytest
 from fakehost import FakeModule, make_host, params, state_dir_default  # noqa: F401  pylint: disable=import-error,unused-import
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import kexec as K
-from ansible_collections.kexec.kho.plugins.module_utils._kho import lock, stage
+from ansible_collections.kexec.kho.plugins.module_utils._kho import lock, paths, stage
 
 RUN = "ctl:4242:98765:1f2e3d"
 OWNER = {"run": RUN, "target": "web-1"}
@@ -72,14 +72,16 @@ def test_an_unload_that_fails_is_noted_and_the_record_kept(tmp_path):
 def systemd(tmp_path, monkeypatch):
     """systemd runs on the simulated host (its runtime directory exists)."""
     (tmp_path / "systemd").mkdir()
-    monkeypatch.setattr(stage.paths, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
+    monkeypatch.setattr(paths, "SYSTEMD_RUNNING", str(tmp_path / "systemd"))
 
 
 def _stage(tmp_path, loaded=False, generation="live-cold", check_mode=False, queue_rc=0, ttl=600):
     kho = make_host(tmp_path, generation, loaded=loaded)
     mod = FakeModule(kho, check_mode=check_mode, queue_rc=queue_rc)
     kx = K.Kexec(mod, str(tmp_path / "run"))
-    return kho, mod, kx, params(tmp_path, stage_ttl=ttl, owner=OWNER, staged=False, replace_loaded=False)
+    # The lock where kho_lock was told, apart from the state directory: the stage binds to the option's lock.
+    return kho, mod, kx, params(tmp_path, stage_ttl=ttl, owner=OWNER, staged=False, replace_loaded=False,
+                                lock_path=str(tmp_path / "locks" / "handover.lock"))
 
 
 def test_a_stage_loads_and_starts_its_expiry_as_one_systemd_timer(tmp_path):
@@ -138,7 +140,7 @@ def _switch(mod, kho, kx, p, tmp_path):
 def test_the_switch_takes_up_the_staged_load_without_loading_again(tmp_path, queued):
     kho, mod, kx, p = _stage(tmp_path)
     K.stage_load(mod, kho, kx, p)
-    _hold(kx.lock_path)
+    _hold(p["lock_path"])
     loads = len([c for c in mod.commands if c[1:3] == ["-s", "-l"]])
     res = _switch(mod, kho, kx, p, tmp_path)
     assert res["reused_staged"] and res["loaded_here"] and res["triggered"]
@@ -149,7 +151,7 @@ def test_the_switch_takes_up_the_staged_load_without_loading_again(tmp_path, que
 def test_a_switch_whose_stage_expired_loads_again(tmp_path, queued):
     kho, mod, kx, p = _stage(tmp_path)
     K.stage_load(mod, kho, kx, p)
-    _hold(kx.lock_path)
+    _hold(p["lock_path"])
     stage.disarm(kx.state_dir)
     res = _switch(mod, kho, kx, p, tmp_path)
     assert res["reused_staged"] is False and res["reloaded"]
@@ -158,7 +160,7 @@ def test_a_switch_whose_stage_expired_loads_again(tmp_path, queued):
 def test_a_switch_without_the_stages_lock_changes_nothing(tmp_path, queued):
     kho, mod, kx, p = _stage(tmp_path)
     K.stage_load(mod, kho, kx, p)
-    _hold(kx.lock_path, "other:1:2:3")
+    _hold(p["lock_path"], "other:1:2:3")
     commands = len(mod.commands)
     with pytest.raises(stage.StageError, match="no longer holds its handover lock .*held by 'other:1:2:3'"):
         _switch(mod, kho, kx, p, tmp_path)

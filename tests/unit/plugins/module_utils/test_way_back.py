@@ -112,7 +112,7 @@ def test_the_run_that_loads_and_queues_the_jump_records_the_way_back_first(tmp_p
     """kho_kexec state=executed's run on the host: its answer carries way_back, read before the jump is queued (also
     in check mode, where nothing is queued)."""
     (tmp_path / "systemd").mkdir()
-    monkeypatch.setattr(paths, "SYSTEMD_RUNTIME", str(tmp_path / "systemd"))
+    monkeypatch.setattr(paths, "SYSTEMD_RUNNING", str(tmp_path / "systemd"))
     root = tree(tmp_path / "root", "/boot/vmlinuz-7.3.4", "/boot/initrd.img-7.3.4")
     real = way_back.read
     seen = []
