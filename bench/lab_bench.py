@@ -130,23 +130,29 @@ def env() -> dict:
 def playbook(inventory: str, tasks: str, extra: dict | None = None, limit: float = LIMIT,
              play: str = "hosts: kho_lab\n  gather_facts: false\n", stage: str | None = None) -> dict:
     """One one-play playbook, run (with ``stage``, two: a play of those tasks first, then one named switch of
-    ``tasks``, in the same run): its ``seconds`` (None when it did not return within ``limit``), ``start``,
-    ``returned`` (when its last task, named returned, started) and ``switch_start`` (when the switch play started),
-    all on this clock, ``out`` (its text, for a failure's note), and from JSON files only: the report's ``summary``,
-    the CPU ``split`` (SPLIT_CPU) and kho_kexec's ``phases`` (the bench's callback, bench/callback_plugins/kho_bench.py)."""
+    ``tasks``, in the same run): as run_ansible, with ``returned`` (when its last task, named returned, started)."""
     with tempfile.TemporaryDirectory() as tmp:
         pb = Path(tmp) / "pb.yml"
         first = f"- name: stage\n  {play}  tasks:\n{stage}" if stage is not None else ""
         pb.write_text(f"{first}- name: switch\n  {play}  tasks:\n{tasks}"
                       "    - name: returned\n      ansible.builtin.debug: {msg: returned}\n")
+        return run_ansible(["-i", inventory, str(pb), "-e", json.dumps(extra or {})], limit)
+
+
+def run_ansible(argv: list, limit: float = LIMIT) -> dict:
+    """ansible-playbook with these arguments: its ``seconds`` (None when it did not return within ``limit``),
+    ``start``, ``returned`` (when a task named returned started) and ``switch_start`` (when a play named switch
+    started), all on this clock, ``out`` (its text, for a failure's note), and from JSON files only: the report's
+    ``summary``, the CPU ``split`` (SPLIT_CPU) and kho_kexec's ``phases`` (the bench's callback,
+    bench/callback_plugins/kho_bench.py)."""
+    with tempfile.TemporaryDirectory() as tmp:
         files = {k: Path(tmp) / f"{k}.json" for k in ("summary", "split", "record")}
         e = dict(env(), KHO_REPORT_JSON=str(files["summary"]), KHO_BENCH_RUSAGE=str(files["split"]),
                  KHO_BENCH_RECORD=str(files["record"]))
         start, wall_start = time.monotonic(), time.time()
         try:
-            proc = subprocess.run([sys.executable, "-c", SPLIT_CPU, str(BIN / "ansible-playbook"), "-i", inventory, str(pb),
-                                   "-e", json.dumps(extra or {})], capture_output=True, text=True, env=e,
-                                  timeout=limit, check=False)
+            proc = subprocess.run([sys.executable, "-c", SPLIT_CPU, str(BIN / "ansible-playbook"), *argv],
+                                  capture_output=True, text=True, env=e, timeout=limit, check=False)
         except subprocess.TimeoutExpired:
             return {"seconds": None, "start": start, "returned": None, "switch_start": None, "summary": {},
                     "out": f"did not return within {limit} s", "split": {}, "phases": None}
@@ -277,10 +283,15 @@ def window_run(guest: dict, fn) -> dict:
             "cpu": cpu, "cpu_main": ran["split"].get("main"), "cpu_workers": ran["split"].get("workers")}
 
 
+def _hosts(summary) -> dict:
+    """The report's summary JSON, host by host ({} where there is none)."""
+    hosts = summary.get("hosts") if isinstance(summary, dict) and isinstance(summary.get("hosts"), dict) else summary
+    return hosts if isinstance(hosts, dict) else {}
+
+
 def _first(summary) -> dict:
     """The one host's record of the report's summary JSON ({} where there is none)."""
-    hosts = summary.get("hosts") if isinstance(summary, dict) and isinstance(summary.get("hosts"), dict) else summary
-    return next(iter(hosts.values()), {}) if isinstance(hosts, dict) and hosts else {}
+    return next(iter(_hosts(summary).values()), {})
 
 
 def window_floor(guest: dict) -> dict:
@@ -333,6 +344,52 @@ def window_targets(sc: dict) -> dict:
     return out
 
 
+FLEET = 4  # guests of the staged fleet run (as tests/integration/test_staged.py), switched two at a time
+
+
+def fleet_run(inventory: str, targets: str, limit: float) -> dict:
+    """The collection's playbook in staged mode (kexec.kho.handover, kho_staged) over ``targets``, two at a time:
+    its seconds, the controller's CPU (ansible-playbook and its workers apart) and the hosts' verdicts."""
+    extra = {"kho_targets": targets, "kho_staged": True, "kho_serial": 2, "kho_handover_kernel": KERNEL}
+    cpu = children_cpu()
+    ran = run_ansible(["-i", inventory, "kexec.kho.handover", "-e", json.dumps(extra)], limit)
+    return {"seconds": ran["seconds"], "cpu": round(children_cpu() - cpu, 2), "cpu_main": ran["split"].get("main"),
+            "cpu_workers": ran["split"].get("workers"), "note": None if ran["seconds"] else ran["out"],
+            "verdicts": sorted(str(h.get("verdict")) for h in _hosts(ran["summary"]).values())}
+
+
+def beyond_first(one: list, many: list, n: int) -> dict:
+    """The controller's CPU per host beyond the first: (the n-host run's median - the one-host run's) / (n - 1), so
+    that what a run pays once (ansible-playbook's start, the plays' own tasks) cancels; None where a side is missing."""
+    out = {}
+    for k in ("cpu", "cpu_main", "cpu_workers"):
+        a, b = (stats([r.get(k) for r in rs])["median"] for rs in (one, many))
+        out[k] = round((b - a) / (n - 1), 3) if a is not None and b is not None else None
+    return out
+
+
+def window_fleet(args) -> dict:
+    """--window's fleet part: the staged playbook over one of FLEET guests and over all of them, round-robin (at
+    most 3 rounds: a fleet round takes minutes), for the controller's CPU per host of a larger run."""
+    try:
+        up = lab.up(lab.command("up", "--name", "bench-wf", "-n", str(FLEET), "--timeout", "300"))
+        one = up["guests"][0]["name"]
+        table = {"one_host": lambda: fleet_run(up["inventory"], one, args.limit * 2),
+                 "fleet": lambda: fleet_run(up["inventory"], "kho_lab", args.limit * 4)}
+        runs = round_robin(table, list(table), min(args.repeat, 3))
+    finally:
+        lab.down(lab.command("down", "--name", "bench-wf"))
+    return {"guests": FLEET, "serial": 2,
+            "runs": {name: {"seconds": stats([r.get("seconds") for r in rs]),
+                            "controller_cpu": stats([r.get("cpu") for r in rs]),
+                            "controller_cpu_main": stats([r.get("cpu_main") for r in rs]),
+                            "controller_cpu_workers": stats([r.get("cpu_workers") for r in rs]),
+                            "verdicts": sorted({v for r in rs for v in r.get("verdicts") or []}),
+                            "notes": sorted({r["note"][:200] for r in rs if r.get("note")})}
+                     for name, rs in runs.items()},
+            "per_host_beyond_first": beyond_first(runs["one_host"], runs["fleet"], FLEET)}
+
+
 def window_main(args, results: dict) -> None:
     """--window: the window scenarios, round-robin, ``args.repeat`` rounds, on one guest."""
     try:
@@ -354,11 +411,14 @@ def window_main(args, results: dict) -> None:
                "controller_cpu_main": stats([r.get("cpu_main") for r in rs]),
                "controller_cpu_workers": stats([r.get("cpu_workers") for r in rs])}
         for name, rs in runs.items()}
-    role = results["window"]["switch_role_staged"]
+    results["window_fleet"] = window_fleet(args)
+    role, beyond = results["window"]["switch_role_staged"], results["window_fleet"]["per_host_beyond_first"]
     results["cpu"] = {"per_host": role["controller_cpu"]["median"], "ansible_playbook": role["controller_cpu_main"]["median"],
-                      "workers": role["controller_cpu_workers"]["median"],
+                      "workers": role["controller_cpu_workers"]["median"], "per_host_beyond_first": beyond,
                       "simulated_1000_staged": ((results.get("staged_fleet") or {}).get("1000") or {}).get("cpu_per_host")}
     results["targets"] = {**window_targets(results["window"]),
+                          f"controller CPU-seconds per host beyond the first, {FLEET} guests staged, switched 2 at a time "
+                          "(target <= 0.5)": beyond["cpu"],
                           **{k: v for k, v in controller.targets(results).items() if k.startswith("staged")}}
     print(f"\nkexec.kho window bench, {results['date']}, accel {results.get('accel')}, {args.repeat} rounds (median s)")
     for name, s in results["window"].items():
@@ -368,6 +428,10 @@ def window_main(args, results: dict) -> None:
         split = "  ".join(f"{k} {v['median']}" for k, v in s["role_timings"].items() if v["n"])
         if split:
             print(f"    {name} as the role times it (median s): {split}")
+    for name, f in results["window_fleet"]["runs"].items():
+        print(f"  staged playbook, {name:8} {f['seconds']['median']} s  CPU {f['controller_cpu']['median']} (main "
+              f"{f['controller_cpu_main']['median']}, workers {f['controller_cpu_workers']['median']})  verdicts {f['verdicts']}")
+    print(f"  per host beyond the first: {beyond}")
     print("targets:")
     for k, v in results["targets"].items():
         print(f"  {k}: {v}")

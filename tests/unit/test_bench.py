@@ -52,3 +52,12 @@ def test_a_staged_run_times_its_switch_from_the_switch_plays_start():
     ran = _local("    - ansible.builtin.pause: {seconds: 1}\n", stage="    - ansible.builtin.pause: {seconds: 2}\n")
     assert ran["switch_start"] and ran["returned"] and ran["returned"] - ran["switch_start"] >= 1, ran
     assert ran["switch_start"] - ran["start"] >= 2, ran
+
+
+def test_the_cpu_per_host_beyond_the_first_cancels_what_a_run_pays_once():
+    one = [{"cpu": 4.0, "cpu_main": 2.0, "cpu_workers": 2.0}, {"cpu": 4.2, "cpu_main": 2.1, "cpu_workers": 2.1}, {"cpu": 5.0}]
+    many = [{"cpu": 10.3, "cpu_main": 3.0, "cpu_workers": 7.3}, {"cpu": 10.0, "cpu_main": 2.9, "cpu_workers": 7.1}]
+    got = lab_bench.beyond_first(one, many, 4)
+    assert got == {"cpu": round((10.15 - 4.2) / 3, 3), "cpu_main": round((2.95 - 2.05) / 3, 3),
+                   "cpu_workers": round((7.2 - 2.05) / 3, 3)}
+    assert lab_bench.beyond_first(one, [{"cpu": None}], 4)["cpu"] is None
