@@ -218,6 +218,65 @@ def staged_fleet(sizes=(100, 1000), batch: int = 50, forks: int = 50) -> dict:
     return out
 
 
+ROLLOUT_PLAYBOOK = """\
+- name: every target's result, as the stage leaves it (one failed)
+  hosts: all
+  gather_facts: false
+  tasks:
+    - ansible.builtin.set_fact:
+        kho_handover_result: {{verdict: staged, failed_step: "{{{{ 'stage' if inventory_hostname == 'h0' else none }}}}"}}
+- name: switch
+  hosts: all
+  serial: {batch}
+  gather_facts: false
+  tasks:
+    - ansible.builtin.set_fact:
+        stopped: "{{{{ ansible_play_hosts_all | kexec.kho.kho_rollout_stopped(hostvars, 0) }}}}"
+      run_once: {once}
+- name: what each host decided
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - ansible.builtin.copy:
+        dest: "{{{{ out }}}}"
+        content: "{{{{ dict(groups.all | zip(groups.all | map('extract', hostvars, 'stopped'))) | to_json }}}}"
+        mode: "0600"
+"""
+
+
+def rollout_decision(sizes=(50, 200), batch: int = 50, timeout: float = 900) -> dict:
+    """Staged mode's rollout stop through ansible-playbook and its real hostvars (no guests: ``set_fact`` runs on
+    the controller alone): decided by every host, or once per batch (``run_once``, as the role's switch does).
+    Each: the CPU of ansible-playbook's process tree per host, and what every host decided."""
+    import resource  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import tempfile  # pylint: disable=import-outside-toplevel
+    bin_dir = Path(sys.executable).parent
+    env = {**__import__("os").environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORKS": "50"}
+    if ROOT.parents[1].name == "ansible_collections":
+        env["ANSIBLE_COLLECTIONS_PATH"] = str(ROOT.parents[2])
+    out = {}
+    for n in sizes:
+        for once in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                inv, pb, got = Path(tmp) / "hosts.ini", Path(tmp) / "pb.yml", Path(tmp) / "decided.json"
+                inv.write_text("".join(f"h{i} ansible_connection=local ansible_python_interpreter={sys.executable}\n"
+                                       for i in range(n)))
+                pb.write_text(ROLLOUT_PLAYBOOK.format(batch=batch, once=str(once).lower()))
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                proc = subprocess.run([str(bin_dir / "ansible-playbook"), "-i", str(inv), str(pb), "-e",
+                                       json.dumps({"out": str(got)})], capture_output=True, text=True, env=env,
+                                      timeout=timeout, check=False)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if proc.returncode:
+                    raise RuntimeError(proc.stdout[-2000:])
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                out[f"{n} hosts, {'once per batch' if once else 'every host'}"] = {
+                    "hosts": n, "batch": batch, "once_per_batch": once, "cpu_seconds": round(cpu, 2),
+                    "cpu_per_host": round(cpu / n, 4), "decided": json.loads(got.read_text())}
+    return out
+
+
 def ratio(a, b):
     return round(a / b, 2) if a and b else None
 

@@ -63,4 +63,4 @@ def rollout_stopped(results: dict, percent) -> str:
     if not results or len(failed) * 100 <= float(percent) * len(results):
         return ""
     return (f"{len(failed)} of {len(results)} hosts failed ({', '.join(failed[:10])}{', ...' if len(failed) > 10 else ''}), "
-            f"more than kho_max_fail_percentage={percent}")
+            f"more than kho_max_fail_percentage={float(percent):g}")

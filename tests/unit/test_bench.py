@@ -61,3 +61,15 @@ def test_the_cpu_per_host_beyond_the_first_cancels_what_a_run_pays_once():
     assert got == {"cpu": round((10.15 - 4.2) / 3, 3), "cpu_main": round((2.95 - 2.05) / 3, 3),
                    "cpu_workers": round((7.2 - 2.05) / 3, 3)}
     assert lab_bench.beyond_first(one, [{"cpu": None}], 4)["cpu"] is None
+
+
+def test_the_rollout_stop_decided_once_per_batch_is_every_hosts_answer():
+    """The role's switch asks once per batch (run_once); through real hostvars each host of every batch holds the
+    same answer as when every host asks."""
+    if not (lab_bench.BIN / "ansible-playbook").exists():
+        pytest.skip(f"no ansible-playbook beside {sys.executable}")
+    got = controller_bench.rollout_decision(sizes=(4,), batch=2, timeout=300)
+    stopped = "1 of 4 hosts failed (h0), more than kho_max_fail_percentage=0"
+    assert [(v["once_per_batch"], v["decided"]) for v in got.values()] == [
+        (False, {f"h{i}": stopped for i in range(4)}), (True, {f"h{i}": stopped for i in range(4)})]
+    assert all(v["cpu_per_host"] > 0 for v in got.values())
