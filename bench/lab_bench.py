@@ -412,6 +412,8 @@ def window_main(args, results: dict) -> None:
                "controller_cpu_workers": stats([r.get("cpu_workers") for r in rs])}
         for name, rs in runs.items()}
     results["window_fleet"] = window_fleet(args)
+    results["rollout_decision"] = {k: {n: v for n, v in r.items() if n != "decided"}
+                                   for k, r in controller.rollout_decision().items()}
     role, beyond = results["window"]["switch_role_staged"], results["window_fleet"]["per_host_beyond_first"]
     results["cpu"] = {"per_host": role["controller_cpu"]["median"], "ansible_playbook": role["controller_cpu_main"]["median"],
                       "workers": role["controller_cpu_workers"]["median"], "per_host_beyond_first": beyond,
@@ -432,6 +434,8 @@ def window_main(args, results: dict) -> None:
         print(f"  staged playbook, {name:8} {f['seconds']['median']} s  CPU {f['controller_cpu']['median']} (main "
               f"{f['controller_cpu_main']['median']}, workers {f['controller_cpu_workers']['median']})  verdicts {f['verdicts']}")
     print(f"  per host beyond the first: {beyond}")
+    for name, r in results["rollout_decision"].items():
+        print(f"  the rollout stop through hostvars, {name:28} {r['cpu_seconds']} CPU-s, {r['cpu_per_host']} per host")
     print("targets:")
     for k, v in results["targets"].items():
         print(f"  {k}: {v}")
