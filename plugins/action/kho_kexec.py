@@ -18,6 +18,7 @@ from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import (
     ARGUMENT_SPEC, JUMP_OPTIONS, MUTUALLY_EXCLUSIVE, REQUIRED_IF, check_values,
 )
 from ansible_collections.kexec.kho.plugins.module_utils._kho.host import INTERNAL, ROOTS, internal
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths, stage
 from ansible_collections.kexec.kho.plugins.plugin_utils import _evidence, _facts_after, _jump, _owner, _return
 from ansible_collections.kexec.kho.plugins.plugin_utils._decode import facts_of
 
@@ -57,7 +58,9 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
         if args.get("state") in ("loaded", "unloaded", "executed"):  # this run, as the lock names it: what a staged load is for
-            args["owner"] = _owner.this_run(target=(task_vars or {}).get("inventory_hostname"))
+            # ... and what the task asks to load: a switch that asks what its stage did switches by one shell command
+            args["owner"] = {**_owner.this_run(target=(task_vars or {}).get("inventory_hostname")),
+                             "request": stage.request_digest(self._task.args)}
         if args.get("state") != "executed":
             return self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
         if self._connection.transport == "local" or self._play_context.connection == "local":
@@ -192,6 +195,10 @@ class ActionModule(ActionBase):
         'not': the polls then ask the host, whose jump status names this run.  A module that answered without saying
         (it crashed) has ended; what it did is in its jump status, if it wrote one."""
         run.ended = False
+        if self._by_shell(load_args, run):
+            switched = self._switch(load_args, run)
+            if switched is not None:
+                return switched
         try:  # the host checks its boot id (expected, or not the controller's) before it changes anything
             load = self._execute_module(module_name=MODULE, task_vars=task_vars, module_args={
                 **load_args, INTERNAL: {**load_args[INTERNAL], "refuse_boot_id": _jump.controller_boot_id()},
@@ -205,6 +212,42 @@ class ActionModule(ActionBase):
             run.ended = True
             return {**load, "triggered": None}
         return load
+
+    def _by_shell(self, load_args, run: Run) -> bool:
+        """Whether the switch may take its stage's load up by one shell command (stage.switch_script): staged, on the
+        boot the stage read, and nothing asked that only the module does (a pstore message, the host's own return)."""
+        state_dir = load_args.get("state_dir") or paths.STATE_DIR
+        return bool(load_args.get("staged") and not self._task.check_mode and run.old_id
+                    and load_args.get("pmsg") is None and not load_args.get("confirm_timeout")
+                    and state_dir.startswith("/") and "$" not in state_dir and stage.request_of(load_args["owner"]))
+
+    def _switch(self, load_args, run: Run) -> dict | None:
+        """The staged switch, one command: the stage's answer with the load taken up and the jump queued, or the
+        failure it undid; None where it changed nothing (not this run's stage, or not as it was), for the module
+        to run instead.  A lost answer is 'triggered: null', as the module's."""
+        owner = load_args["owner"]
+        command = stage.switch_command(load_args.get("state_dir") or paths.STATE_DIR, run.id, run.old_id, owner,
+                                       owner["request"])
+        try:
+            out = self._shell(command, run.limit, "the switch")
+        except Exception as exc:  # pylint: disable=broad-except  # the jump may or may not have been queued
+            display.vvv(f"kho_kexec: no answer from the switch: {exc}")
+            return {"triggered": None, "msg": str(exc)}
+        said = stage.switch_answer(out.get("stdout"))
+        if said["word"] == "fallback":
+            display.vvv(f"kho_kexec: the switch changed nothing ({said['why']}): the module runs instead")
+            return None
+        if said["word"] == "failed":
+            unloaded = said["state"] == stage.UNLOADED
+            return {"failed": True, "triggered": False, "changed": not unloaded, "loaded_here": not unloaded,
+                    "finalized_here": False, "undone": ["the image unloaded"] if unloaded else [],
+                    "msg": f"the switch failed ({said['why']}); "
+                           + ("the image this run staged is unloaded" if unloaded else "unloading the image failed")}
+        if said["word"] == "queued":
+            return {**(said["answer"] or {}), "changed": True, "loaded_here": True, "reused_staged": True,
+                    "triggered": True, "boot_id": run.old_id, "switched_by": "shell",
+                    "msg": "took up the load this run staged; the jump is queued"}
+        return {"triggered": None, "msg": f"the switch's answer said nothing of its own: {str(out.get('stdout'))[-200:]!r}"}
 
     def _trigger(self, result, load_args, run: Run, task_vars):
         """The host's one run: load, canary, queue the jump.  A lost answer is 'triggered: null', never 'not'."""

@@ -268,7 +268,8 @@ options:
     description:
       - With O(state=unloaded), unload only a load still staged for this run (O(stage_ttl)); anything else loaded is
         left as it is.
-      - With O(state=executed), take up the load this run staged (O(stage_ttl)) instead of loading again, where the
+      - With O(state=executed), take up the load this run staged (O(stage_ttl)) instead of loading again (in one shell
+        command where it can, see RV(load)), where the
         run still holds the handover lock (else the task fails, nothing changed), the load is still staged for it and
         C(/sys/kernel/kexec_loaded) is C(1); the record must name what the task asks. The staged load then counts as
         this task's, and any failure before the jump unloads it. Where it is no longer staged (it expired, or was
@@ -279,7 +280,8 @@ options:
   owner:
     description:
       - Set by the action plugin for O(state=loaded), O(state=unloaded) and O(state=executed) to this run, as the handover lock names
-        it (M(kexec.kho.kho_lock)); a value given in the task is ignored.
+        it (M(kexec.kho.kho_lock)), with C(request), a digest of what the task asks to load (a stage's switch
+        script runs only for a switch that asks the same); a value given in the task is ignored.
     type: dict
     version_added: 0.4.0
   lock_path:
@@ -480,7 +482,8 @@ loaded_before:
   version_added: 0.4.0
 staged:
   description: With O(stage_ttl), the staged load - C(run), C(ttl), C(expires_at) (seconds since the epoch), C(argv)
-    (what started its expiry); V(null) in check mode.
+    (what started its expiry) and C(switch), the path of the switch's script (written where the action told the
+    stage what its task asks, as M(kexec.kho.kho_kexec)'s action always does); V(null) in check mode.
   returned: O(state=loaded) with O(stage_ttl)
   type: dict
   version_added: 0.4.0
@@ -510,6 +513,11 @@ load:
       jump was queued, V(null) where its answer was lost; and C(trigger), the command that queued it).
     - Where the host did not jump and the answer was lost, C(loaded_here) and C(finalized_here) are what this run's
       jump status on the host says it left (both V(false) where it never wrote one).
+    - With O(staged), where the task asks what its stage loaded, on the boot the stage read, with no O(pmsg) and no
+      O(confirm_timeout), the switch is one shell command (the script the stage wrote; no module run, C(switched_by)
+      V(shell)). Its result is the stage's, read on the old boot while the host still served (RV(way_back) too),
+      with C(reused_staged), C(triggered) and C(msg) as the switch found them. Where anything differs (the lock, the
+      stage, the boot, what is loaded), the script changes nothing and the module runs instead.
   returned: O(state=executed)
   type: dict
 way_back:

@@ -520,7 +520,7 @@ def ensure_loaded(module, kho, kexec: Kexec, p: dict, lu: dict | None = None, ch
     return do_load(kho, kexec, result, steps, changes)
 
 
-def jump_job(method: str, kexec: str, pid: int, status: str, loaded: str, prefix: str) -> str:
+def jump_job(method: str, kexec: str, pid: int | None, status: str, loaded: str, prefix: str | None) -> str:
     """The detached jump, as sh text: wait for the process that queued it to exit, then jump.
 
     The wait (at most JUMP_WAIT_STEPS x 50 ms, then 0.3 s for the session to flush) lets the module's answer
@@ -529,14 +529,16 @@ def jump_job(method: str, kexec: str, pid: int, status: str, loaded: str, prefix
     controller's next poll, and so does a job that finds no image loaded when the jump is due (``loaded`` is
     /sys/kernel/kexec_loaded), each after ``prefix`` (the run's status line up to its state) and by a rename, so
     that a poll never reads half a line.  Only the module's own values go in (a resolved binary path, an int, fixed
-    and option paths, a prefix of checked words), each quoted.
+    and option paths, a prefix of checked words), each quoted.  Where ``pid`` and ``prefix`` are None, the job reads
+    them from its $1 and $2 (the staged switch's sh passes its own, stage.switch_script).
     """
-    wait = (f"n=0; while kill -0 {int(pid)} 2>/dev/null && [ $n -lt {JUMP_WAIT_STEPS} ]; "
+    pid_word, prefix_word = ('"$1"', '"$2"') if pid is None else (str(int(pid)), shlex.quote(prefix))
+    wait = (f"n=0; while kill -0 {pid_word} 2>/dev/null && [ $n -lt {JUMP_WAIT_STEPS} ]; "
             "do sleep 0.05; n=$((n+1)); done; sleep 0.3")
     new = shlex.quote(status + ".new")
 
     def say(state: str) -> str:
-        return f"{{ printf '%s %s\\n' {shlex.quote(prefix)} {state} > {new} && mv -f {new} {shlex.quote(status)}; }}"
+        return f"{{ printf '%s %s\\n' {prefix_word} {state} > {new} && mv -f {new} {shlex.quote(status)}; }}"
     record = say(f'"{paths.JUMP_EXIT} $?"')
     # Checked again when the jump is due: an image unloaded meanwhile would let systemctl kexec load its own.
     guard = f"grep -qx 1 {shlex.quote(loaded)} || {{ {say(paths.JUMP_NOT_LOADED)}; exit 3; }}"
@@ -593,11 +595,25 @@ def stage_load(module, kho, kexec: Kexec, p: dict, changes: Changes | None = Non
         return {**planned(result, steps), "staged": None, "msg": "would load, staged"}
     result = do_load(kho, kexec, result, steps, changes)
     try:
-        result["staged"] = stage.arm(module, kexec.state_dir, p["owner"], p["stage_ttl"], kexec.binary or "kexec",
-                                     result["kernel"], p["lock_path"])
+        armed = stage.arm(module, kexec.state_dir, p["owner"], p["stage_ttl"], kexec.binary or "kexec",
+                          result["kernel"], p["lock_path"])
+        line = armed.pop("line")
+        result = {**result, "staged": armed, "msg": f"loaded, staged for {p['stage_ttl']} s"}
+        if stage.request_of(p["owner"]):  # the switch without a module run: its script and its answer
+            armed["switch"] = stage.write_switch(kexec.state_dir, switch_script(kho, kexec, p, result, line),
+                                                 {**result, "way_back": way_back.read(kho), "python": sys.executable})
     except Exception as exc:  # pylint: disable=broad-except  # the load this run made is undone
+        stage.disarm(kexec.state_dir)
         changes.back_out(kho, exc, kexec)  # raises
-    return {**result, "msg": f"loaded, staged for {p['stage_ttl']} s"}
+    return result
+
+
+def switch_script(kho, kexec: Kexec, p: dict, result: dict, line: str) -> str:
+    """The staged switch's sh (stage.switch_script) for this load: its jump as queue_jump's, its paths as this
+    run's."""
+    job = jump_job(result["method"], kexec.binary or "kexec", None, paths.JUMP_STATUS, kho.kexec_loaded_path, None)
+    return stage.switch_script(line, kexec.state_dir, p["lock_path"], kho.kexec_loaded_path, paths.JUMP_STATUS,
+                               kexec.binary or "kexec", job)
 
 
 def take_staged(kho, kexec: Kexec, p: dict) -> bool:

@@ -6,6 +6,7 @@ The action's own code runs unchanged; only the remote side (commands, module run
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from types import SimpleNamespace
 
@@ -14,7 +15,7 @@ from ansible.errors import AnsibleConnectionFailure
 
 from ansible_collections.kexec.kho.plugins.action import kho_kexec as action
 from ansible_collections.kexec.kho.plugins.plugin_utils import _jump
-from ansible_collections.kexec.kho.plugins.module_utils._kho import paths
+from ansible_collections.kexec.kho.plugins.module_utils._kho import paths, stage
 from ansible_collections.kexec.kho.plugins.module_utils._kho.kexec import check_values
 
 OLD = "11111111-2222-3333-4444-555555555555"
@@ -45,8 +46,8 @@ class Connection:
 class Host:
     """The scripted host: replies to the boot id read, the polls, the test command, module runs."""
 
-    def __init__(self, polls=(), boot_id=OLD, test_rc=0, load=None, hang=None, facts=""):
-        self.polls, self.facts = list(polls), facts
+    def __init__(self, polls=(), boot_id=OLD, test_rc=0, load=None, hang=None, facts="", switch=None):
+        self.polls, self.facts, self.switch = list(polls), facts, switch  # switch: what the staged switch's sh says
         self.boot_id, self.test_rc, self.hang = boot_id, test_rc, hang
         self.load = load if load is not None else {
             "changed": True, "method": "kexec", "argv": ["/usr/sbin/kexec", "-s", "-l", "/boot/vmlinuz"],
@@ -63,6 +64,10 @@ class Host:
             if isinstance(reply, Exception):
                 raise reply
             return {"rc": 0, "stdout": reply.replace("{run}", str(self.run_id)), "stderr": ""}
+        if cmd.startswith("if [ -r ") and stage.SWITCH_SH in cmd:  # the staged switch (stage.switch_command)
+            self.log.append("switch")
+            self.run_id = shlex.split(cmd.split("; then ", 1)[1])[3]  # exec /bin/sh SCRIPT JUMP_RUN ...
+            return {"rc": 0, "stdout": self.switch or f"{stage.MARK} fallback no-script\n", "stderr": ""}
         if " -I -S -c " in cmd:  # facts_after's read
             self.log.append("facts")
             return {"rc": 0, "stdout": self.facts, "stderr": ""}
@@ -614,3 +619,53 @@ def test_return_needs_state_executed(state):
     with pytest.raises(ValueError, match="return is 'on_failure'; a return is made only after a jump"):
         check_values({"state": state, "kernel": "/boot/vmlinuz", "return": "on_failure"})
     check_values({"state": state, "kernel": "/boot/vmlinuz", "return": "never"})
+
+
+# The staged switch by one shell command (stage.switch_script): taken where the task asks nothing only the module does.
+STAGE_ANSWER = {"kernel": "/boot/vmlinuz", "method": "kexec", "loaded_here": True, "python": "/usr/bin/python3",
+                "way_back": {"possible": True, "kernel": "/boot/vmlinuz-old"}, "target": {"handed_over": ["kho-v1"]}}
+
+
+def _queued(answer=STAGE_ANSWER):
+    return f"{stage.MARK}-ANSWER\n{json.dumps(answer)}\n{stage.MARK} queued\n"
+
+
+def test_a_staged_switch_is_one_shell_command_and_no_module_run(monkeypatch):
+    host = Host(polls=[poll(OLD, "started"), poll(NEW, "none")], switch=_queued())
+    res = run(host, monkeypatch, expect_boot_id=OLD, staged=True)
+    assert not res.get("failed") and res["jumped"] is True and res["boot_id_after"] == NEW, res
+    assert host.log == ["switch", "poll", "poll"]  # no module run before the jump
+    load = res["load"]
+    assert load["reused_staged"] and load["switched_by"] == "shell" and load["python"] == "/usr/bin/python3"
+    assert res["way_back"] == STAGE_ANSWER["way_back"]  # read at the stage, on the old boot
+
+
+def test_a_switch_that_is_not_its_stages_runs_the_module(monkeypatch):
+    host = Host(polls=[poll(NEW, "none")], switch=f"{stage.MARK} fallback request\n")
+    res = run(host, monkeypatch, expect_boot_id=OLD, staged=True)
+    assert not res.get("failed") and res["jumped"] is True
+    assert host.log == ["switch", "module executed", "poll"]
+
+
+def test_a_switch_that_failed_and_unloaded_did_not_jump(monkeypatch):
+    host = Host(polls=[poll(NEW, "none")], switch=f"{stage.MARK}-ANSWER\n{{}}\n{stage.MARK} failed queue unloaded\n")
+    res = run(host, monkeypatch, expect_boot_id=OLD, staged=True)
+    assert res["failed"] and res["jumped"] is False and host.log == ["switch"]
+    assert res["load"]["undone"] == ["the image unloaded"] and res["load"]["loaded_here"] is False
+    assert "the switch failed (queue)" in res["msg"]
+
+
+def test_a_switch_whose_answer_says_nothing_of_ours_is_asked_by_the_polls(monkeypatch):
+    """Cut off after the take-up, perhaps after the queue: unknown, never 'not triggered'; the polls read the host's
+    jump status, which names this run."""
+    host = Host(polls=[poll(OLD, "started"), poll(NEW, "none")], switch="KHO-SWITCH-ANSWER\n{\"kern")
+    res = run(host, monkeypatch, expect_boot_id=OLD, staged=True)
+    assert res["jumped"] is True and host.log == ["switch", "poll", "poll"]
+
+
+@pytest.mark.parametrize("extra", [{"pmsg": "canary"}, {"confirm_timeout": 60}, {}], ids=["pmsg", "confirm", "no boot id"])
+def test_a_switch_that_asks_what_only_the_module_does_runs_the_module(monkeypatch, extra):
+    host = Host(polls=[poll(NEW, "none")], switch=_queued())
+    args = {"staged": True, **({"expect_boot_id": OLD} if extra else {}), **extra}
+    run(host, monkeypatch, **args)
+    assert "switch" not in host.log and "module executed" in host.log

@@ -3,15 +3,18 @@ the switch that takes it up.  Simulated trees and a fake kexec; the lab runs it 
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
 from fakehost import FakeModule, make_host, params, state_dir_default  # noqa: F401  pylint: disable=import-error,unused-import
 
 from ansible_collections.kexec.kho.plugins.module_utils._kho import kexec as K
-from ansible_collections.kexec.kho.plugins.module_utils._kho import lock, paths, stage
+from ansible_collections.kexec.kho.plugins.module_utils._kho import jump_status, lock, paths, stage
 
 RUN = "ctl:4242:98765:1f2e3d"
 OWNER = {"run": RUN, "target": "web-1"}
@@ -176,3 +179,99 @@ def test_an_unload_of_the_staged_load_leaves_any_other(tmp_path):
     assert gone["changed"] and not kho.kexec_loaded() and stage.read(kx.state_dir)["staged"] is None
     K.ensure_loaded(mod, kho, kx, {**p, "stage_ttl": 0})  # loaded, not staged: a staged-only unload leaves it
     assert K.ensure_unloaded(mod, kho, kx, OWNER)["changed"] is False and kho.kexec_loaded()
+
+
+# The switch by one shell command (stage.switch_script): written by the stage, run under sh as the controller runs
+# it (stage.switch_command), with a fake kexec; setsid runs for real (no systemd on the simulated host).
+REQUEST = "ab" * 32
+JUMP_RUN = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(name="switch")
+def switch_fixture(tmp_path, monkeypatch):
+    """A stage of RUN that knows its request, the lock held by RUN, a fake kexec (its argv logged); returns a
+    function that runs the switch's command with these values (overridable) and returns what it said."""
+    if not shutil.which("setsid"):
+        pytest.skip("setsid (util-linux) is not on this machine")
+    monkeypatch.setattr(paths, "JUMP_STATUS", str(tmp_path / "jump-status"))
+    fake = tmp_path / "fake kexec"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> '{tmp_path}/kexec.log'\nexit 0\n")
+    fake.chmod(0o755)
+    kho, mod, kx, p = _stage(tmp_path)
+    kx.binary = str(fake)
+    owner = {**OWNER, "request": REQUEST}
+    res = K.stage_load(mod, kho, kx, {**p, "owner": owner})  # its expiry a (fake) systemd timer
+    # The switch's script as a host without systemd has it: the jump queued by setsid, for real.
+    monkeypatch.setattr(paths, "SYSTEMD_RUNNING", str(tmp_path / "no-systemd"))
+    line = (tmp_path / "run" / stage.STAGED).read_text().strip()
+    answer = json.loads((tmp_path / "run" / stage.SWITCH_ANSWER).read_text())
+    stage.write_switch(kx.state_dir, K.switch_script(kho, kx, {**p, "owner": owner}, res, line), answer)
+    _hold(p["lock_path"])
+    boot = open(paths.BOOT_ID, encoding="ascii").read().strip()
+
+    def run(path=None, **kw):
+        args = {"jump_run": JUMP_RUN, "boot_id": boot, "owner": owner, "request": REQUEST, **kw}
+        cmd = stage.switch_command(kx.state_dir, args["jump_run"], args["boot_id"], args["owner"], args["request"])
+        env = {"PATH": f"{path}:/usr/sbin:/usr/bin:/sbin:/bin" if path else "/usr/sbin:/usr/bin:/sbin:/bin"}
+        out = subprocess.run([shutil.which("dash") or "/bin/sh", "-c", cmd], capture_output=True, text=True,
+                             timeout=30, check=True, env=env)
+        return stage.switch_answer(out.stdout)
+    return SimpleNamespace(run=run, kho=kho, kx=kx, stage=res, log=tmp_path / "kexec.log",
+                           status=tmp_path / "jump-status", lock=p["lock_path"], tmp=tmp_path)
+
+
+def _wait_for(path, text, seconds=15):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and text not in (path.read_text() if path.exists() else ""):
+        time.sleep(0.05)
+    return path.read_text() if path.exists() else ""
+
+
+def test_the_switch_takes_the_stage_up_and_queues_the_jump_in_one_command(switch):
+    assert switch.stage["staged"]["switch"].endswith(stage.SWITCH_SH)
+    said = switch.run()
+    assert said["word"] == "queued", said
+    answer = said["answer"]
+    assert answer["kernel"] == switch.stage["kernel"] and answer["way_back"] and answer["python"]
+    assert stage.read(switch.kx.state_dir)["staged"] is None  # taken up: its expiry has nothing left to do
+    status = jump_status.parse(_wait_for(switch.status, "exit"))
+    assert (status.run, status.done, status.state) == (JUMP_RUN, ("load",), "exit 0")  # the fake's -e returned
+    assert _wait_for(switch.log, "-e").splitlines() == ["-e"]
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"request": "cd" * 32}, "request"),
+    ({"owner": {"run": "other:1:2:3"}}, "request"),
+    ({"boot_id": "00000000-0000-0000-0000-000000000000"}, "boot"),
+    ({"jump_run": "bad;run"}, "arguments"),
+])
+def test_a_switch_that_is_not_its_stages_changes_nothing(switch, change, why):
+    said = switch.run(**change)
+    assert (said["word"], said["why"]) == ("fallback", why)
+    assert stage.read(switch.kx.state_dir)["staged"]["run"] == RUN and not switch.status.exists()
+    assert not switch.log.exists() and switch.kho.kexec_loaded()
+
+
+def test_a_switch_whose_lock_or_load_is_gone_changes_nothing(switch):
+    os.unlink(switch.lock)
+    _hold(switch.lock, "other:1:2:3")
+    assert switch.run()["why"] == "lock"
+    os.unlink(switch.lock)
+    _hold(switch.lock)
+    with open(switch.kho.kexec_loaded_path, "w") as fh:
+        fh.write("0\n")
+    assert switch.run()["why"] == "not-loaded"
+    stage.disarm(switch.kx.state_dir)
+    assert switch.run()["why"] == "no-script" and not switch.status.exists()
+
+
+def test_a_switch_that_cannot_queue_the_jump_unloads_what_it_took_up(switch):
+    bad = switch.tmp / "bin"
+    bad.mkdir()
+    (bad / "setsid").write_text("#!/bin/sh\nexit 1\n")
+    (bad / "setsid").chmod(0o755)
+    said = switch.run(path=str(bad))
+    assert (said["word"], said["why"], said["state"]) == ("failed", "queue", stage.UNLOADED)
+    assert switch.log.read_text().splitlines() == ["-u"] and switch.kx.read_record() is None
+    status = jump_status.parse(switch.status.read_text())
+    assert (status.run, status.done, status.state) == (JUMP_RUN, (), "failed")
