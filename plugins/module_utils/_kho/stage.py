@@ -212,11 +212,13 @@ def switch_script(line: str, state_dir: str, lock_path: str, loaded: str, status
         f"undo() {{ if {q(kexec)} -u >/dev/null 2>&1; then s={UNLOADED} d=-; rm -f {record}; else s={UNLOAD_FAILED} d=load; fi",
         f"  [ -n \"$st\" ] && printf '%s %s %s %s failed\\n' \"$jr\" $$ \"$st\" $d > {new} && mv -f {new} {q(status)}",
         f'  echo "{MARK} failed $1 $s"; exit 0; }}',
-        f"rm -f {stage} || undo take-up",  # taken up: the expiry has nothing left to do
         "st=$(sed 's/.*) //' /proc/$$/stat | cut -d ' ' -f 20)",  # field 22, the start time, as jump_status reads it
         'case "$st" in ""|*[!0-9]*) st=; undo start;; esac',
         'prefix="$jr $$ $st load"',
-        f"printf '%s started\\n' \"$prefix\" > {new} && mv -f {new} {q(status)} || undo status",
+        # The load is this run's from here (the status says so first: a run cut off here is unloaded by its rollback).
+        f"printf '%s {paths.JUMP_RUNNING}\\n' \"$prefix\" > {new} && mv -f {new} {q(status)} || undo status",
+        f"rm -f {stage} || undo take-up",  # taken up: the expiry has nothing left to do
+        f"printf '%s {paths.JUMP_STARTED}\\n' \"$prefix\" > {new} && mv -f {new} {q(status)} || undo status",
         f"echo '{MARK}-ANSWER'; head -c {ANSWER_BYTES} {answer} || undo answer; echo",
         f"job={q(job)}",
         f"if [ -d {q(paths.SYSTEMD_RUNNING)} ] && command -v systemd-run >/dev/null 2>&1; then",
@@ -251,7 +253,7 @@ def switch_answer(stdout: str) -> dict:
         start = lines.index(f"{MARK}-ANSWER") + 1
         try:
             answer = json.loads("\n".join(lines[start:-1]))
-        except ValueError:
+        except (ValueError, RecursionError):  # the host's text: a depth bomb is no answer either
             answer = None
     return {"word": last[1], "why": last[2] if len(last) > 2 else None, "state": last[3] if len(last) > 3 else None,
             "answer": answer if isinstance(answer, dict) else None}

@@ -275,3 +275,10 @@ def test_a_switch_that_cannot_queue_the_jump_unloads_what_it_took_up(switch):
     assert switch.log.read_text().splitlines() == ["-u"] and switch.kx.read_record() is None
     status = jump_status.parse(switch.status.read_text())
     assert (status.run, status.done, status.state) == (JUMP_RUN, (), "failed")
+
+
+@pytest.mark.parametrize("stdout", ["", "KHO-SWITCH", "noise\nKHO-SWITCH-ANSWER\n" + "[" * 100000 + "\nKHO-SWITCH queued\n",
+                                    "x" * (stage.ANSWER_BYTES * 3)])
+def test_what_a_host_says_for_its_switch_is_read_bounded(stdout):
+    said = stage.switch_answer(stdout)
+    assert said["answer"] is None and said["word"] in (None, "queued")
