@@ -626,8 +626,8 @@ STAGE_ANSWER = {"kernel": "/boot/vmlinuz", "method": "kexec", "loaded_here": Tru
                 "way_back": {"possible": True, "kernel": "/boot/vmlinuz-old"}, "target": {"handed_over": ["kho-v1"]}}
 
 
-def _queued(answer=STAGE_ANSWER):
-    return f"{stage.MARK}-ANSWER\n{json.dumps(answer)}\n{stage.MARK} queued\n"
+def _queued():
+    return f"{stage.MARK}-ANSWER\n{json.dumps(STAGE_ANSWER)}\n{stage.MARK} queued\n"
 
 
 def test_a_staged_switch_is_one_shell_command_and_no_module_run(monkeypatch):
