@@ -30,7 +30,7 @@ UNKNOWN = "unknown"
 
 # The documented fields of kho_handover_result (and what the callback adds: batch, started_at, finished_at).
 STRINGS = ("host", "verdict", "failed_step", "error", "release_before", "release_after", "target_release",
-           "target_support", "boot_id_before", "boot_id_after", "previous_release", "detection", "method")
+           "target_support", "boot_id_before", "boot_id_after", "previous_release", "detection", "method", "switched_by")
 FLOATS = ("downtime", "detect_latency", "started_at", "finished_at")
 INTS = ("kexec_count", "batch")
 BOOLS = ("switched_from_stage",)  # staged mode: the switch took up the stage's load (false: it loaded again)

@@ -99,6 +99,7 @@ def record(facts, now: float) -> dict:
         "detection": jump.get("detection"), "method": jump.get("method"), "liveupdate": check.get("liveupdate"),
         # staged mode: the switch took up the stage's load (true), or loaded again (false); null without a switch
         "switched_from_stage": _map(jump.get("load")).get("reused_staged"),
+        "switched_by": _map(jump.get("load")).get("switched_by"),  # "shell": one shell command, no module run
         # systemd-analyze's phases of the new boot (systemd 262 counts the old boot's stopping, exit and shutdown)
         "boot_phases": systemd.get("boot_phases"), "detect_latency": jump.get("detect_latency"),
         # the way back, where the new kernel failed a check (return.yml): the decision, the verdict, both halves'

@@ -53,6 +53,7 @@ def test_four_guests_staged_at_once_and_switched_two_at_a_time_are_all_verified(
         r = summary[g["name"]]
         assert r["verdict"] == "verified", r
         assert r["switched_from_stage"] is True, r  # the switch loaded nothing again
+        assert r["switched_by"] == "shell", r  # ... and ran no module before the jump
         assert r["kexec_count"] == 1 and r["boot_id_after"] != r["boot_id_before"]
     after = host_state(four, tmp_path)
     assert all(not s["loaded"] and "handover.lock" not in s["files"] for s in after.values()), after
