@@ -244,7 +244,7 @@ def switch_answer(stdout: str) -> dict:
     nothing of ours), ``why``, ``state`` (failed's: unloaded, unload-failed) and ``answer`` (the stage's, a dict, or
     None where it is not readable)."""
     text = str(stdout or "")[-(ANSWER_BYTES + 4096):]
-    lines = text.rstrip("\n").split("\n")
+    lines = [line.rstrip("\r") for line in text.rstrip("\r\n").split("\n")]  # CR LF where a pty carried it
     last = lines[-1].split(" ") if lines else []
     if not last or last[0] != MARK or len(last) < 2:
         return {"word": None, "why": None, "state": None, "answer": None}

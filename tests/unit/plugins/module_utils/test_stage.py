@@ -282,3 +282,10 @@ def test_a_switch_that_cannot_queue_the_jump_unloads_what_it_took_up(switch):
 def test_what_a_host_says_for_its_switch_is_read_bounded(stdout):
     said = stage.switch_answer(stdout)
     assert said["answer"] is None and said["word"] in (None, "queued")
+
+
+def test_a_switch_answer_through_a_pty_is_read_as_sent():
+    """become with a tty (sudo's requiretty) carries the output with CR LF: the words and the answer are the same."""
+    sent = f"{stage.MARK}-ANSWER\n" + '{"kernel": "/boot/vmlinuz"}' + f"\n{stage.MARK} queued\n"
+    assert stage.switch_answer(sent.replace("\n", "\r\n")) == stage.switch_answer(sent) == {
+        "word": "queued", "why": None, "state": None, "answer": {"kernel": "/boot/vmlinuz"}}
