@@ -224,7 +224,8 @@ ROLLOUT_PLAYBOOK = """\
   gather_facts: false
   tasks:
     - ansible.builtin.set_fact:
-        kho_handover_result: {{verdict: staged, failed_step: "{{{{ 'stage' if inventory_hostname == 'h0' else none }}}}"}}
+        # one expression for the whole dict: ansible-core 2.16 makes a templated null inside a dict the string None
+        kho_handover_result: "{{{{ {{'verdict': 'staged', 'failed_step': 'stage' if inventory_hostname == 'h0' else none}} }}}}"
 - name: switch
   hosts: all
   serial: {batch}
