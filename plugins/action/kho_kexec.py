@@ -195,8 +195,9 @@ class ActionModule(ActionBase):
         'not': the polls then ask the host, whose jump status names this run.  A module that answered without saying
         (it crashed) has ended; what it did is in its jump status, if it wrote one."""
         run.ended = False
-        if self._by_shell(load_args, run):
-            switched = self._switch(load_args, run)
+        state_dir = self._by_shell(load_args, run)
+        if state_dir:
+            switched = self._switch(state_dir, load_args["owner"], run)
             if switched is not None:
                 return switched
         try:  # the host checks its boot id (expected, or not the controller's) before it changes anything
@@ -213,21 +214,21 @@ class ActionModule(ActionBase):
             return {**load, "triggered": None}
         return load
 
-    def _by_shell(self, load_args, run: Run) -> bool:
-        """Whether the switch may take its stage's load up by one shell command (stage.switch_script): staged, on the
-        boot the stage read, and nothing asked that only the module does (a pstore message, the host's own return)."""
+    def _by_shell(self, load_args, run: Run) -> str | None:
+        """The state directory where the switch may take its stage's load up by one shell command
+        (stage.switch_script): staged, on the boot the stage read, and nothing asked that only the module does (a
+        pstore message, the host's own return); else None."""
         state_dir = load_args.get("state_dir") or paths.STATE_DIR
-        return bool(load_args.get("staged") and not self._task.check_mode and run.old_id
-                    and load_args.get("pmsg") is None and not load_args.get("confirm_timeout")
-                    and state_dir.startswith("/") and "$" not in state_dir and stage.request_of(load_args["owner"]))
+        ok = (load_args.get("staged") and not self._task.check_mode and run.old_id
+              and load_args.get("pmsg") is None and not load_args.get("confirm_timeout")
+              and state_dir.startswith("/") and "$" not in state_dir and stage.request_of(load_args["owner"]))
+        return state_dir if ok else None
 
-    def _switch(self, load_args, run: Run) -> dict | None:
+    def _switch(self, state_dir: str, owner: dict, run: Run) -> dict | None:
         """The staged switch, one command: the stage's answer with the load taken up and the jump queued, or the
         failure it undid; None where it changed nothing (not this run's stage, or not as it was), for the module
         to run instead.  A lost answer is 'triggered: null', as the module's."""
-        owner = load_args["owner"]
-        command = stage.switch_command(load_args.get("state_dir") or paths.STATE_DIR, run.id, run.old_id, owner,
-                                       owner["request"])
+        command = stage.switch_command(state_dir, run.id, run.old_id, owner)
         try:
             out = self._shell(command, run.limit, "the switch")
         except Exception as exc:  # pylint: disable=broad-except  # the jump may or may not have been queued

@@ -5,8 +5,9 @@ holds the handover lock, and unloaded by the host itself when its time to live p
 
 On disk, under the state directory beside the load's record:
 
-- ``staged``: one line, ``RUN NONCE EXPIRES``, written after the load and removed with its record (an unload, a new
-  load) and by the switch that takes the load up, before it queues the jump;
+- ``staged``: one line, ``RUN NONCE EXPIRES REQUEST`` (REQUEST: owner's ``request``, or ``-``), written after the
+  load and removed with its record (an unload, a new load) and by the switch that takes the load up, before it
+  queues the jump;
 - ``staged-expired``: one line, ``RUN AT STATE KERNEL``, the host's word that it ended a staged load whose time ran
   out (STATE: ``unloaded``, or ``unload-failed``), for a later run to say;
 - ``switch.sh`` and ``switch.json``, where the stage was told what its task asked (owner's ``request``): the switch
@@ -230,12 +231,12 @@ def switch_script(line: str, state_dir: str, lock_path: str, loaded: str, status
         ""])
 
 
-def switch_command(state_dir: str, jump_run: str, boot_id: str, owner, request: str) -> str:
+def switch_command(state_dir: str, jump_run: str, boot_id: str, owner) -> str:
     """The controller's one command for the switch: the stage's script with this switch's values, or ``fallback``
     where no script is there (an older stage, or none)."""
     q = shlex.quote
     script = q(_path(state_dir, SWITCH_SH))
-    args = " ".join(q(a) for a in (jump_run, boot_id, run_of(owner) or "", request))
+    args = " ".join(q(a) for a in (jump_run, boot_id, run_of(owner) or "", request_of(owner) or ""))
     return f"if [ -r {script} ]; then exec /bin/sh {script} {args}; fi; echo '{MARK} fallback no-script'"
 
 

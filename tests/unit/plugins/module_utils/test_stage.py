@@ -211,7 +211,7 @@ def switch_fixture(tmp_path, monkeypatch):
 
     def run(path=None, **kw):
         args = {"jump_run": JUMP_RUN, "boot_id": boot, "owner": owner, "request": REQUEST, **kw}
-        cmd = stage.switch_command(kx.state_dir, args["jump_run"], args["boot_id"], args["owner"], args["request"])
+        cmd = stage.switch_command(kx.state_dir, args["jump_run"], args["boot_id"], {**args["owner"], "request": args["request"]})
         env = {"PATH": f"{path}:/usr/sbin:/usr/bin:/sbin:/bin" if path else "/usr/sbin:/usr/bin:/sbin:/bin"}
         out = subprocess.run([shutil.which("dash") or "/bin/sh", "-c", cmd], capture_output=True, text=True,
                              timeout=30, check=True, env=env)
